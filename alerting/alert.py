@@ -1,0 +1,68 @@
+"""Alert and score records (DESIGN.md §4) and their deterministic identifiers."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+
+class Action(msgspec.Struct, frozen=True):
+    """A retention action chosen by the playbook, owned by one team."""
+
+    id: str
+    team: str
+    deadline_hours: float
+    params: dict[str, Any] = {}
+    description: str = ""
+
+
+class Alert(msgspec.Struct, frozen=True):
+    """A churn alert: who, when, how bad, why, and what to do about it."""
+
+    alert_id: str
+    subscriber_id: str
+    ts: int
+    event_id: str
+    severity: str
+    score: float
+    rules: list[str]
+    reasons: list[dict[str, Any]]
+    segment: str
+    actions: list[Action]
+    detected_at: int
+    model_version: str
+    ruleset_version: str
+    ingested_at: int | None = None
+
+
+class ScoreRecord(msgspec.Struct, frozen=True, array_like=False):
+    """One scored event, so alert quality can be measured from outside."""
+
+    event_id: str
+    subscriber_id: str
+    ts: int
+    score: float
+    severity: str | None
+    rules: list[str]
+    segment: str
+
+
+def alert_id(subscriber_id: str, event_id: str, rules: list[str]) -> str:
+    """Same subscriber, triggering event and rules → same id (also computed in ledger.lua)."""
+    cause = "\x1f".join([subscriber_id, event_id, *sorted(rules)])
+    return hashlib.sha1(cause.encode()).hexdigest()
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def to_json(record: msgspec.Struct) -> bytes:
+    """Compact JSON for sinks and topics."""
+    return _encoder.encode(record)
+
+
+def alert_from_json(raw: bytes) -> Alert:
+    """Parse an alert published by churnwatch."""
+    return msgspec.json.decode(raw, type=Alert)

@@ -1,0 +1,112 @@
+"""The retention playbook: which actions an alert gets, chosen by severity, segment and reasons."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alerting.alert import Action
+from churnwatch.errors import RulesError
+from features.schema import FEATURES
+from rules import expr
+from rules.ruleset import SEVERITIES
+
+_FIELDS = {"id", "description", "team", "severities", "segments", "exclude_segments", "when",
+           "deadline_hours", "params"}
+
+
+@dataclass(frozen=True)
+class PlaybookEntry:
+    action: Action
+    severities: frozenset[str]
+    segments: frozenset[str]
+    exclude_segments: frozenset[str]
+    when: ast.Expression | None
+
+    def matches(self, severity: str, segment: str, env: dict[str, float]) -> bool:
+        return ((not self.severities or severity in self.severities)
+                and (not self.segments or segment in self.segments)
+                and segment not in self.exclude_segments
+                and (self.when is None or bool(expr.evaluate(self.when, env))))
+
+
+@dataclass(frozen=True)
+class Playbook:
+    version: str
+    entries: tuple[PlaybookEntry, ...]
+
+    def choose(self, severity: str, segment: str, row: np.ndarray) -> list[Action]:
+        """The actions for an alert of this severity and segment with these features."""
+        env = {name: float(row[i]) for i, name in enumerate(FEATURES)}
+        return [e.action for e in self.entries if e.matches(severity, segment, env)]
+
+
+def _fail(source: str, key: str, problem: str, fix: str) -> RulesError:
+    return RulesError(f"{source}: {key}: {problem}. Fix: {fix}")
+
+
+def parse_playbook(text: str, source: str = "<string>") -> Playbook:
+    """Parse and validate a playbook TOML document."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{source}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    entries = []
+    seen: set[str] = set()
+    for n, spec in enumerate(doc.get("actions", [])):
+        key = f"actions[{n}]"
+        extra = set(spec) - _FIELDS
+        if extra:
+            raise _fail(source, f"{key}.{sorted(extra)[0]}", "unknown field",
+                        f"use only {', '.join(sorted(_FIELDS))}")
+        action_id, team = spec.get("id"), spec.get("team")
+        if not isinstance(action_id, str) or not action_id or action_id in seen:
+            raise _fail(source, f"{key}.id", "missing or duplicate action id", "give a unique id")
+        if not isinstance(team, str) or not team:
+            raise _fail(source, f"{key}.team", "missing owning team", 'e.g. team = "customer-care"')
+        bad = [s for s in spec.get("severities", []) if s not in SEVERITIES]
+        if bad:
+            raise _fail(source, f"{key}.severities", f"unknown severity {bad[0]!r}",
+                        f"use {', '.join(SEVERITIES)}")
+        deadline = spec.get("deadline_hours", 24)
+        if not isinstance(deadline, (int, float)) or deadline <= 0:
+            raise _fail(source, f"{key}.deadline_hours", "must be a positive number", "e.g. 24")
+        when = None
+        if spec.get("when"):
+            try:
+                when = expr.parse(spec["when"])
+                unknown = [n for n in expr.names(when) if n not in FEATURES]
+                if unknown:
+                    raise expr.ExpressionError(f"unknown feature '{unknown[0]}'")
+                if expr.infer_type(when, set()) != "bool":
+                    raise expr.ExpressionError("this is a number, not a condition")
+            except expr.ExpressionError as exc:
+                raise _fail(source, f"{key}.when", f"invalid condition {spec['when']!r}",
+                            str(exc)) from None
+        params: dict[str, Any] = dict(spec.get("params", {}))
+        seen.add(action_id)
+        entries.append(PlaybookEntry(
+            Action(action_id, team, float(deadline), params, str(spec.get("description", ""))),
+            frozenset(spec.get("severities", [])), frozenset(spec.get("segments", [])),
+            frozenset(spec.get("exclude_segments", [])), when))
+    if not entries:
+        raise _fail(source, "actions", "no actions defined", "add [[actions]] blocks")
+    return Playbook(str(doc.get("version", "unversioned")), tuple(entries))
+
+
+def load_playbook(path: str | Path | None = None) -> Playbook:
+    """Load a playbook file, or the shipped default when path is None."""
+    if path is None:
+        text = resources.files("alerting").joinpath("default_playbook.toml").read_text()
+        return parse_playbook(text, "alerting/default_playbook.toml")
+    file = Path(path)
+    try:
+        return parse_playbook(file.read_text(encoding="utf-8"), str(file))
+    except OSError as exc:
+        raise RulesError(f"{file}: cannot read playbook ({exc.strerror}). Fix the path.") from None

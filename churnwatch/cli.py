@@ -1,0 +1,162 @@
+"""The `churnwatch` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from churnwatch.config import EVENTS_TOPIC, Settings, load_settings
+from churnwatch.errors import ChurnwatchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Real-time churn early warning for telecom operators.")
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file "
+                                                   "(or CHURNWATCH_CONFIG)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ChurnwatchError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def demo(
+    subscribers: Annotated[int, typer.Option(help="synthetic population size")] = 1000,
+    days: Annotated[int, typer.Option(help="days of telemetry to simulate")] = 150,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    churn_rate: Annotated[float, typer.Option(help="share of subscribers who churn")] = 0.08,
+    faults: Annotated[bool, typer.Option(help="inject duplicates, late and invalid events")] = True,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Start a local broker and Redis (unless configured), a worker and a synthetic feed;
+    show alerts live and end with a summary."""
+    from churnwatch.demo import DemoOptions, run_demo
+
+    settings = _settings(config)
+    options = DemoOptions(subscribers=subscribers, days=days, seed=seed, churn_rate=churn_rate,
+                          faults=faults, json_output=json_out)
+    try:
+        summary = run_demo(settings, options)
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run a stream worker against the configured Kafka and Redis."""
+    from churnwatch.embedded import create_topics
+    from streams.app import create_app
+
+    settings = _settings(config)
+    try:
+        app_ = create_app(settings)
+        asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+    import faust
+
+    faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+
+
+def _topics(settings: Settings) -> dict[str, int]:
+    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC
+
+    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
+    per_message: Annotated[int, typer.Option(help="events packed per Kafka message")] = 500,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Push an NDJSON event file into churn.events."""
+    from churnwatch.embedded import create_topics
+    from churnwatch.produce import EventProducer
+
+    settings = _settings(config)
+    if not settings.broker:
+        raise _fail(ChurnwatchError("set CHURNWATCH_BROKER (e.g. kafka://127.0.0.1:9092)"))
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise _fail(exc) from None
+
+    async def main() -> int:
+        await create_topics(settings.bootstrap, _topics(settings))
+        async with EventProducer(settings.bootstrap, EVENTS_TOPIC, settings.partitions,
+                                 per_message) as producer:
+            with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed} events"),
+                          TimeElapsedColumn(), console=err, disable=json_out) as bar:
+                task = bar.add_task("replay", total=None)
+                return await producer.send_lines(stream, lambda n: bar.advance(task, n))
+
+    with stream:
+        try:
+            sent = asyncio.run(main())
+        except ChurnwatchError as exc:
+            raise _fail(exc) from None
+    if json_out:
+        print(orjson.dumps({"sent": sent, "topic": EVENTS_TOPIC}).decode())
+    else:
+        err.print(f"sent {sent} events to {EVENTS_TOPIC}")
+
+
+@app.command()
+def inspect(
+    subscriber: Annotated[str, typer.Argument(help="phone number or subscriber id")],
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Features, indicators, segment, score and recent alerts of one subscriber."""
+    import redis.asyncio as aioredis
+
+    from churnwatch.inspect import inspect_subscriber
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        raise _fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
+
+    async def main() -> dict:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await inspect_subscriber(settings, client, subscriber)
+        finally:
+            await client.aclose()
+
+    try:
+        report = asyncio.run(main())
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    from churnwatch.render import render_inspect
+
+    render_inspect(Console(), report)
+
+
+def main() -> None:
+    app()

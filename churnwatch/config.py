@@ -1,0 +1,123 @@
+"""Configuration: ``CHURNWATCH_*`` environment variables over an optional TOML file.
+
+Precedence: explicit overrides > environment > TOML file (``CHURNWATCH_CONFIG`` or
+``--config``) > defaults. Invalid values fail at startup with a :class:`ConfigError` that
+names the key, where it came from and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from churnwatch.errors import ConfigError
+
+EVENTS_TOPIC = "churn.events"
+ALERTS_TOPIC = "churn.alerts"
+SCORES_TOPIC = "churn.scores"
+DLQ_TOPIC = "churn.dlq"
+ENV_PREFIX = "CHURNWATCH_"
+
+
+class Settings(BaseSettings):
+    """Every setting, its default and its meaning."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    broker: str = Field("", description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092")
+    redis_url: str = Field("", description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    alerts_jsonl: Path | None = Field(None, description="append alerts to this JSONL file")
+    scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
+    app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
+    batch_max: int = Field(2000, ge=1, le=100_000, description="max Kafka messages per micro-batch")
+    batch_within_s: float = Field(0.05, gt=0, le=10, description="max wait to fill a micro-batch")
+    lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
+    state_ttl_days: int = Field(400, ge=1, description="idle subscriber state is dropped after this")
+    rules_file: Path | None = Field(None, description="rules TOML (default: shipped rules)")
+    playbook_file: Path | None = Field(None, description="playbook TOML (default: shipped)")
+    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
+    session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
+                                     "timeout (rebalances wait up to half of it)")
+    publish_scores: bool = Field(False, description="also publish score records to churn.scores")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("kafka", "aiokafka"):
+            raise ValueError("must look like kafka://HOST:PORT")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must look like redis://HOST:PORT/DB (or rediss:// for TLS)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be debug, info, warning or error")
+        return value.lower()
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port list for Kafka clients."""
+        return self.broker.split("://", 1)[-1]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror}). "
+                          f"Fix: correct the path in {ENV_PREFIX}CONFIG or --config.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    return data.get("churnwatch", data)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from overrides, environment and the optional TOML file."""
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    file_values = _read_toml(Path(path)) if path else {}
+    env_keys = {k[len(ENV_PREFIX):].lower() for k in os.environ if k.startswith(ENV_PREFIX)}
+    init = {k: v for k, v in file_values.items() if k not in env_keys}
+    init.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, set(overrides), env_keys)) from None
+
+
+def _explain(exc: ValidationError, path: Any, overridden: set[str], env_keys: set[str]) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        if key in overridden:
+            where = f"--{key.replace('_', '-')}"
+        elif key in env_keys:
+            where = f"environment variable {ENV_PREFIX}{key.upper()}"
+        elif path:
+            where = f"{path}: key '{key}'"
+        else:
+            where = f"{ENV_PREFIX}{key.upper()}"
+        if err["type"] == "extra_forbidden":
+            fix = f"remove it; known keys: {', '.join(sorted(Settings.model_fields))}"
+            lines.append(f"  {where}: unknown setting. Fix: {fix}")
+            continue
+        field = Settings.model_fields.get(key)
+        hint = f" ({field.description})" if field is not None and field.description else ""
+        lines.append(f"  {where}: {err['msg']}. Fix: set a valid value{hint}")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""The exception hierarchy: every error churnwatch raises derives from ChurnwatchError."""
+
+
+class ChurnwatchError(Exception):
+    """Root of all churnwatch errors."""
+
+
+class ConfigError(ChurnwatchError):
+    """Invalid configuration: the message names the source, the key and the fix."""
+
+
+class EventError(ChurnwatchError):
+    """An event violates the contract; ``reason`` is short and safe to publish."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RulesError(ChurnwatchError):
+    """An invalid ruleset or playbook: the message names the file, the rule and the fix."""
+
+
+class StoreError(ChurnwatchError):
+    """The feature store could not apply or read a batch."""

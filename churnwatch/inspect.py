@@ -1,0 +1,51 @@
+"""What churnwatch knows about one subscriber: features, indicators, segment, score, alerts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from alerting.ledger import AlertLedger
+from churnwatch.config import Settings
+from churnwatch.events import normalise_subscriber
+from features.schema import DAY_MS, FEATURES
+from features.store import FeatureStore, StoreConfig
+from online_models.checkpoint import load_model
+from online_models.model import model_input
+from rules.engine import compile_ruleset
+from rules.ruleset import SEVERITIES, load_ruleset
+
+async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
+                             now_ms: int | None = None) -> dict[str, Any]:
+    """A JSON-ready report (DESIGN.md §5); ``known`` is false for a subscriber never seen."""
+    sid = normalise_subscriber(subscriber)
+    store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS)))
+    found = await store.read([sid], now_ms=now_ms)
+    alerts = [orjson.loads(a) for a in await AlertLedger(redis).recent_alerts(sid)]
+    if sid not in found:
+        return {"subscriber_id": sid, "known": False, "features": {}, "indicators": {},
+                "segment": None, "score": None, "severity": None, "rules": [], "alerts": alerts}
+    row, attrs = found[sid]
+    compiled = compile_ruleset(load_ruleset(settings.rules_file))
+    evaluation = compiled.evaluate(row.reshape(1, -1))
+    ruleset = compiled.ruleset
+    model = await load_model(redis)
+    score = float(model.score([model_input(row, attrs)])[0]) if model else None
+    rank = int(evaluation.severity[0])
+    return {
+        "subscriber_id": sid,
+        "known": True,
+        "features": {n: (None if math.isnan(v) else float(v)) for n, v in zip(FEATURES, row)},
+        "attrs": attrs,
+        "indicators": {ind.name: bool(evaluation.indicators[0, k])
+                       for k, ind in enumerate(ruleset.indicators)},
+        "segment": ruleset.segment_names[evaluation.segment[0]],
+        "score": score,
+        "model_version": model.version if model else None,
+        "severity": SEVERITIES[rank - 1] if rank else None,
+        "rules": [r.id for k, r in enumerate(ruleset.rules) if evaluation.hits[0, k]],
+        "ruleset_version": ruleset.version,
+        "alerts": alerts,
+    }

@@ -1,0 +1,29 @@
+"""Redis key layout. Every key of one subscriber carries the ``{subscriber}`` hash tag, so
+one batch script touches one Redis Cluster slot per subscriber."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under a prefix (default ``cw``)."""
+
+    prefix: str = "cw"
+
+    def state(self, subscriber_id: str) -> str:
+        """Committed feature state (cmsgpack blob)."""
+        return f"{self.prefix}:{{{subscriber_id}}}:s"
+
+    def stage(self, subscriber_id: str) -> str:
+        """Feature state staged by a batch, promoted by the batch's commit."""
+        return f"{self.prefix}:{{{subscriber_id}}}:stage"
+
+    def ledger(self, subscriber_id: str) -> str:
+        """Alert ledger hash: ``r:<rule>`` cooldown entries, ``p:<event_id>`` pending alerts."""
+        return f"{self.prefix}:{{{subscriber_id}}}:ledger"
+
+    def alerts(self, subscriber_id: str) -> str:
+        """The subscriber's recent delivered alerts (a list of JSON, newest first)."""
+        return f"{self.prefix}:{{{subscriber_id}}}:alerts"

@@ -1,0 +1,138 @@
+"""The oracle: features recomputed plainly from the raw list of accepted events.
+
+Slow on purpose (every feature is a filter over the subscriber's whole history); it exists so
+tests can check the Redis store against an obviously-correct definition of each feature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from churnwatch.events import Event
+from features.schema import DAY_MS, DIVISOR, FEATURES, day_of, month_of, to_cents, to_milli
+
+NAN = math.nan
+
+
+@dataclass
+class _History:
+    events: list[Event] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+
+    @property
+    def clock(self) -> int:
+        return max(ev.ts for ev in self.events)
+
+
+def _latest(events: list[Event]) -> Event | None:
+    """Latest by event time; among equal times the one that arrived last."""
+    best = None
+    for ev in events:
+        if best is None or ev.ts >= best.ts:
+            best = ev
+    return best
+
+
+def features_at(events: list[Event], now_day: int, now_month: int) -> np.ndarray:
+    """Every feature of FEATURES for one subscriber's accepted events, at (now_day, now_month)."""
+
+    def days_ago(ev: Event) -> int:
+        return now_day - day_of(ev.ts)
+
+    def of(kind: str, lo: int, hi: int) -> list[Event]:
+        return [ev for ev in events if ev.type == kind and lo <= days_ago(ev) <= hi]
+
+    spend_by_month = [
+        sum(to_cents(ev.amount) for ev in events
+            if ev.type == "spend" and month_of(ev.ts) == now_month - k)
+        for k in range(6)
+    ]
+    complaints = of("complaint", 0, 29)
+    spends = of("spend", 0, 29)
+
+    def last_day(kind: str) -> float:
+        days = [day_of(ev.ts) for ev in events if ev.type == kind]
+        return now_day - max(days) if days else NAN
+
+    recency = last_day("spend")
+    if math.isnan(recency):
+        recency = now_day - min(day_of(ev.ts) for ev in events)
+    plans = sorted((ev for ev in events if ev.type == "plan_change"), key=lambda ev: ev.ts)
+    fee = to_cents(plans[-1].monthly_fee) if plans else NAN
+    delta = fee - to_cents(plans[-2].monthly_fee) if len(plans) >= 2 else 0
+    plan_days = now_day - day_of(plans[-1].ts) if plans else NAN
+    tenure = NAN
+    latest_with_tenure = None
+    latest_ts = None
+    for ev in events:  # arrival order: a profile counts only if it is the latest so far
+        if ev.type == "profile" and (latest_ts is None or ev.ts >= latest_ts):
+            latest_ts = ev.ts
+            if ev.tenure_months is not None:
+                latest_with_tenure = ev
+    if latest_with_tenure is not None:
+        tenure = latest_with_tenure.tenure_months + now_month - month_of(latest_with_tenure.ts)
+
+    def usage(attr: str, lo: int, hi: int) -> int:
+        return sum(to_milli(getattr(ev, attr)) for ev in of("usage", lo, hi))
+
+    row = [
+        *spend_by_month,
+        len(of("login", 0, 6)),
+        len(of("login", 7, 34)),
+        len(complaints),
+        *(sum(ev.category == c for ev in complaints)
+          for c in ("network", "billing", "service", "other")),
+        len(spends),
+        sum(to_cents(ev.amount) for ev in spends),
+        recency,
+        usage("data_mb", 0, 6),
+        usage("data_mb", 7, 34),
+        usage("voice_min", 0, 6),
+        usage("voice_min", 7, 34),
+        fee,
+        delta,
+        plan_days,
+        tenure,
+        last_day("login"),
+        last_day("complaint"),
+        last_day("usage"),
+    ]
+    assert len(row) == len(FEATURES)
+    return np.array(row, dtype=np.float64) / DIVISOR
+
+
+class ReferenceStore:
+    """Applies events one at a time with the store's acceptance rules, recomputing features."""
+
+    def __init__(self, lateness_ms: int = 7 * DAY_MS) -> None:
+        self.lateness_ms = lateness_ms
+        self.subscribers: dict[str, _History] = {}
+
+    def apply(self, ev: Event) -> tuple[str, np.ndarray | None]:
+        """Return ("A", features) for an accepted event, ("D", None) or ("L", None) otherwise."""
+        hist = self.subscribers.setdefault(ev.subscriber_id, _History())
+        if hist.events and ev.ts < hist.clock - self.lateness_ms:
+            return "L", None
+        if ev.event_id in hist.ids:
+            return "D", None
+        hist.events.append(ev)
+        hist.ids.add(ev.event_id)
+        return "A", self.features(ev.subscriber_id)
+
+    def features(self, subscriber_id: str, now_ms: int = 0) -> np.ndarray:
+        """Features of a known subscriber at max(now, its clock)."""
+        hist = self.subscribers[subscriber_id]
+        clock = max(hist.clock, now_ms)
+        latest = _latest(hist.events)
+        assert latest is not None
+        month = max(month_of(clock), month_of(latest.ts))
+        return features_at(hist.events, day_of(clock), month)
+
+    def attrs(self, subscriber_id: str) -> dict[str, float]:
+        """Attributes of the latest profile event (by event time)."""
+        profiles = [ev for ev in self.subscribers[subscriber_id].events if ev.type == "profile"]
+        latest = _latest(profiles)
+        return (latest.attrs or {}) if latest else {}

@@ -1,0 +1,147 @@
+"""The Faust app: wires the topics, one batching agent, the pipeline and the sinks.
+
+Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import msgspec
+import redis as syncredis
+import redis.asyncio as aioredis
+from prometheus_client import start_http_server
+
+from alerting.alert import Alert
+from alerting.ledger import AlertLedger
+from alerting.playbook import load_playbook
+from alerting.sinks import JsonlSink
+from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings
+from churnwatch.errors import ConfigError
+from churnwatch.metrics import Metrics
+from features.schema import DAY_MS
+from features.store import FeatureStore, StoreConfig
+from online_models.checkpoint import CHECKPOINT_KEY, Checkpointer, decode
+from online_models.model import ChurnModel
+from rules.engine import compile_ruleset
+from rules.ruleset import load_ruleset
+from streams.pipeline import DeadLetter, Pipeline, Record
+
+log = logging.getLogger("churnwatch.worker")
+
+
+def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
+    """Load and validate rules and playbook, compile the kernel, and assemble the pipeline."""
+    store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
+                                            ttl_s=settings.state_ttl_days * 86_400))
+    ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
+    rules = compile_ruleset(load_ruleset(settings.rules_file))
+    model = decode(syncredis.Redis.from_url(settings.redis_url).get(CHECKPOINT_KEY))
+    return Pipeline(store, ledger, rules, model or ChurnModel(),
+                    load_playbook(settings.playbook_file), metrics)
+
+
+class KafkaPublisher:
+    """Publishes a batch's outputs to the churn.* topics and the JSONL sinks, waiting for acks."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.alerts_jsonl = JsonlSink(settings.alerts_jsonl) if settings.alerts_jsonl else None
+        self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
+        self.publish_scores = settings.publish_scores
+        self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
+
+    async def _send(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        producer = self.app.producer
+        futures = [await producer.send(topic, key, value, None, None, None)
+                   for key, value in messages]
+        await asyncio.gather(*futures)
+
+    async def dead_letters(self, payloads: list[bytes]) -> None:
+        await self._send(DLQ_TOPIC, [(None, p) for p in payloads])
+
+    async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
+        await self._send(ALERTS_TOPIC, [(a.subscriber_id.encode(), p)
+                                        for a, p in zip(alerts, payloads)])
+        if self.alerts_jsonl:
+            self.alerts_jsonl.write(payloads)
+
+    async def scores(self, payloads: list[bytes]) -> None:
+        if self.publish_scores:
+            await self._send(SCORES_TOPIC, [(None, p) for p in payloads])
+        if self.scores_jsonl:
+            self.scores_jsonl.write(payloads)
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
+    """A Faust app consuming churn.events in micro-batches through the pipeline."""
+    if not settings.broker or not settings.redis_url:
+        raise ConfigError("the worker needs CHURNWATCH_BROKER and CHURNWATCH_REDIS_URL "
+                          "(or run `churnwatch demo`, which starts local ones)")
+    metrics = metrics or Metrics()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_tables_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        broker_commit_every=settings.batch_max,
+        producer_acks=-1,
+        producer_linger_ms=5,
+    )
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    pipeline = build_pipeline(settings, redis, metrics)
+    publisher = KafkaPublisher(app, settings)
+    events_topic = app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False)
+
+    @app.agent(events_topic, concurrency=1)
+    async def score(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                              e.value or b"", int(e.message.timestamp * 1000))
+                       for e in batch]
+            await _run_batch(pipeline, publisher, records)
+
+    @app.task
+    async def serve_metrics() -> None:
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
+                                      registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    checkpointer = Checkpointer(redis, pipeline.model)
+
+    @app.timer(interval=10.0)
+    async def checkpoint_model() -> None:
+        await checkpointer.save_if_changed()
+
+    app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+async def _run_batch(pipeline: Pipeline, publisher: KafkaPublisher,
+                     records: list[Record]) -> None:
+    """Run a batch; on an unexpected error dead-letter its records instead of dropping them
+    (Faust would acknowledge them anyway)."""
+    try:
+        await pipeline.run(records, publisher)
+    except Exception as exc:  # noqa: BLE001 - last line of defence before Faust acks
+        log.exception("batch of %d records failed; sending them to %s", len(records), DLQ_TOPIC)
+        letters = [DeadLetter(f"internal error: {type(exc).__name__}", "internal", r.topic,
+                              r.partition, r.offset, -1, r.value.decode("utf-8", "replace"))
+                   for r in records]
+        pipeline.metrics.dead_letters.labels("internal").inc(len(letters))
+        await publisher.dead_letters([msgspec.json.encode(d) for d in letters])
