@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from churnwatch.config import EVENTS_TOPIC, Settings, load_settings
 from churnwatch.errors import ChurnwatchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Real-time churn early warning for telecom operators.")
 err = Console(stderr=True)
 

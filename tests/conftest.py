@@ -1,0 +1,138 @@
+"""Shared fixtures: a real redis-server and a real Kafka-protocol broker (Tansu) on loopback,
+started and stopped by the tests themselves, and a helper to run `churnwatch worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics
+from churnwatch.offsets import group_lag, high_watermarks
+
+DAY = 86_400_000
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """A clean database on the session's redis-server."""
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A fresh memory-only broker per test (starts in ~0.1 s), so tests never share topics."""
+    with EmbeddedBroker() as server:
+        yield server
+
+
+class Worker:
+    """A `churnwatch worker` subprocess with its own consumer group and fresh topics' view."""
+
+    def __init__(self, broker: EmbeddedBroker, redis_url: str, tmp: Path, partitions: int = 2,
+                 **env: str) -> None:
+        self.broker = broker
+        self.redis_url = redis_url
+        self.partitions = partitions
+        self.alerts_path = tmp / "alerts.jsonl"
+        self.scores_path = tmp / "scores.jsonl"
+        self.log_path = tmp / "worker.log"
+        self.app_id = f"test-{uuid.uuid4().hex[:8]}"
+        self.env = dict(os.environ, CHURNWATCH_BROKER=broker.url, CHURNWATCH_REDIS_URL=redis_url,
+                        CHURNWATCH_ALERTS_JSONL=str(self.alerts_path),
+                        CHURNWATCH_SCORES_JSONL=str(self.scores_path),
+                        CHURNWATCH_APP_ID=self.app_id, CHURNWATCH_METRICS_PORT="0",
+                        CHURNWATCH_PARTITIONS=str(partitions), CHURNWATCH_SESSION_TIMEOUT_S="2",
+                        **env)
+        self.proc: subprocess.Popen | None = None
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "churnwatch", *args], env=self.env,
+                              input=stdin, capture_output=True, timeout=120)
+
+    def start(self) -> Worker:
+        self.proc = subprocess.Popen([sys.executable, "-m", "churnwatch", "worker"], env=self.env,
+                                     stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def alerts(self) -> list[dict]:
+        if not self.alerts_path.exists():
+            return []
+        return [orjson.loads(line) for line in self.alerts_path.read_bytes().splitlines()]
+
+    def scores(self) -> list[dict]:
+        if not self.scores_path.exists():
+            return []
+        return [orjson.loads(line) for line in self.scores_path.read_bytes().splitlines()]
+
+    def wait_caught_up(self, timeout: float = 90.0) -> None:
+        """Until the worker's group has committed every offset of churn.events."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited:\n{self.log_path.read_text()[-3000:]}")
+            if asyncio.run(group_lag(self.broker.bootstrap, self.app_id, EVENTS_TOPIC)) == 0:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"worker did not catch up:\n{self.log_path.read_text()[-3000:]}")
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
+    """Every message currently in ``topic`` (all partitions, from the beginning)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads metadata
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            return []
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await high_watermarks(consumer, topic)
+        await consumer.seek_to_beginning(*parts)
+        out: list[bytes] = []
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out += [r.value for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def worker(broker: EmbeddedBroker, redis_url: str, tmp_path: Path) -> Iterator[Worker]:
+    """A worker (not yet started) on a fresh broker with the churn.* topics created."""
+    asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
+                                                               SCORES_TOPIC, DLQ_TOPIC)}))
+    w = Worker(broker, redis_url, tmp_path)
+    yield w
+    w.stop()
