@@ -17,7 +17,7 @@ from churnwatch.errors import ChurnwatchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Real-time churn early warning for telecom operators.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file "
                                                    "(or CHURNWATCH_CONFIG)")]
@@ -156,6 +156,88 @@ def inspect(
     from churnwatch.render import render_inspect
 
     render_inspect(Console(), report)
+
+
+rules_app = typer.Typer(no_args_is_help=True, help="Check, try and publish rulesets.")
+app.add_typer(rules_app, name="rules")
+
+
+def _load_rules(file: Path):  # type: ignore[no-untyped-def]
+    from rules.engine import compile_ruleset
+    from rules.ruleset import load_ruleset
+
+    try:
+        return compile_ruleset(load_ruleset(file))
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+
+
+@rules_app.command("check")
+def rules_check(file: Annotated[Path, typer.Argument(help="rules TOML")],
+                json_out: JsonOpt = False) -> None:
+    """Validate and compile a ruleset."""
+    compiled = _load_rules(file)
+    rs = compiled.ruleset
+    info = {"file": str(file), "version": rs.version, "indicators": [i.name for i in rs.indicators],
+            "rules": [r.id for r in rs.rules], "segments": list(rs.segment_names)}
+    if json_out:
+        print(orjson.dumps(info).decode())
+    else:
+        err.print(f"[green]ok[/] {file}: version {rs.version}, {len(rs.indicators)} indicators, "
+                  f"{len(rs.rules)} rules, {len(rs.segments)} segments")
+
+
+@rules_app.command("test")
+def rules_test(file: Annotated[Path, typer.Argument(help="rules TOML")],
+               events: Annotated[Path, typer.Argument(help="NDJSON events")],
+               json_out: JsonOpt = False) -> None:
+    """Show what a ruleset would raise on an event file, without acting (no Kafka/Redis)."""
+    from rules.dryrun import dry_run
+
+    compiled = _load_rules(file)
+    try:
+        with events.open("rb") as fh:
+            report = dry_run(compiled, fh)
+    except OSError as exc:
+        raise _fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report).decode())
+        return
+    for alert in report["alerts"]:
+        err.print(f"line {alert['line']}: {alert['severity']:<6} {alert['subscriber_id']} "
+                  f"rules {','.join(alert['rules'])} indicators {','.join(alert['indicators'])}")
+    err.print(f"events {report['events']}  rule hits {report['rule_hits']}  "
+              f"alerts {len(report['alerts'])}")
+
+
+@rules_app.command("push")
+def rules_push(file: Annotated[Path, typer.Argument(help="rules TOML")],
+               config: ConfigOpt = None) -> None:
+    """Validate and publish a ruleset; running workers switch to it within seconds."""
+    import redis.asyncio as aioredis
+
+    from rules.registry import publish
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        raise _fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(exc) from None
+
+    async def main():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await publish(client, text, str(file))
+        finally:
+            await client.aclose()
+
+    try:
+        ruleset = asyncio.run(main())
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+    err.print(f"published ruleset {ruleset.version} from {file}")
 
 
 def main() -> None:

@@ -28,8 +28,9 @@ from features.store import FeatureStore, StoreConfig
 from online_models.checkpoint import CHECKPOINT_KEY, Checkpointer, decode
 from online_models.model import ChurnModel
 from rules.engine import compile_ruleset
-from rules.ruleset import load_ruleset
-from streams.pipeline import DeadLetter, Pipeline, Record
+from rules import registry
+from rules.ruleset import load_ruleset, parse_ruleset
+from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -39,8 +40,13 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             ttl_s=settings.state_ttl_days * 86_400))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
-    rules = compile_ruleset(load_ruleset(settings.rules_file))
-    model = decode(syncredis.Redis.from_url(settings.redis_url).get(CHECKPOINT_KEY))
+    sync = syncredis.Redis.from_url(settings.redis_url)
+    published = registry.decode(sync.get(registry.ACTIVE_KEY))
+    ruleset = (parse_ruleset(published.text, published.source) if published
+               else load_ruleset(settings.rules_file))
+    rules = compile_ruleset(ruleset)
+    model = decode(sync.get(CHECKPOINT_KEY))
+    sync.close()
     return Pipeline(store, ledger, rules, model or ChurnModel(),
                     load_playbook(settings.playbook_file), metrics)
 
@@ -123,10 +129,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
 
     checkpointer = Checkpointer(redis, pipeline.model)
+    watcher = registry.RulesWatcher(redis, pipeline)
+
+    @app.timer(interval=1.0)
+    async def watch_rules() -> None:
+        try:
+            await watcher.poll()
+        except RETRYABLE as exc:
+            log.warning("cannot poll the published ruleset: %s", type(exc).__name__)
 
     @app.timer(interval=10.0)
     async def checkpoint_model() -> None:
-        await checkpointer.save_if_changed()
+        try:
+            await checkpointer.save_if_changed()
+        except RETRYABLE as exc:
+            log.warning("cannot checkpoint the model: %s", type(exc).__name__)
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app

@@ -116,9 +116,17 @@ class Pipeline:
         metrics.ruleset.labels(rules.version).set(1)
         metrics.model.labels(model.version).set(1)
 
+    def switch_rules(self, rules: CompiledRuleset) -> None:
+        """Use another compiled ruleset from the next batch on."""
+        self.metrics.ruleset.labels(self.rules.version).set(0)
+        self.rules = rules
+        self.metrics.ruleset.labels(rules.version).set(1)
+
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
-        """Process and publish one batch; returns only when every effect is durable."""
+        """Process and publish one batch; returns only when every effect is durable.
+        The whole batch is decided by the ruleset active when it starts."""
         result = BatchResult()
+        rules = self.rules
         events, origins = self._decode(records, result)
         decided = None
         async for attempt in self._retrying():
@@ -126,7 +134,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 staged = await self.store.stage(events)
                 t1 = time.perf_counter()
-                decided = self._decide(events, origins, records, staged, publisher.wants_scores)
+                decided = self._decide(rules, events, origins, records, staged,
+                                       publisher.wants_scores)
                 t2 = time.perf_counter()
                 await self.ledger.commit(staged.subscribers, decided.entries, decided.pending)
                 self.metrics.stage_seconds.labels("features").observe(t1 - t0)
@@ -208,10 +217,11 @@ class Pipeline:
         for letter in result.dead_letters:
             self.metrics.dead_letters.labels(letter.kind).inc()
 
-    def _decide(self, events: list[Event], origins: list[int], records: Sequence[Record],
-                staged, wants_scores: bool) -> _Decided:  # type: ignore[no-untyped-def]
-        ruleset = self.rules.ruleset
-        evaluation = self.rules.evaluate(staged.matrix)
+    def _decide(self, rules: CompiledRuleset, events: list[Event], origins: list[int],
+                records: Sequence[Record], staged,  # type: ignore[no-untyped-def]
+                wants_scores: bool) -> _Decided:
+        ruleset = rules.ruleset
+        evaluation = rules.evaluate(staged.matrix)
         xs = [model_input(row, attrs) for row, attrs in zip(staged.matrix, staged.attrs)]
         scores = self.model.score(xs)
         segment_names = ruleset.segment_names

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,10 @@ import orjson
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics
+from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.offsets import group_lag, high_watermarks
 
 DAY = 86_400_000
@@ -57,10 +59,12 @@ class Worker:
         self.scores_path = tmp / "scores.jsonl"
         self.log_path = tmp / "worker.log"
         self.app_id = f"test-{uuid.uuid4().hex[:8]}"
+        self.metrics_port = free_port()
         self.env = dict(os.environ, CHURNWATCH_BROKER=broker.url, CHURNWATCH_REDIS_URL=redis_url,
                         CHURNWATCH_ALERTS_JSONL=str(self.alerts_path),
                         CHURNWATCH_SCORES_JSONL=str(self.scores_path),
-                        CHURNWATCH_APP_ID=self.app_id, CHURNWATCH_METRICS_PORT="0",
+                        CHURNWATCH_APP_ID=self.app_id,
+                        CHURNWATCH_METRICS_PORT=str(self.metrics_port),
                         CHURNWATCH_PARTITIONS=str(partitions), CHURNWATCH_SESSION_TIMEOUT_S="2",
                         **env)
         self.proc: subprocess.Popen | None = None
@@ -92,6 +96,30 @@ class Worker:
         if not self.scores_path.exists():
             return []
         return [orjson.loads(line) for line in self.scores_path.read_bytes().splitlines()]
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """A sample of the worker's /metrics, or None if absent or not served yet."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                          timeout=5).read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    return sample.value
+        return None
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited:\n{self.log_path.read_text()[-3000:]}")
+            if predicate():
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_path.read_text()[-3000:]}")
 
     def wait_caught_up(self, timeout: float = 90.0) -> None:
         """Until the worker's group has committed every offset of churn.events."""
