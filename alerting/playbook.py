@@ -57,10 +57,19 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: not valid TOML: {exc}. Fix the syntax at that line.") from None
+    unknown = sorted(set(doc) - {"version", "actions"})
+    if unknown:
+        raise _fail(source, unknown[0], "unknown top-level key",
+                    "use only version and [[actions]] blocks")
     entries = []
     seen: set[str] = set()
-    for n, spec in enumerate(doc.get("actions", [])):
+    actions = doc.get("actions", [])
+    if not isinstance(actions, list):
+        raise _fail(source, "actions", "must be an array of tables", "write [[actions]] blocks")
+    for n, spec in enumerate(actions):
         key = f"actions[{n}]"
+        if not isinstance(spec, dict):
+            raise _fail(source, key, "must be a table", "write [[actions]] blocks")
         extra = set(spec) - _FIELDS
         if extra:
             raise _fail(source, f"{key}.{sorted(extra)[0]}", "unknown field",
@@ -70,12 +79,23 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
             raise _fail(source, f"{key}.id", "missing or duplicate action id", "give a unique id")
         if not isinstance(team, str) or not team:
             raise _fail(source, f"{key}.team", "missing owning team", 'e.g. team = "customer-care"')
+        for field in ("severities", "segments", "exclude_segments"):
+            # a bare string would be read as a set of letters and silently never match
+            value = spec.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _fail(source, f"{key}.{field}", "must be a list of names",
+                            f'write {field} = ["..."] (brackets even for one name)')
+        if not isinstance(spec.get("params", {}), dict):
+            raise _fail(source, f"{key}.params", "must be a table", "e.g. params = { data_gb = 10 }")
+        if not isinstance(spec.get("when", ""), str):
+            raise _fail(source, f"{key}.when", "must be a string",
+                        'write a condition in quotes, e.g. when = "complaints_30d >= 1"')
         bad = [s for s in spec.get("severities", []) if s not in SEVERITIES]
         if bad:
             raise _fail(source, f"{key}.severities", f"unknown severity {bad[0]!r}",
                         f"use {', '.join(SEVERITIES)}")
         deadline = spec.get("deadline_hours", 24)
-        if not isinstance(deadline, (int, float)) or deadline <= 0:
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline <= 0:
             raise _fail(source, f"{key}.deadline_hours", "must be a positive number", "e.g. 24")
         when = None
         if spec.get("when"):

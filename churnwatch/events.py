@@ -8,7 +8,7 @@ A Kafka message or HTTP body holds one JSON event, a JSON array of events, or ND
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -20,6 +20,7 @@ MAX_EVENT_BYTES = 64 * 1024
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 MAX_AMOUNT = 1e9
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 EVENT_TYPES = (
     "spend",
@@ -126,6 +127,9 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(_AnyEvent)
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_value_decoder = msgspec.json.Decoder(msgspec.Raw)
+_TOO_DEEP = "JSON nested too deeply"
 _PHONE_CHARS = re.compile(r"^\+?[0-9][0-9 ()./-]*$")
 _NON_DIGITS = re.compile(r"[^0-9]")
 
@@ -167,7 +171,9 @@ def parse_ts(value: int | str) -> int:
             raise EventError("ts is not an RFC 3339 timestamp") from None
         if parsed.tzinfo is None:
             raise EventError("ts has no UTC offset (RFC 3339 requires one)")
-        ms = int(parsed.timestamp() * 1000)
+        # exact integer arithmetic: int(timestamp() * 1000) loses a millisecond to float
+        # rounding for some instants (e.g. ...865.353 → ...865352)
+        ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
     else:
         ms = value
     if not MIN_TS_MS <= ms < MAX_TS_MS:
@@ -213,22 +219,32 @@ def decode_event(raw: bytes) -> Event:
         ev = _decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise EventError(_reason(exc)) from None
+    except RecursionError:
+        raise EventError(_TOO_DEEP) from None
     return _normalise(ev)
 
 
 def _split_records(payload: bytes) -> list[bytes]:
-    """One JSON object, a JSON array of objects, or NDJSON → raw records."""
+    """One JSON object, a JSON array of objects, or NDJSON → raw records.
+
+    Array elements are sliced out as their original bytes (nothing is re-encoded, so each
+    element is validated exactly as if it had been sent alone). A payload that is not valid
+    JSON as a whole array raises EventError. A single object spread over several lines
+    (pretty-printed) is one record, not NDJSON.
+    """
     body = payload.strip()
     if body.startswith(b"["):
         try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return [body]
-        if not isinstance(items, list):
-            return [body]
-        return [orjson.dumps(item) for item in items]
+            return [bytes(item) for item in _array_decoder.decode(body)]
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise EventError(f"invalid JSON array: {_reason(exc)}") from None
+        except RecursionError:
+            raise EventError(f"invalid JSON array: {_TOO_DEEP}") from None
     if b"\n" in body:
-        return [line for line in body.split(b"\n") if line.strip()]
+        try:
+            _value_decoder.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            return [line for line in body.split(b"\n") if line.strip()]
     return [body]
 
 
@@ -236,7 +252,11 @@ def decode_payload(payload: bytes) -> tuple[list[Event], list[Rejected]]:
     """Decode a message/body into valid events and rejected records (never raises)."""
     events: list[Event] = []
     rejected: list[Rejected] = []
-    for index, raw in enumerate(_split_records(payload)):
+    try:
+        records = _split_records(payload)
+    except EventError as exc:
+        return events, [Rejected(index=0, reason=exc.reason, raw=payload.strip()[:MAX_EVENT_BYTES])]
+    for index, raw in enumerate(records):
         try:
             events.append(decode_event(raw))
         except EventError as exc:

@@ -73,7 +73,8 @@ def features_at(events: list[Event], now_day: int, now_month: int) -> np.ndarray
             if ev.tenure_months is not None:
                 latest_with_tenure = ev
     if latest_with_tenure is not None:
-        tenure = latest_with_tenure.tenure_months + now_month - month_of(latest_with_tenure.ts)
+        # months elapsed first, then added: (t + now) - then loses precision for fractional t
+        tenure = latest_with_tenure.tenure_months + (now_month - month_of(latest_with_tenure.ts))
 
     def usage(attr: str, lo: int, hi: int) -> int:
         return sum(to_milli(getattr(ev, attr)) for ev in of("usage", lo, hi))

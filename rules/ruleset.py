@@ -106,6 +106,19 @@ def _expression(source: str, key: str, text: object, known: set[str], booleans: 
     return tree
 
 
+_INDICATOR_FIELDS = {"when", "description"}
+_RULE_FIELDS = {"of", "at_least", "severity", "cooldown_days", "segments", "shadow", "description"}
+_SEGMENT_FIELDS = {"name", "when"}
+
+
+def _known_fields(source: str, key: str, spec: dict, fields: set[str]) -> None:
+    """A misspelt key (``shadw = true``, ``at_leats = 3``) must not silently fall back to a
+    default: a shadow rule would go live."""
+    extra = sorted(set(spec) - fields)
+    if extra:
+        raise _fail(source, f"{key}.{extra[0]}", "unknown field", f"use only {', '.join(sorted(fields))}")
+
+
 def _table(source: str, doc: dict, key: str) -> dict:
     value = doc.get(key, {})
     if not isinstance(value, dict):
@@ -134,6 +147,7 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
             raise _fail(source, key, "name clashes with a feature", "rename the indicator")
         if not isinstance(spec, dict):
             raise _fail(source, key, "must be a table", f'write [{key}] with when = "..."')
+        _known_fields(source, key, spec, _INDICATOR_FIELDS)
         tree = _expression(source, f"{key}.when", spec.get("when"), known, booleans)
         indicators.append(Indicator(name, spec["when"], tree, str(spec.get("description", ""))))
         known.add(name)
@@ -150,6 +164,7 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
             raise _fail(source, f"{key}.name", "missing, empty or reserved",
                         f"give each segment a unique name other than '{DEFAULT_SEGMENT}'")
         _check_name(source, f"{key}.name", name)
+        _known_fields(source, key, spec, _SEGMENT_FIELDS)
         if any(s.name == name for s in segments):
             raise _fail(source, f"{key}.name", f"duplicate segment '{name}'", "use unique names")
         tree = _expression(source, f"{key}.when", spec.get("when"), set(FEATURES), set())
@@ -162,6 +177,7 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
         _check_name(source, key, rule_id)
         if not isinstance(spec, dict):
             raise _fail(source, key, "must be a table", f"write [{key}] with of = [...]")
+        _known_fields(source, key, spec, _RULE_FIELDS)
         of = spec.get("of")
         if not isinstance(of, list) or not of or not all(isinstance(i, str) for i in of):
             raise _fail(source, f"{key}.of", "missing or not a list of indicator names",
@@ -171,7 +187,8 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
                 raise _fail(source, f"{key}.of", f"undefined indicator '{name}'",
                             f"define [indicators.{name}] or use one of: {', '.join(sorted(booleans))}")
         at_least = spec.get("at_least", len(of))
-        if not isinstance(at_least, int) or not 1 <= at_least <= len(of):
+        if isinstance(at_least, bool) or not isinstance(at_least, int) \
+                or not 1 <= at_least <= len(of):
             raise _fail(source, f"{key}.at_least", f"must be a whole number from 1 to {len(of)}",
                         "at_least counts how many of the listed indicators must hold")
         severity = spec.get("severity")
@@ -179,16 +196,24 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
             raise _fail(source, f"{key}.severity", f"{severity!r} is not a severity",
                         f"use one of {', '.join(SEVERITIES)}")
         cooldown = spec.get("cooldown_days", 7)
-        if not isinstance(cooldown, (int, float)) or not 0 <= cooldown <= 366:
+        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) \
+                or not 0 <= cooldown <= 366:
             raise _fail(source, f"{key}.cooldown_days", "must be a number of days from 0 to 366",
                         "e.g. cooldown_days = 7")
         rule_segments = spec.get("segments", [])
+        if not isinstance(rule_segments, list) or not all(isinstance(x, str) for x in rule_segments):
+            raise _fail(source, f"{key}.segments", "must be a list of segment names",
+                        'write segments = ["young"]')
+        shadow = spec.get("shadow", False)
+        if not isinstance(shadow, bool):
+            raise _fail(source, f"{key}.shadow", f"{shadow!r} is not true or false",
+                        "write shadow = true or shadow = false (no quotes)")
         bad = [s for s in rule_segments if s not in segment_names]
         if bad:
             raise _fail(source, f"{key}.segments", f"unknown segment '{bad[0]}'",
                         f"use one of {', '.join(sorted(segment_names))}")
         rules.append(Rule(rule_id, tuple(of), at_least, severity, float(cooldown),
-                          tuple(rule_segments), bool(spec.get("shadow", False)),
+                          tuple(rule_segments), shadow,
                           str(spec.get("description", ""))))
     if not rules:
         raise _fail(source, "rules", "no rules defined", "define at least one [rules.<id>]")
