@@ -42,8 +42,13 @@ class AlertLedger:
         subscribers: Sequence[str],
         entries: Mapping[str, Mapping[str, bytes]],
         pending: Mapping[str, Sequence[tuple[str, bytes]]],
+        pipe: Any = None,
     ) -> None:
-        """Promote staged states of ``subscribers`` and record new cooldown entries and alerts."""
+        """Promote staged states of ``subscribers`` and record new cooldown entries and alerts.
+
+        With ``pipe`` (a redis pipeline) the script is only queued on it, to share its round
+        trip; the caller executes the pipeline.
+        """
         if not subscribers:
             return
         keys: list[str] = []
@@ -53,7 +58,8 @@ class AlertLedger:
             flat_entries = [_text(x) for kv in entries.get(sid, {}).items() for x in kv]
             flat_pending = [_text(x) for kv in pending.get(sid, ()) for x in kv]
             items.append((flat_entries, flat_pending))
-        await self._script(keys=keys, args=["commit", _packer.encode(items), self.ttl_s])
+        await self._script(keys=keys, args=["commit", _packer.encode(items), self.ttl_s],
+                           client=pipe)
 
     async def mark_delivered(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:
         """Record (subscriber_id, event_id, alert_json) as delivered to every sink."""

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     state_ttl_days: int = Field(400, ge=1, description="idle subscriber state is dropped after this")
     rules_file: Path | None = Field(None, description="rules TOML (default: shipped rules)")
     playbook_file: Path | None = Field(None, description="playbook TOML (default: shipped)")
+    silence_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the silence "
+                                      "sweep runs (wall clock)")
+    silence_quiet_days: float = Field(1.0, gt=0, le=90, description="event-time days without "
+                                      "events before a subscriber is re-scored")
+    silence_every_days: float = Field(1.0, gt=0, le=90, description="event-time days between "
+                                      "re-scorings of a quiet subscriber")
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "

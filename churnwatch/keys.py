@@ -27,3 +27,11 @@ class Keys:
     def alerts(self, subscriber_id: str) -> str:
         """The subscriber's recent delivered alerts (a list of JSON, newest first)."""
         return f"{self.prefix}:{{{subscriber_id}}}:alerts"
+
+    def silence_due(self, partition: int) -> str:
+        """Per-partition sorted set: subscriber → event time at which to re-check its silence."""
+        return f"{self.prefix}:silence:{{p{partition}}}:due"
+
+    def watermarks(self) -> str:
+        """Sorted set: partition → highest event time seen on it (the event-time watermark)."""
+        return f"{self.prefix}:watermarks"

@@ -31,6 +31,8 @@ class Metrics:
                                        buckets=_SECONDS, registry=r)
         self.labels = Counter("churnwatch_model_labels", "Labels learned by the model",
                               ["label"], registry=r)
+        self.silence_checks = Counter("churnwatch_silence_checks", "Quiet subscribers re-scored "
+                                      "by the silence sweep", registry=r)
         self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors (each retried)",
                                     registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],

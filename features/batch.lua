@@ -38,13 +38,11 @@ for i = 1, nsubs do
   states[i] = st
   attrs_out[i] = (st.at or -1) .. "|" .. cmsgpack.pack(st.a)
   local entries = {}
-  if ARGV[4] == "" then
-    local fields = redis.call("HGETALL", KEYS[3 * i])
-    for k = 1, #fields, 2 do
-      if string.sub(fields[k], 1, 2) == "r:" then
-        entries[#entries + 1] = string.sub(fields[k], 3)
-        entries[#entries + 1] = fields[k + 1]
-      end
+  local fields = redis.call("HGETALL", KEYS[3 * i])
+  for k = 1, #fields, 2 do
+    if string.sub(fields[k], 1, 2) == "r:" then
+      entries[#entries + 1] = string.sub(fields[k], 3)
+      entries[#entries + 1] = fields[k + 1]
     end
   end
   ledgers[i] = entries
@@ -83,7 +81,8 @@ local function features(st, nowday, nowmonth, out)
   if st.f1 then fee = st.f1 end
   if st.f0 then delta = st.f1 - st.f0 end
   local tenure = NAN
-  if st.ten then tenure = st.ten + (nowmonth - st.tm) end
+  -- the only fractional feature: %.17g keeps it exact (tostring's %.14g would round it)
+  if st.ten then tenure = string.format("%.17g", st.ten + (nowmonth - st.tm)) end
   local plan_day = NAN
   if st.t1 then plan_day = nowday - math.floor(st.t1 / 86400000) end
   local row = {l7, l28, cn + cb + cs + co, cn, cb, cs, co, sn, sc, recency, d7, d28, v7, v28,

@@ -158,22 +158,29 @@ class FeatureStore:
                    for sid, e in zip(subscribers, ledgers_raw) if e}
         return BatchFeatures(status, rows, matrix, attrs, subscribers, ledgers, list(pending))
 
-    async def read(
-        self, subscriber_ids: Sequence[str], now_ms: int | None = None
-    ) -> dict[str, tuple[np.ndarray, dict[str, float]]]:
-        """Features of known subscribers at ``max(now, their clock)``, without changing state."""
+    async def snapshot(self, subscriber_ids: Sequence[str], now_ms: int = 0) -> BatchFeatures:
+        """Features of subscribers at ``max(now, their clock)``, without changing state.
+
+        ``rows`` index the known subscribers in ``subscriber_ids``; ``ledgers`` are included.
+        """
         if not subscriber_ids:
-            return {}
-        now = now_ms or 0
-        override = f"{now // DAY_MS}:{int(months_of(np.array([now]))[0])}"
-        present_raw, matrix_raw, attrs_raw, _, _ = await self._script(
+            return BatchFeatures("", np.empty(0, np.int64), decode_matrix(b"", 0), [], [], {}, [])
+        override = f"{now_ms // DAY_MS}:{int(months_of(np.array([now_ms]))[0])}"
+        present_raw, matrix_raw, attrs_raw, ledgers_raw, _ = await self._script(
             keys=self._keys(subscriber_ids),
             args=[_packer.encode([]), self.config.lateness_ms, self.config.ttl_s, override],
         )
-        present = present_raw.decode()
-        known = [i for i, flag in enumerate(present) if flag == APPLIED]
-        matrix = decode_matrix(matrix_raw, len(known))
-        return {
-            subscriber_ids[i]: (matrix[j], _attrs_before(attrs_raw[i])[1])
-            for j, i in enumerate(known)
-        }
+        rows = np.flatnonzero(np.frombuffer(present_raw, dtype=np.uint8) == ord(APPLIED))
+        ledgers = {sid: {e[k].decode(): e[k + 1] for k in range(0, len(e), 2)}
+                   for sid, e in zip(subscriber_ids, ledgers_raw) if e}
+        return BatchFeatures(present_raw.decode(), rows, decode_matrix(matrix_raw, len(rows)),
+                             [_attrs_before(attrs_raw[i])[1] for i in rows.tolist()],
+                             list(subscriber_ids), ledgers, [])
+
+    async def read(
+        self, subscriber_ids: Sequence[str], now_ms: int | None = None
+    ) -> dict[str, tuple[np.ndarray, dict[str, float]]]:
+        """Features and attributes of known subscribers at ``max(now, their clock)``."""
+        snap = await self.snapshot(subscriber_ids, now_ms or 0)
+        return {snap.subscribers[i]: (snap.matrix[j], snap.attrs[j])
+                for j, i in enumerate(snap.rows.tolist())}

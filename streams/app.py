@@ -24,6 +24,7 @@ from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPI
 from churnwatch.errors import ConfigError
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
+from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig
 from online_models.checkpoint import CHECKPOINT_KEY, Checkpointer, decode
 from online_models.model import ChurnModel
@@ -47,8 +48,10 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     rules = compile_ruleset(ruleset)
     model = decode(sync.get(CHECKPOINT_KEY))
     sync.close()
+    silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
+                           every_ms=int(settings.silence_every_days * DAY_MS))
     return Pipeline(store, ledger, rules, model or ChurnModel(),
-                    load_playbook(settings.playbook_file), metrics)
+                    load_playbook(settings.playbook_file), metrics, silence)
 
 
 class KafkaPublisher:
@@ -130,6 +133,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     checkpointer = Checkpointer(redis, pipeline.model)
     watcher = registry.RulesWatcher(redis, pipeline)
+
+    @app.timer(interval=settings.silence_interval_s)
+    async def sweep_silence() -> None:
+        for tp in sorted(app.consumer.assignment()):
+            if tp.topic == EVENTS_TOPIC:
+                try:
+                    await pipeline.sweep(tp.partition, publisher)
+                except RETRYABLE as exc:
+                    log.warning("silence sweep skipped: %s", type(exc).__name__)
 
     @app.timer(interval=1.0)
     async def watch_rules() -> None:

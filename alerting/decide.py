@@ -1,0 +1,99 @@
+"""From feature rows to alerts: rules, model score, cooldowns, playbook. Pure and synchronous.
+
+The same decision serves the event path (one row per applied event) and the silence sweep
+(one row per quiet subscriber, at the watermark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from alerting.alert import Alert, ScoreRecord, alert_id, to_json
+from alerting.cooldown import decide
+from alerting.playbook import Playbook
+from churnwatch.events import Event
+from features.schema import DAY_MS
+from online_models.model import ChurnModel, model_input
+from rules.engine import CompiledRuleset, explain
+from rules.ruleset import SEVERITIES, SEVERITY_RANK
+
+
+@dataclass
+class Decision:
+    """What a set of rows decided: alerts to send, ledger changes to commit, scores, labels."""
+
+    alerts: list[Alert]
+    payloads: list[bytes]
+    entries: dict[str, dict[str, bytes]]
+    pending: dict[str, list[tuple[str, bytes]]]
+    scores: list[ScoreRecord]
+    labels: list[tuple[dict[str, float], bool]]
+    rule_hits: dict[str, int]
+
+
+def decide_alerts(
+    rules: CompiledRuleset,
+    model: ChurnModel,
+    playbook: Playbook,
+    triggers: Sequence[Event],
+    matrix: np.ndarray,
+    attrs: Sequence[dict[str, float]],
+    ledgers: dict[str, dict[str, bytes]],
+    ingested: Sequence[int | None],
+    now_ms: int,
+    wants_scores: bool,
+) -> Decision:
+    """Decide alerts for ``triggers[j]`` whose features are ``matrix[j]``, in order.
+
+    ``ledgers`` are the subscribers' cooldown entries before these rows; they are not modified.
+    """
+    ruleset = rules.ruleset
+    evaluation = rules.evaluate(matrix)
+    xs = [model_input(row, a) for row, a in zip(matrix, attrs)]
+    scores = model.score(xs)
+    rule_ids = [r.id for r in ruleset.rules]
+    acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
+    entries = {sid: dict(e) for sid, e in ledgers.items()}
+    out = Decision([], [], {}, {}, [], [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
+    for j, ev in enumerate(triggers):
+        hits = evaluation.hits[j]
+        rank = int(evaluation.severity[j])
+        segment = ruleset.segment_names[evaluation.segment[j]]
+        if ev.type in ("churn", "active"):
+            out.labels.append((xs[j], ev.type == "churn"))
+        if wants_scores:
+            out.scores.append(ScoreRecord(
+                ev.event_id, ev.subscriber_id, ev.ts, float(scores[j]),
+                SEVERITIES[rank - 1] if rank else None,
+                [rule_ids[k] for k in np.flatnonzero(hits & acting)], segment))
+        if not rank:
+            continue
+        candidates = [(r.id, SEVERITY_RANK[r.severity], int(r.cooldown_days * DAY_MS))
+                      for k, r in enumerate(ruleset.rules) if hits[k] and not r.shadow]
+        sub_entries = entries.setdefault(ev.subscriber_id, {})
+        passed = decide(sub_entries, candidates, ev.ts, ev.event_id)
+        if not passed:
+            continue
+        for rule in passed:
+            out.entries.setdefault(ev.subscriber_id, {})[rule] = sub_entries[rule]
+        severity = SEVERITIES[max(SEVERITY_RANK[ruleset.rules[rule_ids.index(r)].severity]
+                                  for r in passed) - 1]
+        row = matrix[j]
+        reasons = [{"kind": "indicator", **r}
+                   for r in explain(ruleset, row, evaluation.indicators[j])]
+        reasons += [{"kind": "model", **c} for c in model.explain(xs[j])]
+        alert = Alert(
+            alert_id=alert_id(ev.subscriber_id, ev.event_id, passed),
+            subscriber_id=ev.subscriber_id, ts=ev.ts, event_id=ev.event_id, severity=severity,
+            score=round(float(scores[j]), 6), rules=sorted(passed), reasons=reasons,
+            segment=segment, actions=playbook.choose(severity, segment, row),
+            detected_at=now_ms, model_version=model.version,
+            ruleset_version=ruleset.version, ingested_at=ingested[j])
+        payload = to_json(alert)
+        out.alerts.append(alert)
+        out.payloads.append(payload)
+        out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
+    return out
