@@ -40,6 +40,16 @@ class PlaybookEntry:
 class Playbook:
     version: str
     entries: tuple[PlaybookEntry, ...]
+    source: str = "<string>"
+
+    def check_segments(self, known: tuple[str, ...]) -> None:
+        """Fail if an action names a segment the ruleset does not define (a typo never matches)."""
+        for n, entry in enumerate(self.entries):
+            for field in ("segments", "exclude_segments"):
+                bad = sorted(getattr(entry, field) - set(known))
+                if bad:
+                    raise _fail(self.source, f"actions[{n}].{field}", f"unknown segment {bad[0]!r}",
+                                f"use one of {', '.join(known)}")
 
     def choose(self, severity: str, segment: str, row: np.ndarray) -> list[Action]:
         """The actions for an alert of this severity and segment with these features."""
@@ -117,7 +127,7 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
             frozenset(spec.get("exclude_segments", [])), when))
     if not entries:
         raise _fail(source, "actions", "no actions defined", "add [[actions]] blocks")
-    return Playbook(str(doc.get("version", "unversioned")), tuple(entries))
+    return Playbook(str(doc.get("version", "unversioned")), tuple(entries), source)
 
 
 def load_playbook(path: str | Path | None = None) -> Playbook:

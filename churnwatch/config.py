@@ -23,6 +23,7 @@ ALERTS_TOPIC = "churn.alerts"
 SCORES_TOPIC = "churn.scores"
 DLQ_TOPIC = "churn.dlq"
 ENV_PREFIX = "CHURNWATCH_"
+_OTHER_ENV = {"config", "redis_server_bin"}  # read elsewhere: config file path, embedded redis
 
 
 class Settings(BaseSettings):
@@ -99,6 +100,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
     file_values = _read_toml(Path(path)) if path else {}
     env_keys = {k[len(ENV_PREFIX):].lower() for k in os.environ if k.startswith(ENV_PREFIX)}
+    unknown = sorted(env_keys - set(Settings.model_fields) - _OTHER_ENV)
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable {ENV_PREFIX}{unknown[0].upper()}. Fix: remove it or "
+            f"use one of {', '.join(ENV_PREFIX + k.upper() for k in sorted(Settings.model_fields))}")
     init = {k: v for k, v in file_values.items() if k not in env_keys}
     init.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -145,15 +145,17 @@ def normalise_subscriber(raw: str) -> str:
         raise EventError("subscriber_id is empty")
     if _PHONE_CHARS.match(value):
         digits = _NON_DIGITS.sub("", value)
-        if len(digits) < 5 or len(digits) > 15 + 2:
-            raise EventError("subscriber_id is not a valid phone number (5-15 digits)")
         if value.startswith("+"):
-            return "+" + digits
-        if digits.startswith("00"):
-            return "+" + digits[2:]
-        return digits
-    if any(ch.isspace() or ord(ch) < 32 for ch in value):
-        raise EventError("subscriber_id contains whitespace or control characters")
+            canonical = "+" + digits
+        elif digits.startswith("00"):
+            canonical = "+" + digits[2:]
+        else:
+            canonical = digits
+        if not 5 <= len(canonical.lstrip("+")) <= 15:
+            raise EventError("subscriber_id is not a valid phone number (5-15 digits)")
+        return canonical
+    if any(ch.isspace() or ord(ch) < 32 or ch in "{}" for ch in value):
+        raise EventError("subscriber_id contains whitespace, control characters or braces")
     return value
 
 

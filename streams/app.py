@@ -50,8 +50,9 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     sync.close()
     silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
                            every_ms=int(settings.silence_every_days * DAY_MS))
-    return Pipeline(store, ledger, rules, model or ChurnModel(),
-                    load_playbook(settings.playbook_file), metrics, silence)
+    playbook = load_playbook(settings.playbook_file)
+    playbook.check_segments(rules.ruleset.segment_names)
+    return Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence)
 
 
 class KafkaPublisher:

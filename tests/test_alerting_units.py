@@ -340,3 +340,23 @@ def test_bad_config_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     broken.write_text("[churnwatch]\npartitions = \n")
     message = _config_error(config_file=broken)
     assert f"{broken}: not valid TOML" in message and "line 2" in message
+
+
+def test_playbook_segments_must_exist_in_the_ruleset() -> None:
+    from alerting.playbook import load_playbook, parse_playbook
+    from churnwatch.errors import RulesError
+    from rules.ruleset import load_ruleset
+
+    book = parse_playbook('[[actions]]\nid = "a"\nteam = "t"\nsegments = ["silnet"]\n', "pb.toml")
+    with pytest.raises(RulesError, match=r"pb.toml: actions\[0\].segments: unknown segment 'silnet'"):
+        book.check_segments(load_ruleset().segment_names)
+    load_playbook().check_segments(load_ruleset().segment_names)  # the shipped pair agrees
+
+
+def test_unknown_environment_variable_is_refused(monkeypatch) -> None:
+    from churnwatch.config import load_settings
+    from churnwatch.errors import ConfigError
+
+    monkeypatch.setenv("CHURNWATCH_REDIS_ULR", "redis://x")
+    with pytest.raises(ConfigError, match="CHURNWATCH_REDIS_ULR"):
+        load_settings()

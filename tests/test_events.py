@@ -339,3 +339,12 @@ def test_fuzz_arrays_and_ndjson_counts_add_up(items: list[tuple[str, object]],
     for e in events:
         assert math.isfinite(e.amount) and e.amount >= 0
         assert 946_684_800_000 <= e.ts < 4_102_444_800_000
+
+
+def test_braces_and_overlong_numbers_are_rejected() -> None:
+    from churnwatch.errors import EventError
+
+    for bad in ("a{b}", "}", "+4479111234567890", "0044791112345678901"):
+        with pytest.raises(EventError):
+            normalise_subscriber(bad)
+    assert normalise_subscriber("00447911123456") == "+447911123456"
