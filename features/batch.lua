@@ -12,16 +12,25 @@
 --
 -- Returns {statuses, features, attrs, ledgers, pending}: statuses has one char per event
 -- (A applied, D duplicate, L late), or in read mode one per subscriber (A known, - unknown);
--- features is a comma-separated matrix, one row of 27 values per applied event (or per known
--- subscriber in read mode); attrs[i] is "ts|msgpack" of subscriber i's attributes before the
+-- features is a matrix of little-endian float64, one row of 27 values per applied event (or
+-- per known subscriber in read mode); attrs[i] is "ts|msgpack" of subscriber i's attributes before the
 -- batch; ledgers[i] its cooldown entries {rule, "ts|rank|event_id", ...}; pending holds the
 -- undelivered alerts (JSON) of duplicate events, to be sent again.
+--
+-- State layout (one cmsgpack map, flat arrays so a visit allocates a handful of tables):
+--   d = {day, logins, data_milli, voice_milli, ...}   activity days within 35 days
+--   s = {day, spends, cents, ...}                      spend days within 30 days
+--   c = {day, category, ...}                           complaints within 30 days
+--   m = {month, cents, ...}                            spend months, current and 5 before
+--   e = {event_id, ts, ...}                            ids seen within the allowed lateness
+--   scalars: mx/mm clock (ts, month), fd first day, ls/ll/lc/lu last spend/login/complaint/
+--   usage day, t1/f1 t0/f0 latest two plan changes, at/a/ten/tm latest profile.
 
 local LOGIN, SPEND, COMPLAINT, USAGE, PLAN, PROFILE = 1, 0, 2, 3, 4, 5
 local events = cmsgpack.unpack(ARGV[1])
 local lateness = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
-local NAN = "nan"
+local floor = math.floor
 
 local states = {}
 local attrs_out = {}
@@ -33,7 +42,7 @@ for i = 1, nsubs do
   if blob then
     st = cmsgpack.unpack(blob)
   else
-    st = {d = {}, m = {}, e = {}, a = {}}
+    st = {d = {}, s = {}, c = {}, m = {}, e = {}, a = {}}
   end
   states[i] = st
   attrs_out[i] = (st.at or -1) .. "|" .. cmsgpack.pack(st.a)
@@ -48,50 +57,90 @@ for i = 1, nsubs do
   ledgers[i] = entries
 end
 
+local NAN = 0 / 0
+
 local function since(nowday, day)
   if day then return nowday - day end
   return NAN
 end
 
-local function features(st, nowday, nowmonth, out)
-  local n = #out
-  local m = st.m
-  for k = 0, 5 do
-    n = n + 1
-    out[n] = m[nowmonth - k] or 0
-  end
-  local l7, l28, c, cn, cb, cs, co, sn, sc, d7, d28, v7, v28 = 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
-  local d = st.d
-  for k = 0, 34 do
-    local r = d[nowday - k]
-    if r then
-      if k < 7 then
-        l7 = l7 + r[1]; d7 = d7 + r[8]; v7 = v7 + r[9]
-      else
-        l28 = l28 + r[1]; d28 = d28 + r[8]; v28 = v28 + r[9]
-      end
-      if k < 30 then
-        sn = sn + r[2]; sc = sc + r[3]
-        cn = cn + r[4]; cb = cb + r[5]; cs = cs + r[6]; co = co + r[7]
-      end
+-- add `values` to the entry of `key` in flat array `arr` with `width` slots per entry
+local function bump(arr, width, key, a, b, c)
+  local n = #arr
+  for j = 1, n, width do
+    if arr[j] == key then
+      arr[j + 1] = arr[j + 1] + a
+      if width > 2 then arr[j + 2] = arr[j + 2] + b end
+      if width > 3 then arr[j + 3] = arr[j + 3] + c end
+      return
     end
   end
-  local recency = since(nowday, st.ls or st.fd)
+  arr[n + 1] = key
+  arr[n + 2] = a
+  if width > 2 then arr[n + 3] = b end
+  if width > 3 then arr[n + 4] = c end
+end
+
+-- keep only entries whose key is >= cutoff (the same table when nothing is old)
+local function prune(arr, width, cutoff)
+  local stale = false
+  for j = 1, #arr, width do
+    if arr[j] < cutoff then stale = true; break end
+  end
+  if not stale then return arr end
+  local out, n = {}, 0
+  for j = 1, #arr, width do
+    if arr[j] >= cutoff then
+      for w = 0, width - 1 do out[n + 1 + w] = arr[j + w] end
+      n = n + width
+    end
+  end
+  return out
+end
+
+local ROW = "<" .. string.rep("d", 27)
+
+-- append the 27 features of `st` at (nowday, nowmonth) to `out` as packed little-endian doubles
+local function features(st, nowday, nowmonth, out)
+  local months = {0, 0, 0, 0, 0, 0}
+  local m = st.m
+  for j = 1, #m, 2 do
+    local k = nowmonth - m[j]
+    if k >= 0 and k <= 5 then months[k + 1] = months[k + 1] + m[j + 1] end
+  end
+  local l7, l28, d7, d28, v7, v28 = 0, 0, 0, 0, 0, 0
+  local d = st.d
+  for j = 1, #d, 4 do
+    local k = nowday - d[j]
+    if k >= 0 and k < 7 then
+      l7 = l7 + d[j + 1]; d7 = d7 + d[j + 2]; v7 = v7 + d[j + 3]
+    elseif k >= 7 and k <= 34 then
+      l28 = l28 + d[j + 1]; d28 = d28 + d[j + 2]; v28 = v28 + d[j + 3]
+    end
+  end
+  local sn, sc = 0, 0
+  local s = st.s
+  for j = 1, #s, 3 do
+    local k = nowday - s[j]
+    if k >= 0 and k < 30 then sn = sn + s[j + 1]; sc = sc + s[j + 2] end
+  end
+  local cat = {0, 0, 0, 0}
+  local c = st.c
+  for j = 1, #c, 2 do
+    local k = nowday - c[j]
+    if k >= 0 and k < 30 then cat[c[j + 1] + 1] = cat[c[j + 1] + 1] + 1 end
+  end
   local fee, delta = NAN, 0
   if st.f1 then fee = st.f1 end
   if st.f0 then delta = st.f1 - st.f0 end
   local tenure = NAN
-  -- the only fractional feature: %.17g keeps it exact (tostring's %.14g would round it)
-  if st.ten then tenure = string.format("%.17g", st.ten + (nowmonth - st.tm)) end
+  if st.ten then tenure = st.ten + (nowmonth - st.tm) end
   local plan_day = NAN
-  if st.t1 then plan_day = nowday - math.floor(st.t1 / 86400000) end
-  local row = {l7, l28, cn + cb + cs + co, cn, cb, cs, co, sn, sc, recency, d7, d28, v7, v28,
-               fee, delta, plan_day, tenure,
-               since(nowday, st.ll), since(nowday, st.lc), since(nowday, st.lu)}
-  for _, v in ipairs(row) do
-    n = n + 1
-    out[n] = v
-  end
+  if st.t1 then plan_day = nowday - floor(st.t1 / 86400000) end
+  out[#out + 1] = struct.pack(ROW, months[1], months[2], months[3], months[4], months[5],
+    months[6], l7, l28, cat[1] + cat[2] + cat[3] + cat[4], cat[1], cat[2], cat[3], cat[4],
+    sn, sc, since(nowday, st.ls or st.fd), d7, d28, v7, v28, fee, delta, plan_day, tenure,
+    since(nowday, st.ll), since(nowday, st.lc), since(nowday, st.lu))
 end
 
 local out = {}
@@ -104,12 +153,19 @@ if ARGV[4] ~= "" then
     local st = states[i]
     if st.mx then
       present[i] = "A"
-      features(st, math.max(day, math.floor(st.mx / 86400000)), math.max(month, st.mm), out)
+      features(st, math.max(day, floor(st.mx / 86400000)), math.max(month, st.mm), out)
     else
       present[i] = "-"
     end
   end
-  return {table.concat(present), table.concat(out, ","), attrs_out, ledgers, {}}
+  return {table.concat(present), table.concat(out), attrs_out, ledgers, {}}
+end
+
+local function seen(e, id)
+  for j = 1, #e, 2 do
+    if e[j] == id then return true end
+  end
+  return false
 end
 
 local statuses = {}
@@ -119,37 +175,34 @@ for idx, ev in ipairs(events) do
   local id, etype, ts, day, month = ev[2], ev[3], ev[4], ev[5], ev[6]
   if st.mx and ts < st.mx - lateness then
     statuses[idx] = "L"
-  elseif st.e[id] then
+  elseif seen(st.e, id) then
     statuses[idx] = "D"
     local alert = redis.call("HGET", KEYS[3 * ev[1]], "p:" .. id)
     if alert then pending[#pending + 1] = alert end
   else
     statuses[idx] = "A"
-    st.e[id] = ts
+    local e = st.e
+    e[#e + 1] = id
+    e[#e + 1] = ts
     if not st.mx or ts > st.mx then
       st.mx = ts
       st.mm = month
     end
     if not st.fd or day < st.fd then st.fd = day end
-    local r = st.d[day]
-    if not r then
-      r = {0, 0, 0, 0, 0, 0, 0, 0, 0}
-      st.d[day] = r
-    end
     if etype == LOGIN then
-      r[1] = r[1] + 1
+      bump(st.d, 4, day, 1, 0, 0)
       if not st.ll or day > st.ll then st.ll = day end
     elseif etype == SPEND then
-      r[2] = r[2] + 1
-      r[3] = r[3] + ev[7]
-      st.m[month] = (st.m[month] or 0) + ev[7]
+      bump(st.s, 3, day, 1, ev[7])
+      bump(st.m, 2, month, ev[7])
       if not st.ls or day > st.ls then st.ls = day end
     elseif etype == COMPLAINT then
-      r[4 + ev[7]] = r[4 + ev[7]] + 1
+      local c = st.c
+      c[#c + 1] = day
+      c[#c + 1] = ev[7]
       if not st.lc or day > st.lc then st.lc = day end
     elseif etype == USAGE then
-      r[8] = r[8] + ev[7]
-      r[9] = r[9] + ev[8]
+      bump(st.d, 4, day, 0, ev[7], ev[8])
       if not st.lu or day > st.lu then st.lu = day end
     elseif etype == PLAN then
       if not st.t1 or ts >= st.t1 then
@@ -167,25 +220,34 @@ for idx, ev in ipairs(events) do
         end
       end
     end
-    features(st, math.floor(st.mx / 86400000), st.mm, out)
+    features(st, floor(st.mx / 86400000), st.mm, out)
   end
 end
 
 for i = 1, nsubs do
   local st = states[i]
   if st.mx then
-    local oldest_day = math.floor(st.mx / 86400000) - 34
-    for day in pairs(st.d) do
-      if day < oldest_day then st.d[day] = nil end
+    local today = floor(st.mx / 86400000)
+    st.d = prune(st.d, 4, today - 34)
+    st.s = prune(st.s, 3, today - 29)
+    st.c = prune(st.c, 2, today - 29)
+    st.m = prune(st.m, 2, st.mm - 5)
+    local e, horizon = st.e, st.mx - lateness
+    local stale = false
+    for j = 2, #e, 2 do
+      if e[j] < horizon then stale = true; break end
     end
-    for month in pairs(st.m) do
-      if month < st.mm - 5 then st.m[month] = nil end
-    end
-    local horizon = st.mx - lateness
-    for id, ts in pairs(st.e) do
-      if ts < horizon then st.e[id] = nil end
+    if stale then
+      local kept = {}
+      for j = 1, #e, 2 do
+        if e[j + 1] >= horizon then
+          kept[#kept + 1] = e[j]
+          kept[#kept + 1] = e[j + 1]
+        end
+      end
+      st.e = kept
     end
     redis.call("SET", KEYS[3 * i - 1], cmsgpack.pack(st), "EX", ttl)
   end
 end
-return {table.concat(statuses), table.concat(out, ","), attrs_out, ledgers, pending}
+return {table.concat(statuses), table.concat(out), attrs_out, ledgers, pending}

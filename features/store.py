@@ -87,10 +87,10 @@ def encode_batch(events: Sequence[Event]) -> tuple[list[str], bytes]:
 
 
 def decode_matrix(raw: bytes, rows: int) -> np.ndarray:
-    """The script's comma-separated values → a (rows × features) float matrix in units."""
+    """The script's packed float64 rows → a (rows × features) float matrix in units."""
     if rows == 0:
         return np.empty((0, len(FEATURES)), dtype=np.float64)
-    values = np.array(raw.split(b","), dtype="S").astype(np.float64)
+    values = np.frombuffer(raw, dtype="<f8")
     if values.size != rows * len(FEATURES):
         raise StoreError(f"feature script returned {values.size} values for {rows} rows")
     return values.reshape(rows, len(FEATURES)) / DIVISOR
