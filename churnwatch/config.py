@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churnwatch.errors import ConfigError
@@ -51,6 +51,17 @@ class Settings(BaseSettings):
                                       "re-scorings of a quiet subscriber")
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
+    webhook_url: str = Field("", description="POST each alert, signed (Standard Webhooks), to "
+                             "this http(s) URL; empty = off")
+    webhook_secret: SecretStr = Field(SecretStr(""), description="webhook signing secret: "
+                                      "whsec_<base64> or text")
+    webhook_timeout_s: float = Field(5, gt=0, le=60, description="timeout of one webhook attempt")
+    webhook_max_attempts: int = Field(6, ge=1, le=20, description="webhook attempts before an "
+                                      "alert goes to churn.dlq")
+    work_queues: bool = Field(False, description="queue each alert action on the Redis Stream "
+                              "cw:queue:<team>")
+    work_queue_maxlen: int = Field(100_000, ge=1000, description="approximate max entries per "
+                                   "team stream")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
@@ -61,6 +72,13 @@ class Settings(BaseSettings):
     def _broker_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("kafka", "aiokafka"):
             raise ValueError("must look like kafka://HOST:PORT")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("must look like https://HOST/PATH")
         return value
 
     @field_validator("redis_url")

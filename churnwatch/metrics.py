@@ -35,6 +35,13 @@ class Metrics:
                                       "by the silence sweep", registry=r)
         self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors (each retried)",
                                     registry=r)
+        self.webhook_deliveries = Counter("churnwatch_webhook_deliveries", "Alerts sent to the "
+                                          "webhook by outcome (delivered, dead_letter)",
+                                          ["outcome"], registry=r)
+        self.webhook_retries = Counter("churnwatch_webhook_retries", "Webhook attempts beyond "
+                                       "the first", registry=r)
+        self.queued_actions = Counter("churnwatch_queued_actions", "Actions added to the team "
+                                      "work queues", registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],
                              registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version", ["version"], registry=r)

@@ -16,10 +16,8 @@ import redis as syncredis
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
-from alerting.alert import Alert
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
-from alerting.sinks import JsonlSink
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.errors import ConfigError
 from churnwatch.metrics import Metrics
@@ -32,6 +30,7 @@ from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
 from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
+from streams.publisher import KafkaPublisher
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -55,43 +54,14 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     return Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence)
 
 
-class KafkaPublisher:
-    """Publishes a batch's outputs to the churn.* topics and the JSONL sinks, waiting for acks."""
-
-    def __init__(self, app: faust.App, settings: Settings) -> None:
-        self.app = app
-        self.alerts_jsonl = JsonlSink(settings.alerts_jsonl) if settings.alerts_jsonl else None
-        self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
-        self.publish_scores = settings.publish_scores
-        self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
-
-    async def _send(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-        producer = self.app.producer
-        futures = [await producer.send(topic, key, value, None, None, None)
-                   for key, value in messages]
-        await asyncio.gather(*futures)
-
-    async def dead_letters(self, payloads: list[bytes]) -> None:
-        await self._send(DLQ_TOPIC, [(None, p) for p in payloads])
-
-    async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
-        await self._send(ALERTS_TOPIC, [(a.subscriber_id.encode(), p)
-                                        for a, p in zip(alerts, payloads)])
-        if self.alerts_jsonl:
-            self.alerts_jsonl.write(payloads)
-
-    async def scores(self, payloads: list[bytes]) -> None:
-        if self.publish_scores:
-            await self._send(SCORES_TOPIC, [(None, p) for p in payloads])
-        if self.scores_jsonl:
-            self.scores_jsonl.write(payloads)
-
-
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     """A Faust app consuming churn.events in micro-batches through the pipeline."""
     if not settings.broker or not settings.redis_url:
         raise ConfigError("the worker needs CHURNWATCH_BROKER and CHURNWATCH_REDIS_URL "
                           "(or run `churnwatch demo`, which starts local ones)")
+    if settings.webhook_url and not settings.webhook_secret.get_secret_value():
+        raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
+                          "Fix: set the receiver's signing secret (whsec_<base64> or text)")
     metrics = metrics or Metrics()
     app = faust.App(
         settings.app_id,
@@ -115,7 +85,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     )
     redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
     pipeline = build_pipeline(settings, redis, metrics)
-    publisher = KafkaPublisher(app, settings)
+    try:
+        publisher = KafkaPublisher(app, settings, redis, metrics)
+    except ValueError as exc:  # an unreadable webhook secret
+        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
     events_topic = app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False)
 
     @app.agent(events_topic, concurrency=1)

@@ -1,0 +1,209 @@
+"""Signed webhook alert sink (Standard Webhooks, https://www.standardwebhooks.com).
+
+Each alert is POSTed as its JSON payload with three headers:
+
+- ``webhook-id``: the alert id, identical on every retry: receivers deduplicate on it;
+- ``webhook-timestamp``: Unix seconds of the attempt;
+- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``.
+
+Receivers check requests with :func:`verify_signature`. 5xx, 429, timeouts and connection
+errors are retried with capped exponential backoff and full jitter (``Retry-After`` wins when
+present); other responses are final. An alert that cannot be delivered goes to
+``on_dead_letter`` so :meth:`WebhookSink.send` returns only when each alert is delivered or
+dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from alerting.alert import Alert
+
+log = logging.getLogger("churnwatch.webhook")
+
+SECRET_PREFIX = "whsec_"
+_RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+DeadLetterHandler = Callable[[Alert, str], Awaitable[None]]
+
+
+def secret_key(secret: str | bytes) -> bytes:
+    """HMAC key of a secret: ``whsec_<base64>`` is decoded as the spec says, else raw text."""
+    if isinstance(secret, bytes):
+        return secret
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        except binascii.Error:
+            raise ValueError("webhook secret: invalid base64 after 'whsec_'") from None
+    if not secret:
+        raise ValueError("webhook secret must not be empty")
+    return secret.encode()
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value (``v1,<base64>``) for one message."""
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def verify_signature(secret: str | bytes, headers: Mapping[str, str], body: bytes, *,
+                     tolerance_s: int = 300, now: float | None = None) -> bool:
+    """True if ``body`` with ``headers`` was signed with ``secret`` within ``tolerance_s``
+    seconds of ``now`` (either way). ``webhook-signature`` may list several space-separated
+    signatures (key rotation); one valid ``v1`` signature suffices."""
+    h = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, signatures = (h.get("webhook-id"), h.get("webhook-timestamp"),
+                                 h.get("webhook-signature"))
+    if not msg_id or not stamp or not signatures:
+        return False
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret_key(secret), msg_id, timestamp, body).encode()
+    return any(s.startswith("v1,") and hmac.compare_digest(expected, s.encode())
+               for s in signatures.split())
+
+
+@dataclass
+class WebhookReport:
+    """Outcome of one :meth:`WebhookSink.send` call."""
+
+    delivered: int = 0
+    dead_lettered: int = 0
+    retries: int = 0  # attempts beyond the first, over all alerts
+
+
+class WebhookSink:
+    """POSTs signed alerts to one URL, with bounded concurrency, retries and dead letters.
+
+    ``client`` (an ``httpx.AsyncClient``) is created, and closed by :meth:`aclose`, when not
+    given. ``sleep``, ``clock`` and ``rng`` are injectable for tests.
+    """
+
+    def __init__(self, url: str, secret: str | bytes, *, timeout_s: float = 5,
+                 max_attempts: int = 6, base_delay_s: float = 0.2, max_delay_s: float = 10,
+                 concurrency: int = 8, client: httpx.AsyncClient | None = None,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.time,
+                 on_dead_letter: DeadLetterHandler | None = None,
+                 rng: random.Random | None = None) -> None:
+        if httpx.URL(url).scheme not in ("http", "https"):
+            raise ValueError(f"webhook url must be http(s)://…, got {url!r}")
+        if max_attempts < 1 or concurrency < 1:
+            raise ValueError("max_attempts and concurrency must be at least 1")
+        self.url = url
+        self._key = secret_key(secret)
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.concurrency = concurrency
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._sleep = sleep
+        self._clock = clock
+        self._on_dead_letter = on_dead_letter
+        self._rng = rng or random.Random()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this sink created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def send(self, alerts: list[Alert], payloads: list[bytes]) -> WebhookReport:
+        """Deliver or dead-letter every alert (``payloads[i]`` is ``alerts[i]`` as JSON).
+        Raises what ``on_dead_letter`` raises (or an unexpected client error), after
+        cancelling the other sends."""
+        report = WebhookReport()
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(alert: Alert, payload: bytes) -> None:
+            async with gate:
+                await self._deliver(alert, payload, report)
+
+        try:
+            async with asyncio.TaskGroup() as group:  # a failure cancels the other sends
+                for alert, payload in zip(alerts, payloads, strict=True):
+                    group.create_task(one(alert, payload))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return report
+
+    async def _deliver(self, alert: Alert, payload: bytes, report: WebhookReport) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            retry_after = None
+            try:
+                response = await self._client.post(
+                    self.url, content=payload, headers=self._headers(alert.alert_id, payload),
+                    timeout=self.timeout_s)
+            except _RETRY_ERRORS as exc:
+                reason = type(exc).__name__
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    report.delivered += 1
+                    return
+                reason = f"HTTP {status}"
+                if status != 429 and status < 500:
+                    await self._dead_letter(alert, f"{reason} (not retried)", report)
+                    return
+                retry_after = self._retry_after(response.headers.get("retry-after"))
+            if attempt == self.max_attempts:
+                break
+            delay = self._backoff(attempt, retry_after)
+            log.debug("webhook %s: %s, retry %d in %.2fs", alert.alert_id, reason, attempt, delay)
+            report.retries += 1
+            await self._sleep(delay)
+        await self._dead_letter(alert, f"{reason} after {self.max_attempts} attempts", report)
+
+    def _headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+        timestamp = int(self._clock())
+        return {"content-type": "application/json", "webhook-id": msg_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(self._key, msg_id, timestamp, body)}
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_delay_s)
+        cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return self._rng.uniform(0, cap)
+
+    def _retry_after(self, value: str | None) -> float | None:
+        """``Retry-After`` as seconds from now (delta-seconds or HTTP date), None if absent
+        or unreadable."""
+        if not value:
+            return None
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, when.timestamp() - self._clock())
+
+    async def _dead_letter(self, alert: Alert, reason: str, report: WebhookReport) -> None:
+        log.warning("webhook gave up on alert %s: %s", alert.alert_id, reason)
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(alert, reason)
+        report.dead_lettered += 1

@@ -1,0 +1,149 @@
+"""Per-team work queues of retention actions on Redis Streams.
+
+Every action of an alert becomes one entry of its owning team's stream ``<prefix>:queue:<team>``
+with the fields ``alert_id``, ``action_id``, ``team``, ``deadline_ms`` (``detected_at`` plus
+the action's deadline) and ``payload`` (the alert JSON). An entry is added at most once per
+(alert_id, action_id): a guard key ``<prefix>:{<stream>}:action:<alert_id>:<action_id>`` is
+checked and set by the same Lua call as the XADD, so neither a re-send nor a crash between
+them can duplicate or lose an entry. The guard's hash tag is the stream's name, so both keys
+live in one Redis Cluster slot.
+
+Team tools consume a stream with a consumer group: :meth:`TeamQueues.claim` new entries,
+:meth:`TeamQueues.ack` them once handled, and :meth:`TeamQueues.reclaim_stuck` entries whose
+consumer died before acking (XAUTOCLAIM, Redis >= 6.2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions
+
+from alerting.alert import Alert
+
+# KEYS[1] = team stream, KEYS[1 + i] = guard of entry i; ARGV = maxlen, guard TTL seconds,
+# then 5 values per entry: alert_id, action_id, team, deadline_ms, payload.
+# XADD comes before SET: if it fails, no guard is left behind to block a re-send.
+_ENQUEUE = """
+local added = 0
+for i = 2, #KEYS do
+  if redis.call("EXISTS", KEYS[i]) == 0 then
+    local a = 3 + (i - 2) * 5
+    redis.call("XADD", KEYS[1], "MAXLEN", "~", ARGV[1], "*",
+               "alert_id", ARGV[a], "action_id", ARGV[a + 1], "team", ARGV[a + 2],
+               "deadline_ms", ARGV[a + 3], "payload", ARGV[a + 4])
+    redis.call("SET", KEYS[i], "1", "EX", ARGV[2])
+    added = added + 1
+  end
+end
+return added
+"""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One queued action, as a consumer reads it; ``id`` is the stream entry id to ack."""
+
+    id: str
+    alert_id: str
+    action_id: str
+    team: str
+    deadline_ms: int
+    payload: bytes
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _item(entry_id: str | bytes, fields: dict[Any, Any]) -> WorkItem:
+    f = {_text(k): v for k, v in fields.items()}
+    payload = f["payload"]
+    return WorkItem(_text(entry_id), _text(f["alert_id"]), _text(f["action_id"]),
+                    _text(f["team"]), int(f["deadline_ms"]),
+                    payload if isinstance(payload, bytes) else payload.encode())
+
+
+class TeamQueues:
+    """Producer and consumer sides of the team streams, over a ``redis.asyncio`` client
+    (default RESP2 response parsing)."""
+
+    def __init__(self, redis: Any, prefix: str = "cw", maxlen: int = 100_000,
+                 guard_ttl_s: int = 30 * 86_400) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.guard_ttl_s = guard_ttl_s
+        self._enqueue = redis.register_script(_ENQUEUE)
+
+    def stream(self, team: str) -> str:
+        """The team's stream key."""
+        return f"{self.prefix}:queue:{team}"
+
+    def guard(self, team: str, alert_id: str, action_id: str) -> str:
+        """The key recording that (alert_id, action_id) is queued."""
+        return f"{self.prefix}:{{{self.stream(team)}}}:action:{alert_id}:{action_id}"
+
+    async def send(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> int:
+        """Queue every action of every alert (``payloads[i]`` is ``alerts[i]`` as JSON) not
+        queued before; returns how many entries were added. One script per team, one round
+        trip."""
+        per_team: dict[str, tuple[list[str], list[Any]]] = defaultdict(lambda: ([], []))
+        for alert, payload in zip(alerts, payloads, strict=True):
+            for action in alert.actions:
+                keys, args = per_team[action.team]
+                keys.append(self.guard(action.team, alert.alert_id, action.id))
+                deadline = alert.detected_at + round(action.deadline_hours * 3_600_000)
+                args += [alert.alert_id, action.id, action.team, deadline, payload]
+        if not per_team:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for team, (keys, args) in per_team.items():
+            await self._enqueue(keys=[self.stream(team), *keys],
+                                args=[self.maxlen, self.guard_ttl_s, *args], client=pipe)
+        return sum(await pipe.execute())
+
+    async def ensure_group(self, team: str, group: str, start: str = "0") -> None:
+        """Create the consumer group (and the stream) if missing; by default the group also
+        receives entries queued before it existed."""
+        try:
+            await self.redis.xgroup_create(self.stream(team), group, id=start, mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim(self, team: str, group: str, consumer: str, count: int = 10,
+                    block_ms: int | None = None) -> list[WorkItem]:
+        """Up to ``count`` entries never delivered to the group, now pending for ``consumer``;
+        waits up to ``block_ms`` for some (None: no wait)."""
+        response = await self.redis.xreadgroup(group, consumer, {self.stream(team): ">"},
+                                               count=count, block=block_ms)
+        return [_item(i, f) for _, entries in response or () for i, f in entries]
+
+    async def ack(self, team: str, group: str, ids: Sequence[str]) -> int:
+        """Mark entries handled; returns how many were pending."""
+        if not ids:
+            return 0
+        return await self.redis.xack(self.stream(team), group, *ids)
+
+    async def reclaim_stuck(self, team: str, group: str, consumer: str, min_idle_ms: int,
+                            count: int = 100) -> list[WorkItem]:
+        """Take over up to ``count`` entries pending for at least ``min_idle_ms`` with any
+        consumer (one that died before acking), now pending for ``consumer``."""
+        items: list[WorkItem] = []
+        cursor: str | bytes = "0-0"
+        while len(items) < count:
+            response = await self.redis.xautoclaim(self.stream(team), group, consumer,
+                                                   min_idle_ms, cursor, count=count - len(items))
+            cursor, entries = response[0], response[1]
+            items += [_item(i, f) for i, f in entries if i is not None]  # None: trimmed
+            if _text(cursor) == "0-0":
+                break
+        return items
+
+    async def pending(self, team: str, group: str) -> int:
+        """How many entries the group has delivered but not yet acked."""
+        return (await self.redis.xpending(self.stream(team), group))["pending"]
