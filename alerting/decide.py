@@ -52,8 +52,7 @@ def decide_alerts(
     """
     ruleset = rules.ruleset
     evaluation = rules.evaluate(matrix)
-    xs = [model_input(row, a) for row, a in zip(matrix, attrs)]
-    scores = model.score(xs)
+    scores = model.score_matrix(matrix, attrs)
     rule_ids = [r.id for r in ruleset.rules]
     acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
     entries = {sid: dict(e) for sid, e in ledgers.items()}
@@ -63,7 +62,7 @@ def decide_alerts(
         rank = int(evaluation.severity[j])
         segment = ruleset.segment_names[evaluation.segment[j]]
         if ev.type in ("churn", "active"):
-            out.labels.append((xs[j], ev.type == "churn"))
+            out.labels.append((model_input(matrix[j], attrs[j]), ev.type == "churn"))
         if wants_scores:
             out.scores.append(ScoreRecord(
                 ev.event_id, ev.subscriber_id, ev.ts, float(scores[j]),
@@ -84,7 +83,8 @@ def decide_alerts(
         row = matrix[j]
         reasons = [{"kind": "indicator", **r}
                    for r in explain(ruleset, row, evaluation.indicators[j])]
-        reasons += [{"kind": "model", **c} for c in model.explain(xs[j])]
+        reasons += [{"kind": "model", **c}
+                    for c in model.explain(model_input(row, attrs[j]))]
         alert = Alert(
             alert_id=alert_id(ev.subscriber_id, ev.event_id, passed),
             subscriber_id=ev.subscriber_id, ts=ev.ts, event_id=ev.event_id, severity=severity,

@@ -29,12 +29,22 @@ def model_input(row: np.ndarray, attrs: Mapping[str, float]) -> dict[str, float]
 
 
 class ChurnModel:
-    """Scaler + logistic regression learning online from labelled snapshots."""
+    """Scaler + logistic regression learning online from labelled snapshots.
 
-    def __init__(self, version: str = "lr-1", learning_rate: float = 0.05) -> None:
+    Defaults tuned by prequential evaluation (``churnwatch evaluate``, online_models/evaluate.py)
+    on the IBM Telco table streamed as events: plain SGD keeps adapting to drift (unlike
+    AdaGrad, whose steps shrink for ever), at a weight learning rate of 0.005; the former 0.05
+    overshoots on standardised inputs (second-half prequential ROC AUC 0.822 → 0.847, batch
+    logistic regression 0.846 in 5-fold CV). The intercept learns 10× faster (0.05; River's
+    default is 0.01) so it tracks the churn base rate: log loss 0.471 → 0.430.
+    """
+
+    def __init__(self, version: str = "lr-2", learning_rate: float = 0.005,
+                 intercept_lr: float = 0.05) -> None:
         self.version = version
         self.scaler = preprocessing.StandardScaler()
-        self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate))
+        self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate),
+                                                          intercept_lr=intercept_lr)
         self.labels_seen = 0
 
     def score(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -44,6 +54,32 @@ class ChurnModel:
         for i, x in enumerate(xs):
             out[i] = predict(transform(x)).get(True, 0.0)
         return out
+
+    def score_matrix(self, matrix: np.ndarray,
+                     attrs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """:meth:`score` for feature rows and their attributes, vectorised: the same scaling,
+        weights and clamped sigmoid as River's pipeline, without building per-row dicts."""
+        means, vars_ = self.scaler.means, self.scaler.vars
+        weights = self.classifier.weights
+        cols = [i for i, name in enumerate(FEATURES) if name in MODEL_FEATURES]
+        names = [FEATURES[i] for i in cols]
+        mean = np.array([means.get(n, 0.0) for n in names])
+        std = np.sqrt(np.array([vars_.get(n, 0.0) for n in names]))
+        w = np.array([weights.get(n, 0.0) for n in names])
+        x = matrix[:, cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where((std > 0) & ~np.isnan(x), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
+        logit = z @ w + self.classifier.intercept
+        if any(attrs):
+            for j, row_attrs in enumerate(attrs):
+                for name, value in row_attrs.items():
+                    key = f"attr_{name}"
+                    v = vars_.get(key, 0.0)
+                    if v:
+                        logit[j] += weights.get(key, 0.0) * (value - means.get(key, 0.0)) / v**0.5
+        with np.errstate(over="ignore"):
+            p = 1.0 / (1.0 + np.exp(-logit))
+        return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
 
     def learn(self, x: Mapping[str, float], churned: bool) -> None:
         """Learn from one labelled snapshot."""

@@ -141,8 +141,11 @@ class Pipeline:
                 pipe = self.store.redis.pipeline(transaction=False)
                 await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
                                          pipe=pipe)
-                for partition, clocks in _clocks(events, origins, records, staged).items():
+                active, gone = _activity(events, origins, records, staged)
+                for partition, clocks in active.items():
                     self.silence.record(pipe, partition, clocks)
+                for partition, left in gone.items():
+                    self.silence.forget(pipe, partition, left)
                 await pipe.execute()
                 self.metrics.stage_seconds.labels("features").observe(t1 - t0)
                 self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
@@ -257,13 +260,22 @@ class Pipeline:
             self.metrics.dead_letters.labels(letter.kind).inc()
 
 
-def _clocks(events: list[Event], origins: list[int], records: Sequence[Record],
-            staged: BatchFeatures) -> dict[int, dict[str, int]]:
-    """Per partition, the latest applied event time of each subscriber in the batch."""
-    out: dict[int, dict[str, int]] = {}
+def _activity(events: list[Event], origins: list[int], records: Sequence[Record],
+              staged: BatchFeatures) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
+    """Per partition: the latest applied event time of each subscriber in the batch, and the
+    subscribers whose last applied event was ``churn`` (they left: no silence checks)."""
+    clocks: dict[int, dict[str, int]] = {}
+    last: dict[str, tuple[int, str]] = {}
     for i in staged.rows.tolist():
         ev = events[i]
-        clocks = out.setdefault(records[origins[i]].partition, {})
-        if ev.ts > clocks.get(ev.subscriber_id, 0):
-            clocks[ev.subscriber_id] = ev.ts
-    return out
+        partition = records[origins[i]].partition
+        sub_clocks = clocks.setdefault(partition, {})
+        if ev.ts > sub_clocks.get(ev.subscriber_id, 0):
+            sub_clocks[ev.subscriber_id] = ev.ts
+        last[ev.subscriber_id] = (partition, ev.type)
+    gone: dict[int, list[str]] = {}
+    for sid, (partition, kind) in last.items():
+        if kind == "churn":
+            clocks[partition].pop(sid, None)
+            gone.setdefault(partition, []).append(sid)
+    return clocks, gone

@@ -360,3 +360,24 @@ def test_unknown_environment_variable_is_refused(monkeypatch) -> None:
     monkeypatch.setenv("CHURNWATCH_REDIS_ULR", "redis://x")
     with pytest.raises(ConfigError, match="CHURNWATCH_REDIS_ULR"):
         load_settings()
+
+
+def test_vectorised_scores_equal_rivers_per_row_scores() -> None:
+    import numpy as np
+
+    from features.schema import FEATURES
+    from online_models.model import ChurnModel, model_input
+
+    rng = np.random.default_rng(3)
+    model = ChurnModel()
+    rows = rng.normal(10, 5, size=(400, len(FEATURES)))
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    rows[:, 0] = 7.0  # a constant feature: zero variance scales to 0, as in River
+    attrs = [{"contract": float(rng.normal()), "fiber": 1.0} if i % 3 else {} for i in range(400)]
+    untrained = model.score_matrix(rows, attrs)
+    assert np.array_equal(untrained, np.full(400, 0.5))
+    for i in range(250):
+        model.learn(model_input(rows[i], attrs[i]), bool(rng.random() < 0.3))
+    expected = model.score([model_input(r, a) for r, a in zip(rows, attrs)])
+    assert np.allclose(model.score_matrix(rows, attrs), expected, rtol=0, atol=1e-12)
+    assert len(set(np.round(expected, 6))) > 100  # a trained model: scores really differ

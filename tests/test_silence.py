@@ -14,11 +14,11 @@ from tests.test_stream_e2e import NOW, Feed
 pytestmark = pytest.mark.integration
 
 
-def _same_partition(sub: str, partitions: int) -> str:
+def _same_partition(sub: str, partitions: int, *exclude: str) -> str:
     target = partition_for(sub, partitions)
     for n in range(1, 1000):
         other = f"+4477009{n:05d}"
-        if other != sub and partition_for(other, partitions) == target:
+        if other not in (sub, *exclude) and partition_for(other, partitions) == target:
             return other
     raise AssertionError("no subscriber in the same partition")
 
@@ -38,6 +38,12 @@ def test_quiet_subscriber_is_caught_by_the_sweep(broker, redis_url, tmp_path: Pa
         feed.add(quiet, "login", NOW - 30 * DAY + k * DAY)
     for k in range(2):
         feed.add(quiet, "complaint", NOW - 10 * DAY + k * 3600_000, category="network")
+    left = _same_partition(quiet, worker.partitions, active)
+    for k in range(20):  # the same pattern, but this one churned: it has left, no checks
+        feed.add(left, "login", NOW - 30 * DAY + k * DAY)
+    for k in range(2):
+        feed.add(left, "complaint", NOW - 10 * DAY + k * 3600_000, category="network")
+    feed.add(left, "churn", NOW - 10 * DAY + 3 * 3600_000, reason="port-out")
     for d in range(31):  # another subscriber of the partition keeps the watermark moving
         feed.add(active, "login", NOW - 30 * DAY + d * DAY)
     try:
@@ -58,7 +64,8 @@ def test_quiet_subscriber_is_caught_by_the_sweep(broker, redis_url, tmp_path: Pa
     finally:
         worker.stop()
     alerts = worker.alerts()
-    assert [a["subscriber_id"] for a in alerts] == [quiet]  # once: cooldown holds on re-sweeps
+    # once: cooldown holds on re-sweeps; the churned subscriber is never swept
+    assert [a["subscriber_id"] for a in alerts] == [quiet]
     alert = alerts[0]
     assert alert["event_id"] == f"silence-{NOW // DAY}" and alert["ts"] == NOW
     assert alert["rules"] == ["seed_high_risk"]
