@@ -16,6 +16,9 @@ class Action(msgspec.Struct, frozen=True):
     deadline_hours: float
     params: dict[str, Any] = {}
     description: str = ""
+    channel: str = "internal"  # call, message, visit (contacts the subscriber) or internal
+    offer: bool = False  # counts against the monthly offer cap
+    not_before: int | None = None  # epoch ms: held until quiet hours end
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -35,6 +38,7 @@ class Alert(msgspec.Struct, frozen=True):
     model_version: str
     ruleset_version: str
     ingested_at: int | None = None
+    suppressed: list[dict[str, str]] = []  # actions the contact policy withheld, with why
 
 
 class ScoreRecord(msgspec.Struct, frozen=True, array_like=False):

@@ -18,7 +18,8 @@ from rules import expr
 from rules.ruleset import SEVERITIES
 
 _FIELDS = {"id", "description", "team", "severities", "segments", "exclude_segments", "when",
-           "deadline_hours", "params"}
+           "deadline_hours", "params", "channel", "offer"}
+CHANNELS = ("call", "message", "visit", "internal")
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,17 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
                 raise _fail(source, f"{key}.when", f"invalid condition {spec['when']!r}",
                             str(exc)) from None
         params: dict[str, Any] = dict(spec.get("params", {}))
+        channel = spec.get("channel", "internal")
+        if channel not in CHANNELS:
+            raise _fail(source, f"{key}.channel", f"{channel!r} is not a channel",
+                        f"use one of {', '.join(CHANNELS)}")
+        offer = spec.get("offer", False)
+        if not isinstance(offer, bool):
+            raise _fail(source, f"{key}.offer", "must be true or false", "offer = true")
         seen.add(action_id)
         entries.append(PlaybookEntry(
-            Action(action_id, team, float(deadline), params, str(spec.get("description", ""))),
+            Action(action_id, team, float(deadline), params, str(spec.get("description", "")),
+                   channel, offer),
             frozenset(spec.get("severities", [])), frozenset(spec.get("segments", [])),
             frozenset(spec.get("exclude_segments", [])), when))
     if not entries:
