@@ -1,10 +1,11 @@
 -- churnwatch batch commit and delivery marks.
 --
--- commit: KEYS[3i-2], KEYS[3i-1], KEYS[3i] = staging key, state key, ledger hash of the i-th
---   subscriber of the batch; ARGV[2] = cmsgpack array, per subscriber, of
---   {{rule, "ts|rank|event_id", ...}, {event_id, alert_json, ...}}: cooldown entries to set and
---   alerts decided in this batch (kept as pending until delivered); ARGV[3] = TTL seconds.
---   Promotes every staged state and records every decision in one atomic step.
+-- commit: KEYS[1..n] = state keys of the n subscribers with a new state, KEYS[n+i] = ledger
+--   hash of the i-th subscriber with decisions; ARGV[2] = cmsgpack array, per such subscriber,
+--   of {{rule, "ts|rank|event_id", ...}, {event_id, alert_json, ...}}: cooldown entries to set
+--   and alerts decided in this batch (kept as pending until delivered); ARGV[3] = TTL seconds;
+--   ARGV[4] = n little-endian uint32 blob lengths, then the n state blobs.
+--   Stores every new state and records every decision in one atomic step.
 -- mark: KEYS[2i-1], KEYS[2i] = ledger hash and recent-alerts list of delivered alert i;
 --   ARGV[2] = cmsgpack array of {event_id, alert_json}; ARGV[3] = TTL, ARGV[4] = list length.
 local mode = ARGV[1]
@@ -12,11 +13,16 @@ local items = cmsgpack.unpack(ARGV[2])
 local ttl = tonumber(ARGV[3])
 
 if mode == "commit" then
+  local states = ARGV[4]
+  local n = #KEYS - #items
+  local pos = 4 * n + 1
+  for i = 1, n do
+    local size = struct.unpack("<I4", states, 4 * i - 3)
+    redis.call("SET", KEYS[i], string.sub(states, pos, pos + size - 1), "EX", ttl)
+    pos = pos + size
+  end
   for i, item in ipairs(items) do
-    local stage, state, ledger = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-    if redis.call("EXISTS", stage) == 1 then
-      redis.call("RENAME", stage, state)
-    end
+    local ledger = KEYS[n + i]
     local entries, pending = item[1], item[2]
     for k = 1, #entries, 2 do
       redis.call("HSET", ledger, "r:" .. entries[k], entries[k + 1])
@@ -28,7 +34,7 @@ if mode == "commit" then
       redis.call("EXPIRE", ledger, ttl)
     end
   end
-  return #items
+  return n + #items
 end
 
 local keep = tonumber(ARGV[4])

@@ -1,10 +1,11 @@
 """The batch commit and the alert ledger in Redis.
 
-``commit`` promotes a batch's staged feature states and records its cooldown entries and
-decided alerts (as *pending*) in one atomic script, so a crash at any point either loses the
-whole batch's effects (and the replay redoes them) or none of them. ``mark_delivered`` moves
-an alert from pending to the subscriber's recent alerts once every sink has it; a replayed
-duplicate event returns its still-pending alert from the feature script, to be sent again.
+``commit`` stores a batch's new feature states (the blobs ``FeatureStore.stage`` returned) and
+records its cooldown entries and decided alerts (as *pending*) in one atomic script, so a crash
+at any point either loses the whole batch's effects (and the replay redoes them) or none of
+them. ``mark_delivered`` moves an alert from pending to the subscriber's recent alerts once
+every sink has it; a replayed duplicate event gets its still-pending alert back from
+``FeatureStore.stage``, to be sent again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from churnwatch.keys import Keys
 
@@ -43,22 +45,31 @@ class AlertLedger:
         entries: Mapping[str, Mapping[str, bytes]],
         pending: Mapping[str, Sequence[tuple[str, bytes]]],
         pipe: Any = None,
+        states: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Promote staged states of ``subscribers`` and record new cooldown entries and alerts.
+        """Store the new state blobs (``states``, e.g. ``BatchFeatures.staged``) of
+        ``subscribers`` and record their new cooldown entries and alerts.
 
         With ``pipe`` (a redis pipeline) the script is only queued on it, to share its round
         trip; the caller executes the pipeline.
         """
-        if not subscribers:
-            return
-        keys: list[str] = []
+        states = states or {}
+        stored = [sid for sid in subscribers if states.get(sid)]
+        keys = [self.keys.state(sid) for sid in stored]
         items = []
         for sid in subscribers:
-            keys += [self.keys.stage(sid), self.keys.state(sid), self.keys.ledger(sid)]
+            if sid not in entries and sid not in pending:
+                continue
             flat_entries = [_text(x) for kv in entries.get(sid, {}).items() for x in kv]
             flat_pending = [_text(x) for kv in pending.get(sid, ()) for x in kv]
-            items.append((flat_entries, flat_pending))
-        await self._script(keys=keys, args=["commit", _packer.encode(items), self.ttl_s],
+            if flat_entries or flat_pending:
+                keys.append(self.keys.ledger(sid))
+                items.append((flat_entries, flat_pending))
+        if not keys:
+            return
+        blobs = [states[sid] for sid in stored]
+        packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
+        await self._script(keys=keys, args=["commit", _packer.encode(items), self.ttl_s, packed],
                            client=pipe)
 
     async def mark_delivered(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:

@@ -13,11 +13,12 @@ class Keys:
     prefix: str = "cw"
 
     def state(self, subscriber_id: str) -> str:
-        """Committed feature state (cmsgpack blob)."""
+        """Committed feature state (binary blob, see ``features.codec``)."""
         return f"{self.prefix}:{{{subscriber_id}}}:s"
 
     def stage(self, subscriber_id: str) -> str:
-        """Feature state staged by a batch, promoted by the batch's commit."""
+        """Staging key of the former Lua feature store; nothing writes it any more (checks
+        assert it stays absent)."""
         return f"{self.prefix}:{{{subscriber_id}}}:stage"
 
     def ledger(self, subscriber_id: str) -> str:

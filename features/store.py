@@ -1,16 +1,18 @@
-"""The Redis feature store: one Lua call applies a whole micro-batch and returns its features.
+"""The feature store: Redis keeps one compact blob per subscriber; the worker computes.
 
-Each subscriber's state is one compact cmsgpack blob (see ``churnwatch.keys``). The script
-deduplicates by ``event_id``, rejects events older than the subscriber's clock minus the
-allowed lateness, updates day and month buckets, prunes what no window can see any more, and
-returns one feature row per applied event, computed right after that event (see
-``features.schema``). The new states are *staged*: the batch's commit
-(``alerting.ledger``) promotes them together with the batch's alert decisions.
+``stage`` reads the batch's subscribers' state blobs and alert-ledger cooldown entries in one
+round trip (``read.lua``), decodes them (``features.codec``), applies the batch with the
+numba kernel (``features.kernel``: lateness against the subscriber's clock, dedup by
+``event_id``, day and month buckets, a feature row right after each applied event, see
+``features.schema``) and encodes the new blobs. It writes nothing: the new blobs are returned
+as ``staged`` and the batch's commit (``alerting.ledger``) stores them atomically with the
+batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
+(their still-pending alerts).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Sequence
 
@@ -18,13 +20,20 @@ import msgspec
 import numpy as np
 
 from churnwatch.errors import StoreError
+from churnwatch.events import Event
 from churnwatch.keys import Keys
-from churnwatch.events import COMPLAINT_CATEGORIES, TYPE_CODE, Event
-from features.schema import DAY_MS, DIVISOR, FEATURES, months_of, to_cents, to_milli
+from features.codec import decode_states, encode_states, split_blobs
+from features.columns import encode_batch
+from features.kernel import AT, apply_batch, read_features
+from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
+
+__all__ = ["APPLIED", "DUPLICATE", "LATE", "BatchFeatures", "FeatureStore", "StoreConfig",
+           "encode_batch", "replay_attrs", "warm_up"]
 
 APPLIED, DUPLICATE, LATE = "A", "D", "L"
-_CATEGORY = {name: code for code, name in enumerate(COMPLAINT_CATEGORIES)}
 _packer = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.Decoder()
+_EMPTY_ATTRS = _packer.encode({})
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class BatchFeatures:
 
     ``status[i]`` is APPLIED, DUPLICATE or LATE for input event i; ``rows`` are the indices of
     the applied events, ``matrix[j]`` their features and ``attrs[j]`` their profile attributes.
+    ``staged`` holds each subscriber's new state blob, for the batch's commit.
     """
 
     status: str
@@ -51,77 +61,68 @@ class BatchFeatures:
     subscribers: list[str]
     ledgers: dict[str, dict[str, bytes]]
     pending_alerts: list[bytes]
+    staged: dict[str, bytes] = field(default_factory=dict)
 
 
-def _payload(ev: Event) -> tuple[Any, Any]:
-    kind = ev.type
-    if kind == "spend":
-        return to_cents(ev.amount), 0
-    if kind == "complaint":
-        return _CATEGORY[ev.category or "other"], 0
-    if kind == "usage":
-        return to_milli(ev.data_mb), to_milli(ev.voice_min)
-    if kind == "plan_change":
-        return to_cents(ev.monthly_fee or 0.0), 0
-    if kind == "profile":
-        tenure = -1 if ev.tenure_months is None else ev.tenure_months
-        return tenure, ev.attrs or {}
-    return 0, 0
+def _empty() -> BatchFeatures:
+    return BatchFeatures("", np.empty(0, np.int64), np.empty((0, len(FEATURES))), [], [], {}, [])
 
 
-def encode_batch(events: Sequence[Event]) -> tuple[list[str], bytes]:
-    """Distinct subscribers (first-seen order) and the packed events for the script."""
-    index: dict[str, int] = {}
-    subscribers: list[str] = []
-    ts = np.fromiter((ev.ts for ev in events), dtype=np.int64, count=len(events))
-    months = months_of(ts).tolist() if len(events) else []
-    packed = []
-    for i, ev in enumerate(events):
-        k = index.get(ev.subscriber_id)
-        if k is None:
-            subscribers.append(ev.subscriber_id)
-            k = index[ev.subscriber_id] = len(subscribers)
-        a, b = _payload(ev)
-        packed.append((k, ev.event_id, TYPE_CODE[ev.type], ev.ts, ev.ts // DAY_MS, months[i], a, b))
-    return subscribers, _packer.encode(packed)
-
-
-def decode_matrix(raw: bytes, rows: int) -> np.ndarray:
-    """The script's packed float64 rows → a (rows × features) float matrix in units."""
-    if rows == 0:
-        return np.empty((0, len(FEATURES)), dtype=np.float64)
-    values = np.frombuffer(raw, dtype="<f8")
-    if values.size != rows * len(FEATURES):
-        raise StoreError(f"feature script returned {values.size} values for {rows} rows")
-    return values.reshape(rows, len(FEATURES)) / DIVISOR
-
-
-def _attrs_before(raw: bytes) -> tuple[int, dict[str, float]]:
-    ts, _, body = raw.partition(b"|")
-    return int(ts), msgspec.msgpack.decode(body) or {}
+def _attrs(raw: bytes) -> dict[str, float]:
+    return _unpack.decode(raw) if raw else {}
 
 
 def replay_attrs(
     events: Sequence[Event], status: str, rows: np.ndarray, subscribers: list[str],
-    attrs_before: list[bytes],
+    attrs_before: list[tuple[int, dict[str, float]]],
 ) -> list[dict[str, float]]:
-    """Profile attributes as of each applied event (latest profile by event time wins)."""
+    """Profile attributes as of each applied event (latest profile by event time wins).
+
+    ``attrs_before[k]`` is (profile event time, attributes) of ``subscribers[k]`` before the
+    batch."""
+    return _replay(events, status, rows, subscribers, attrs_before)[0]
+
+
+def _replay(events: Sequence[Event], status: str, rows: np.ndarray, subscribers: list[str],
+            attrs_before: list[tuple[int, dict[str, float]]],
+            ) -> tuple[list[dict[str, float]], dict[str, tuple[int, dict[str, float]]]]:
+    """:func:`replay_attrs`, plus each subscriber's attributes after the batch (only those of
+    subscribers whose attributes changed)."""
     current: dict[str, tuple[int, dict[str, float]]] = {}
+    changed: dict[str, tuple[int, dict[str, float]]] = {}
     order = {sid: i for i, sid in enumerate(subscribers)}
     out: list[dict[str, float]] = []
     for i in rows.tolist():
         ev = events[i]
         sid = ev.subscriber_id
         if sid not in current:
-            current[sid] = _attrs_before(attrs_before[order[sid]])
+            current[sid] = attrs_before[order[sid]]
         if ev.type == "profile" and status[i] == APPLIED and ev.ts >= current[sid][0]:
-            current[sid] = (ev.ts, ev.attrs or {})
+            current[sid] = changed[sid] = (ev.ts, ev.attrs or {})
         out.append(current[sid][1])
-    return out
+    return out, changed
+
+
+def _ledgers(subscribers: Sequence[str], raw: list[Any]) -> dict[str, dict[str, bytes]]:
+    """read.lua's sparse ledgers (i, entries, ...) → subscriber → {rule: entry}."""
+    return {subscribers[raw[j] - 1]: {e[k].decode(): e[k + 1] for k in range(0, len(e), 2)}
+            for j in range(0, len(raw), 2) for e in (raw[j + 1],)}
+
+
+def warm_up() -> None:
+    """Compile the kernels (or load them from numba's cache) with a one-event batch."""
+    ev = Event(event_id="warm-up", subscriber_id="warm-up", type="login", ts=DAY_MS * 20_000)
+    subscribers, cols = encode_batch([ev])
+    states, tenure, seen_hash, seen_ts, seen_off, _ = decode_states(b"", np.zeros(1, int))
+    apply_batch(states, tenure, seen_hash, seen_ts, seen_off, cols.sub, cols.kind, cols.ts,
+                cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
+    buf, off = encode_states(states, tenure.view(np.int64), seen_hash, seen_ts, seen_off)
+    decode_states(buf.tobytes(), np.diff(off))
+    read_features(states, tenure, 0, 0)
 
 
 class FeatureStore:
-    """Applies event batches to Redis and reads subscribers' features, one call per batch.
+    """Stages event batches and reads subscribers' features, one Redis round trip per batch.
 
     ``redis`` is a ``redis.asyncio.Redis`` client created by the caller.
     """
@@ -129,34 +130,58 @@ class FeatureStore:
     def __init__(self, redis: Any, config: StoreConfig = StoreConfig()) -> None:
         self.redis = redis
         self.config = config
-        script = resources.files("features").joinpath("batch.lua").read_text()
-        self._script = redis.register_script(script)
+        self._script = redis.register_script(
+            resources.files("features").joinpath("read.lua").read_text())
 
-    def _keys(self, subscribers: Sequence[str]) -> list[str]:
+    async def _read(self, subscribers: Sequence[str]) -> tuple[tuple[np.ndarray, ...],
+                                                                   dict[str, dict[str, bytes]]]:
         keys = self.config.keys
-        out = []
+        names: list[str] = []
         for sid in subscribers:
-            out += [keys.state(sid), keys.stage(sid), keys.ledger(sid)]
-        return out
+            names += [keys.state(sid), keys.ledger(sid)]
+        blobs, ledgers = await self._script(keys=names)
+        n = len(subscribers)
+        try:
+            decoded = decode_states(blobs[4 * n:], np.frombuffer(blobs, "<u4", n).astype(int))
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        return decoded, _ledgers(subscribers, ledgers)
 
     async def stage(self, events: Sequence[Event]) -> BatchFeatures:
-        """Stage a batch (idempotently) and return the features after each applied event."""
+        """Apply a batch (idempotently) to the stored states, without writing them: the
+        features after each applied event and the new blobs (``staged``)."""
         if not events:
-            return BatchFeatures("", np.empty(0, np.int64), decode_matrix(b"", 0), [], [], {}, [])
-        subscribers, packed = encode_batch(events)
-        status_raw, matrix_raw, attrs_raw, ledgers_raw, pending = await self._script(
-            keys=self._keys(subscribers),
-            args=[packed, self.config.lateness_ms, self.config.ttl_s, ""],
-        )
-        status = status_raw.decode()
-        if len(status) != len(events):
-            raise StoreError(f"feature script returned {len(status)} statuses for {len(events)}")
-        rows = np.flatnonzero(np.frombuffer(status_raw, dtype=np.uint8) == ord(APPLIED))
-        matrix = decode_matrix(matrix_raw, len(rows))
-        attrs = replay_attrs(events, status, rows, subscribers, attrs_raw)
-        ledgers = {sid: {e[k].decode(): e[k + 1] for k in range(0, len(e), 2)}
-                   for sid, e in zip(subscribers, ledgers_raw) if e}
-        return BatchFeatures(status, rows, matrix, attrs, subscribers, ledgers, list(pending))
+            return _empty()
+        subscribers, c = encode_batch(events)
+        (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers = \
+            await self._read(subscribers)
+        before = [(t, _attrs(raw)) for t, raw in zip(states[:, AT].tolist(), attrs_raw)]
+        codes, matrix, kept_hash, kept_ts, kept_off = apply_batch(
+            states, tenure, seen_hash, seen_ts, seen_off, c.sub, c.kind, c.ts, c.day, c.month,
+            c.a, c.b, c.tenure, c.ids, self.config.lateness_ms)
+        status = codes.tobytes().decode("ascii")
+        rows = np.flatnonzero(codes == ord(APPLIED))
+        attrs, changed = _replay(events, status, rows, subscribers, before)
+        blobs = split_blobs(*encode_states(states, tenure.view(np.int64), kept_hash, kept_ts,
+                                           kept_off))
+        staged = {}
+        for sid, blob, raw in zip(subscribers, blobs, attrs_raw):
+            new = changed.get(sid)
+            staged[sid] = blob + (_packer.encode(new[1]) if new else raw or _EMPTY_ATTRS)
+        pending = await self._pending(events, codes)
+        return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
+                             pending, staged)
+
+    async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
+        """The undelivered alerts of the batch's duplicate events (to be sent again)."""
+        duplicates = np.flatnonzero(codes == ord(DUPLICATE)).tolist()
+        if not duplicates:
+            return []
+        keys = self.config.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for i in duplicates:
+            pipe.hget(keys.ledger(events[i].subscriber_id), "p:" + events[i].event_id)
+        return [alert for alert in await pipe.execute() if alert is not None]
 
     async def snapshot(self, subscriber_ids: Sequence[str], now_ms: int = 0) -> BatchFeatures:
         """Features of subscribers at ``max(now, their clock)``, without changing state.
@@ -164,17 +189,14 @@ class FeatureStore:
         ``rows`` index the known subscribers in ``subscriber_ids``; ``ledgers`` are included.
         """
         if not subscriber_ids:
-            return BatchFeatures("", np.empty(0, np.int64), decode_matrix(b"", 0), [], [], {}, [])
-        override = f"{now_ms // DAY_MS}:{int(months_of(np.array([now_ms]))[0])}"
-        present_raw, matrix_raw, attrs_raw, ledgers_raw, _ = await self._script(
-            keys=self._keys(subscriber_ids),
-            args=[_packer.encode([]), self.config.lateness_ms, self.config.ttl_s, override],
-        )
-        rows = np.flatnonzero(np.frombuffer(present_raw, dtype=np.uint8) == ord(APPLIED))
-        ledgers = {sid: {e[k].decode(): e[k + 1] for k in range(0, len(e), 2)}
-                   for sid, e in zip(subscriber_ids, ledgers_raw) if e}
-        return BatchFeatures(present_raw.decode(), rows, decode_matrix(matrix_raw, len(rows)),
-                             [_attrs_before(attrs_raw[i])[1] for i in rows.tolist()],
+            return _empty()
+        (states, tenure, _, _, _, attrs_raw), ledgers = await self._read(subscriber_ids)
+        month = int(months_of(np.array([now_ms]))[0])
+        known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
+        rows = np.flatnonzero(known)
+        present = "".join(APPLIED if k else "-" for k in known.tolist())
+        return BatchFeatures(present, rows, matrix / DIVISOR,
+                             [_attrs(attrs_raw[i]) for i in rows.tolist()],
                              list(subscriber_ids), ledgers, [])
 
     async def read(

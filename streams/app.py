@@ -23,7 +23,7 @@ from churnwatch.errors import ConfigError
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
-from features.store import FeatureStore, StoreConfig
+from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.checkpoint import CHECKPOINT_KEY, Checkpointer, decode
 from online_models.model import ChurnModel
 from rules.engine import compile_ruleset
@@ -36,7 +36,7 @@ log = logging.getLogger("churnwatch.worker")
 
 
 def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
-    """Load and validate rules and playbook, compile the kernel, and assemble the pipeline."""
+    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             ttl_s=settings.state_ttl_days * 86_400))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
@@ -45,6 +45,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     ruleset = (parse_ruleset(published.text, published.source) if published
                else load_ruleset(settings.rules_file))
     rules = compile_ruleset(ruleset)
+    warm_up()
     model = decode(sync.get(CHECKPOINT_KEY))
     sync.close()
     silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),

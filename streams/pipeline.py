@@ -4,12 +4,13 @@ The pipeline knows nothing of Faust: it takes raw records with their Kafka coord
 :class:`Publisher`, so it runs the same under the worker, in tests and in benchmarks.
 
 Order of effects, and why nothing is lost or repeated:
-1. stage features in Redis (nothing visible yet);
+1. stage features: read the states from Redis, compute the features and the new states in
+   the worker (nothing written yet);
 2. decide alerts in Python (rules kernel, model score, cooldowns, playbook);
-3. commit: promote the staged features and record decided alerts as pending, atomically
+3. commit: store the new states and record decided alerts as pending, atomically
    (plus the silence index, in the same round trip);
 4. publish dead letters, alerts and scores; then mark the alerts delivered.
-Redis errors retry the batch from step 1 (staging is overwritten). A replay after a crash
+Redis errors retry the batch from step 1 (nothing was written). A replay after a crash
 finds its events already applied (duplicates) and re-sends their still-pending alerts.
 """
 
@@ -140,7 +141,7 @@ class Pipeline:
                 t2 = time.perf_counter()
                 pipe = self.store.redis.pipeline(transaction=False)
                 await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
-                                         pipe=pipe)
+                                         pipe=pipe, states=staged.staged)
                 active, gone = _activity(events, origins, records, staged)
                 for partition, clocks in active.items():
                     self.silence.record(pipe, partition, clocks)

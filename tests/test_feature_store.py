@@ -149,7 +149,7 @@ async def stage_and_check(store: FeatureStore, ledger: AlertLedger, oracle: Orac
     assert_same_rows(result.matrix, want_matrix, label)
     assert result.attrs == want_attrs, label
     assert result.subscribers == list(dict.fromkeys(ev.subscriber_id for ev in batch))
-    await ledger.commit(result.subscribers, {}, {})
+    await ledger.commit(result.subscribers, {}, {}, states=result.staged)
     return result
 
 
@@ -241,7 +241,8 @@ def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: st
         await client.flushall()
         store, ledger = FeatureStore(client), AlertLedger(client)
         head, tail = events[:150], events[150:]
-        await ledger.commit((await store.stage(head)).subscribers, {}, {})
+        staged = await store.stage(head)
+        await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
         keys = Keys()
         before = {s: await client.get(keys.state(s)) for s in SUBS[:2]}
         first = await store.stage(tail)  # not committed
@@ -251,7 +252,7 @@ def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: st
         assert first.status == second.status
         assert np.array_equal(first.matrix, second.matrix, equal_nan=True)
         assert first.attrs == second.attrs
-        await ledger.commit(second.subscribers, {}, {})
+        await ledger.commit(second.subscribers, {}, {}, states=second.staged)
         # the reads before the commit saw the committed state only
         oracle = Oracle()
         oracle.apply(head)
@@ -302,7 +303,7 @@ async def _apply(url: str, events: Sequence[Event]) -> list[dict[str, float]]:
     await client.flushall()
     store, ledger = FeatureStore(client), AlertLedger(client)
     result = await store.stage(events)
-    await ledger.commit(result.subscribers, {}, {})
+    await ledger.commit(result.subscribers, {}, {}, states=result.staged)
     await client.aclose()
     assert result.status == APPLIED * len(events)
     return [as_dict(row) for row in result.matrix]
@@ -361,7 +362,7 @@ def test_lateness_edge_and_duplicates(redis_url: str) -> None:
                       [ev(5, "s", "spend", NOW + 7 * DAY_MS + 1, amount=1.0),
                        first, ev(6, "s", "login", NOW + 1), ev(7, "s", "login", NOW)]):
             result = await store.stage(batch)
-            await ledger.commit(result.subscribers, {}, {})
+            await ledger.commit(result.subscribers, {}, {}, states=result.staged)
             statuses += result.status + "|"
         await client.aclose()
         return statuses
@@ -461,7 +462,8 @@ def test_read_at_a_later_now_ages_windows(redis_url: str) -> None:
         events = [ev(1, "s", "spend", day - DAY_MS, amount=10.0),
                   ev(2, "s", "complaint", day, category="service"),
                   ev(3, "s", "login", NOW)]
-        await ledger.commit((await store.stage(events)).subscribers, {}, {})
+        staged = await store.stage(events)
+        await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
         later = NOW + 95 * DAY_MS
         got = await store.read(["s", "nobody"], later)
         assert list(got) == ["s"]
@@ -501,7 +503,7 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
         for i in range(0, len(events), 5000):
             result = await store.stage(events[i:i + 5000])
             assert result.status == APPLIED * len(result.status)
-            await ledger.commit(result.subscribers, {}, {})
+            await ledger.commit(result.subscribers, {}, {}, states=result.staged)
         keys = Keys()
         sizes = [await client.memory_usage(keys.state(s)) for s in subs]
         assert not await client.exists(keys.stage(subs[0]))

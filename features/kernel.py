@@ -1,0 +1,297 @@
+"""The feature kernels (numba): apply one batch of events to decoded subscriber states, or
+read features at a later "now", with the semantics of DESIGN.md §3 and ``features.schema``.
+
+A state is one int64 row of ``WIDTH`` values (plus a float64 tenure): scalars, then ring
+buffers keyed by absolute day or month (``slot = key % size``, a tag per slot). A slot holds
+the newest key of its residue class, so every key a window can still see is kept; an older
+key is reset when a newer one takes its slot. ``NONE`` marks an absent scalar or empty slot.
+Seen event ids (64-bit hashes, with their event times) are variable length per subscriber:
+one concatenated array and ``n + 1`` offsets. Money is in cents and usage in thousandths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+DAY_MS = 86_400_000
+NONE = -(1 << 62)
+APPLIED, DUPLICATE, LATE = ord("A"), ord("D"), ord("L")
+# event type codes (churnwatch.events.TYPE_CODE)
+SPEND, LOGIN, COMPLAINT, USAGE, PLAN, PROFILE = 0, 1, 2, 3, 4, 5
+
+# scalars: clock ts and month, first day, last spend/login/complaint/usage day, latest two plan
+# changes (ts, fee cents), latest profile ts, month of the latest profile with a tenure
+MX, MM, FD, LS, LL, LC, LU, T1, F1, T0, F0, AT, TM = range(13)
+D_SIZE, S_SIZE, C_SIZE, M_SIZE = 35, 30, 30, 6
+D_TAG = 13                      # activity days: logins, data, voice
+D_VAL = D_TAG + D_SIZE
+S_TAG = D_VAL + 3 * D_SIZE      # spend days: count, cents
+S_VAL = S_TAG + S_SIZE
+C_TAG = S_VAL + 2 * S_SIZE      # complaint days: count per category (4)
+C_VAL = C_TAG + C_SIZE
+M_TAG = C_VAL + 4 * C_SIZE      # spend months: cents
+M_VAL = M_TAG + M_SIZE
+WIDTH = M_VAL + M_SIZE
+N_FEATURES = 27
+
+
+def empty_states(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unknown subscribers: (states, tenure)."""
+    states = np.zeros((n, WIDTH), dtype=np.int64)
+    states[:, :D_VAL] = NONE
+    states[:, S_TAG:S_VAL] = NONE
+    states[:, C_TAG:C_VAL] = NONE
+    states[:, M_TAG:M_VAL] = NONE
+    return states, np.full(n, np.nan)
+
+
+@njit(cache=True)
+def _bucket(st, tag0, val0, width, size, key):  # type: ignore[no-untyped-def]
+    """Offset of ``key``'s values in ``st`` (a stale slot is reset), or -1 if ``key`` is older
+    than the slot's key, hence outside every window from now on."""
+    s = key % size
+    tag = st[tag0 + s]
+    if tag != key:
+        if tag > key:
+            return -1
+        st[tag0 + s] = key
+        for j in range(width):
+            st[val0 + width * s + j] = 0
+    return val0 + width * s
+
+
+@njit(cache=True)
+def _since(nowday, day):  # type: ignore[no-untyped-def]
+    return np.nan if day == NONE else float(nowday - day)
+
+
+@njit(cache=True)
+def features(st, tenure, nowday, nowmonth, out):  # type: ignore[no-untyped-def]
+    """The 27 features (store units) of state ``st`` at (nowday, nowmonth) into ``out``."""
+    for k in range(6):
+        out[k] = 0.0
+    for s in range(M_SIZE):
+        k = nowmonth - st[M_TAG + s]
+        if 0 <= k <= 5:
+            out[k] += st[M_VAL + s]
+    l7 = l28 = d7 = d28 = v7 = v28 = 0
+    for s in range(D_SIZE):
+        k = nowday - st[D_TAG + s]
+        p = D_VAL + 3 * s
+        if 0 <= k < 7:
+            l7 += st[p]
+            d7 += st[p + 1]
+            v7 += st[p + 2]
+        elif 7 <= k <= 34:
+            l28 += st[p]
+            d28 += st[p + 1]
+            v28 += st[p + 2]
+    sn = sc = 0
+    for s in range(S_SIZE):
+        k = nowday - st[S_TAG + s]
+        if 0 <= k < 30:
+            sn += st[S_VAL + 2 * s]
+            sc += st[S_VAL + 2 * s + 1]
+    c0 = c1 = c2 = c3 = 0
+    for s in range(C_SIZE):
+        k = nowday - st[C_TAG + s]
+        if 0 <= k < 30:
+            p = C_VAL + 4 * s
+            c0 += st[p]
+            c1 += st[p + 1]
+            c2 += st[p + 2]
+            c3 += st[p + 3]
+    out[6] = l7
+    out[7] = l28
+    out[8] = c0 + c1 + c2 + c3
+    out[9] = c0
+    out[10] = c1
+    out[11] = c2
+    out[12] = c3
+    out[13] = sn
+    out[14] = sc
+    out[15] = nowday - (st[LS] if st[LS] != NONE else st[FD])
+    out[16] = d7
+    out[17] = d28
+    out[18] = v7
+    out[19] = v28
+    has_plan = st[T1] != NONE
+    out[20] = st[F1] if has_plan else np.nan
+    out[21] = st[F1] - st[F0] if st[T0] != NONE else 0.0
+    out[22] = nowday - st[T1] // DAY_MS if has_plan else np.nan
+    out[23] = tenure + float(nowmonth - st[TM]) if st[TM] != NONE else np.nan
+    out[24] = _since(nowday, st[LL])
+    out[25] = _since(nowday, st[LC])
+    out[26] = _since(nowday, st[LU])
+
+
+@njit(cache=True)
+def _seen_or_add(t_sub, t_hash, sub, h):  # type: ignore[no-untyped-def]
+    """True if (sub, h) is in the open-addressing table, else add it and return False."""
+    mask = len(t_sub) - 1
+    j = (h ^ (sub * 0x5851F42D4C957F2D)) & mask
+    while t_sub[j] != -1:
+        if t_sub[j] == sub and t_hash[j] == h:
+            return True
+        j = (j + 1) & mask
+    t_sub[j] = sub
+    t_hash[j] = h
+    return False
+
+
+@njit(cache=True)
+def apply_batch(states, tenure, seen_hash, seen_ts, seen_off,  # type: ignore[no-untyped-def]
+                sub, kind, ts, day, month, a, b, ten, ids, lateness):
+    """Apply events in arrival order to ``states``/``tenure`` (in place).
+
+    Event i: subscriber row ``sub[i]``, type code, ts, day, month, payload ``a``/``b`` (spend
+    cents | complaint category | usage data, voice | plan fee cents), profile tenure ``ten``
+    (-1: none) and id hash. Returns (status per event, a feature row per applied event, and the
+    seen ids kept after the batch: hashes, event times, offsets)."""
+    n_ev = len(sub)
+    n_sub = states.shape[0]
+    cap = 16
+    while cap < 2 * (len(seen_hash) + n_ev):
+        cap *= 2
+    t_sub = np.full(cap, -1, np.int64)
+    t_hash = np.zeros(cap, np.int64)
+    for i in range(n_sub):
+        for j in range(seen_off[i], seen_off[i + 1]):
+            _seen_or_add(t_sub, t_hash, i, seen_hash[j])
+    status = np.empty(n_ev, np.uint8)
+    rows = np.empty((n_ev, N_FEATURES), np.float64)
+    n_rows = 0
+    for e in range(n_ev):
+        i = sub[e]
+        st = states[i]
+        t = ts[e]
+        if st[MX] != NONE and t < st[MX] - lateness:
+            status[e] = LATE
+            continue
+        if _seen_or_add(t_sub, t_hash, i, ids[e]):
+            status[e] = DUPLICATE
+            continue
+        status[e] = APPLIED
+        d = day[e]
+        if st[MX] == NONE or t > st[MX]:
+            st[MX] = t
+            st[MM] = month[e]
+        if st[FD] == NONE or d < st[FD]:
+            st[FD] = d
+        k = kind[e]
+        if k == LOGIN:
+            p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
+            if p >= 0:
+                st[p] += 1
+            st[LL] = max(st[LL], d)
+        elif k == SPEND:
+            p = _bucket(st, S_TAG, S_VAL, 2, S_SIZE, d)
+            if p >= 0:
+                st[p] += 1
+                st[p + 1] += a[e]
+            p = _bucket(st, M_TAG, M_VAL, 1, M_SIZE, month[e])
+            if p >= 0:
+                st[p] += a[e]
+            st[LS] = max(st[LS], d)
+        elif k == COMPLAINT:
+            p = _bucket(st, C_TAG, C_VAL, 4, C_SIZE, d)
+            if p >= 0:
+                st[p + a[e]] += 1
+            st[LC] = max(st[LC], d)
+        elif k == USAGE:
+            p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
+            if p >= 0:
+                st[p + 1] += a[e]
+                st[p + 2] += b[e]
+            st[LU] = max(st[LU], d)
+        elif k == PLAN:
+            if st[T1] == NONE or t >= st[T1]:
+                st[T0] = st[T1]
+                st[F0] = st[F1]
+                st[T1] = t
+                st[F1] = a[e]
+            elif st[T0] == NONE or t >= st[T0]:
+                st[T0] = t
+                st[F0] = a[e]
+        elif k == PROFILE:
+            if st[AT] == NONE or t >= st[AT]:
+                st[AT] = t
+                if ten[e] >= 0:
+                    tenure[i] = ten[e]
+                    st[TM] = month[e]
+        features(st, tenure[i], st[MX] // DAY_MS, st[MM], rows[n_rows])
+        n_rows += 1
+    kept_hash, kept_ts, kept_off = _kept_ids(states, seen_hash, seen_ts, seen_off, sub, ts,
+                                             ids, status, lateness)
+    return status, rows[:n_rows], kept_hash, kept_ts, kept_off
+
+
+@njit(cache=True)
+def _kept_ids(states, seen_hash, seen_ts, seen_off,  # type: ignore[no-untyped-def]
+              sub, ts, ids, status, lateness):
+    """Seen ids (old, then this batch's applied ones) not older than clock − lateness."""
+    n_sub = states.shape[0]
+    horizon = np.empty(n_sub, np.int64)
+    count = np.zeros(n_sub + 1, np.int64)
+    for i in range(n_sub):
+        horizon[i] = states[i, MX] - lateness
+        for j in range(seen_off[i], seen_off[i + 1]):
+            if seen_ts[j] >= horizon[i]:
+                count[i + 1] += 1
+    for e in range(len(sub)):
+        if status[e] == APPLIED and ts[e] >= horizon[sub[e]]:
+            count[sub[e] + 1] += 1
+    off = np.cumsum(count)
+    fill = off[:-1].copy()
+    out_hash = np.empty(off[-1], np.int64)
+    out_ts = np.empty(off[-1], np.int64)
+    for i in range(n_sub):
+        for j in range(seen_off[i], seen_off[i + 1]):
+            if seen_ts[j] >= horizon[i]:
+                out_hash[fill[i]] = seen_hash[j]
+                out_ts[fill[i]] = seen_ts[j]
+                fill[i] += 1
+    for e in range(len(sub)):
+        i = sub[e]
+        if status[e] == APPLIED and ts[e] >= horizon[i]:
+            out_hash[fill[i]] = ids[e]
+            out_ts[fill[i]] = ts[e]
+            fill[i] += 1
+    return out_hash, out_ts, off
+
+
+@njit(cache=True)
+def read_features(states, tenure, day, month):  # type: ignore[no-untyped-def]
+    """Features of every known subscriber at (max(day, its clock day), max(month, its
+    month)); returns (known flags, one row per known subscriber)."""
+    n = states.shape[0]
+    known = np.zeros(n, np.bool_)
+    rows = np.empty((n, N_FEATURES), np.float64)
+    r = 0
+    for i in range(n):
+        st = states[i]
+        if st[MX] == NONE:
+            continue
+        known[i] = True
+        features(st, tenure[i], max(day, st[MX] // DAY_MS), max(month, st[MM]), rows[r])
+        r += 1
+    return known, rows[:r]
+
+
+@njit(cache=True)
+def hash_ids(codes, lengths):  # type: ignore[no-untyped-def]
+    """64-bit hashes of strings given as concatenated UTF-32 code points and their lengths
+    (FNV-1a over code points and length, then a splitmix64 finaliser)."""
+    out = np.empty(len(lengths), np.uint64)
+    pos = 0
+    for i in range(len(lengths)):
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(pos, pos + lengths[i]):
+            h = (h ^ np.uint64(codes[j])) * np.uint64(0x100000001B3)
+        pos += lengths[i]
+        h ^= np.uint64(lengths[i])
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        out[i] = h ^ (h >> np.uint64(31))
+    return out
