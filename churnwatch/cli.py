@@ -125,6 +125,70 @@ def replay(
 
 
 @app.command()
+def ingest(
+    host: Annotated[Optional[str], typer.Option(help="bind address (CHURNWATCH_INGEST_HOST, "
+                                                     "default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (CHURNWATCH_INGEST_PORT, default "
+                                                     "8080)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the HTTP ingest (POST /v1/events) in its own process, separate from the workers,
+    so it scales independently and a slow pipeline never blocks HTTP."""
+    import logging
+
+    from streams.ingest import serve
+
+    settings = _settings(config, ingest_host=host, ingest_port=port)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def send(
+    file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
+    url: Annotated[str, typer.Option(help="ingest URL, e.g. http://127.0.0.1:8080")],
+    token: Annotated[str, typer.Option(envvar="CHURNWATCH_SEND_TOKEN", show_envvar=True,
+                                       help="bearer token of the feed")],
+    batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="events per request")] = 1000,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="requests in flight (above 1, "
+                                             "batches may arrive out of order)")] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Post an NDJSON event file to `churnwatch ingest` in batches, retrying 429/503."""
+    from churnwatch.send import send_stream
+
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise _fail(exc) from None
+
+    async def main():  # type: ignore[no-untyped-def]
+        with Progress(TextColumn("send"), BarColumn(), TextColumn("{task.completed} events"),
+                      TimeElapsedColumn(), console=err, disable=json_out) as bar:
+            task = bar.add_task("send", total=None)
+            return await send_stream(stream, url, token, batch=batch, concurrency=concurrency,
+                                     progress=lambda n: bar.advance(task, n))
+
+    with stream:
+        try:
+            report = asyncio.run(main())
+        except ChurnwatchError as exc:
+            raise _fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report.as_dict()).decode())
+        return
+    err.print(f"sent {report.events} events in {report.batches} requests: accepted "
+              f"{report.accepted}, rejected {report.rejected}, retries {report.retries} "
+              f"({report.elapsed_s:.1f} s)")
+    for item in report.rejections[:20]:
+        err.print(f"  line {item['line']}: {item['reason']}")
+
+
+@app.command()
 def inspect(
     subscriber: Annotated[str, typer.Argument(help="phone number or subscriber id")],
     json_out: JsonOpt = False,

@@ -23,7 +23,8 @@ ALERTS_TOPIC = "churn.alerts"
 SCORES_TOPIC = "churn.scores"
 DLQ_TOPIC = "churn.dlq"
 ENV_PREFIX = "CHURNWATCH_"
-_OTHER_ENV = {"config", "redis_server_bin"}  # read elsewhere: config file path, embedded redis
+_OTHER_ENV = {"config", "redis_server_bin", "send_token"}  # read elsewhere: config file path,
+# embedded redis, `churnwatch send --token`
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,27 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
+    ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
+    ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
+                             "(0 = any free)")
+    ingest_tokens_file: Path | None = Field(None, description="TOML/JSON file of ingest bearer "
+                                            "tokens: [tokens] \"<token>\" = \"<feed>\"; "
+                                            "re-read when it changes")
+    ingest_max_body_bytes: int = Field(16 << 20, ge=1024, le=1 << 30, description="largest "
+                                       "accepted request body (413 beyond)")
+    ingest_max_events: int = Field(10_000, ge=1, le=1_000_000, description="most events per "
+                                   "request (413 beyond)")
+    ingest_rate_per_feed: float = Field(200_000, ge=0, description="events/s each feed may "
+                                        "send (token bucket; 429 beyond; 0 = unlimited)")
+    ingest_rate_burst: int = Field(0, ge=0, description="token bucket size in events (0 = the "
+                                   "larger of one second of rate and ingest_max_events)")
+    ingest_max_in_flight: int = Field(32, ge=1, le=10_000, description="requests admitted at "
+                                      "once (read, validated or awaiting broker acks); 503 "
+                                      "beyond, so memory stays below this x max body")
+    ingest_per_message: int = Field(1000, ge=1, le=100_000, description="events packed per "
+                                    "Kafka message by the ingest process")
+    ingest_produce_timeout_s: float = Field(30, gt=0, le=600, description="wait for broker "
+                                            "acks before answering 503")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("broker")

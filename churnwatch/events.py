@@ -226,7 +226,7 @@ def decode_event(raw: bytes) -> Event:
     return _normalise(ev)
 
 
-def _split_records(payload: bytes) -> list[bytes]:
+def split_records(payload: bytes) -> list[bytes]:
     """One JSON object, a JSON array of objects, or NDJSON → raw records.
 
     Array elements are sliced out as their original bytes (nothing is re-encoded, so each
@@ -255,7 +255,7 @@ def decode_payload(payload: bytes) -> tuple[list[Event], list[Rejected]]:
     events: list[Event] = []
     rejected: list[Rejected] = []
     try:
-        records = _split_records(payload)
+        records = split_records(payload)
     except EventError as exc:
         return events, [Rejected(index=0, reason=exc.reason, raw=payload.strip()[:MAX_EVENT_BYTES])]
     for index, raw in enumerate(records):

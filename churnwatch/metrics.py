@@ -45,3 +45,30 @@ class Metrics:
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],
                              registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version", ["version"], registry=r)
+
+
+_MS_SECONDS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+               0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class IngestMetrics:
+    """Metrics of the HTTP ingest process (``churnwatch ingest``), on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("churnwatch_ingest_requests", "HTTP requests to /v1/events by "
+                                "response status", ["status"], registry=r)
+        self.accepted = Counter("churnwatch_ingest_events_accepted", "Events acknowledged by "
+                                "the broker on churn.events, by feed", ["feed"], registry=r)
+        self.rejected = Counter("churnwatch_ingest_events_rejected", "Events rejected (and "
+                                "dead-lettered) by feed and reason kind", ["feed", "kind"],
+                                registry=r)
+        self.refused = Counter("churnwatch_ingest_events_refused", "Events in requests refused "
+                               "as a whole (413, 429, 503) by feed and status",
+                               ["feed", "status"], registry=r)
+        self.latency = Histogram("churnwatch_ingest_request_duration_seconds", "Time from "
+                                 "request start to response for /v1/events",
+                                 buckets=_MS_SECONDS, registry=r)
+        self.in_flight = Gauge("churnwatch_ingest_in_flight_requests", "Admitted requests "
+                               "being read, validated or produced", registry=r)

@@ -1,0 +1,307 @@
+"""HTTP ingest: ``POST /v1/events`` → validated events on ``churn.events`` (``churnwatch ingest``).
+
+It runs as its own process, not inside the stream worker: ingest scales independently of the
+workers (add ingest processes behind a load balancer, add workers for partitions), and a slow
+or rebalancing pipeline never blocks HTTP — the only thing a request waits for is the
+broker's acknowledgement.
+
+Per request: bearer token → feed (401); Content-Type (415); body size (413); bounded requests
+in flight (503 + Retry-After); events per request (413); the feed's token bucket (429 +
+Retry-After); then every record is validated with the event contract
+(:func:`churnwatch.events.decode_event`, exactly as ``decode_payload`` does). Valid events get
+a ``"feed"`` field and are packed per partition (Kafka's default partitioner on the normalised
+subscriber id, :func:`churnwatch.produce.partition_for`) into JSON-array messages of up to
+``ingest_per_message`` events; invalid ones become :class:`streams.pipeline.DeadLetter`
+records on ``churn.dlq``. The response is sent only after the broker acknowledged both
+(acks=all), so "accepted" means durable; a broker error or timeout answers 503 (retry the
+batch: ``event_id`` dedup downstream makes a resend harmless).
+
+The app takes its producer as a dependency (:class:`Producer`), so tests can inject one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
+from churnwatch.errors import ConfigError, EventError
+from churnwatch.events import MAX_EVENT_BYTES, decode_event, split_records
+from churnwatch.metrics import IngestMetrics
+from churnwatch.produce import partition_for
+from streams.ingest_auth import InFlight, RateLimiter, TokenStore
+from streams.ingest_openapi import openapi_document, reason_kind
+from streams.pipeline import DeadLetter
+
+log = logging.getLogger("churnwatch.ingest")
+
+MAX_MESSAGE_BYTES = 900_000  # below Kafka's default max.message.bytes (1 MB)
+CONTENT_TYPES = ("application/json", "application/x-ndjson")
+Message = tuple[str, "int | None", bytes]  # topic, partition (None = any), value
+
+
+class Producer(Protocol):
+    """Where the ingest app produces; ``produce`` returns once the broker acknowledged all."""
+
+    partitions: int
+
+    async def produce(self, messages: Sequence[Message]) -> None: ...
+
+
+class KafkaIngestProducer:
+    """An aiokafka producer with acks=all; ``partitions`` is read from the topic's metadata."""
+
+    def __init__(self, bootstrap: str, partitions: int, linger_ms: int = 0) -> None:
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.linger_ms = linger_ms
+        self._producer = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                          linger_ms=self.linger_ms, max_batch_size=1 << 20,
+                                          max_request_size=8 << 20, compression_type=None)
+        await self._producer.start()
+        found = await self._producer.partitions_for(EVENTS_TOPIC)
+        if found:
+            self.partitions = len(found)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def produce(self, messages: Sequence[Message]) -> None:
+        assert self._producer is not None
+        futures = [await self._producer.send(topic, value, partition=part)
+                   for topic, part, value in messages]
+        await asyncio.gather(*futures)
+
+
+class IngestState:
+    """Everything a request needs; one per app."""
+
+    def __init__(self, settings: Settings, producer: Producer, tokens: TokenStore,
+                 metrics: IngestMetrics, limiter: RateLimiter) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.tokens = tokens
+        self.metrics = metrics
+        self.limiter = limiter
+        self.in_flight = InFlight(settings.ingest_max_in_flight)
+        self.openapi = orjson.dumps(openapi_document(settings.ingest_max_body_bytes,
+                                                     settings.ingest_max_events))
+
+
+STATE = web.AppKey("churnwatch_ingest", IngestState)
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), headers=headers,
+                        content_type="application/json")
+
+
+def _error(status: int, error: str, reason: str, retry_after: int | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _json(status, {"error": error, "reason": reason}, headers)
+
+
+def _with_feed(raw: bytes, feed: str, suffix: bytes) -> bytes:
+    """The event's original bytes plus ``"feed": <feed>`` (an existing ``feed`` is replaced)."""
+    raw = raw.strip()
+    if b'"feed"' in raw:  # msgspec, not orjson: it round-trips integers beyond 64 bits
+        doc = msgspec.json.decode(raw)
+        doc["feed"] = feed
+        return msgspec.json.encode(doc)
+    return raw[:-1] + suffix  # a valid event is a non-empty object: ends with '}'
+
+
+def pack(routed: Sequence[tuple[int, bytes]], per_message: int,
+         max_bytes: int = MAX_MESSAGE_BYTES) -> list[Message]:
+    """(partition, event bytes) in order → JSON-array messages per partition, order kept."""
+    buffers: dict[int, list[bytes]] = {}
+    sizes: dict[int, int] = {}
+    out: list[Message] = []
+    for part, raw in routed:
+        buf = buffers.get(part)
+        if buf is None:
+            buf = buffers[part] = []
+            sizes[part] = 2
+        if buf and (len(buf) >= per_message or sizes[part] + len(raw) + 1 > max_bytes):
+            out.append((EVENTS_TOPIC, part, b"[" + b",".join(buf) + b"]"))
+            buf.clear()
+            sizes[part] = 2
+        buf.append(raw)
+        sizes[part] += len(raw) + 1
+    out += [(EVENTS_TOPIC, part, b"[" + b",".join(buf) + b"]")
+            for part, buf in buffers.items() if buf]
+    return out
+
+
+async def post_events(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    started = time.perf_counter()
+    response = await _post_events(request, state)
+    state.metrics.requests.labels(str(response.status)).inc()
+    state.metrics.latency.observe(time.perf_counter() - started)
+    return response
+
+
+async def _post_events(request: web.Request, state: IngestState) -> web.Response:
+    s = state.settings
+    feed = state.tokens.feed_for(request.headers.get("Authorization"))
+    if feed is None:
+        return _error(401, "unauthorized", "missing or unknown bearer token",
+                      headers={"WWW-Authenticate": 'Bearer realm="churnwatch"'})
+    if request.content_type not in CONTENT_TYPES:
+        return _error(415, "unsupported_media_type",
+                      "Content-Type must be application/json or application/x-ndjson")
+    too_large = f"body larger than {s.ingest_max_body_bytes} bytes"
+    if request.content_length is not None and request.content_length > s.ingest_max_body_bytes:
+        return _error(413, "body_too_large", too_large)
+    if not state.in_flight.try_acquire():
+        return _error(503, "overloaded", f"{s.ingest_max_in_flight} requests in flight; retry "
+                      "later", retry_after=1)
+    state.metrics.in_flight.inc()
+    try:
+        return await _admitted(request, state, feed, too_large)
+    finally:
+        state.in_flight.release()
+        state.metrics.in_flight.dec()
+
+
+async def _admitted(request: web.Request, state: IngestState, feed: str,
+                    too_large: str) -> web.Response:
+    s, metrics = state.settings, state.metrics
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "body_too_large", too_large)
+    if not body.strip():
+        return _error(400, "empty_body", "the body holds no event")
+    try:
+        records = split_records(body)
+        split_error = None
+    except EventError as exc:  # e.g. a JSON array that does not parse: one rejected record
+        records, split_error = [body.strip()], exc.reason
+    if len(records) > s.ingest_max_events:
+        metrics.refused.labels(feed, "413").inc(len(records))
+        return _error(413, "too_many_events", f"{len(records)} events in one request; at most "
+                      f"{s.ingest_max_events} (split the batch)")
+    wait = state.limiter.retry_after(feed, len(records))
+    if wait:
+        metrics.refused.labels(feed, "429").inc(len(records))
+        return _error(429, "rate_limited", f"feed {feed!r} exceeds "
+                      f"{s.ingest_rate_per_feed:g} events/s", retry_after=wait)
+
+    partitions = state.producer.partitions
+    suffix = b',"feed":' + orjson.dumps(feed) + b"}"
+    routed: list[tuple[int, bytes]] = []
+    rejected: list[tuple[int, str, bytes]] = []
+    for index, raw in enumerate(records):
+        try:
+            if split_error is not None:
+                raise EventError(split_error)
+            event = decode_event(raw)
+        except EventError as exc:
+            rejected.append((index, exc.reason, raw))
+            continue
+        routed.append((partition_for(event.subscriber_id, partitions),
+                       _with_feed(raw, feed, suffix)))
+    messages = pack(routed, s.ingest_per_message)
+    topic = f"http:{feed}"
+    messages += [(DLQ_TOPIC, None, msgspec.json.encode(DeadLetter(
+        reason, "invalid", topic, -1, -1, index, raw[:MAX_EVENT_BYTES].decode("utf-8", "replace"))))
+        for index, reason, raw in rejected]
+    try:
+        await asyncio.wait_for(state.producer.produce(messages), s.ingest_produce_timeout_s)
+    except Exception as exc:  # noqa: BLE001 - any broker failure: not durable, say so
+        log.warning("produce failed for feed %s (%d events): %s", feed, len(records),
+                    type(exc).__name__)
+        metrics.refused.labels(feed, "503").inc(len(records))
+        return _error(503, "broker_unavailable", "the broker did not acknowledge the events; "
+                      "retry the whole batch", retry_after=1)
+    metrics.accepted.labels(feed).inc(len(routed))
+    out = []
+    for index, reason, _ in rejected:
+        kind = reason_kind(reason)
+        metrics.rejected.labels(feed, kind).inc()
+        out.append({"index": index, "reason": reason, "kind": kind})
+    return _json(200, {"accepted": len(routed), "rejected": out, "feed": feed})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[STATE].openapi, content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[STATE].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore,
+                      metrics: IngestMetrics | None = None,
+                      limiter: RateLimiter | None = None) -> web.Application:
+    """The aiohttp application; the caller owns (starts and stops) ``producer``."""
+    burst = settings.ingest_rate_burst or max(int(settings.ingest_rate_per_feed),
+                                              settings.ingest_max_events)
+    limiter = limiter or RateLimiter(settings.ingest_rate_per_feed, burst)
+    app = web.Application(client_max_size=settings.ingest_max_body_bytes)
+    app[STATE] = IngestState(settings, producer, tokens, metrics or IngestMetrics(), limiter)
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run ``churnwatch ingest`` until SIGINT/SIGTERM; in-flight requests finish first."""
+    from churnwatch.embedded import create_topics
+
+    if not settings.broker:
+        raise ConfigError("churnwatch ingest needs CHURNWATCH_BROKER (e.g. kafka://127.0.0.1:9092)")
+    if settings.ingest_tokens_file is None:
+        raise ConfigError("churnwatch ingest needs CHURNWATCH_INGEST_TOKENS_FILE. Fix: point it "
+                          'at a TOML file with [tokens] "<token>" = "<feed-name>"')
+    tokens = TokenStore(settings.ingest_tokens_file)
+    await create_topics(settings.bootstrap, {EVENTS_TOPIC: settings.partitions,
+                                             DLQ_TOPIC: settings.partitions})
+    producer = KafkaIngestProducer(settings.bootstrap, settings.partitions)
+    await producer.start()
+    runner = web.AppRunner(create_ingest_app(settings, producer, tokens), access_log=None,
+                           shutdown_timeout=settings.ingest_produce_timeout_s)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.ingest_host, settings.ingest_port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        log.info("ingest on http://%s:%d/v1/events (feeds: %d, partitions: %d)", host, port,
+                 len(tokens.feeds), producer.partitions)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await producer.stop()

@@ -1,0 +1,200 @@
+"""The hand-written OpenAPI 3.1 document of the HTTP ingest front door (``GET /openapi.json``).
+
+It mirrors the event contract of DESIGN.md §2 (``churnwatch.events``) and the responses of
+``streams.ingest``; tests run schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from churnwatch.events import COMPLAINT_CATEGORIES, MAX_TS_MS, MIN_TS_MS
+
+_NONNEG = {"type": "number", "minimum": 0, "maximum": 1e9}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
+
+_COMMON: dict[str, Any] = {
+    "event_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                 "description": "Unique per event; a repeated event_id is a no-op downstream."},
+    "subscriber_id": {"type": "string", "minLength": 1, "maxLength": 64,
+                      "description": "MSISDN (normalised to +digits: '+44 7911-123456', "
+                                     "'0044 7911 123456' and '+447911123456' are one "
+                                     "subscriber) or an opaque pseudonym without whitespace."},
+    "ts": {"oneOf": [
+        {"type": "integer", "minimum": MIN_TS_MS, "exclusiveMaximum": MAX_TS_MS,
+         "description": "event time, epoch milliseconds (2000-01-01 .. 2100-01-01)"},
+        {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"}]},
+}
+
+_EXTRA: dict[str, tuple[dict[str, Any], list[str], str]] = {
+    "spend": ({"amount": _NONNEG, "kind": {"enum": ["recharge", "bill", "purchase"]}},
+              ["amount"], "Money the subscriber spent (currency units)."),
+    "login": ({"channel": {"enum": ["app", "web"]}}, [], "An app or web login."),
+    "complaint": ({"category": {"enum": list(COMPLAINT_CATEGORIES)}}, ["category"],
+                  "A complaint or care ticket."),
+    "usage": ({"data_mb": _NONNEG, "voice_min": _NONNEG, "sms": _NONNEG}, [], "Consumption."),
+    "plan_change": ({"plan": _NAME, "monthly_fee": _NONNEG}, ["plan", "monthly_fee"],
+                    "Plan switched (up/downgrade derived from the fee)."),
+    "profile": ({"plan": _NAME, "tenure_months": {"type": "number", "minimum": 0,
+                                                   "maximum": 1200},
+                 "attrs": {"type": "object",
+                           "propertyNames": {"minLength": 1, "maxLength": 64},
+                           "additionalProperties": {"type": "number", "minimum": -1e12,
+                                                    "maximum": 1e12}}},
+                [], "Attributes and BSS snapshot features."),
+    "churn": ({"reason": {"type": "string"}}, [], "The subscriber left (a positive label)."),
+    "active": ({}, [], "The subscriber is confirmed active (a negative label)."),
+    "outcome": ({"alert_id": _NAME, "result": {"enum": ["accepted", "declined", "no_contact"]}},
+                ["alert_id", "result"], "Result of a retention action."),
+}
+
+
+def _event_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for kind, (extra, required, description) in _EXTRA.items():
+        schemas[f"{kind.title().replace('_', '')}Event"] = {
+            "type": "object", "description": description,
+            "properties": {**_COMMON, "type": {"const": kind}, **extra},
+            "required": ["event_id", "subscriber_id", "type", "ts", *required],
+            "additionalProperties": True,  # unknown fields are kept but ignored
+        }
+    return schemas
+
+
+_ERROR = {"type": "object", "required": ["error", "reason"],
+          "properties": {"error": {"type": "string", "description": "short machine code"},
+                         "reason": {"type": "string", "description": "human explanation"}}}
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+DESCRIPTION = """\
+HTTP front door of churnwatch for telemetry feeds that cannot speak Kafka. It runs as its own
+process (`churnwatch ingest`), separate from the stream workers, so ingest scales
+independently and a slow pipeline never blocks HTTP.
+
+**Body**: one JSON event, a JSON array of events (`application/json`), or NDJSON
+(`application/x-ndjson`, one event per line). Every event is validated against the event
+contract; valid events are produced to Kafka `churn.events` (packed many per Kafka message,
+per partition of their subscriber) and the response is sent only after the broker has
+acknowledged them (acks=all): an accepted event is durable. Invalid events are listed in the
+response with their index (0-based position in the body) and reason, and are written to the
+dead-letter topic `churn.dlq` with topic `http:<feed>`. Every produced event carries an extra
+field `feed` naming the feed of the bearer token (audit).
+
+**Idempotent retries**: on a timeout, 429, 503 or a lost connection, resend the same batch.
+Events already accepted are recognised by their `event_id` downstream and change nothing
+(no duplicate features, alerts or actions). The response does not say how many events were
+already seen: the event_id dedup state lives in the workers' Redis feature store, per
+subscriber and event-time window, and is only decided when a worker applies the event;
+asking it here would put a Redis round trip on the HTTP path and still race with events
+still queued in Kafka, so the count would be neither cheap nor exact.
+
+**Limits**: body size and events per request (413), a per-feed rate limit in events per
+second (429 with Retry-After), and a bounded number of requests in flight (503 with
+Retry-After when full or when the broker does not acknowledge in time; nothing is silently
+dropped: retry the whole batch).
+"""
+
+
+def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with the configured limits in the descriptions."""
+    events = _event_schemas()
+    any_event = {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in events],
+                 "discriminator": {"propertyName": "type"}}
+    body_schema = {"oneOf": [{"$ref": "#/components/schemas/Event"},
+                             {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                              "minItems": 1, "maxItems": max_events}]}
+
+    def error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": description, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        if headers:
+            out["headers"] = headers
+        return out
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "churnwatch ingest", "version": "1", "description": DESCRIPTION},
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/v1/events": {"post": {
+                "operationId": "postEvents",
+                "summary": "Validate events and produce the valid ones to churn.events",
+                "security": [{"bearerAuth": []}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": body_schema},
+                    "application/x-ndjson": {"schema": {
+                        "type": "string", "description": "one JSON event per line"}}},
+                    "description": f"at most {max_body_bytes} bytes and {max_events} events"},
+                "responses": {
+                    "200": {"description": "Processed: valid events are acknowledged by the "
+                                           "broker; invalid ones are listed and dead-lettered",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/IngestResult"}}}},
+                    "400": error("Empty body"),
+                    "401": error("Missing or unknown bearer token",
+                                 {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "413": error(f"Body larger than {max_body_bytes} bytes or more than "
+                                 f"{max_events} events; nothing was accepted"),
+                    "415": error("Content-Type is not application/json or "
+                                 "application/x-ndjson"),
+                    "429": error("The feed's rate limit (events/s) is exceeded; nothing was "
+                                 "accepted", _RETRY_AFTER),
+                    "503": error("Too many requests in flight, or the broker did not "
+                                 "acknowledge in time; retry the whole batch", _RETRY_AFTER),
+                }}},
+            "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness",
+                                 "responses": {"200": {"description": "alive", "content": {
+                                     "application/json": {"schema": {
+                                         "type": "object", "required": ["status"],
+                                         "properties": {"status": {"const": "ok"}}}}}}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "a token from CHURNWATCH_INGEST_TOKENS_FILE; it names the feed"}},
+            "schemas": {
+                "Event": any_event,
+                **events,
+                "IngestResult": {
+                    "type": "object", "required": ["accepted", "rejected", "feed"],
+                    "properties": {
+                        "accepted": {"type": "integer", "minimum": 0,
+                                     "description": "events acknowledged by the broker"},
+                        "rejected": {"type": "array", "items": {
+                            "type": "object", "required": ["index", "reason", "kind"],
+                            "properties": {
+                                "index": {"type": "integer", "minimum": 0,
+                                          "description": "0-based position in the body"},
+                                "reason": {"type": "string"},
+                                "kind": {"enum": list(REASON_KINDS)}}}},
+                        "feed": {"type": "string"}}},
+                "Error": _ERROR,
+            },
+        },
+    }
+
+
+REASON_KINDS = ("malformed", "too_large", "not_an_object", "missing_field", "unknown_type",
+                "subscriber_id", "ts", "invalid_value")
+
+
+def reason_kind(reason: str) -> str:
+    """A bounded label for a rejection reason (metrics and the response)."""
+    if reason.startswith("event larger"):
+        return "too_large"
+    if ("malformed" in reason or "truncated" in reason or reason.startswith("invalid JSON")
+            or "nested too deeply" in reason):
+        return "malformed"
+    if reason.startswith("Expected `object`"):
+        return "not_an_object"
+    if "missing required field" in reason:
+        return "missing_field"
+    if reason.endswith("at `$.type`"):
+        return "unknown_type"
+    if reason.startswith("subscriber_id") or reason.endswith("at `$.subscriber_id`"):
+        return "subscriber_id"
+    if reason.startswith("ts ") or reason.endswith("at `$.ts`"):
+        return "ts"
+    return "invalid_value"
