@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
 from alerting.alert import Alert, ScoreRecord, alert_id, to_json
 from alerting.cooldown import decide
 from alerting.playbook import Playbook
+from alerting.policy import ContactPolicy, apply_policy
 from churnwatch.events import Event
 from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
@@ -34,10 +36,20 @@ class Decision:
     rule_hits: dict[str, int]
 
 
+@dataclass(frozen=True)
+class Deciders:
+    """Everything that decides: the ruleset, the model, the playbook and the contact policy
+    (with the do-not-contact set it applies)."""
+
+    rules: CompiledRuleset
+    model: ChurnModel
+    playbook: Playbook
+    policy: ContactPolicy = ContactPolicy()
+    do_not_contact: frozenset[str] = frozenset()
+
+
 def decide_alerts(
-    rules: CompiledRuleset,
-    model: ChurnModel,
-    playbook: Playbook,
+    deciders: Deciders,
     triggers: Sequence[Event],
     matrix: np.ndarray,
     attrs: Sequence[dict[str, float]],
@@ -50,6 +62,7 @@ def decide_alerts(
 
     ``ledgers`` are the subscribers' cooldown entries before these rows; they are not modified.
     """
+    rules, model, playbook = deciders.rules, deciders.model, deciders.playbook
     ruleset = rules.ruleset
     evaluation = rules.evaluate(matrix)
     scores = model.score_matrix(matrix, attrs)
@@ -85,15 +98,23 @@ def decide_alerts(
                    for r in explain(ruleset, row, evaluation.indicators[j])]
         reasons += [{"kind": "model", **c}
                     for c in model.explain(model_input(row, attrs[j]))]
+        actions, withheld, counters = apply_policy(
+            deciders.policy, playbook.choose(severity, segment, row), sub_entries,
+            ev.subscriber_id, _month(ev.ts), now_ms, deciders.do_not_contact)
+        out.entries.setdefault(ev.subscriber_id, {}).update(counters)
         alert = Alert(
             alert_id=alert_id(ev.subscriber_id, ev.event_id, passed),
             subscriber_id=ev.subscriber_id, ts=ev.ts, event_id=ev.event_id, severity=severity,
             score=round(float(scores[j]), 6), rules=sorted(passed), reasons=reasons,
-            segment=segment, actions=playbook.choose(severity, segment, row),
-            detected_at=now_ms, model_version=model.version,
-            ruleset_version=ruleset.version, ingested_at=ingested[j])
+            segment=segment, actions=actions, detected_at=now_ms, model_version=model.version,
+            ruleset_version=ruleset.version, ingested_at=ingested[j], suppressed=withheld)
         payload = to_json(alert)
         out.alerts.append(alert)
         out.payloads.append(payload)
         out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
     return out
+
+
+def _month(ts_ms: int) -> str:
+    """UTC calendar month of an event time, as YYYYMM (the contact caps' period)."""
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y%m")

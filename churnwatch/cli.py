@@ -359,5 +359,53 @@ def rules_push(file: Annotated[Path, typer.Argument(help="rules TOML")],
     err.print(f"published ruleset {ruleset.version} from {file}")
 
 
+dnc_app = typer.Typer(no_args_is_help=True, help="The do-not-contact list (workers reload it "
+                      "every 10 s): contact actions are withheld, internal ones still run.")
+app.add_typer(dnc_app, name="dnc")
+
+
+def _dnc(config: Path | None, op: str, subscribers: list[str]) -> list[str]:
+    import redis
+
+    from churnwatch.events import normalise_subscriber
+    from churnwatch.keys import Keys
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        raise _fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
+    try:
+        ids = [normalise_subscriber(s) for s in subscribers]
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+    client = redis.Redis.from_url(settings.redis_url)
+    key = Keys().do_not_contact()
+    if op == "add" and ids:
+        client.sadd(key, *ids)
+    elif op == "remove" and ids:
+        client.srem(key, *ids)
+    return sorted(m.decode() for m in client.smembers(key))
+
+
+@dnc_app.command("add")
+def dnc_add(subscribers: Annotated[list[str], typer.Argument(help="phone numbers or ids")],
+            config: ConfigOpt = None) -> None:
+    """Add subscribers to the do-not-contact list."""
+    err.print(f"do-not-contact list: {len(_dnc(config, 'add', subscribers))} subscribers")
+
+
+@dnc_app.command("remove")
+def dnc_remove(subscribers: Annotated[list[str], typer.Argument(help="phone numbers or ids")],
+               config: ConfigOpt = None) -> None:
+    """Remove subscribers from the do-not-contact list."""
+    err.print(f"do-not-contact list: {len(_dnc(config, 'remove', subscribers))} subscribers")
+
+
+@dnc_app.command("list")
+def dnc_list(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Print the do-not-contact list."""
+    members = _dnc(config, "list", [])
+    print(orjson.dumps(members).decode() if json_out else "\n".join(members))
+
+
 def main() -> None:
     app()

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
                               "cw:queue:<team>")
     work_queue_maxlen: int = Field(100_000, ge=1000, description="approximate max entries per "
                                    "team stream")
+    max_contacts_per_month: int = Field(4, ge=0, le=100, description="contact actions "
+                                        "(call, message, visit) per subscriber per month")
+    max_offers_per_month: int = Field(2, ge=0, le=100, description="offers per subscriber per "
+                                      "month")
+    quiet_start_hour: int = Field(21, ge=0, le=23, description="quiet hours start (local hour): "
+                                  "contact actions are held until they end")
+    quiet_end_hour: int = Field(8, ge=0, le=23, description="quiet hours end (local hour; equal "
+                                "to the start = no quiet hours)")
+    timezone: str = Field("UTC", description="the operator's time zone for quiet hours")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
@@ -108,6 +117,17 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must look like redis://HOST:PORT/DB (or rediss:// for TLS)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone (use an IANA name such as Europe/Paris)") from None
         return value
 
     @field_validator("log_level")

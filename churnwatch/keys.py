@@ -36,3 +36,7 @@ class Keys:
     def watermarks(self) -> str:
         """Sorted set: partition → highest event time seen on it (the event-time watermark)."""
         return f"{self.prefix}:watermarks"
+
+    def do_not_contact(self) -> str:
+        """Set of subscriber ids that no retention action may contact."""
+        return f"{self.prefix}:dnc"

@@ -18,8 +18,10 @@ from prometheus_client import start_http_server
 
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
+from alerting.policy import ContactPolicy
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.errors import ConfigError
+from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
@@ -47,12 +49,18 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     rules = compile_ruleset(ruleset)
     warm_up()
     model = decode(sync.get(CHECKPOINT_KEY))
+    do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
     sync.close()
     silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
                            every_ms=int(settings.silence_every_days * DAY_MS))
     playbook = load_playbook(settings.playbook_file)
     playbook.check_segments(rules.ruleset.segment_names)
-    return Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence)
+    policy = ContactPolicy(settings.max_contacts_per_month, settings.max_offers_per_month,
+                           settings.quiet_start_hour, settings.quiet_end_hour, settings.timezone)
+    pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
+                        policy)
+    pipeline.do_not_contact = do_not_contact
+    return pipeline
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
@@ -117,6 +125,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     await pipeline.sweep(tp.partition, publisher)
                 except RETRYABLE as exc:
                     log.warning("silence sweep skipped: %s", type(exc).__name__)
+
+    @app.timer(interval=10.0)
+    async def refresh() -> None:
+        pipeline.quality.snapshot()  # refreshes the model-quality gauges
+        try:
+            members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
+            pipeline.do_not_contact = frozenset(m.decode() for m in members)
+        except RETRYABLE as exc:
+            log.warning("cannot refresh the do-not-contact list: %s", type(exc).__name__)
 
     @app.timer(interval=1.0)
     async def watch_rules() -> None:

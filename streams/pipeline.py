@@ -29,15 +29,18 @@ import redis.exceptions
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from alerting.alert import Alert, ScoreRecord, to_json
-from alerting.decide import Decision, decide_alerts
+from alerting.decide import Deciders, Decision, decide_alerts
 from alerting.ledger import AlertLedger
+from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
+from alerting.policy import ContactPolicy
 from churnwatch.events import Event, decode_payload
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import LATE, BatchFeatures, FeatureStore
 from online_models.model import ChurnModel
+from online_models.quality import ProgressiveValidation
 from rules.engine import CompiledRuleset
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -97,7 +100,7 @@ class Pipeline:
 
     def __init__(self, store: FeatureStore, ledger: AlertLedger, rules: CompiledRuleset,
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
-                 silence: SilenceIndex | None = None,
+                 silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.ledger = ledger
@@ -106,10 +109,17 @@ class Pipeline:
         self.playbook = playbook
         self.metrics = metrics
         self.silence = silence or SilenceIndex(store.config.keys)
+        self.policy = policy
+        self.do_not_contact: frozenset[str] = frozenset()
+        self.quality = ProgressiveValidation(model, metrics.registry)
+        self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self._lock = asyncio.Lock()
         metrics.ruleset.labels(rules.version).set(1)
         metrics.model.labels(model.version).set(1)
+
+    def _deciders(self, rules: CompiledRuleset) -> Deciders:
+        return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact)
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
@@ -134,7 +144,7 @@ class Pipeline:
                 t1 = time.perf_counter()
                 rows = staged.rows.tolist()
                 decision = decide_alerts(
-                    rules, self.model, self.playbook, [events[i] for i in rows], staged.matrix,
+                    self._deciders(rules), [events[i] for i in rows], staged.matrix,
                     staged.attrs, staged.ledgers,
                     [records[origins[i]].timestamp_ms for i in rows],
                     int(self.clock() * 1000), publisher.wants_scores)
@@ -157,8 +167,13 @@ class Pipeline:
             decision.payloads.append(raw)
             result.replayed_alerts += 1
         await self._publish(decision, result, publisher)
+        outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
+        if outcomes:
+            async for attempt in self._retrying():
+                with attempt:
+                    await self.outcomes.record(outcomes)
         for x, churned in decision.labels:
-            self.model.learn(x, churned)
+            self.quality.observe(x, churned)  # scored first, then learned
             self.metrics.labels.labels("churn" if churned else "active").inc()
         return result
 
@@ -179,7 +194,7 @@ class Pipeline:
                     triggers = [Event(event_id=f"silence-{watermark // DAY_MS}",
                                       subscriber_id=sid, type="silence", ts=watermark)
                                 for sid in known]
-                    decision = decide_alerts(rules, self.model, self.playbook, triggers,
+                    decision = decide_alerts(self._deciders(rules), triggers,
                                              snap.matrix, snap.attrs, snap.ledgers,
                                              [None] * len(known), int(self.clock() * 1000),
                                              publisher.wants_scores)

@@ -1,0 +1,48 @@
+"""Through a real worker: a do-not-contact subscriber gets only internal actions (the rest is
+listed as suppressed), and an `outcome` event is counted against the alert's rule, segment
+and actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import Worker
+from tests.test_stream_e2e import NOW, Feed
+
+pytestmark = pytest.mark.integration
+
+
+def test_do_not_contact_and_outcomes(worker: Worker, tmp_path: Path) -> None:
+    out = worker.cli("dnc", "add", "0044 7700 900071")
+    assert out.returncode == 0, out.stderr.decode()
+    assert orjson.loads(worker.cli("dnc", "list", "--json").stdout) == ["+447700900071"]
+    feed = Feed()
+    for sub in ("+447700900071", "+447700900072"):
+        feed.logins(sub, 20, 1)
+        feed.complaints(sub, 2)
+    worker.start()
+    assert worker.cli("replay", str(feed.write(tmp_path / "a.ndjson"))).returncode == 0
+    worker.wait_caught_up()
+    alerts = {a["subscriber_id"]: a for a in worker.alerts()}
+    blocked, reached = alerts["+447700900071"], alerts["+447700900072"]
+    assert {a["channel"] for a in blocked["actions"]} == {"internal"}
+    assert {s["id"] for s in blocked["suppressed"]} == {"personal_offer", "sales_follow_up",
+                                                       "care_callback"}
+    assert {s["reason"] for s in blocked["suppressed"]} == {"do-not-contact"}
+    assert reached["suppressed"] == []
+    assert {a["id"] for a in reached["actions"]} >= {"personal_offer", "care_callback"}
+
+    outcome = Feed()
+    outcome.add("+447700900072", "outcome", NOW + 3600_000, alert_id=reached["alert_id"],
+                result="accepted")
+    assert worker.cli("replay", str(outcome.write(tmp_path / "b.ndjson"))).returncode == 0
+    worker.wait_caught_up()
+    worker.wait_for(lambda: worker.metric("churnwatch_outcomes_total", result="accepted",
+                                          action="personal_offer") == 1,
+                    timeout=20, what="the outcome to be counted")
+    assert worker.metric("churnwatch_outcomes_total", result="accepted",
+                         action="care_callback", rule="seed_high_risk",
+                         segment=reached["segment"]) == 1
