@@ -16,11 +16,6 @@ class Keys:
         """Committed feature state (binary blob, see ``features.codec``)."""
         return f"{self.prefix}:{{{subscriber_id}}}:s"
 
-    def stage(self, subscriber_id: str) -> str:
-        """Staging key of the former Lua feature store; nothing writes it any more (checks
-        assert it stays absent)."""
-        return f"{self.prefix}:{{{subscriber_id}}}:stage"
-
     def ledger(self, subscriber_id: str) -> str:
         """Alert ledger hash: ``r:<rule>`` cooldown entries, ``p:<event_id>`` pending alerts."""
         return f"{self.prefix}:{{{subscriber_id}}}:ledger"

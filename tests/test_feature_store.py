@@ -506,7 +506,8 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
             await ledger.commit(result.subscribers, {}, {}, states=result.staged)
         keys = Keys()
         sizes = [await client.memory_usage(keys.state(s)) for s in subs]
-        assert not await client.exists(keys.stage(subs[0]))
+        # the state blob is the subscriber's only key (no staging or side keys left behind)
+        assert await client.keys(f"cw:{{{subs[0]}}}:*") == [keys.state(subs[0]).encode()]
         await client.aclose()
         return sizes
 
