@@ -32,6 +32,23 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _with_redis(settings: Settings, work):  # type: ignore[no-untyped-def]
+    """Run ``work(client)`` (a coroutine function) with a redis.asyncio client; errors exit 1."""
+    import redis.asyncio as aioredis
+
+    async def main():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+
+
 def _fail(exc: Exception) -> typer.Exit:
     err.print(f"[red]error:[/] {exc}")
     return typer.Exit(1)
@@ -195,7 +212,6 @@ def inspect(
     config: ConfigOpt = None,
 ) -> None:
     """Features, indicators, segment, score and recent alerts of one subscriber."""
-    import redis.asyncio as aioredis
 
     from churnwatch.inspect import inspect_subscriber
 
@@ -203,17 +219,7 @@ def inspect(
     if not settings.redis_url:
         raise _fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
 
-    async def main() -> dict:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            return await inspect_subscriber(settings, client, subscriber)
-        finally:
-            await client.aclose()
-
-    try:
-        report = asyncio.run(main())
-    except ChurnwatchError as exc:
-        raise _fail(exc) from None
+    report = _with_redis(settings, lambda client: inspect_subscriber(settings, client, subscriber))
     if json_out:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
@@ -333,7 +339,6 @@ def rules_test(file: Annotated[Path, typer.Argument(help="rules TOML")],
 def rules_push(file: Annotated[Path, typer.Argument(help="rules TOML")],
                config: ConfigOpt = None) -> None:
     """Validate and publish a ruleset; running workers switch to it within seconds."""
-    import redis.asyncio as aioredis
 
     from rules.registry import publish
 
@@ -345,17 +350,7 @@ def rules_push(file: Annotated[Path, typer.Argument(help="rules TOML")],
     except OSError as exc:
         raise _fail(exc) from None
 
-    async def main():  # type: ignore[no-untyped-def]
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            return await publish(client, text, str(file))
-        finally:
-            await client.aclose()
-
-    try:
-        ruleset = asyncio.run(main())
-    except ChurnwatchError as exc:
-        raise _fail(exc) from None
+    ruleset = _with_redis(settings, lambda client: publish(client, text, str(file)))
     err.print(f"published ruleset {ruleset.version} from {file}")
 
 

@@ -7,6 +7,8 @@ tests can check the Redis store against an obviously-correct definition of each 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,3 +139,22 @@ class ReferenceStore:
         profiles = [ev for ev in self.subscribers[subscriber_id].events if ev.type == "profile"]
         latest = _latest(profiles)
         return (latest.attrs or {}) if latest else {}
+
+
+def replay_lines(lines: Iterable[bytes], store: ReferenceStore,
+                 outcomes: Counter[str]) -> Iterator[tuple[int, Event, np.ndarray]]:
+    """Decode NDJSON lines into ``store`` in order, counting every event's outcome (applied,
+    duplicate, late, invalid); yields (line number from 1, event, features) per applied event."""
+    from churnwatch.events import decode_payload
+
+    names = {"A": "applied", "D": "duplicate", "L": "late"}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        events, rejected = decode_payload(line)
+        outcomes["invalid"] += len(rejected)
+        for ev in events:
+            status, row = store.apply(ev)
+            outcomes[names[status]] += 1
+            if row is not None:
+                yield n, ev, row

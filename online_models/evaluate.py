@@ -23,8 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from churnwatch.events import decode_payload
-from features.reference import ReferenceStore
+from features.reference import ReferenceStore, replay_lines
 from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
 
@@ -149,21 +148,14 @@ def prequential_scores(
     outcomes: Counter[str] = Counter()
     scores: list[float] = []
     labels: list[int] = []
-    for line in lines:
-        if not line.strip():
+    for _, ev, row in replay_lines(lines, store, outcomes):
+        if ev.type not in ("churn", "active"):
             continue
-        events, rejected = decode_payload(line)
-        outcomes["invalid"] += len(rejected)
-        for ev in events:
-            status, row = store.apply(ev)
-            outcomes[{"A": "applied", "D": "duplicate", "L": "late"}[status]] += 1
-            if row is None or ev.type not in ("churn", "active"):
-                continue
-            x = model_input(row, store.attrs(ev.subscriber_id))
-            churned = ev.type == "churn"
-            scores.append(float(model.score([x])[0]))
-            labels.append(int(churned))
-            model.learn(x, churned)
+        x = model_input(row, store.attrs(ev.subscriber_id))
+        churned = ev.type == "churn"
+        scores.append(float(model.score([x])[0]))
+        labels.append(int(churned))
+        model.learn(x, churned)
     counts = {k: outcomes.get(k, 0) for k in ("applied", "duplicate", "late", "invalid")}
     return (np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int8), counts,
             model)

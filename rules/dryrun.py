@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from alerting.cooldown import decide
-from churnwatch.events import decode_payload
-from features.reference import ReferenceStore
+from features.reference import ReferenceStore, replay_lines
 from features.schema import DAY_MS
 from rules.engine import CompiledRuleset
 from rules.ruleset import SEVERITIES, SEVERITY_RANK
@@ -27,31 +26,22 @@ def dry_run(compiled: CompiledRuleset, lines: Iterable[bytes],
     hits: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     alerts = []
-    for n, line in enumerate(lines):
-        if not line.strip():
-            continue
-        events, rejected = decode_payload(line)
-        outcomes["invalid"] += len(rejected)
-        for ev in events:
-            status, row = store.apply(ev)
-            outcomes[{"A": "applied", "D": "duplicate", "L": "late"}[status]] += 1
-            if row is None:
-                continue
-            ev_result = compiled.evaluate(row.reshape(1, -1))
-            fired = [r for k, r in enumerate(ruleset.rules) if ev_result.hits[0, k]]
-            hits.update(r.id for r in fired)
-            acting = [(r.id, SEVERITY_RANK[r.severity], int(r.cooldown_days * DAY_MS))
-                      for r in fired if not r.shadow]
-            passed = decide(entries.setdefault(ev.subscriber_id, {}), acting, ev.ts, ev.event_id)
-            if passed:
-                rank = max(SEVERITY_RANK[ruleset.rules[[r.id for r in ruleset.rules].index(p)]
-                                         .severity] for p in passed)
-                alerts.append({
-                    "line": n + 1, "subscriber_id": ev.subscriber_id, "event_id": ev.event_id,
-                    "ts": ev.ts, "severity": SEVERITIES[rank - 1], "rules": sorted(passed),
-                    "indicators": [i.name for k, i in enumerate(ruleset.indicators)
-                                   if ev_result.indicators[0, k]],
-                    "segment": ruleset.segment_names[ev_result.segment[0]],
-                })
+    for n, ev, row in replay_lines(lines, store, outcomes):
+        ev_result = compiled.evaluate(row.reshape(1, -1))
+        fired = [r for k, r in enumerate(ruleset.rules) if ev_result.hits[0, k]]
+        hits.update(r.id for r in fired)
+        acting = [(r.id, SEVERITY_RANK[r.severity], int(r.cooldown_days * DAY_MS))
+                  for r in fired if not r.shadow]
+        passed = decide(entries.setdefault(ev.subscriber_id, {}), acting, ev.ts, ev.event_id)
+        if passed:
+            rank = max(SEVERITY_RANK[ruleset.rules[[r.id for r in ruleset.rules].index(p)]
+                                     .severity] for p in passed)
+            alerts.append({
+                "line": n, "subscriber_id": ev.subscriber_id, "event_id": ev.event_id,
+                "ts": ev.ts, "severity": SEVERITIES[rank - 1], "rules": sorted(passed),
+                "indicators": [i.name for k, i in enumerate(ruleset.indicators)
+                               if ev_result.indicators[0, k]],
+                "segment": ruleset.segment_names[ev_result.segment[0]],
+            })
     return {"ruleset_version": ruleset.version, "events": dict(outcomes),
             "rule_hits": dict(hits), "alerts": alerts}

@@ -5,9 +5,7 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -19,7 +17,7 @@ from prometheus_client import start_http_server
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings
+from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics

@@ -10,7 +10,7 @@ import pytest
 from importlib import resources
 
 from tests.conftest import Worker
-from tests.test_stream_e2e import NOW, Feed
+from tests.test_stream_e2e import Feed
 
 pytestmark = pytest.mark.integration
 
