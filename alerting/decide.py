@@ -19,7 +19,7 @@ from alerting.policy import ContactPolicy, apply_policy
 from churnwatch.events import Event
 from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
-from rules.engine import CompiledRuleset, explain
+from rules.engine import CompiledRuleset, explain, with_model_inputs
 from rules.ruleset import SEVERITIES, SEVERITY_RANK
 
 
@@ -64,8 +64,11 @@ def decide_alerts(
     """
     rules, model, playbook = deciders.rules, deciders.model, deciders.playbook
     ruleset = rules.ruleset
-    evaluation = rules.evaluate(matrix)
     scores = model.score_matrix(matrix, attrs)
+    inputs = with_model_inputs(matrix, np.column_stack(
+        [scores, np.full_like(scores, model.label_counts()[0]),
+         np.full_like(scores, model.label_counts()[1])]))
+    evaluation = rules.evaluate(inputs)
     rule_ids = [r.id for r in ruleset.rules]
     acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
     entries = {sid: dict(e) for sid, e in ledgers.items()}
@@ -95,7 +98,7 @@ def decide_alerts(
                                   for r in passed) - 1]
         row = matrix[j]
         reasons = [{"kind": "indicator", **r}
-                   for r in explain(ruleset, row, evaluation.indicators[j])]
+                   for r in explain(ruleset, inputs[j], evaluation.indicators[j])]
         reasons += [{"kind": "model", **c}
                     for c in model.explain(model_input(row, attrs[j]))]
         actions, withheld, counters = apply_policy(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import orjson
 
 from alerting.ledger import AlertLedger
@@ -15,7 +16,8 @@ from features.store import FeatureStore, StoreConfig
 from online_models.checkpoint import load_model
 from online_models.model import model_input
 from rules.engine import compile_ruleset
-from rules.ruleset import SEVERITIES, load_ruleset
+from rules import registry
+from rules.ruleset import SEVERITIES, load_ruleset, parse_ruleset
 
 async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
                              now_ms: int | None = None) -> dict[str, Any]:
@@ -28,11 +30,14 @@ async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
         return {"subscriber_id": sid, "known": False, "features": {}, "indicators": {},
                 "segment": None, "score": None, "severity": None, "rules": [], "alerts": alerts}
     row, attrs = found[sid]
-    compiled = compile_ruleset(load_ruleset(settings.rules_file))
-    evaluation = compiled.evaluate(row.reshape(1, -1))
-    ruleset = compiled.ruleset
+    published = await registry.fetch(redis)  # the ruleset the workers run, if one was pushed
+    compiled = compile_ruleset(parse_ruleset(published.text, published.source) if published
+                               else load_ruleset(settings.rules_file))
     model = await load_model(redis)
     score = float(model.score([model_input(row, attrs)])[0]) if model else None
+    inputs = np.array([[score, *model.label_counts()]]) if model else None
+    evaluation = compiled.evaluate(row.reshape(1, -1), inputs)
+    ruleset = compiled.ruleset
     rank = int(evaluation.severity[0])
     return {
         "subscriber_id": sid,

@@ -81,11 +81,17 @@ class ChurnModel:
             p = 1.0 / (1.0 + np.exp(-logit))
         return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
 
+    def label_counts(self) -> tuple[int, int]:
+        """(positive, negative) labels learned so far."""
+        positives = getattr(self, "positives", 0)  # checkpoints older than this field
+        return positives, self.labels_seen - positives
+
     def learn(self, x: Mapping[str, float], churned: bool) -> None:
         """Learn from one labelled snapshot."""
         self.scaler.learn_one(x)
         self.classifier.learn_one(self.scaler.transform_one(x), churned)
         self.labels_seen += 1
+        self.positives = getattr(self, "positives", 0) + int(churned)
 
     def explain(self, x: Mapping[str, float], top: int = 3) -> list[dict[str, float]]:
         """The ``top`` features by absolute contribution to the logit, with their values."""

@@ -15,9 +15,8 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from features.schema import FEATURES, INDEX
 from rules import expr
-from rules.ruleset import SEVERITY_RANK, Ruleset
+from rules.ruleset import INPUT_INDEX, INPUTS, MODEL_INPUTS, SEVERITY_RANK, Ruleset
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,11 @@ def kernel_source(ruleset: Ruleset) -> str:
     ind_var = {ind.name: f"ind_{k}" for k, ind in enumerate(ruleset.indicators)}
 
     def rename(name: str) -> str:
-        return ind_var.get(name) or f"f_{INDEX[name]}"
+        return ind_var.get(name) or f"f_{INPUT_INDEX[name]}"
 
-    used = sorted({INDEX[n] for i in ruleset.indicators for n in expr.names(i.tree) if n in INDEX}
-                  | {INDEX[n] for s in ruleset.segments for n in expr.names(s.tree)})
+    used = sorted({INPUT_INDEX[n] for i in ruleset.indicators for n in expr.names(i.tree)
+                   if n in INPUT_INDEX}
+                  | {INPUT_INDEX[n] for s in ruleset.segments for n in expr.names(s.tree)})
     lines = [
         "def kernel(X, ind, hits, sev, seg):",
         "    for i in range(X.shape[0]):",
@@ -92,13 +92,23 @@ class CompiledRuleset:
     def version(self) -> str:
         return self.ruleset.version
 
-    def evaluate(self, matrix: np.ndarray) -> Evaluation:
-        """Evaluate every rule on every row of a (rows × FEATURES) float64 matrix."""
+    def evaluate(self, matrix: np.ndarray, model: np.ndarray | None = None) -> Evaluation:
+        """Evaluate every rule on every row of a (rows × FEATURES) float64 matrix; ``model``
+        holds the MODEL_INPUTS columns (NaN when absent: model conditions are then false)."""
         out = _empty(self.ruleset, matrix.shape[0])
         if matrix.shape[0]:
-            self._kernel(np.ascontiguousarray(matrix, dtype=np.float64),
+            self._kernel(with_model_inputs(matrix, model),
                          out.indicators, out.hits, out.severity, out.segment)
         return out
+
+
+def with_model_inputs(matrix: np.ndarray, model: np.ndarray | None = None) -> np.ndarray:
+    """The rules' input matrix: features followed by the model's columns (or NaN)."""
+    if matrix.shape[1] == len(INPUTS):
+        return np.ascontiguousarray(matrix, dtype=np.float64)
+    extra = (np.full((matrix.shape[0], len(MODEL_INPUTS)), np.nan) if model is None
+             else np.asarray(model, dtype=np.float64).reshape(matrix.shape[0], len(MODEL_INPUTS)))
+    return np.ascontiguousarray(np.hstack([matrix, extra]), dtype=np.float64)
 
 
 def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
@@ -107,16 +117,18 @@ def compile_ruleset(ruleset: Ruleset) -> CompiledRuleset:
     exec(compile(kernel_source(ruleset), f"<ruleset {ruleset.version}>", "exec"), namespace)
     kernel = numba.njit(nogil=True, error_model="numpy")(namespace["kernel"])
     compiled = CompiledRuleset(ruleset, kernel)
-    compiled.evaluate(np.full((1, len(FEATURES)), np.nan))
+    compiled.evaluate(np.full((1, len(INPUTS)), np.nan))
     return compiled
 
 
-def evaluate_reference(ruleset: Ruleset, matrix: np.ndarray) -> Evaluation:
+def evaluate_reference(ruleset: Ruleset, matrix: np.ndarray,
+                       model: np.ndarray | None = None) -> Evaluation:
     """The same evaluation in plain Python, row by row (slow; the oracle for the kernel)."""
+    matrix = with_model_inputs(matrix, model)
     out = _empty(ruleset, matrix.shape[0])
     names = ruleset.segment_names
     for i, row in enumerate(matrix):
-        env: dict[str, float | bool] = {name: float(row[k]) for k, name in enumerate(FEATURES)}
+        env: dict[str, float | bool] = {name: float(row[k]) for k, name in enumerate(INPUTS)}
         for k, ind in enumerate(ruleset.indicators):
             env[ind.name] = out.indicators[i, k] = bool(expr.evaluate(ind.tree, env))
         segment = next((k for k, s in enumerate(ruleset.segments) if expr.evaluate(s.tree, env)),
@@ -137,7 +149,8 @@ def explain(ruleset: Ruleset, row: np.ndarray, indicators: np.ndarray) -> list[d
     for k, ind in enumerate(ruleset.indicators):
         if not indicators[k]:
             continue
-        values = {n: _json_number(row[INDEX[n]]) for n in expr.names(ind.tree) if n in INDEX}
+        values = {n: _json_number(row[INPUT_INDEX[n]]) for n in expr.names(ind.tree)
+                  if n in INPUT_INDEX and INPUT_INDEX[n] < len(row)}
         reasons.append({"indicator": ind.name, "description": ind.description,
                         "condition": ind.when, "values": values})
     return reasons

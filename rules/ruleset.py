@@ -16,6 +16,12 @@ from pathlib import Path
 
 from churnwatch.errors import RulesError
 from features.schema import FEATURES
+
+# What the online model adds to every row before the rules run (so rules can combine both):
+# its churn probability and how many positive and negative labels it has learned from.
+MODEL_INPUTS = ("model_score", "model_positives", "model_negatives")
+INPUTS = FEATURES + MODEL_INPUTS
+INPUT_INDEX = {name: i for i, name in enumerate(INPUTS)}
 from rules import expr
 
 SEVERITIES = ("low", "medium", "high")
@@ -96,7 +102,7 @@ def _expression(source: str, key: str, text: object, known: set[str], booleans: 
         for name in expr.names(tree):
             if name not in known:
                 raise expr.ExpressionError(
-                    f"unknown name '{name}'; known features: {', '.join(FEATURES)}"
+                    f"unknown name '{name}'; known inputs: {', '.join(INPUTS)}"
                     + (f"; indicators defined above: {', '.join(sorted(booleans))}" if booleans else "")
                 )
         if expr.infer_type(tree, booleans) != want:
@@ -137,7 +143,7 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
         raise _fail(source, sorted(unknown)[0], "unknown top-level key",
                     "use only version, [indicators.*], [rules.*] and [[segments]]")
 
-    known = set(FEATURES)
+    known = set(INPUTS)
     booleans: set[str] = set()
     indicators = []
     for name, spec in _table(source, doc, "indicators").items():
@@ -167,7 +173,7 @@ def parse_ruleset(text: str, source: str = "<string>") -> Ruleset:
         _known_fields(source, key, spec, _SEGMENT_FIELDS)
         if any(s.name == name for s in segments):
             raise _fail(source, f"{key}.name", f"duplicate segment '{name}'", "use unique names")
-        tree = _expression(source, f"{key}.when", spec.get("when"), set(FEATURES), set())
+        tree = _expression(source, f"{key}.when", spec.get("when"), set(INPUTS), set())
         segments.append(Segment(name, spec["when"], tree))
     segment_names = {s.name for s in segments} | {DEFAULT_SEGMENT}
 

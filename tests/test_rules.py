@@ -48,15 +48,16 @@ def both(kernel, rows: list[np.ndarray]):  # noqa: ANN001, ANN201
 
 
 def test_default_ruleset_loads() -> None:
-    assert DEFAULT.version == "default-1"
+    assert DEFAULT.version == "default-2"
     assert DEFAULT.source == "rules/default.toml"
-    assert IND == ["spend_decline", "login_drop", "complaints", "plan_downgrade", "going_quiet"]
+    assert IND == ["spend_decline", "login_drop", "complaints", "plan_downgrade", "going_quiet",
+                   "model_risk", "model_confirmed"]
     assert RULE_IDS == ["seed_high_risk", "complaints_with_downgrade", "going_quiet",
-                        "single_indicator_watch"]
+                        "model_high_risk", "model_confirms_indicator", "single_indicator_watch"]
     seed = DEFAULT.rules[0]
     assert (seed.of, seed.at_least, seed.severity, seed.cooldown_days, seed.shadow) == (
         ("spend_decline", "login_drop", "complaints"), 2, "high", 7.0, False)
-    assert DEFAULT.rules[3].shadow is True
+    assert DEFAULT.rules[5].shadow is True
     assert SEGS == ("high_end_business", "family", "young", "silent", "regular")
 
 
@@ -138,6 +139,8 @@ def test_shadow_rule_never_raises_severity_but_others_do(kernel) -> None:  # noq
     assert hits == {"seed_high_risk": [False, False, False, True],
                     "complaints_with_downgrade": [False, True, False, False],
                     "going_quiet": [False, False, True, True],
+                    "model_high_risk": [False] * 4,  # no model inputs: NaN, never true
+                    "model_confirms_indicator": [False] * 4,
                     "single_indicator_watch": [True, True, False, True]}
     # row 0: only the shadow rule hits, so no severity at all
     assert got.severity.tolist() == [0, 2, 1, 3]
@@ -263,7 +266,7 @@ def test_minimal_is_valid() -> None:
 
 INVALID = [
     ("unknown feature", MINIMAL.replace("complaints_30d >= 2", "complaints_7d >= 2"),
-     ["indicators.a.when", "unknown name 'complaints_7d'", "known features", "logins_7d"]),
+     ["indicators.a.when", "unknown name 'complaints_7d'", "known inputs", "logins_7d"]),
     ("later indicator", MINIMAL.replace('when = "complaints_30d >= 2"',
                                         'when = "b and complaints_30d >= 2"\n'
                                         '[indicators.b]\nwhen = "logins_7d < 1"'),
@@ -466,3 +469,21 @@ def test_kernel_matches_reference_on_random_rulesets(text: str, seed: int) -> No
         if not rule.shadow:
             expected = np.maximum(expected, np.where(want.hits[:, r], rank[rule.severity], 0))
     assert np.array_equal(want.severity, expected)
+
+
+
+def test_model_inputs_combine_with_indicators(kernel) -> None:  # noqa: ANN001
+    """model_score alone gives a medium alert once the model has learned both outcomes; with
+    one operator indicator it is high; an untrained model (too few labels) never counts."""
+    from rules.engine import evaluate_reference
+
+    rows = np.array([row(), row(complaints_30d=2), row(complaints_30d=2), row()])
+    model = np.array([[0.9, 150, 400], [0.9, 150, 400], [0.9, 20, 400], [0.84, 150, 400]])
+    got = kernel.evaluate(rows, model)
+    want = evaluate_reference(DEFAULT, rows, model)
+    for field in ("indicators", "hits", "severity", "segment"):
+        assert np.array_equal(getattr(got, field), getattr(want, field)), field
+    hits = {rid: got.hits[:, k].tolist() for k, rid in enumerate(RULE_IDS)}
+    assert hits["model_high_risk"] == [True, True, False, False]
+    assert hits["model_confirms_indicator"] == [False, True, False, False]
+    assert got.severity.tolist() == [2, 3, 0, 0]

@@ -110,7 +110,7 @@ def test_operator_rule_at_its_thresholds(worker: Worker, tmp_path: Path) -> None
         assert len(subs_alerts) == 1, subs_alerts
         alert = subs_alerts[0]
         assert alert["severity"] == "high" and alert["rules"] == ["seed_high_risk"]
-        assert alert["ruleset_version"] == "default-1"
+        assert alert["ruleset_version"] == "default-2"
         assert {a["team"] for a in alert["actions"]} >= {"retention-offers", "sales"}
     fired = {r["indicator"] for r in alerts["+447700900004"][0]["reasons"]
              if r["kind"] == "indicator"}
@@ -213,5 +213,6 @@ def test_replay_then_inspect_shows_hand_computed_features(worker: Worker, tmp_pa
     # 120 -> 90.5 -> 60.25 -> 37.5: each month at most 0.8x the one before
     assert report["indicators"] == {"spend_decline": True, "login_drop": False,
                                     "complaints": False, "plan_downgrade": True,
-                                    "going_quiet": False}
+                                    "going_quiet": False, "model_risk": False,
+                                    "model_confirmed": False}
     assert report["segment"] == "regular"
