@@ -7,15 +7,18 @@ The same decision serves the event path (one row per applied event) and the sile
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import msgspec
 import numpy as np
 
 from alerting.alert import Alert, ScoreRecord, alert_id, to_json
 from alerting.cooldown import decide
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy, apply_policy
+from alerting.storm import HOUR_MS, StormGuard, storm_alert
 from churnwatch.events import Event
 from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
@@ -34,6 +37,8 @@ class Decision:
     scores: list[ScoreRecord]
     labels: list[tuple[dict[str, float], bool]]
     rule_hits: dict[str, int]
+    held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
+    storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Deciders:
     playbook: Playbook
     policy: ContactPolicy = ContactPolicy()
     do_not_contact: frozenset[str] = frozenset()
+    storm: StormGuard = field(default_factory=StormGuard)
 
 
 def decide_alerts(
@@ -101,16 +107,33 @@ def decide_alerts(
                    for r in explain(ruleset, inputs[j], evaluation.indicators[j])]
         reasons += [{"kind": "model", **c}
                     for c in model.explain(model_input(row, attrs[j]))]
-        actions, withheld, counters = apply_policy(
-            deciders.policy, playbook.choose(severity, segment, row), sub_entries,
-            ev.subscriber_id, _month(ev.ts), now_ms, deciders.do_not_contact)
-        out.entries.setdefault(ev.subscriber_id, {}).update(counters)
+        chosen = playbook.choose(severity, segment, row)
         alert = Alert(
             alert_id=alert_id(ev.subscriber_id, ev.event_id, passed),
             subscriber_id=ev.subscriber_id, ts=ev.ts, event_id=ev.event_id, severity=severity,
             score=round(float(scores[j]), 6), rules=sorted(passed), reasons=reasons,
-            segment=segment, actions=actions, detected_at=now_ms, model_version=model.version,
-            ruleset_version=ruleset.version, ingested_at=ingested[j], suppressed=withheld)
+            segment=segment, actions=chosen, detected_at=now_ms, model_version=model.version,
+            ruleset_version=ruleset.version, ingested_at=ingested[j])
+        storming = deciders.storm.over(alert.rules, ev.ts, out.storm_counts)
+        for rule in storming:
+            if deciders.storm.counts[(rule, ev.ts // HOUR_MS)] + out.storm_counts[
+                    (rule, ev.ts // HOUR_MS)] == deciders.storm.max_per_hour:
+                notice = storm_alert(rule, ev.ts, deciders.storm.max_per_hour, now_ms,
+                                     ruleset.version, model.version)
+                out.alerts.append(notice)
+                out.payloads.append(to_json(notice))
+        out.storm_counts.update((rule, ev.ts // HOUR_MS) for rule in alert.rules)
+        if storming:
+            out.held.append((storming[0], to_json(alert)))
+            alert = msgspec.structs.replace(
+                alert, actions=[], suppressed=[{"id": a.id, "reason": "storm hold"}
+                                               for a in chosen])
+        else:
+            actions, withheld, counters = apply_policy(
+                deciders.policy, chosen, sub_entries, ev.subscriber_id, _month(ev.ts), now_ms,
+                deciders.do_not_contact)
+            out.entries.setdefault(ev.subscriber_id, {}).update(counters)
+            alert = msgspec.structs.replace(alert, actions=actions, suppressed=withheld)
         payload = to_json(alert)
         out.alerts.append(alert)
         out.payloads.append(payload)

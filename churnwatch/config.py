@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     quiet_end_hour: int = Field(8, ge=0, le=23, description="quiet hours end (local hour; equal "
                                 "to the start = no quiet hours)")
     timezone: str = Field("UTC", description="the operator's time zone for quiet hours")
+    storm_max_alerts_per_hour: int = Field(500, ge=0, le=10_000_000, description="alerts of one "
+                                           "rule per event-time hour (per worker) before "
+                                           "actions are held for review; 0 = off")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")

@@ -35,3 +35,11 @@ class Keys:
     def do_not_contact(self) -> str:
         """Set of subscriber ids that no retention action may contact."""
         return f"{self.prefix}:dnc"
+
+    def held(self, rule: str) -> str:
+        """Alerts whose actions a storm on ``rule`` holds for release or discard (JSON list)."""
+        return f"{self.prefix}:storm:held:{rule}"
+
+    def released(self) -> str:
+        """Held alerts released by an operator, waiting for a worker to deliver their actions."""
+        return f"{self.prefix}:storm:released"

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
+from alerting.storm import StormGuard
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
 from churnwatch.keys import Keys
@@ -58,6 +59,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy)
     pipeline.do_not_contact = do_not_contact
+    pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
     return pipeline
 
 
@@ -132,6 +134,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             pipeline.do_not_contact = frozenset(m.decode() for m in members)
         except RETRYABLE as exc:
             log.warning("cannot refresh the do-not-contact list: %s", type(exc).__name__)
+
+    @app.timer(interval=2.0)
+    async def release_held() -> None:
+        try:
+            await pipeline.release(publisher)
+        except RETRYABLE as exc:
+            log.warning("cannot release held alerts: %s", type(exc).__name__)
 
     @app.timer(interval=1.0)
     async def watch_rules() -> None:

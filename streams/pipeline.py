@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import redis.exceptions
@@ -34,6 +34,7 @@ from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
+from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
@@ -111,6 +112,7 @@ class Pipeline:
         self.silence = silence or SilenceIndex(store.config.keys)
         self.policy = policy
         self.do_not_contact: frozenset[str] = frozenset()
+        self.storm = StormGuard()
         self.quality = ProgressiveValidation(model, metrics.registry)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
@@ -119,7 +121,8 @@ class Pipeline:
         metrics.model.labels(model.version).set(1)
 
     def _deciders(self, rules: CompiledRuleset) -> Deciders:
-        return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact)
+        return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact,
+                        self.storm)
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
@@ -157,6 +160,7 @@ class Pipeline:
                     self.silence.record(pipe, partition, clocks)
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
+                self._hold(pipe, decision)
                 await pipe.execute()
                 self.metrics.stage_seconds.labels("features").observe(t1 - t0)
                 self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
@@ -166,6 +170,7 @@ class Pipeline:
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
             decision.payloads.append(raw)
             result.replayed_alerts += 1
+        self.storm.commit(decision.storm_counts)
         await self._publish(decision, result, publisher)
         outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
         if outcomes:
@@ -203,11 +208,31 @@ class Pipeline:
                                              pipe=pipe)
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
+                    self._hold(pipe, decision)
                     await pipe.execute()
+            self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
+
+    def _hold(self, pipe: Any, decision: Decision) -> None:
+        """Queue the storm-held alerts on the commit pipeline."""
+        keys = self.store.config.keys
+        for rule, payload in decision.held:
+            pipe.rpush(keys.held(rule), payload)
+
+    async def release(self, publisher: Publisher, limit: int = 500) -> int:
+        """Deliver storm-held alerts an operator released, with their actions (new alert ids:
+        the held copies were already delivered without actions)."""
+        async with self._lock:
+            key = self.store.config.keys.released()
+            raw = await self.store.redis.lpop(key, limit)
+            if not raw:
+                return 0
+            alerts = [released_copy(msgspec.json.decode(r, type=Alert)) for r in raw]
+            await publisher.alerts(alerts, [to_json(a) for a in alerts])
+            return len(alerts)
 
     async def _publish(self, decision: Decision, result: BatchResult,
                        publisher: Publisher) -> None:
