@@ -80,6 +80,34 @@ def demo(
 
 
 @app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="~300 subscribers x 60 days, short "
+                                        "latency window, naive capped at 25 s (< 2 minutes)")]
+    = False,
+    subscribers: Annotated[Optional[int], typer.Option(help="simulated population "
+                                                       "(default 1000; quick 300)")] = None,
+    days: Annotated[Optional[int], typer.Option(help="days simulated (default 150; quick 60)")]
+    = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """End-to-end benchmark on a local broker and Redis: churnwatch's sustained events/s and
+    event-to-alert latency, and the naive per-event Faust design on the same feed (ratio)."""
+    from benchmarks import bench_e2e
+
+    argv = ["--quick"] if quick else []
+    if subscribers is not None:
+        argv += ["--subscribers", str(subscribers)]
+    if days is not None:
+        argv += ["--days", str(days)]
+    if json_out:
+        argv.append("--json")
+    try:
+        bench_e2e.main(argv)
+    except ChurnwatchError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run a stream worker against the configured Kafka and Redis."""
     from churnwatch.embedded import create_topics
@@ -400,6 +428,58 @@ def dnc_list(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Print the do-not-contact list."""
     members = _dnc(config, "list", [])
     print(orjson.dumps(members).decode() if json_out else "\n".join(members))
+
+
+storm_app = typer.Typer(no_args_is_help=True, help="Alerts whose actions storm protection "
+                        "holds: list, release (deliver the actions) or discard them.")
+app.add_typer(storm_app, name="storm")
+
+
+def _storm_redis(config: Path | None):  # type: ignore[no-untyped-def]
+    import redis
+
+    settings = _settings(config)
+    if not settings.redis_url:
+        raise _fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@storm_app.command("list")
+def storm_list(json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Held alerts per rule."""
+    from churnwatch.keys import Keys
+
+    client = _storm_redis(config)
+    prefix = Keys().held("")
+    held = {key.decode()[len(prefix):]: client.llen(key)
+            for key in client.scan_iter(f"{prefix}*")}
+    print(orjson.dumps(held).decode() if json_out else
+          "\n".join(f"{rule}: {n} held" for rule, n in sorted(held.items())) or "nothing held")
+
+
+@storm_app.command("release")
+def storm_release(rule: Annotated[str, typer.Argument(help="rule id")],
+                  config: ConfigOpt = None) -> None:
+    """Hand a rule's held alerts to the workers, which deliver their actions."""
+    from churnwatch.keys import Keys
+
+    client, keys = _storm_redis(config), Keys()
+    moved = 0
+    while client.lmove(keys.held(rule), keys.released(), "LEFT", "RIGHT") is not None:
+        moved += 1
+    err.print(f"released {moved} held alerts of {rule}")
+
+
+@storm_app.command("discard")
+def storm_discard(rule: Annotated[str, typer.Argument(help="rule id")],
+                  config: ConfigOpt = None) -> None:
+    """Drop a rule's held alerts: their actions are never performed."""
+    from churnwatch.keys import Keys
+
+    client, keys = _storm_redis(config), Keys()
+    count = client.llen(keys.held(rule))
+    client.delete(keys.held(rule))
+    err.print(f"discarded {count} held alerts of {rule}")
 
 
 def main() -> None:
