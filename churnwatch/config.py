@@ -23,7 +23,7 @@ ALERTS_TOPIC = "churn.alerts"
 SCORES_TOPIC = "churn.scores"
 DLQ_TOPIC = "churn.dlq"
 ENV_PREFIX = "CHURNWATCH_"
-_OTHER_ENV = {"config", "redis_server_bin", "send_token"}  # read elsewhere: config file path,
+_OTHER_ENV = {"config", "redis_server_bin", "failpoint", "send_token"}  # read elsewhere: config file path,
 # embedded redis, `churnwatch send --token`
 
 

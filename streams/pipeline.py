@@ -36,6 +36,7 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
+from churnwatch.failpoints import failpoint
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
@@ -171,6 +172,7 @@ class Pipeline:
             decision.payloads.append(raw)
             result.replayed_alerts += 1
         self.storm.commit(decision.storm_counts)
+        failpoint("after_commit")
         await self._publish(decision, result, publisher)
         outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
         if outcomes:
@@ -243,6 +245,7 @@ class Pipeline:
             await publisher.dead_letters([msgspec.json.encode(d) for d in result.dead_letters])
         if decision.alerts:
             await publisher.alerts(decision.alerts, decision.payloads)
+            failpoint("after_send")
             async for attempt in self._retrying():
                 with attempt:
                     await self.ledger.mark_delivered(
