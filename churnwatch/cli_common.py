@@ -1,0 +1,59 @@
+"""What every churnwatch command shares: the error console, common options, settings
+loading and the Redis client helper."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from churnwatch.config import Settings, load_settings
+from churnwatch.errors import ChurnwatchError
+
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file "
+                                                   "(or CHURNWATCH_CONFIG)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def load(config: Path | None, **overrides: object) -> Settings:
+    """Settings, or exit 2 with the configuration error."""
+    try:
+        return load_settings(config, **overrides)
+    except ChurnwatchError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """Print an error and return the exit to raise (code 1)."""
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+def require_redis(settings: Settings) -> str:
+    """The configured Redis URL, or exit with how to set it."""
+    if not settings.redis_url:
+        raise fail(ChurnwatchError("set CHURNWATCH_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"))
+    return settings.redis_url
+
+
+def with_redis(settings: Settings, work):  # type: ignore[no-untyped-def]
+    """Run ``work(client)`` (a coroutine function) with a redis.asyncio client; errors exit 1."""
+    import redis.asyncio as aioredis
+
+    async def main():  # type: ignore[no-untyped-def]
+        client = aioredis.Redis.from_url(require_redis(settings))
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
