@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import faust
 import orjson
@@ -60,29 +61,10 @@ class WindowedNaiveStore(NaivePerEventStore):
 
     _SLOTS = range(9)
 
-    async def apply(self, ev: Event):  # type: ignore[no-untyped-def]
-        hkey, ikey = self.hash_key(ev.subscriber_id), self.ids_key(ev.subscriber_id)
-        incr, sets = self.changes(ev)
+    def prune(self, pipe: Any, hkey: str, ev: Event) -> None:
         day, month = ev.ts // DAY_MS, month_of(ev.ts)
-        t0 = time.perf_counter()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(ikey, ev.event_id)
-        pipe.expire(ikey, self.dedup_ttl_s)
-        for name, amount in incr.items():
-            pipe.hincrby(hkey, name, amount)
-        pipe.hset(hkey, mapping=sets)
         pipe.hdel(hkey, *(f"d:{day - back}:{slot}" for back in (35, 36) for slot in self._SLOTS),
                   f"m:{month - 6}")
-        pipe.expire(hkey, self.ttl_s)
-        pipe.hgetall(hkey)
-        replies = await pipe.execute()
-        t1 = time.perf_counter()
-        self.round_trip_s += t1 - t0
-        if replies[0] == 0:
-            return None
-        row = self.features(replies[-1])
-        self.compute_s += time.perf_counter() - t1
-        return row
 
 
 def create_app() -> faust.App:
