@@ -24,6 +24,7 @@ time it without asking it anything.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def create_app() -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
+        datadir=os.path.join(tempfile.gettempdir(), "churnwatch-bench-naive-faust-data"),
         topic_partitions=int(env.get("NAIVE_PARTITIONS", "4")),
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",

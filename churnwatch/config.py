@@ -77,6 +77,9 @@ class Settings(BaseSettings):
                                            "actions are held for review; 0 = off")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
+    fetch_max_wait_ms: int = Field(100, ge=1, le=10_000, description="longest wait of one "
+                                   "Kafka fetch for new data (Faust's fixed 1500 ms delays "
+                                   "quiet-partition events on Tansu)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "

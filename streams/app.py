@@ -6,6 +6,8 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from typing import Any
 
 import faust
@@ -32,6 +34,7 @@ from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
 from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
 from streams.publisher import KafkaPublisher
+from streams.transport import ChurnApp
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -72,8 +75,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
                           "Fix: set the receiver's signing secret (whsec_<base64> or text)")
     metrics = metrics or Metrics()
-    app = faust.App(
+    app = ChurnApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        # no Faust tables: keep Faust's data directory out of the working directory
+        datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
         broker=settings.broker,
         value_serializer="raw",
         key_serializer="raw",
