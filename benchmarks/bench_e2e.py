@@ -51,7 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import report
+from benchmarks import report, summary
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.errors import ChurnwatchError, EventError
@@ -660,11 +660,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = run(opts)
     path = report.write_report("e2e", result, opts.out_dir)
     result["report_path"] = str(path)
+    result["summary_paths"] = [str(p) for p in summary.write_e2e(result, path)[:1]]
     if opts.json_output:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print_summary(result)
-        report.note(f"report: {path}")
+        report.note(f"report: {path}\nsummary: {result['summary_paths'][0]}")
     return result
 
 

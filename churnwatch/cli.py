@@ -49,6 +49,37 @@ def demo(
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+@app.command("bench-curves")
+def bench_curves(
+    quick: Annotated[bool, typer.Option("--quick", help="two points per curve, small feeds "
+                                        "(a few minutes)")] = False,
+) -> None:
+    """Scaling curves: end-to-end events/s by subscribers, events per Kafka message and
+    partitions; writes a
+    JSON report, a markdown summary and PNG plots under reports/."""
+    from benchmarks import bench_curves as curves
+
+    try:
+        curves.main(["--quick"] if quick else [])
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+
+
+@app.command("bench-soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="soak duration")] = 10.0,
+    rate: Annotated[float, typer.Option(help="offered events/s")] = 5000.0,
+) -> None:
+    """Soak one worker at a fixed offered load and report whether its memory grows (RSS
+    samples and slope; JSON report under reports/)."""
+    from benchmarks import bench_soak as soak
+
+    try:
+        soak.main(["--minutes", str(minutes), "--rate", str(rate)])
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+
+
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="~300 subscribers x 60 days, short "
