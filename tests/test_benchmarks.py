@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_features, bench_rules
+from benchmarks import bench_features, bench_rules, profile_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,14 @@ def test_bench_rules_smoke(tmp_path: Path) -> None:
     assert data["matrix"]["rows"] == 3000 and 0 < data["matrix"]["nan_share"] < 0.5
     assert any(rate > 0 for rate in data["matrix"]["rule_rates"].values())
     assert {"rule_evaluations_per_s", "speedup_over_reference"} <= set(data["targets"])
+
+
+def test_profile_pipeline_smoke(tmp_path: Path) -> None:
+    result = profile_pipeline.main(["--subscribers", "60", "--days", "40", "--batch", "1000",
+                                    "--out-dir", str(tmp_path)])
+    data = _load(result, tmp_path)
+    assert data["feed"]["events"] > 1000 and _positive(data["unprofiled"]["events_per_s"])
+    assert set(data["unprofiled"]["stages_s"]) >= {"features", "decide", "commit"}
+    owners = [row[0] for row in data["self_time_by_module"]]
+    assert len(owners) == len(set(owners)) and any(o.startswith("features/") for o in owners)
+    assert sum(row[2] for row in data["self_time_by_module"]) <= 100.0

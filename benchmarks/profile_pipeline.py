@@ -1,0 +1,156 @@
+"""Where a worker's time goes, without Kafka: the pipeline alone on a real redis-server.
+
+    python -m benchmarks.profile_pipeline [--subscribers N] [--days D] [--batch EVENTS]
+
+Builds the worker's pipeline (``streams.app.build_pipeline``: same rules, model, playbook,
+store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
+events, ``--batch`` events per ``Pipeline.run`` as the Faust agent would, and publishes to a
+publisher that only counts. It prints
+
+- the pipeline's own rate (events/s with no broker, no Faust) next to the per-stage seconds
+  from its metrics, and
+- a cProfile of the same run, grouped by the module that owns the time (self time), so the
+  walls can be named: JSON decoding, the feature kernel, Redis round trips and argument
+  packing, alert decisions, model scoring.
+
+Compare its rate with ``churnwatch bench``'s end-to-end rate: the difference is the framework
+(Faust, aiokafka) and the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from benchmarks import report
+from churnwatch.config import Settings
+from churnwatch.embedded import EmbeddedRedis
+from churnwatch.metrics import Metrics
+from churnwatch.simulate import SimConfig, Simulation
+from streams.app import build_pipeline
+from streams.pipeline import Record
+
+_encode = msgspec.json.Encoder().encode
+PER_RECORD = 500
+
+
+class CountingPublisher:
+    """Takes every output at once and counts it (durable by definition here)."""
+
+    wants_scores = False
+
+    def __init__(self) -> None:
+        self.alerts_sent = self.dead_lettered = 0
+
+    async def dead_letters(self, payloads: list[bytes]) -> None:
+        self.dead_lettered += len(payloads)
+
+    async def alerts(self, alerts: list[Any], payloads: list[bytes]) -> None:
+        self.alerts_sent += len(alerts)
+
+    async def scores(self, payloads: list[bytes]) -> None:
+        return None
+
+
+def records_of(lines: list[bytes]) -> list[Record]:
+    """500-event JSON array records, as ``churnwatch replay`` and the HTTP ingest produce."""
+    now = int(time.time() * 1000)
+    return [Record("churn.events", 0, i, b"[" + b",".join(lines[j:j + PER_RECORD]) + b"]", now)
+            for i, j in enumerate(range(0, len(lines), PER_RECORD))]
+
+
+async def run_feed(redis_url: str, records: list[Record], batch_records: int,
+                   profiler: cProfile.Profile | None) -> dict[str, Any]:
+    redis = aioredis.Redis.from_url(redis_url)
+    metrics = Metrics()
+    pipeline = build_pipeline(Settings(broker="kafka://127.0.0.1:1", redis_url=redis_url),
+                              redis, metrics)
+    publisher = CountingPublisher()
+    t0 = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for i in range(0, len(records), batch_records):
+        await pipeline.run(records[i:i + batch_records], publisher)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - t0
+    await redis.flushdb()
+    await redis.aclose()
+    stages = {}
+    for family in metrics.registry.collect():
+        if family.name == "churnwatch_stage_duration_seconds":
+            for s in family.samples:
+                if s.name.endswith("_sum"):
+                    stages[s.labels["stage"]] = round(s.value, 3)
+    return {"elapsed_s": round(elapsed, 3), "stages_s": stages,
+            "alerts": publisher.alerts_sent, "dead_letters": publisher.dead_lettered}
+
+
+def by_module(stats: pstats.Stats, total: float, top: int = 14) -> list[tuple[str, float, float]]:
+    """Self time grouped by owning module (our packages by module, others by library)."""
+    owners: dict[str, float] = defaultdict(float)
+    for (filename, _, func), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        path = filename.replace("\\", "/")
+        if "site-packages/" in path:
+            owner = path.split("site-packages/", 1)[1].split("/", 1)[0]
+        elif path.startswith("~") or path.startswith("<"):
+            owner = f"builtin {func}" if tottime > total * 0.01 else "builtins (other)"
+        else:
+            parts = path.rsplit("/", 2)[-2:]
+            owner = "/".join(parts) if parts[0] in {"features", "rules", "alerting", "streams",
+                                                   "online_models", "churnwatch"} else "python stdlib"
+        owners[owner] += tottime
+    ranked = sorted(owners.items(), key=lambda kv: -kv[1])[:top]
+    return [(k, round(v, 3), round(100 * v / total, 1)) for k, v in ranked]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="profile_pipeline", description=__doc__.split("\n")[0])
+    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--days", type=int, default=150)
+    p.add_argument("--batch", type=int, default=5000, help="events per pipeline run")
+    p.add_argument("--out-dir", default=None)
+    a = p.parse_args(argv)
+    sim = Simulation(SimConfig(subscribers=a.subscribers, days=a.days, seed=7,
+                               duplicate_rate=0.01, invalid_rate=0.002, out_of_order_rate=0.01))
+    lines = [_encode(e) for e in sim.events()]
+    records = records_of(lines)
+    batch_records = max(1, a.batch // PER_RECORD)
+    with EmbeddedRedis() as server:
+        plain = asyncio.run(run_feed(server.url, records, batch_records, None))
+        profiler = cProfile.Profile()
+        profiled = asyncio.run(run_feed(server.url, records, batch_records, profiler))
+    stats = pstats.Stats(profiler)
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    result = {"benchmark": "profile_pipeline", "created": report.utc_now(),
+              "machine": report.machine_info(),
+              "feed": {"events": len(lines), "subscribers": a.subscribers, "days": a.days,
+                       "events_per_run": a.batch},
+              "unprofiled": {**plain, "events_per_s": round(len(lines) / plain["elapsed_s"])},
+              "profiled_total_s": round(total, 3),
+              "self_time_by_module": by_module(stats, total)}
+    path = report.write_report("profile", result, a.out_dir)
+    report.print_table(
+        f"pipeline without Kafka: {len(lines):,} events, {a.batch} events per run",
+        ["events/s", "elapsed s", *[f"{k} s" for k in plain["stages_s"]], "alerts"],
+        [[f"{result['unprofiled']['events_per_s']:,}", plain["elapsed_s"],
+          *plain["stages_s"].values(), plain["alerts"]]])
+    report.print_table("self time by owner (cProfile, second run)", ["owner", "s", "%"],
+                       result["self_time_by_module"])
+    report.note(f"report: {path}")
+    result["report_path"] = str(path)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
