@@ -1,0 +1,61 @@
+"""Consumer lag per assigned partition, for the ``churnwatch_consumer_lag_records`` gauge.
+
+The end of a partition is the high watermark of the consumer's own fetches (Tansu answers
+ListOffsets with the base offset of the last record batch, not the true end: see
+``churnwatch.offsets``). What is done is the later of the next offset the pipeline will
+process and the group's committed offset (so a partition assigned while already caught up
+shows 0 before any record arrives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from faust.exceptions import ConsumerNotStarted
+from prometheus_client import Gauge
+
+
+class Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+def partition_lags(assigned: Iterable[Any], highwater: Callable[[Any], int | None],
+                   processed: Mapping[tuple[str, int], int],
+                   committed: Mapping[Any, int | None]) -> dict[Partition, int]:
+    """Lag of each assigned topic-partition whose high watermark is known yet."""
+    out: dict[Partition, int] = {}
+    for tp in assigned:
+        end = highwater(tp)
+        if end is None:
+            continue
+        done = max(processed.get((tp.topic, tp.partition), 0), committed.get(tp) or 0)
+        out[Partition(tp.topic, tp.partition)] = max(0, end - done)
+    return out
+
+
+def fetched_highwater(consumer: Any) -> Callable[[Any], int | None]:
+    """``consumer.highwater`` (Faust or aiokafka) that answers None for a partition being
+    revoked or a consumer not started yet, instead of raising."""
+    def highwater(tp: Any) -> int | None:
+        try:
+            return consumer.highwater(tp)
+        except (AssertionError, ConsumerNotStarted):  # being revoked / not started yet
+            return None
+    return highwater
+
+
+class LagGauge:
+    """Sets the gauge from fresh lags and drops partitions no longer assigned."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self._shown: set[Partition] = set()
+
+    def update(self, lags: Mapping[Partition, int]) -> None:
+        for tp, lag in lags.items():
+            self.gauge.labels(tp.topic, str(tp.partition)).set(lag)
+        for tp in self._shown - set(lags):
+            self.gauge.remove(tp.topic, str(tp.partition))
+        self._shown = set(lags)
