@@ -91,7 +91,11 @@ def worker(config: ConfigOpt = None) -> None:
         raise fail(exc) from None
     import faust
 
-    faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    # logging stays as load() configured it (JSON or readable, redacted); no spinner codes
+    runner = faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True,
+                          override_logging=False)
+    runner.spinner = None
+    runner.execute_from_commandline()
 
 
 def _topics(settings: Settings) -> dict[str, int]:
@@ -149,13 +153,9 @@ def ingest(
 ) -> None:
     """Serve the HTTP ingest (POST /v1/events) in its own process, separate from the workers,
     so it scales independently and a slow pipeline never blocks HTTP."""
-    import logging
-
     from streams.ingest import serve
 
     settings = load(config, ingest_host=host, ingest_port=port)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:

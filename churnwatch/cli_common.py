@@ -21,12 +21,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def load(config: Path | None, **overrides: object) -> Settings:
-    """Settings, or exit 2 with the configuration error."""
+    """Settings, with logging configured from them (``churnwatch.logs``), or exit 2 with the
+    configuration error."""
+    from churnwatch.logs import configure_logging, settings_secrets
+
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
     except ChurnwatchError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    configure_logging(settings.log_level, settings_secrets(settings))
+    return settings
 
 
 def fail(exc: Exception) -> typer.Exit:
