@@ -79,14 +79,30 @@ class Redactor:
         return event_dict
 
 
+_HANDLER = "churnwatch"
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(level: str = "info", secrets: Iterable[str] = (),
                       stream: TextIO | None = None, json: bool | None = None) -> Redactor:
-    """Route all logging to ``stream`` (stderr) as JSON lines, or readable lines when it is a
-    terminal (``json`` forces either), redacting phone numbers and ``secrets``. Returns the
-    redactor, so secrets learnt later can be added."""
-    stream = stream or sys.stderr
+    """Route all logging to ``stream`` (default: the current stderr) as JSON lines, or readable
+    lines when it is a terminal (``json`` forces either), redacting phone numbers and
+    ``secrets``. Replaces the handler of an earlier call and keeps other handlers (none in
+    the CLI). Returns the redactor, so secrets learnt later can be added."""
     if json is None:
-        json = not (hasattr(stream, "isatty") and stream.isatty())
+        target = stream or sys.stderr
+        json = not (hasattr(target, "isatty") and target.isatty())
     redactor = Redactor(secrets)
     renderer: Any = (structlog.processors.JSONRenderer() if json
                      else structlog.dev.ConsoleRenderer(colors=False))
@@ -95,10 +111,11 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (),
                            structlog.processors.TimeStamper(fmt="iso", utc=True)],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, redactor.processor, renderer])
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if stream else _CurrentStderr()
     handler.setFormatter(formatter)
+    handler.set_name(_HANDLER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER] + [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)
     return redactor

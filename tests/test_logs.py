@@ -99,3 +99,17 @@ def test_readable_lines_on_a_terminal(restore_logging) -> None:
     assert not text.startswith("{")
     assert "subscriber [phone] is quiet" in text and "warning" in text.lower()
     assert "447700900001" not in text
+
+
+def test_reconfiguring_replaces_only_its_own_handler_and_follows_stderr(
+        restore_logging, monkeypatch: pytest.MonkeyPatch) -> None:
+    foreign = logging.NullHandler()
+    logging.getLogger().addHandler(foreign)
+    configure_logging("info")
+    configure_logging("info")
+    handlers = logging.getLogger().handlers
+    assert foreign in handlers and sum(h.get_name() == "churnwatch" for h in handlers) == 1
+    swapped = io.StringIO()
+    monkeypatch.setattr("sys.stderr", swapped)  # e.g. a test runner capturing stderr
+    logging.getLogger("churnwatch.test").warning("to the current stderr")
+    assert json.loads(swapped.getvalue())["event"] == "to the current stderr"
