@@ -83,7 +83,7 @@ def worker(config: ConfigOpt = None) -> None:
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
-    settings = load(config)
+    settings = load(config, service=True)
     try:
         app_ = create_app(settings)
         asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
@@ -155,7 +155,7 @@ def ingest(
     so it scales independently and a slow pipeline never blocks HTTP."""
     from streams.ingest import serve
 
-    settings = load(config, ingest_host=host, ingest_port=port)
+    settings = load(config, service=True, ingest_host=host, ingest_port=port)
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:

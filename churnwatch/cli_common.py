@@ -20,9 +20,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def load(config: Path | None, **overrides: object) -> Settings:
+def load(config: Path | None, service: bool = False, **overrides: object) -> Settings:
     """Settings, with logging configured from them (``churnwatch.logs``), or exit 2 with the
-    configuration error."""
+    configuration error. Services (worker, ingest) log at ``log_level``; other commands show
+    only warnings and errors unless ``log_level`` is debug, so their output stays readable."""
     from churnwatch.logs import configure_logging, settings_secrets
 
     try:
@@ -30,7 +31,10 @@ def load(config: Path | None, **overrides: object) -> Settings:
     except ChurnwatchError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    configure_logging(settings.log_level, settings_secrets(settings))
+    level = settings.log_level
+    if not service and level == "info":
+        level = "warning"
+    configure_logging(level, settings_secrets(settings))
     return settings
 
 
