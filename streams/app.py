@@ -31,7 +31,7 @@ from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
 from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
-from streams.lag import LagGauge, fetched_highwater, partition_lags
+from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 
 log = logging.getLogger("churnwatch.worker")
@@ -169,12 +169,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.timer(interval=2.0)
     async def refresh_lag() -> None:
-        consumer = app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic == EVENTS_TOPIC]
-        # Faust keeps the group's committed offsets (next offset to read) in this mapping
-        committed = getattr(consumer, "_committed_offset", {})
-        lag.update(partition_lags(assigned, fetched_highwater(consumer), pipeline.positions,
-                                  committed))
+        lag.update(consumer_lags(app.consumer, EVENTS_TOPIC, pipeline.positions))
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app

@@ -35,15 +35,23 @@ def partition_lags(assigned: Iterable[Any], highwater: Callable[[Any], int | Non
     return out
 
 
-def fetched_highwater(consumer: Any) -> Callable[[Any], int | None]:
-    """``consumer.highwater`` (Faust or aiokafka) that answers None for a partition being
-    revoked or a consumer not started yet, instead of raising."""
+def consumer_lags(consumer: Any, topic: str,
+                  processed: Mapping[tuple[str, int], int]) -> dict[Partition, int]:
+    """Lags of the partitions of ``topic`` assigned to a Faust consumer ({} before it starts)."""
+    try:
+        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+    except ConsumerNotStarted:
+        return {}
+
     def highwater(tp: Any) -> int | None:
         try:
             return consumer.highwater(tp)
-        except (AssertionError, ConsumerNotStarted):  # being revoked / not started yet
+        except (AssertionError, ConsumerNotStarted):  # being revoked / stopping
             return None
-    return highwater
+
+    # Faust keeps the group's committed offsets (next offset to read) in this mapping
+    committed = getattr(consumer, "_committed_offset", {})
+    return partition_lags(assigned, highwater, processed, committed)
 
 
 class LagGauge:

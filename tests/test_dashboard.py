@@ -15,7 +15,9 @@ from alerting.outcomes import OutcomeTracker
 from churnwatch.metrics import LATENCY_BUCKETS, Metrics
 from online_models.model import ChurnModel
 from online_models.quality import ProgressiveValidation
-from streams.lag import LagGauge, Partition, partition_lags
+from faust.exceptions import ConsumerNotStarted
+
+from streams.lag import LagGauge, Partition, consumer_lags, partition_lags
 from tests.promql_names import dashboard_queries, metric_names, missing_metrics
 from tests.promtool import promtool_problems
 
@@ -112,6 +114,30 @@ def test_lag_from_fetch_high_watermarks_and_processed_or_committed_offsets() -> 
                   {"topic": "churn.events", "partition": "0"}) is None
     assert sample("churnwatch_consumer_lag_records",
                   {"topic": "churn.events", "partition": "1"}) == 3
+
+
+class _Consumer:
+    """The parts of a Faust consumer the lag reads."""
+
+    def __init__(self, started: bool = True) -> None:
+        self.started = started
+        self._committed_offset = {Partition("churn.events", 0): 5}
+
+    def assignment(self) -> set[Partition]:
+        if not self.started:
+            raise ConsumerNotStarted("not yet")
+        return {Partition("churn.events", 0), Partition("churn.events", 1),
+                Partition("churn.alerts", 0)}
+
+    def highwater(self, tp: Partition) -> int:
+        if tp.partition == 1:
+            raise AssertionError("Partition is not assigned")  # aiokafka, mid-rebalance
+        return 9
+
+
+def test_consumer_lags_of_a_faust_consumer() -> None:
+    assert consumer_lags(_Consumer(), "churn.events", {}) == {Partition("churn.events", 0): 4}
+    assert consumer_lags(_Consumer(started=False), "churn.events", {}) == {}
 
 
 def test_version_info_gauges_keep_one_series() -> None:
