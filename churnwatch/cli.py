@@ -114,7 +114,7 @@ def worker(config: ConfigOpt = None) -> None:
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
-    settings = load(config)
+    settings = load(config, service=True)
     try:
         app_ = create_app(settings)
         asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
@@ -122,7 +122,11 @@ def worker(config: ConfigOpt = None) -> None:
         raise fail(exc) from None
     import faust
 
-    faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    # logging stays as load() configured it (JSON or readable, redacted); no spinner codes
+    runner = faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True,
+                          override_logging=False)
+    runner.spinner = None
+    runner.execute_from_commandline()
 
 
 def _topics(settings: Settings) -> dict[str, int]:
@@ -180,13 +184,9 @@ def ingest(
 ) -> None:
     """Serve the HTTP ingest (POST /v1/events) in its own process, separate from the workers,
     so it scales independently and a slow pipeline never blocks HTTP."""
-    import logging
-
     from streams.ingest import serve
 
-    settings = load(config, ingest_host=host, ingest_port=port)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load(config, service=True, ingest_host=host, ingest_port=port)
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:

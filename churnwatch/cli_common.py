@@ -20,13 +20,22 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def load(config: Path | None, **overrides: object) -> Settings:
-    """Settings, or exit 2 with the configuration error."""
+def load(config: Path | None, service: bool = False, **overrides: object) -> Settings:
+    """Settings, with logging configured from them (``churnwatch.logs``), or exit 2 with the
+    configuration error. Services (worker, ingest) log at ``log_level``; other commands show
+    only warnings and errors unless ``log_level`` is debug, so their output stays readable."""
+    from churnwatch.logs import configure_logging, settings_secrets
+
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
     except ChurnwatchError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    level = settings.log_level
+    if not service and level == "info":
+        level = "warning"
+    configure_logging(level, settings_secrets(settings))
+    return settings
 
 
 def fail(exc: Exception) -> typer.Exit:

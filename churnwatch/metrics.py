@@ -1,50 +1,100 @@
-"""Prometheus metrics of a worker, on a registry passed in (no global state)."""
+"""Prometheus metrics of a worker, on a registry passed in (no global state).
+
+Conventions: every name starts with ``churnwatch_``, durations are in seconds, counters get
+``_total`` from prometheus_client, and every label takes values from a small fixed set (event
+types, outcomes, stages, sinks, rule ids and segments of the ruleset, partitions): never a
+subscriber id, event id, alert id or phone number. The hot path accumulates per batch and
+calls ``inc(n)`` once per label set (see :func:`inc_counts`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SIZES = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+# event-to-alert latency: 1 ms steps up to 10 ms, then finer than 2x up to a minute
+LATENCY_BUCKETS = (*(n / 1000 for n in range(1, 11)), 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+                   0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 2.5, 5, 10,
+                   30, 60)
+STAGES = ("decode", "features", "decide", "commit", "publish", "outcomes", "learn")
+SINKS = ("kafka", "jsonl", "work_queue", "webhook")
+WITHHELD_REASONS = {"do-not-contact": "do_not_contact", "monthly contact cap": "contact_cap",
+                    "monthly offer cap": "offer_cap", "storm hold": "storm_hold"}
 
 
 class Metrics:
-    """Every metric the pipeline records; names follow Prometheus conventions."""
+    """Every metric the worker records; names follow Prometheus conventions."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events = Counter("churnwatch_events", "Events by type and outcome "
-                              "(applied, duplicate, late)", ["type", "outcome"], registry=r)
+        self.events = Counter("churnwatch_events", "Valid events by type and outcome (applied, "
+                              "duplicate, late); invalid records are in churnwatch_dlq_records",
+                              ["type", "outcome"], registry=r)
         self.dead_letters = Counter("churnwatch_dlq_records", "Records sent to the dead-letter "
-                                    "topic by reason kind", ["kind"], registry=r)
+                                    "topic by reason kind (invalid, late, webhook, internal)",
+                                    ["kind"], registry=r)
         self.batch_events = Histogram("churnwatch_batch_events", "Valid events per micro-batch",
                                       buckets=_SIZES, registry=r)
         self.stage_seconds = Histogram("churnwatch_stage_duration_seconds", "Time per pipeline "
                                        "stage per batch", ["stage"], buckets=_SECONDS, registry=r)
-        self.alerts = Counter("churnwatch_alerts", "Alerts raised", ["severity", "rule", "segment"],
-                              registry=r)
+        self.batch_seconds = Histogram("churnwatch_batch_duration_seconds", "Time to process "
+                                       "one micro-batch, all stages", buckets=_SECONDS,
+                                       registry=r)
+        self.alerts = Counter("churnwatch_alerts", "Alerts raised by severity, primary rule "
+                              "(the most severe of the alert's rules) and segment",
+                              ["severity", "rule", "segment"], registry=r)
         self.rule_hits = Counter("churnwatch_rule_hits", "Rule hits (shadow rules included, "
                                  "before cooldown)", ["rule"], registry=r)
-        self.alert_latency = Histogram("churnwatch_event_to_alert_seconds", "From the triggering "
-                                       "message's broker timestamp to the alert decision",
-                                       buckets=_SECONDS, registry=r)
+        self.alert_latency = Histogram("churnwatch_event_to_alert_seconds", "From the "
+                                       "triggering message's broker timestamp until every sink "
+                                       "has the alert", buckets=LATENCY_BUCKETS, registry=r)
+        self.actions = Counter("churnwatch_actions", "Retention actions handed to each alert "
+                               "sink by result (sent, duplicate, dead_letter)",
+                               ["sink", "result"], registry=r)
+        self.withheld = Counter("churnwatch_actions_withheld", "Actions withheld by the contact "
+                                "policy or storm protection, by reason", ["reason"], registry=r)
         self.labels = Counter("churnwatch_model_labels", "Labels learned by the model",
                               ["label"], registry=r)
+        self.silence_sweeps = Counter("churnwatch_silence_sweeps", "Silence sweeps of one "
+                                      "partition by result (ok, error)", ["result"], registry=r)
         self.silence_checks = Counter("churnwatch_silence_checks", "Quiet subscribers re-scored "
                                       "by the silence sweep", registry=r)
-        self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors (each retried)",
-                                    registry=r)
+        self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors by operation "
+                                    "(each retried or skipped until the next run)",
+                                    ["operation"], registry=r)
         self.webhook_deliveries = Counter("churnwatch_webhook_deliveries", "Alerts sent to the "
                                           "webhook by outcome (delivered, dead_letter)",
                                           ["outcome"], registry=r)
         self.webhook_retries = Counter("churnwatch_webhook_retries", "Webhook attempts beyond "
                                        "the first", registry=r)
-        self.queued_actions = Counter("churnwatch_queued_actions", "Actions added to the team "
-                                      "work queues", registry=r)
-        self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],
-                             registry=r)
-        self.model = Gauge("churnwatch_model_info", "Active model version", ["version"], registry=r)
+        self.consumer_lag = Gauge("churnwatch_consumer_lag_records", "Records of an assigned "
+                                  "partition not yet processed (fetch high watermark minus "
+                                  "the next offset to process)", ["topic", "partition"],
+                                  registry=r)
+        self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version (always 1)",
+                             ["version"], registry=r)
+        self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",
+                           ["version"], registry=r)
+
+    def set_version(self, gauge: Gauge, new: str, old: str | None = None) -> None:
+        """Point an ``_info`` gauge at ``new``, dropping the ``old`` series."""
+        if old is not None and old != new:
+            try:
+                gauge.remove(old)
+            except KeyError:
+                pass
+        gauge.labels(new).set(1)
+
+
+def inc_counts(counter: Counter, counts: Mapping[tuple[str, ...], int]) -> None:
+    """One ``inc(n)`` per label set: ``counts`` maps label tuples to amounts."""
+    for labels, n in counts.items():
+        if n:
+            counter.labels(*labels).inc(n)
 
 
 _MS_SECONDS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,

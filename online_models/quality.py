@@ -49,6 +49,8 @@ class ProgressiveValidation:
                                 "top 10 % scores of the recent label window", registry=r)
         self._drifts = Counter("churnwatch_model_drifts", "Drifts detected by ADWIN on the "
                                "progressive log loss", registry=r)
+        for unknown in (self._auc, self._loss, self._precision):  # NaN until measured
+            unknown.set(math.nan)
 
     def observe(self, x: Mapping[str, float], churned: bool) -> float:
         """Score ``x``, record the pair, then learn it; returns the pre-learning score."""

@@ -33,6 +33,7 @@ from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
 from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
+from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp
 
@@ -130,7 +131,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 try:
                     await pipeline.sweep(tp.partition, publisher)
                 except RETRYABLE as exc:
+                    metrics.silence_sweeps.labels("error").inc()
+                    metrics.redis_errors.labels("sweep").inc()
                     log.warning("silence sweep skipped: %s", type(exc).__name__)
+                else:
+                    metrics.silence_sweeps.labels("ok").inc()
 
     @app.timer(interval=10.0)
     async def refresh() -> None:
@@ -139,6 +144,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
             pipeline.do_not_contact = frozenset(m.decode() for m in members)
         except RETRYABLE as exc:
+            metrics.redis_errors.labels("dnc_refresh").inc()
             log.warning("cannot refresh the do-not-contact list: %s", type(exc).__name__)
 
     @app.timer(interval=2.0)
@@ -146,6 +152,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         try:
             await pipeline.release(publisher)
         except RETRYABLE as exc:
+            metrics.redis_errors.labels("release").inc()
             log.warning("cannot release held alerts: %s", type(exc).__name__)
 
     @app.timer(interval=1.0)
@@ -153,6 +160,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         try:
             await watcher.poll()
         except RETRYABLE as exc:
+            metrics.redis_errors.labels("rules_poll").inc()
             log.warning("cannot poll the published ruleset: %s", type(exc).__name__)
 
     @app.timer(interval=10.0)
@@ -160,7 +168,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         try:
             await checkpointer.save_if_changed()
         except RETRYABLE as exc:
+            metrics.redis_errors.labels("checkpoint").inc()
             log.warning("cannot checkpoint the model: %s", type(exc).__name__)
+
+    lag = LagGauge(metrics.consumer_lag)
+
+    @app.timer(interval=2.0)
+    async def refresh_lag() -> None:
+        lag.update(consumer_lags(app.consumer, EVENTS_TOPIC, pipeline.positions))
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app

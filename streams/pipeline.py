@@ -37,13 +37,14 @@ from alerting.policy import ContactPolicy
 from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
 from churnwatch.failpoints import failpoint
-from churnwatch.metrics import Metrics
+from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import LATE, BatchFeatures, FeatureStore
 from online_models.model import ChurnModel
 from online_models.quality import ProgressiveValidation
 from rules.engine import CompiledRuleset
+from rules.ruleset import SEVERITY_RANK
 
 log = logging.getLogger("churnwatch.pipeline")
 
@@ -117,9 +118,10 @@ class Pipeline:
         self.quality = ProgressiveValidation(model, metrics.registry)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
+        self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
         self._lock = asyncio.Lock()
-        metrics.ruleset.labels(rules.version).set(1)
-        metrics.model.labels(model.version).set(1)
+        metrics.set_version(metrics.ruleset, rules.version)
+        metrics.set_version(metrics.model, model.version)
 
     def _deciders(self, rules: CompiledRuleset) -> Deciders:
         return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact,
@@ -127,9 +129,9 @@ class Pipeline:
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
-        self.metrics.ruleset.labels(self.rules.version).set(0)
+        old = self.rules.version
         self.rules = rules
-        self.metrics.ruleset.labels(rules.version).set(1)
+        self.metrics.set_version(self.metrics.ruleset, rules.version, old)
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
@@ -140,8 +142,11 @@ class Pipeline:
     async def _run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         result = BatchResult()
         rules = self.rules
+        stage = self.metrics.stage_seconds
+        started = time.perf_counter()
         events, origins = self._decode(records, result)
-        async for attempt in self._retrying():
+        stage.labels("decode").observe(time.perf_counter() - started)
+        async for attempt in self._retrying("batch"):
             with attempt:
                 t0 = time.perf_counter()
                 staged = await self.store.stage(events)
@@ -163,9 +168,9 @@ class Pipeline:
                     self.silence.forget(pipe, partition, left)
                 self._hold(pipe, decision)
                 await pipe.execute()
-                self.metrics.stage_seconds.labels("features").observe(t1 - t0)
-                self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
-                self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t2)
+                stage.labels("features").observe(t1 - t0)
+                stage.labels("decide").observe(t2 - t1)
+                stage.labels("commit").observe(time.perf_counter() - t2)
         self._account(events, origins, records, staged, result)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
@@ -173,16 +178,36 @@ class Pipeline:
             result.replayed_alerts += 1
         self.storm.commit(decision.storm_counts)
         failpoint("after_commit")
+        t0 = time.perf_counter()
         await self._publish(decision, result, publisher)
+        t1 = time.perf_counter()
+        stage.labels("publish").observe(t1 - t0)
         outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
         if outcomes:
-            async for attempt in self._retrying():
+            async for attempt in self._retrying("outcomes"):
                 with attempt:
                     await self.outcomes.record(outcomes)
-        for x, churned in decision.labels:
-            self.quality.observe(x, churned)  # scored first, then learned
-            self.metrics.labels.labels("churn" if churned else "active").inc()
+            t2 = time.perf_counter()
+            stage.labels("outcomes").observe(t2 - t1)
+            t1 = t2
+        if decision.labels:
+            learned: Counter[tuple[str]] = Counter()
+            for x, churned in decision.labels:
+                self.quality.observe(x, churned)  # scored first, then learned
+                learned[("churn" if churned else "active",)] += 1
+            inc_counts(self.metrics.labels, learned)
+            stage.labels("learn").observe(time.perf_counter() - t1)
+        self._advance(records)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    def _advance(self, records: Sequence[Record]) -> None:
+        """Remember the next offset to process of each partition (for the lag gauge)."""
+        positions = self.positions
+        for rec in records:
+            key = (rec.topic, rec.partition)
+            if rec.offset >= positions.get(key, 0):
+                positions[key] = rec.offset + 1
 
     async def sweep(self, partition: int, publisher: Publisher, limit: int = 1000) -> BatchResult:
         """Re-score up to ``limit`` subscribers of ``partition`` who have been quiet, at the
@@ -191,7 +216,7 @@ class Pipeline:
         async with self._lock:
             result = BatchResult()
             rules = self.rules
-            async for attempt in self._retrying():
+            async for attempt in self._retrying("sweep"):
                 with attempt:
                     watermark, due = await self.silence.due(self.store.redis, partition, limit)
                     if watermark is None or not due:
@@ -245,26 +270,37 @@ class Pipeline:
             await publisher.dead_letters([msgspec.json.encode(d) for d in result.dead_letters])
         if decision.alerts:
             await publisher.alerts(decision.alerts, decision.payloads)
+            sent_ms = self.clock() * 1000
             failpoint("after_send")
-            async for attempt in self._retrying():
+            async for attempt in self._retrying("batch"):
                 with attempt:
                     await self.ledger.mark_delivered(
                         [(a.subscriber_id, a.event_id, p)
                          for a, p in zip(decision.alerts, decision.payloads)])
-            for alert in decision.alerts:
-                self.metrics.alerts.labels(alert.severity, ",".join(alert.rules),
-                                           alert.segment).inc()
-                if alert.ingested_at:
-                    self.metrics.alert_latency.observe(
-                        max(0.0, (alert.detected_at - alert.ingested_at) / 1000))
+            self._count_alerts(decision.alerts, sent_ms)
         if decision.scores:
             await publisher.scores([to_json(s) for s in decision.scores])
         result.alerts = decision.alerts
         result.scores = decision.scores
 
-    def _retrying(self) -> AsyncRetrying:
+    def _count_alerts(self, alerts: list[Alert], sent_ms: float) -> None:
+        """Alerts by severity, primary rule and segment; withheld actions; latency."""
+        rank = {r.id: SEVERITY_RANK[r.severity] for r in self.rules.ruleset.rules}
+        raised: Counter[tuple[str, str, str]] = Counter()
+        withheld: Counter[tuple[str]] = Counter()
+        for alert in alerts:
+            primary = max(sorted(alert.rules), key=lambda r: rank.get(r, 0), default="none")
+            raised[(alert.severity, primary, alert.segment)] += 1
+            for item in alert.suppressed:
+                withheld[(WITHHELD_REASONS.get(item.get("reason", ""), "other"),)] += 1
+            if alert.ingested_at:
+                self.metrics.alert_latency.observe(max(0.0, (sent_ms - alert.ingested_at) / 1000))
+        inc_counts(self.metrics.alerts, raised)
+        inc_counts(self.metrics.withheld, withheld)
+
+    def _retrying(self, operation: str) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]
-            self.metrics.redis_errors.inc()
+            self.metrics.redis_errors.labels(operation).inc()
             log.warning("redis unavailable (%s); retrying in %.1fs",
                         type(state.outcome.exception()).__name__, state.next_action.sleep)
 
@@ -298,10 +334,9 @@ class Pipeline:
                     "late: older than the subscriber's clock minus the allowed lateness", "late",
                     rec.topic, rec.partition, rec.offset, i, msgspec.json.encode(ev).decode()))
         for (kind, outcome), n in counts.items():
-            self.metrics.events.labels(kind, outcome).inc(n)
             result.outcomes[outcome] += n
-        for letter in result.dead_letters:
-            self.metrics.dead_letters.labels(letter.kind).inc()
+        inc_counts(self.metrics.events, counts)
+        inc_counts(self.metrics.dead_letters, Counter((d.kind,) for d in result.dead_letters))
 
 
 def _activity(events: list[Event], origins: list[int], records: Sequence[Record],

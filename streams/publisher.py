@@ -41,6 +41,7 @@ class KafkaPublisher:
                                     max_attempts=settings.webhook_max_attempts,
                                     on_dead_letter=self._webhook_dead_letter)
                         if settings.webhook_url else None)
+        self._webhook_lost_actions = 0  # actions of alerts the current webhook send gave up on
 
     async def _send(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
         producer = self.app.producer
@@ -52,28 +53,41 @@ class KafkaPublisher:
         await self._send(DLQ_TOPIC, [(None, p) for p in payloads])
 
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
+        actions = self.metrics.actions
+        n_actions = sum(len(a.actions) for a in alerts)
         await self._send(ALERTS_TOPIC, [(a.subscriber_id.encode(), p)
                                         for a, p in zip(alerts, payloads)])
+        actions.labels("kafka", "sent").inc(n_actions)
         if self.alerts_jsonl:
             self.alerts_jsonl.write(payloads)
+            actions.labels("jsonl", "sent").inc(n_actions)
         if self.queues:
             async for attempt in AsyncRetrying(retry=retry_if_exception_type(RETRYABLE),
-                                               reraise=True,
+                                               reraise=True, before_sleep=self._redis_error,
                                                wait=wait_exponential_jitter(initial=0.1, max=5)):
                 with attempt:
                     added = await self.queues.send(alerts, payloads)
-            self.metrics.queued_actions.inc(added)
+            actions.labels("work_queue", "sent").inc(added)
+            actions.labels("work_queue", "duplicate").inc(n_actions - added)
         if self.webhook:
+            self._webhook_lost_actions = 0
             report = await self.webhook.send(alerts, payloads)
+            lost = self._webhook_lost_actions
             self.metrics.webhook_deliveries.labels("delivered").inc(report.delivered)
             self.metrics.webhook_deliveries.labels("dead_letter").inc(report.dead_lettered)
             self.metrics.webhook_retries.inc(report.retries)
+            actions.labels("webhook", "sent").inc(n_actions - lost)
+            actions.labels("webhook", "dead_letter").inc(lost)
+
+    def _redis_error(self, state: object) -> None:
+        self.metrics.redis_errors.labels("work_queue").inc()
 
     async def _webhook_dead_letter(self, alert: Alert, reason: str) -> None:
         letter = DeadLetter(f"webhook: {reason}", "webhook", ALERTS_TOPIC, -1, -1, -1,
                             to_json(alert).decode())
         await self.dead_letters([msgspec.json.encode(letter)])
         self.metrics.dead_letters.labels("webhook").inc()
+        self._webhook_lost_actions += len(alert.actions)
 
     async def scores(self, payloads: list[bytes]) -> None:
         if self.publish_scores:

@@ -36,16 +36,26 @@ def test_events_wait_for_redis_and_nothing_is_lost(broker, tmp_path: Path) -> No
             feed.complaints("+447700900052", 2)
             assert worker.cli("replay", str(feed.write(tmp_path / "e.ndjson"))).returncode == 0
             time.sleep(6)  # several retry rounds while Redis is down
-            assert asyncio.run(group_lag(broker.bootstrap, worker.app_id, EVENTS_TOPIC)) > 0
+            waiting = asyncio.run(group_lag(broker.bootstrap, worker.app_id, EVENTS_TOPIC))
+            assert waiting > 0
+            worker.wait_for(lambda: _lag_gauge(worker) == waiting, timeout=20,
+                            what="the lag gauge to show the waiting records")
             assert worker.alerts() == []
             assert worker.proc is not None and worker.proc.poll() is None
 
             redis_server.restart()
             worker.wait_caught_up()
             worker.wait_for(lambda: len(worker.alerts()) == 1, timeout=30, what="the alert")
-            errors = worker.metric("churnwatch_redis_errors_total")
+            errors = worker.metric("churnwatch_redis_errors_total")  # any operation
             assert errors is not None and errors >= 1
+            worker.wait_for(lambda: _lag_gauge(worker) == 0, timeout=20, what="lag 0")
             report = worker.cli("inspect", "+447700900052", "--json")
             assert b'"logins_prev28": 20.0' in report.stdout
         finally:
             worker.stop()
+
+
+def _lag_gauge(worker: Worker) -> float | None:
+    """The worker's churnwatch_consumer_lag_records summed over both partitions."""
+    values = [worker.metric("churnwatch_consumer_lag_records", partition=str(p)) for p in (0, 1)]
+    return None if None in values else sum(values)
