@@ -128,10 +128,11 @@ def scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:
 
 
 def processed_count(metrics: dict) -> int:
-    """Events the worker has accounted for: applied/duplicate/late + dead-lettered records."""
-    total = 0.0
-    for family in ("churnwatch_events", "churnwatch_dlq_records"):
-        total += sum(v for name, _, v in metrics.get(family, ()) if name.endswith("_total"))
+    """Records the worker has accounted for: valid events (applied, duplicate or late) plus
+    dead-lettered invalid records. Late events are dead-lettered too but counted once."""
+    total = sum(v for name, _, v in metrics.get("churnwatch_events", ()) if name.endswith("_total"))
+    total += sum(v for name, labels, v in metrics.get("churnwatch_dlq_records", ())
+                 if name.endswith("_total") and labels.get("kind") != "late")
     return int(total)
 
 
