@@ -12,4 +12,9 @@ for topic in churn.events churn.alerts churn.scores churn.dlq; do
     --partitions "$EVENTS_PARTITIONS" --replication-factor "$REPLICATION_FACTOR" \
     --config min.insync.replicas=1
 done
+# Faust's leader-election topic of the consumer group (app_id, default "churnwatch"): the
+# broker does not auto-create topics here and the worker declares none of Faust's own.
+"$TOPICS" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
+  --topic "${APP_ID:-churnwatch}-__assignor-__leader" --partitions 1 \
+  --replication-factor "$REPLICATION_FACTOR"
 "$TOPICS" --bootstrap-server "$BOOTSTRAP" --describe --topic churn.events
