@@ -114,6 +114,19 @@ def configmap_refs(doc: dict[str, Any]) -> set[str]:
     return refs
 
 
+def unresolved_refs(doc: dict[str, Any], configmaps: set[str],
+                    secrets: dict[str, set[str]]) -> list[str]:
+    """ConfigMaps, Secrets and Secret keys a workload uses that the manifests do not define."""
+    name = doc["metadata"]["name"]
+    problems = [f"{name}: ConfigMap {c} not defined" for c in sorted(configmap_refs(doc) - configmaps)]
+    for secret, key in sorted(secret_refs(doc), key=str):
+        if secret not in secrets:
+            problems.append(f"{name}: Secret {secret} not in secret.example.yaml")
+        elif key is not None and key not in secrets[secret]:
+            problems.append(f"{name}: Secret {secret} has no key {key}")
+    return problems
+
+
 def k8s_secret_literals(doc: dict[str, Any]) -> list[str]:
     problems = []
     for c in containers(doc):

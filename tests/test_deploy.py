@@ -296,24 +296,25 @@ def test_k8s_references_resolve() -> None:
     for d in k8s("Deployment"):
         assert d["spec"]["selector"]["matchLabels"].items() <= \
             d["spec"]["template"]["metadata"]["labels"].items()
-        assert kc.configmap_refs(d) <= configmaps
-        for name, key in kc.secret_refs(d):
-            assert name in secrets and (key is None or key in secrets[name]), (name, key)
+        assert kc.unresolved_refs(d, configmaps, secrets) == []
     templates = [d["spec"]["template"]["metadata"]["labels"] for d in k8s("Deployment")]
     for pdb in k8s("PodDisruptionBudget"):
         assert sum(kc.selector_matches(pdb["spec"]["selector"]["matchLabels"], t)
                    for t in templates) == 1
     (service,) = k8s("Service")
-    ingest = kc.containers(deployment("churnwatch-ingest"))[0]
+    ingest = deployment("churnwatch-ingest")
     assert kc.selector_matches(service["spec"]["selector"],
-                               deployment("churnwatch-ingest")["spec"]["template"]["metadata"][
-                                   "labels"])
-    assert kc.named_port(ingest, service["spec"]["ports"][0]["targetPort"]) == 8080
+                               ingest["spec"]["template"]["metadata"]["labels"])
+    assert kc.named_port(kc.containers(ingest)[0], service["spec"]["ports"][0]["targetPort"]) \
+        == 8080
     broken = copy.deepcopy(deployment("churnwatch-worker"))
-    broken["spec"]["template"]["spec"]["containers"][0]["env"][-2]["valueFrom"][
-        "secretKeyRef"]["key"] = "webhook-secrt"
-    assert any(key not in secrets.get(name, set()) for name, key in kc.secret_refs(broken)
-               if key is not None)
+    env = next(e for e in kc.containers(broken)[0]["env"]
+               if e["name"] == "CHURNWATCH_WEBHOOK_SECRET")
+    env["valueFrom"]["secretKeyRef"]["key"] = "webhook-secrt"
+    broken["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] = "churnwatch-rulez"
+    assert kc.unresolved_refs(broken, configmaps, secrets) == [
+        "churnwatch-worker: ConfigMap churnwatch-rulez not defined",
+        "churnwatch-worker: Secret churnwatch-secrets has no key webhook-secrt"]
 
 
 def test_k8s_pods_are_hardened() -> None:
