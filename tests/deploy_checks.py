@@ -278,7 +278,7 @@ def prometheus_problems(prometheus: dict[str, Any], compose: dict[str, Any]) -> 
     return problems
 
 
-_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "REDIS_URL", "SASL_USERNAME")
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "REDIS_URL", "KAFKA_USERNAME")
 
 
 def compose_secret_literals(raw_compose: dict[str, Any]) -> list[str]:
