@@ -663,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["report_path"] = str(path)
     result["summary_paths"] = [str(p) for p in summary.write_e2e(result, path)[:1]]
     if opts.json_output:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
     else:
         print_summary(result)
         report.note(f"report: {path}\nsummary: {result['summary_paths'][0]}")
