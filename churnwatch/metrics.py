@@ -45,6 +45,19 @@ class Metrics:
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],
                              registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version", ["version"], registry=r)
+        self.examples = Counter("churnwatch_model_examples", "Labelled snapshots this worker "
+                                "appended for the learner, by label", ["label"], registry=r)
+        self.examples_repeated = Counter("churnwatch_model_examples_repeated", "Examples the "
+                                         "learner dropped as already learned", registry=r)
+        self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
+                                         "learned, by reason (treated: a retention action "
+                                         "confounds the label; after_label: taken after the "
+                                         "churn time)", ["reason"], registry=r)
+        self.holdout_alerts = Counter("churnwatch_holdout_alerts", "Alerts whose actions the "
+                                      "random holdout withheld", registry=r)
+        self.experiment = Counter("churnwatch_retention_experiment", "Alerted subscribers by "
+                                  "group (treated, holdout) and result (churned within the "
+                                  "horizon, retained)", ["group", "result"], registry=r)
 
 
 _MS_SECONDS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,

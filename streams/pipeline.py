@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from importlib import resources
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from alerting.alert import Alert, ScoreRecord, to_json
 from alerting.decide import Deciders, Decision, decide_alerts
+from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
@@ -41,8 +43,10 @@ from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import LATE, BatchFeatures, FeatureStore
+from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
+from online_models.learner import append_examples
 from online_models.model import ChurnModel
-from online_models.quality import ProgressiveValidation
+from online_models.snapshots import LabelPolicy, Resolved
 from rules.engine import CompiledRuleset
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -103,7 +107,8 @@ class Pipeline:
     def __init__(self, store: FeatureStore, ledger: AlertLedger, rules: CompiledRuleset,
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
                  silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, labels: LabelPolicy = LabelPolicy(),
+                 holdout: Holdout = Holdout()) -> None:
         self.store = store
         self.ledger = ledger
         self.rules = rules
@@ -114,7 +119,10 @@ class Pipeline:
         self.policy = policy
         self.do_not_contact: frozenset[str] = frozenset()
         self.storm = StormGuard()
-        self.quality = ProgressiveValidation(model, metrics.registry)
+        self.labels = labels
+        self.holdout = holdout
+        self._tails = store.redis.register_script(
+            resources.files("online_models").joinpath("tail.lua").read_text())
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self._lock = asyncio.Lock()
@@ -123,13 +131,19 @@ class Pipeline:
 
     def _deciders(self, rules: CompiledRuleset) -> Deciders:
         return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact,
-                        self.storm)
+                        self.storm, self.holdout)
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
         self.metrics.ruleset.labels(self.rules.version).set(0)
         self.rules = rules
         self.metrics.ruleset.labels(rules.version).set(1)
+
+    def switch_model(self, model: ChurnModel) -> None:
+        """Score with another model version from the next batch on."""
+        self.metrics.model.labels(self.model.version).set(0)
+        self.model = model
+        self.metrics.model.labels(model.version).set(1)
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
@@ -152,8 +166,13 @@ class Pipeline:
                     staged.attrs, staged.ledgers,
                     [records[origins[i]].timestamp_ms for i in rows],
                     int(self.clock() * 1000), publisher.wants_scores)
+                resolved = resolve_batch(self.labels, events, staged,
+                                         alert_marks(decision.alerts))
                 t2 = time.perf_counter()
                 pipe = self.store.redis.pipeline(transaction=False)
+                # examples first: a crash before the commit re-appends the same ids, which
+                # the learner drops; the commit then marks their snapshots consumed
+                append_examples(pipe, self.store.config.keys, resolved.examples)
                 await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
                 active, gone = _activity(events, origins, records, staged)
@@ -167,6 +186,7 @@ class Pipeline:
                 self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
                 self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t2)
         self._account(events, origins, records, staged, result)
+        self._count_labels(resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
             decision.payloads.append(raw)
@@ -179,9 +199,6 @@ class Pipeline:
             async for attempt in self._retrying():
                 with attempt:
                     await self.outcomes.record(outcomes)
-        for x, churned in decision.labels:
-            self.quality.observe(x, churned)  # scored first, then learned
-            self.metrics.labels.labels("churn" if churned else "active").inc()
         return result
 
     async def sweep(self, partition: int, publisher: Publisher, limit: int = 1000) -> BatchResult:
@@ -205,18 +222,41 @@ class Pipeline:
                                              snap.matrix, snap.attrs, snap.ledgers,
                                              [None] * len(known), int(self.clock() * 1000),
                                              publisher.wants_scores)
+                    resolved, writes = resolve_sweep(self.labels, snap, watermark,
+                                                     alert_marks(decision.alerts),
+                                                     triggers[0].event_id)
                     pipe = self.store.redis.pipeline(transaction=False)
+                    append_examples(pipe, self.store.config.keys, resolved.examples)
                     await self.ledger.commit(known, decision.entries, decision.pending,
                                              pipe=pipe)
+                    await self._write_tails(pipe, writes)
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
                     self._hold(pipe, decision)
                     await pipe.execute()
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
+            self._count_labels(resolved)
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
+
+    async def _write_tails(self, pipe: Any, writes: list[SweepWrite]) -> None:
+        """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
+        if writes:
+            keys = self.store.config.keys
+            args = [part for w in writes for part in (w.old, w.new)]
+            # queued on the pipeline: redis-py loads the script if Redis lacks it
+            await self._tails(keys=[keys.state(w.subscriber_id) for w in writes], args=args,
+                              client=pipe)
+
+    def _count_labels(self, resolved: Resolved) -> None:
+        for example in resolved.examples:
+            self.metrics.examples.labels("churn" if example.churned else "active").inc()
+        for reason, n in resolved.dropped.items():
+            self.metrics.snapshots_dropped.labels(reason).inc(n)
+        for group, churned in resolved.outcomes:
+            self.metrics.experiment.labels(group, "churned" if churned else "retained").inc()
 
     def _hold(self, pipe: Any, decision: Decision) -> None:
         """Queue the storm-held alerts on the commit pipeline."""
@@ -254,6 +294,8 @@ class Pipeline:
             for alert in decision.alerts:
                 self.metrics.alerts.labels(alert.severity, ",".join(alert.rules),
                                            alert.segment).inc()
+                if alert.holdout:
+                    self.metrics.holdout_alerts.inc()
                 if alert.ingested_at:
                     self.metrics.alert_latency.observe(
                         max(0.0, (alert.detected_at - alert.ingested_at) / 1000))

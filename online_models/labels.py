@@ -1,0 +1,105 @@
+"""Delayed labels for a batch or a silence sweep: from scored rows and decided alerts to new
+snapshot records (carried in the state values) and labelled examples. Pure and synchronous.
+
+The records ride in each subscriber's state value (``features.extension``), so marking a
+snapshot consumed is part of the batch commit: a replayed batch finds its events duplicate
+and resolves nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from alerting.alert import Alert
+from churnwatch.events import Event
+from features.extension import frame
+from features.store import BatchFeatures
+from online_models.snapshots import Book, LabelPolicy, Resolved, quantise, stored_values
+
+LABEL_TYPES = ("churn", "active")
+
+
+@dataclass(frozen=True)
+class SweepWrite:
+    """A sweep's change to one subscriber's state value: replace ``old`` tail by ``new``."""
+
+    subscriber_id: str
+    old: bytes
+    new: bytes
+
+
+def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
+    """(subscriber, event) → held out, for alerts that acted on a subscriber (or would have,
+    but for the holdout). Alerts whose every action was withheld (contact policy, storm
+    hold) touched nobody and do not count."""
+    marks: dict[tuple[str, str], bool] = {}
+    for alert in alerts:
+        if alert.holdout or alert.actions:
+            marks[(alert.subscriber_id, alert.event_id)] = alert.holdout
+    return marks
+
+
+def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFeatures,
+                  marks: Mapping[tuple[str, str], bool]) -> Resolved:
+    """Walk the batch's applied events in order; update ``staged.staged`` / ``parts`` in place
+    with the new records; return the examples, experiment outcomes and drops."""
+    out = Resolved()
+    rows = staged.rows.tolist()
+    if not rows:
+        return out
+    quantised = quantise(staged.matrix)
+    books: dict[str, Book] = {}
+
+    def row_values(j: int) -> list[int | None]:
+        return stored_values(quantised[j].tolist())
+
+    for j, i in enumerate(rows):
+        ev = events[i]
+        sid = ev.subscriber_id
+        book = books.get(sid)
+        if book is None:
+            book = books[sid] = Book.decode(staged.parts[sid][1])
+            book.clock = max(book.clock, staged.clocks.get(sid, 0))
+            book.rows = row_values
+        attrs = staged.attrs[j]
+        book.advance(ev.ts, policy, sid, attrs, out)
+        if ev.type in LABEL_TYPES:
+            book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
+        else:
+            book.take(j, policy, out)
+        held_out = marks.get((sid, ev.event_id))
+        if held_out is not None:
+            book.alerted(book.clock, held_out, policy, out)
+    for sid, book in books.items():
+        blob, old, attrs_raw = staged.parts[sid]
+        body = book.encode()
+        if body != old:
+            staged.parts[sid] = (blob, body, attrs_raw)
+            staged.staged[sid] = blob + frame(body) + attrs_raw
+    return out
+
+
+def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
+                  marks: Mapping[tuple[str, str], bool], trigger_id: str,
+                  ) -> tuple[Resolved, list[SweepWrite]]:
+    """The silence sweep's checks at ``watermark``: survival, a snapshot of the quiet
+    subscriber, and its alert; returns the tails to compare-and-set."""
+    out = Resolved()
+    writes: list[SweepWrite] = []
+    quantised = quantise(snap.matrix)
+    for j, k in enumerate(snap.rows.tolist()):
+        sid = snap.subscribers[k]
+        _, old, attrs_raw = snap.parts[sid]
+        book = Book.decode(old)
+        attrs = snap.attrs[j]
+        book.advance(watermark, policy, sid, attrs, out)
+        book.take(stored_values(quantised[j].tolist()), policy, out)
+        held_out = marks.get((sid, trigger_id))
+        if held_out is not None:
+            book.alerted(book.clock, held_out, policy, out)
+        body = book.encode()
+        if body != old:
+            writes.append(SweepWrite(sid, frame(old) + attrs_raw, frame(body) + attrs_raw))
+    return out, writes
+
