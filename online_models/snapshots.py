@@ -38,12 +38,14 @@ from online_models.model import MODEL_FEATURES
 TREATED, HOLDOUT = 1, 2
 GROUPS = {TREATED: "treated", HOLDOUT: "holdout"}
 
-# Stored value = round(feature × scale): money in whole currency units, usage in MB / minutes,
-# counts and days exact, tenure in tenths of a month.
-_SCALE = {"tenure_months": 10.0}
+# Stored codes fit in one msgpack byte (-32..127): feature values in [-16, 63] are kept exactly
+# (after rounding), larger magnitudes on a log scale: 6 steps per doubling above 63 (about
+# ±6 %, up to ~93,000), 4 steps per doubling below -16 (down to -256). Money is in currency
+# units, usage in MB / minutes. The model standardises its inputs, so the learner sees what
+# the scorer sees to within a few percent on large values.
 COLUMNS = np.array([INDEX[name] for name in MODEL_FEATURES], dtype=np.int64)
-SCALE = np.array([_SCALE.get(name, 1.0) for name in MODEL_FEATURES])
-_NAN = np.iinfo(np.int64).min
+_HI, _LO, _UP, _DOWN = 64, -16, 6.0, 4.0
+_NAN = -128  # not a code: read back as missing
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,17 @@ class Example(msgspec.Struct, frozen=True, array_like=True):
 
 
 def quantise(matrix: np.ndarray) -> np.ndarray:
-    """Feature rows → stored integers (NaN → a sentinel read back as missing)."""
-    x = matrix[:, COLUMNS] * SCALE
-    with np.errstate(invalid="ignore"):
-        q = np.rint(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)).astype(np.int64)
-    q[np.isnan(x)] = _NAN
+    """Feature rows → one-byte codes (NaN → a sentinel read back as missing)."""
+    x = matrix[:, COLUMNS]
+    missing = np.isnan(x)
+    x = np.nan_to_num(x, nan=0.0, posinf=1e12, neginf=-1e12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = _HI + np.rint(_UP * np.log2(np.maximum(x, 1.0) / _HI))
+        down = _LO - np.rint(_DOWN * np.log2(np.maximum(-x, 1.0) / -_LO))
+    q = np.where(x >= _HI - 0.5, np.minimum(up, 127),
+                 np.where(x <= _LO - 0.5, np.maximum(down, -32), np.rint(x)))
+    q = q.astype(np.int64)
+    q[missing] = _NAN
     return q
 
 
@@ -84,10 +92,18 @@ def stored_values(q_row: list[int]) -> list[int | None]:
     return [None if v == _NAN else v for v in q_row]
 
 
+def decoded(code: int) -> float:
+    """A stored code's value."""
+    if code > _HI:
+        return _HI * 2.0 ** ((code - _HI) / _UP)
+    if code < _LO:
+        return _LO * 2.0 ** ((_LO - code) / _DOWN)
+    return float(code)
+
+
 def model_features(values: list[int | None]) -> dict[str, float]:
     """Stored values → the model's feature dict (missing values left out)."""
-    return {name: v / s for name, v, s in zip(MODEL_FEATURES, values, SCALE.tolist())
-            if v is not None}
+    return {name: decoded(v) for name, v in zip(MODEL_FEATURES, values) if v is not None}
 
 
 @dataclass

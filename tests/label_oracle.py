@@ -33,7 +33,15 @@ from rules.ruleset import load_ruleset
 from streams.pipeline import Pipeline, Record
 
 RULES = compile_ruleset(load_ruleset())
-_SCALE = {"tenure_months": 10.0}
+
+
+def _code(value: float) -> int:
+    """One feature value's one-byte code: exact in [-16, 63], log steps beyond."""
+    if value >= 63.5:
+        return min(127, 64 + round(6 * math.log2(value / 64)))
+    if value <= -16.5:
+        return max(-32, -16 - round(4 * math.log2(-value / 16)))
+    return round(value)
 
 
 def quantised(row: Any) -> list[int | None]:
@@ -41,7 +49,7 @@ def quantised(row: Any) -> list[int | None]:
     out: list[int | None] = []
     for name in MODEL_FEATURES:
         value = float(row[FEATURES.index(name)])
-        out.append(None if math.isnan(value) else int(round(value * _SCALE.get(name, 1.0))))
+        out.append(None if math.isnan(value) else _code(value))
     return out
 
 
