@@ -106,15 +106,6 @@ class Learner:
             await self.publish()
         return learned
 
-    async def release(self) -> None:
-        """Give the lock up (on shutdown), after publishing what was learned."""
-        if self.checkpoint is not None and self.unpublished:
-            await self.publish()
-        lock = self.keys.model("learner")
-        if (await self.redis.get(lock) or b"").decode() == self.owner:
-            await self.redis.delete(lock)
-        self.checkpoint = None
-
     async def _hold_lock(self) -> bool:
         lock = self.keys.model("learner")
         if await self.redis.set(lock, self.owner, nx=True, px=self.lock_ms):

@@ -170,8 +170,7 @@ class Book:
     def take(self, values: list[int | None] | int, policy: LabelPolicy, out: Resolved) -> None:
         """A scored row at the clock becomes the period's snapshot (unless excluded)."""
         if self.clock < self.treated_until:
-            out.drop("treated", 1)
-            return
+            return  # excluded after a retention action (not counted: no snapshot was made)
         last = self.snaps[-1] if self.snaps else None
         if last is not None and last.ts // policy.every_ms == self.clock // policy.every_ms:
             last.ts, last.values = self.clock, values

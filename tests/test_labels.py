@@ -306,3 +306,40 @@ def test_quantisation_is_exact_for_small_values_and_within_six_percent_beyond() 
             assert back == round(value)
         else:
             assert abs(back - value) <= 0.065 * abs(value), (value, back)
+
+
+def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str) -> None:
+    """A subscriber who goes quiet never sends the event that would move its clock: the sweep,
+    at the partition's watermark, labels its old snapshot negative and takes a new one,
+    touching only the record (compare-and-set on the value's tail)."""
+    quiet, busy = "+447700900011", "+447700900012"
+
+    async def main() -> None:
+        h = Harness(redis_url, holdout=1.0)  # the sweep's going_quiet alert acts on nobody
+        events = [_ev(quiet, 1, "login", T0)]
+        events += [_ev(busy, d, "login", T0 + d * DAY_MS) for d in range(0, 71, 5)]
+        await h.run(events)
+        assert await stream_examples(h.client) == []
+        store = h.pipeline.store  # type: ignore[union-attr]
+        before = await store.read([quiet], T0 + 70 * DAY_MS)
+        result = await h.pipeline.sweep(0, h.publisher)  # type: ignore[union-attr]
+        assert result.outcomes["swept"] == 1
+        got = _as_labels(await stream_examples(h.client))
+        assert {k: v[:2] for k, v in got.items()} == {f"{quiet}/{T0}": (T0, False)}
+        after = await store.read([quiet], T0 + 70 * DAY_MS)
+        assert after[quiet][1] == before[quiet][1]
+        import numpy as np
+
+        assert np.array_equal(after[quiet][0], before[quiet][0], equal_nan=True)  # untouched
+        snap = await store.snapshot([quiet])
+        book = Book.decode(snap.parts[quiet][1])
+        assert [s.ts for s in book.snaps] == [T0 + 70 * DAY_MS]  # taken at the watermark
+        assert [a.rules for a in h.publisher.sent] == [["going_quiet"]]
+        # a value whose tail changed since the read is left alone
+        key = Keys().state(quiet)
+        value = await h.client.get(key)
+        assert await h.pipeline._tails(keys=[key], args=[b"not-the-tail", b"x"]) == 0
+        assert await h.client.get(key) == value
+        await h.stop()
+
+    asyncio.run(main())
