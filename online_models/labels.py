@@ -15,7 +15,8 @@ from alerting.alert import Alert
 from churnwatch.events import Event
 from features.extension import frame
 from features.store import BatchFeatures
-from online_models.snapshots import Book, LabelPolicy, Resolved, quantise, stored_values
+from online_models.snapshots import (Book, LabelPolicy, Resolved, due_of, quantise,
+                                     stored_values)
 
 LABEL_TYPES = ("churn", "active")
 
@@ -43,41 +44,59 @@ def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
 def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFeatures,
                   marks: Mapping[tuple[str, str], bool]) -> Resolved:
     """Walk the batch's applied events in order; update ``staged.staged`` / ``parts`` in place
-    with the new records; return the examples, experiment outcomes and drops."""
+    with the new records; return the examples, experiment outcomes and drops.
+
+    A subscriber without label or alert in the batch whose clock stays below its record's
+    due time (see :meth:`Book.due`) is skipped: nothing can change (most subscribers in most
+    batches)."""
     out = Resolved()
     rows = staged.rows.tolist()
     if not rows:
         return out
     quantised = quantise(staged.matrix)
-    books: dict[str, Book] = {}
 
     def row_values(j: int) -> list[int | None]:
         return stored_values(quantised[j].tolist())
 
+    by_sub: dict[str, list[int]] = {}
+    latest: dict[str, int] = {}
+    eventful = {sid for sid, _ in marks}
     for j, i in enumerate(rows):
         ev = events[i]
         sid = ev.subscriber_id
-        book = books.get(sid)
-        if book is None:
-            book = books[sid] = Book.decode(staged.parts[sid][1])
-            book.clock = max(book.clock, staged.clocks.get(sid, 0))
-            book.rows = row_values
-        attrs = staged.attrs[j]
-        book.advance(ev.ts, policy, sid, attrs, out)
+        by_sub.setdefault(sid, []).append(j)
+        if ev.ts > latest.get(sid, 0):
+            latest[sid] = ev.ts
         if ev.type in LABEL_TYPES:
-            book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
-        else:
-            book.take(j, policy, out)
-        held_out = marks.get((sid, ev.event_id))
-        if held_out is not None:
-            book.alerted(book.clock, held_out, policy, out)
-    for sid, book in books.items():
+            eventful.add(sid)
+    for sid, js in by_sub.items():
         blob, old, attrs_raw = staged.parts[sid]
-        body = book.encode()
+        if old and sid not in eventful and latest[sid] < due_of(old):
+            continue  # nothing can change before the record's due time
+        book = Book.decode(old)
+        book.clock = max(book.clock, staged.clocks.get(sid, 0))
+        book.rows = row_values
+        for j in js:
+            _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)
+        body = book.encode(policy)
         if body != old:
             staged.parts[sid] = (blob, body, attrs_raw)
             staged.staged[sid] = blob + frame(body) + attrs_raw
     return out
+
+
+def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, attrs: dict[str, float],
+          marks: Mapping[tuple[str, str], bool], out: Resolved) -> None:
+    """One applied event of a subscriber, in order."""
+    sid = ev.subscriber_id
+    book.advance(ev.ts, policy, sid, attrs, out)
+    if ev.type in LABEL_TYPES:
+        book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
+    else:
+        book.take(j, policy, out)
+    held_out = marks.get((sid, ev.event_id))
+    if held_out is not None:
+        book.alerted(book.clock, held_out, policy, out)
 
 
 def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
@@ -98,7 +117,7 @@ def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
         held_out = marks.get((sid, trigger_id))
         if held_out is not None:
             book.alerted(book.clock, held_out, policy, out)
-        body = book.encode()
+        body = book.encode(policy)
         if body != old:
             writes.append(SweepWrite(sid, frame(old) + attrs_raw, frame(body) + attrs_raw))
     return out, writes

@@ -2,8 +2,8 @@
 
 Every scored row (an applied event other than ``churn``/``active``, or a silence-sweep check)
 may become a *snapshot*: the model features, quantised, at the subscriber's clock. At most one
-snapshot is kept per period (``every_ms``, default 14 days; a later row of the same period
-replaces it). Pending snapshots are resolved into labelled :class:`Example` s:
+snapshot is kept per period (``every_ms``, default 14 days): the period's first scored row.
+Pending snapshots are resolved into labelled :class:`Example` s:
 
 - ``churn`` at T: snapshots taken in [T − horizon, T] are positive, older ones negative (they
   survived their horizon), newer ones (taken after T, e.g. by a sweep at the partition
@@ -171,10 +171,8 @@ class Book:
         """A scored row at the clock becomes the period's snapshot (unless excluded)."""
         if self.clock < self.treated_until:
             return  # excluded after a retention action (not counted: no snapshot was made)
-        last = self.snaps[-1] if self.snaps else None
-        if last is not None and last.ts // policy.every_ms == self.clock // policy.every_ms:
-            last.ts, last.values = self.clock, values
-            return
+        if self.snaps and self.snaps[-1].ts // policy.every_ms == self.clock // policy.every_ms:
+            return  # the period already has its snapshot
         self.snaps.append(Snapshot(self.clock, values))
 
     def alerted(self, ts: int, holdout: bool, policy: LabelPolicy, out: Resolved) -> None:
@@ -199,8 +197,21 @@ class Book:
                                     values, attrs))
 
     # ---- storage -------------------------------------------------------------------------
-    def encode(self) -> bytes:
-        """Compact msgpack: the clock, then everything else relative to it (ms)."""
+    def due(self, policy: LabelPolicy) -> int:
+        """The earliest clock at which an event without label or alert can change this
+        record: a new period, a snapshot or experiment surviving its horizon, the end of
+        an exclusion."""
+        final = policy.horizon_ms + policy.lateness_ms + 1
+        if self.snaps:
+            due = min((self.snaps[-1].ts // policy.every_ms + 1) * policy.every_ms,
+                      self.snaps[0].ts + final)
+        else:
+            due = self.treated_until
+        return min(due, self.alerted_at + final) if self.group else due
+
+    def encode(self, policy: LabelPolicy) -> bytes:
+        """:meth:`due` in seconds (4 bytes, rounded down), then compact msgpack: the clock,
+        then everything else relative to it (ms)."""
         if not (self.snaps or self.group or self.treated_until > self.clock):
             return b""  # nothing pending: nothing stored (the next event restarts from zero)
         rows = []
@@ -208,7 +219,8 @@ class Book:
         for snap in reversed(self.snaps):
             rows.append([prev - snap.ts, *self._values(snap)])
             prev = snap.ts
-        return _encoder.encode([self.clock,
+        due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
+        return due.to_bytes(4, "little") + _encoder.encode([self.clock,
                                 max(0, self.treated_until - self.clock),
                                 self.clock - self.alerted_at if self.group else 0,
                                 self.group, rows])
@@ -217,7 +229,7 @@ class Book:
     def decode(cls, body: bytes) -> Book:
         if not body:
             return cls()
-        clock, treated, alerted, group, rows = _decoder.decode(body)
+        clock, treated, alerted, group, rows = _decoder.decode(body[4:])
         snaps: list[Snapshot] = []
         ts = clock
         for row in rows:
@@ -230,3 +242,8 @@ class Book:
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
+
+
+def due_of(body: bytes) -> int:
+    """A stored record's :meth:`Book.due` (ms, rounded down to the second); 0 when empty."""
+    return int.from_bytes(body[:4], "little") * 1000 if body else 0

@@ -84,10 +84,8 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
                 out[f"{sid}/{snap[0]}"] = (snap[0], False, snap[1])
                 snaps.remove(snap)
         elif now >= until.get(sid, 0):
-            if snaps and snaps[-1][0] // policy.every_ms == now // policy.every_ms:
-                snaps[-1] = [now, quantised(row)]
-            else:
-                snaps.append([now, quantised(row)])
+            if not snaps or snaps[-1][0] // policy.every_ms != now // policy.every_ms:
+                snaps.append([now, quantised(row)])  # the period's first scored row
         if alerted.get((sid, ev.event_id)) is False:
             snaps.clear()
             until[sid] = max(until.get(sid, 0), now + policy.exclusion_ms)
