@@ -71,7 +71,8 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
             eventful.add(sid)
     for sid, js in by_sub.items():
         blob, old, attrs_raw = staged.parts[sid]
-        if old and sid not in eventful and latest[sid] < due_of(old):
+        if old and sid not in eventful and \
+                max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
             continue  # nothing can change before the record's due time
         book = Book.decode(old)
         book.clock = max(book.clock, staged.clocks.get(sid, 0))

@@ -220,10 +220,9 @@ class Book:
             rows.append([prev - snap.ts, *self._values(snap)])
             prev = snap.ts
         due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
-        return due.to_bytes(4, "little") + _encoder.encode([self.clock,
-                                max(0, self.treated_until - self.clock),
-                                self.clock - self.alerted_at if self.group else 0,
-                                self.group, rows])
+        body = [self.clock, max(0, self.treated_until - self.clock),
+                self.clock - self.alerted_at if self.group else 0, self.group, rows]
+        return due.to_bytes(4, "little") + _encoder.encode(body)
 
     @classmethod
     def decode(cls, body: bytes) -> Book:

@@ -122,11 +122,7 @@ def test_random_streams_with_replays_and_restarts_match_the_reference(redis_url:
         assert _as_labels(examples) == want
         assert sum(1 for v in want.values() if v[1]) >= 3
         assert sum(1 for v in want.values() if not v[1]) >= 10
-        assert h.pipeline is not None
-        dropped = h.pipeline.metrics.registry.get_sample_value(
-            "churnwatch_model_snapshots_dropped_total", {"reason": "treated"})
         await h.stop()
-        return dropped
 
     asyncio.run(main())
 
@@ -231,7 +227,7 @@ def test_record_codec_round_trip_and_bound() -> None:
     from online_models.snapshots import Resolved
 
     out = Resolved()
-    for day in range(0, 200):
+    for day in range(200):
         book.advance(T0 + day * DAY_MS, policy, "s", {}, out)
         book.take([day, None, -3, 1234567], policy, out)
         again = Book.decode(book.encode(policy))
