@@ -6,12 +6,16 @@ The pipeline knows nothing of Faust: it takes raw records with their Kafka coord
 Order of effects, and why nothing is lost or repeated:
 1. stage features: read the states from Redis, compute the features and the new states in
    the worker (nothing written yet);
-2. decide alerts in Python (rules kernel, model score, cooldowns, playbook);
-3. commit: store the new states and record decided alerts as pending, atomically
-   (plus the silence index, in the same round trip);
+2. decide alerts in Python (rules kernel, model score, cooldowns, playbook), then resolve
+   delayed labels on the subscribers' snapshot records (``online_models.labels``);
+3. commit: append the resolved examples to the learner's stream, then store the new states
+   (snapshot records included) and record decided alerts as pending, atomically (plus the
+   silence index, in the same round trip);
 4. publish dead letters, alerts and scores; then mark the alerts delivered.
 Redis errors retry the batch from step 1 (nothing was written). A replay after a crash
-finds its events already applied (duplicates) and re-sends their still-pending alerts.
+finds its events already applied (duplicates) and re-sends their still-pending alerts; a
+crash between the examples' append and the commit re-appends the same example ids, which
+the learner drops.
 """
 
 from __future__ import annotations
