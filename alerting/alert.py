@@ -39,6 +39,7 @@ class Alert(msgspec.Struct, frozen=True):
     ruleset_version: str
     ingested_at: int | None = None
     suppressed: list[dict[str, str]] = []  # actions the contact policy withheld, with why
+    holdout: bool = False  # in the random holdout: actions withheld to measure their effect
 
 
 class ScoreRecord(msgspec.Struct, frozen=True, array_like=False):

@@ -16,6 +16,7 @@ import numpy as np
 
 from alerting.alert import Alert, ScoreRecord, alert_id, to_json
 from alerting.cooldown import decide
+from alerting.holdout import Holdout
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy, apply_policy
 from alerting.storm import HOUR_MS, StormGuard, storm_alert
@@ -28,14 +29,13 @@ from rules.ruleset import SEVERITIES, SEVERITY_RANK
 
 @dataclass
 class Decision:
-    """What a set of rows decided: alerts to send, ledger changes to commit, scores, labels."""
+    """What a set of rows decided: alerts to send, ledger changes to commit, scores."""
 
     alerts: list[Alert]
     payloads: list[bytes]
     entries: dict[str, dict[str, bytes]]
     pending: dict[str, list[tuple[str, bytes]]]
     scores: list[ScoreRecord]
-    labels: list[tuple[dict[str, float], bool]]
     rule_hits: dict[str, int]
     held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
     storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -52,6 +52,7 @@ class Deciders:
     policy: ContactPolicy = ContactPolicy()
     do_not_contact: frozenset[str] = frozenset()
     storm: StormGuard = field(default_factory=StormGuard)
+    holdout: Holdout = Holdout()
 
 
 def decide_alerts(
@@ -78,13 +79,11 @@ def decide_alerts(
     rule_ids = [r.id for r in ruleset.rules]
     acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
     entries = {sid: dict(e) for sid, e in ledgers.items()}
-    out = Decision([], [], {}, {}, [], [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
+    out = Decision([], [], {}, {}, [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
     for j, ev in enumerate(triggers):
         hits = evaluation.hits[j]
         rank = int(evaluation.severity[j])
         segment = ruleset.segment_names[evaluation.segment[j]]
-        if ev.type in ("churn", "active"):
-            out.labels.append((model_input(matrix[j], attrs[j]), ev.type == "churn"))
         if wants_scores:
             out.scores.append(ScoreRecord(
                 ev.event_id, ev.subscriber_id, ev.ts, float(scores[j]),
@@ -114,6 +113,15 @@ def decide_alerts(
             score=round(float(scores[j]), 6), rules=sorted(passed), reasons=reasons,
             segment=segment, actions=chosen, detected_at=now_ms, model_version=model.version,
             ruleset_version=ruleset.version, ingested_at=ingested[j])
+        if deciders.holdout.holds(ev.subscriber_id):  # no action, no storm budget used
+            alert = msgspec.structs.replace(
+                alert, actions=[], holdout=True,
+                suppressed=[{"id": a.id, "reason": "holdout"} for a in chosen])
+            payload = to_json(alert)
+            out.alerts.append(alert)
+            out.payloads.append(payload)
+            out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
+            continue
         storming = deciders.storm.over(alert.rules, ev.ts, out.storm_counts)
         for rule in storming:
             if deciders.storm.counts[(rule, ev.ts // HOUR_MS)] + out.storm_counts[

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnwatch.cli_common import ConfigOpt, JsonOpt, err, fail, load, require_redis, with_redis
+from churnwatch.cli_model import model_app
 from churnwatch.cli_ops import dnc_app, rules_app, storm_app
 from churnwatch.config import EVENTS_TOPIC, Settings
 from churnwatch.errors import ChurnwatchError
@@ -22,6 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(rules_app, name="rules")
 app.add_typer(dnc_app, name="dnc")
 app.add_typer(storm_app, name="storm")
+app.add_typer(model_app, name="model")
 
 
 @app.command()

@@ -81,6 +81,28 @@ class Settings(BaseSettings):
                                    "Kafka fetch for new data (Faust's fixed 1500 ms delays "
                                    "quiet-partition events on Tansu)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
+    model_horizon_days: float = Field(60, gt=0, le=365, description="a churn event labels the "
+                                      "subscriber's snapshots of this many days before it "
+                                      "positive; snapshots surviving it are negative")
+    model_snapshot_every_days: float = Field(14, gt=0, le=365, description="at most one stored "
+                                             "snapshot per subscriber per this many days (the "
+                                             "latest of the period)")
+    model_exclusion_days: float = Field(60, ge=0, le=365, description="after a retention "
+                                        "action, a subscriber's snapshots are not learned for "
+                                        "this many days (the action confounds the label)")
+    holdout_fraction: float = Field(0.05, ge=0, le=1, description="share of subscribers whose "
+                                    "alerts get no retention action (chosen by a hash of the "
+                                    "id), to measure the actions' effect")
+    holdout_salt: str = Field("churnwatch-holdout-1", min_length=1, description="salt of the "
+                              "holdout hash; a new salt starts a new experiment")
+    model_learner: bool = Field(True, description="this worker may become the fleet's learner "
+                                "(one at a time, by a Redis lock)")
+    model_publish_interval_s: float = Field(10, gt=0, le=86_400, description="how often the "
+                                            "learner publishes a new model version")
+    model_auto_promote: bool = Field(True, description="each published version becomes active "
+                                     "unless an operator pinned one (`churnwatch model`)")
+    model_keep_versions: int = Field(200, ge=2, le=100_000, description="published versions "
+                                     "kept (the active one and its history always are)")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
                              "(0 = any free)")

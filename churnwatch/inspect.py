@@ -13,7 +13,7 @@ from churnwatch.config import Settings
 from churnwatch.events import normalise_subscriber
 from features.schema import DAY_MS, FEATURES
 from features.store import FeatureStore, StoreConfig
-from online_models.checkpoint import load_model
+from online_models.versions import ModelVersions
 from online_models.model import model_input
 from rules.engine import compile_ruleset
 from rules import registry
@@ -33,7 +33,8 @@ async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
     published = await registry.fetch(redis)  # the ruleset the workers run, if one was pushed
     compiled = compile_ruleset(parse_ruleset(published.text, published.source) if published
                                else load_ruleset(settings.rules_file))
-    model = await load_model(redis)
+    checkpoint = await ModelVersions(redis).load_active()
+    model = checkpoint.model if checkpoint else None
     score = float(model.score([model_input(row, attrs)])[0]) if model else None
     inputs = np.array([[score, *model.label_counts()]]) if model else None
     evaluation = compiled.evaluate(row.reshape(1, -1), inputs)

@@ -43,3 +43,12 @@ class Keys:
     def released(self) -> str:
         """Held alerts released by an operator, waiting for a worker to deliver their actions."""
         return f"{self.prefix}:storm:released"
+
+    # The online model's keys share the {model} hash tag, so one script can update them
+    # together (also on Redis Cluster).
+    def model(self, name: str) -> str:
+        """Model key ``name``: ``examples`` (stream of labelled examples), ``v:<version>``
+        (an immutable checkpoint), ``versions`` (hash version → metadata), ``head`` (the
+        learner's latest version), ``active`` (the version workers score with), ``pinned``,
+        ``history`` (previous actives, for rollback), ``seq``, ``learner`` (the lock)."""
+        return f"{self.prefix}:{{model}}:{name}"

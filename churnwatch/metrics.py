@@ -22,7 +22,8 @@ LATENCY_BUCKETS = (*(n / 1000 for n in range(1, 11)), 0.015, 0.02, 0.025, 0.03, 
 STAGES = ("decode", "features", "decide", "commit", "publish", "outcomes", "learn")
 SINKS = ("kafka", "jsonl", "work_queue", "webhook")
 WITHHELD_REASONS = {"do-not-contact": "do_not_contact", "monthly contact cap": "contact_cap",
-                    "monthly offer cap": "offer_cap", "storm hold": "storm_hold"}
+                    "monthly offer cap": "offer_cap", "storm hold": "storm_hold",
+                    "holdout": "holdout"}
 
 
 class Metrics:
@@ -79,6 +80,19 @@ class Metrics:
                              ["version"], registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",
                            ["version"], registry=r)
+        self.examples = Counter("churnwatch_model_examples", "Labelled snapshots this worker "
+                                "appended for the learner, by label", ["label"], registry=r)
+        self.examples_repeated = Counter("churnwatch_model_examples_repeated", "Examples the "
+                                         "learner dropped as already learned", registry=r)
+        self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
+                                         "learned, by reason (treated: a retention action "
+                                         "confounds the label; after_label: taken after the "
+                                         "churn time)", ["reason"], registry=r)
+        self.holdout_alerts = Counter("churnwatch_holdout_alerts", "Alerts whose actions the "
+                                      "random holdout withheld", registry=r)
+        self.experiment = Counter("churnwatch_retention_experiment", "Alerted subscribers by "
+                                  "group (treated, holdout) and result (churned within the "
+                                  "horizon, retained)", ["group", "result"], registry=r)
 
     def set_version(self, gauge: Gauge, new: str, old: str | None = None) -> None:
         """Point an ``_info`` gauge at ``new``, dropping the ``old`` series."""

@@ -24,7 +24,8 @@ from churnwatch.events import Event
 from churnwatch.keys import Keys
 from features.codec import decode_states, encode_states, split_blobs
 from features.columns import encode_batch
-from features.kernel import AT, apply_batch, read_features
+from features.extension import frame, split
+from features.kernel import AT, MX, apply_batch, read_features
 from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
 
 __all__ = ["APPLIED", "DUPLICATE", "LATE", "BatchFeatures", "FeatureStore", "StoreConfig",
@@ -51,7 +52,10 @@ class BatchFeatures:
 
     ``status[i]`` is APPLIED, DUPLICATE or LATE for input event i; ``rows`` are the indices of
     the applied events, ``matrix[j]`` their features and ``attrs[j]`` their profile attributes.
-    ``staged`` holds each subscriber's new state blob, for the batch's commit.
+    ``staged`` holds each subscriber's new state blob, for the batch's commit. ``parts`` holds
+    its pieces (codec blob, extension body, attributes; see ``features.extension``): another
+    layer may replace the extension with ``features.extension.frame`` before the commit. From
+    :meth:`FeatureStore.snapshot`, ``parts`` has an empty codec blob.
     """
 
     status: str
@@ -62,6 +66,8 @@ class BatchFeatures:
     ledgers: dict[str, dict[str, bytes]]
     pending_alerts: list[bytes]
     staged: dict[str, bytes] = field(default_factory=dict)
+    parts: dict[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    clocks: dict[str, int] = field(default_factory=dict)  # clocks before the batch (0: new)
 
 
 def _empty() -> BatchFeatures:
@@ -69,6 +75,7 @@ def _empty() -> BatchFeatures:
 
 
 def _attrs(raw: bytes) -> dict[str, float]:
+    raw = split(raw)[1]
     return _unpack.decode(raw) if raw else {}
 
 
@@ -156,6 +163,7 @@ class FeatureStore:
         (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers = \
             await self._read(subscribers)
         before = [(t, _attrs(raw)) for t, raw in zip(states[:, AT].tolist(), attrs_raw)]
+        clocks = {sid: max(0, t) for sid, t in zip(subscribers, states[:, MX].tolist())}
         codes, matrix, kept_hash, kept_ts, kept_off = apply_batch(
             states, tenure, seen_hash, seen_ts, seen_off, c.sub, c.kind, c.ts, c.day, c.month,
             c.a, c.b, c.tenure, c.ids, self.config.lateness_ms)
@@ -164,13 +172,16 @@ class FeatureStore:
         attrs, changed = _replay(events, status, rows, subscribers, before)
         blobs = split_blobs(*encode_states(states, tenure.view(np.int64), kept_hash, kept_ts,
                                            kept_off))
-        staged = {}
+        staged, parts = {}, {}
         for sid, blob, raw in zip(subscribers, blobs, attrs_raw):
             new = changed.get(sid)
-            staged[sid] = blob + (_packer.encode(new[1]) if new else raw or _EMPTY_ATTRS)
+            ext, old = split(raw)
+            packed = _packer.encode(new[1]) if new else old or _EMPTY_ATTRS
+            parts[sid] = (blob, ext, packed)
+            staged[sid] = blob + frame(ext) + packed
         pending = await self._pending(events, codes)
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged)
+                             pending, staged, parts, clocks)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""
@@ -195,9 +206,10 @@ class FeatureStore:
         known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
         rows = np.flatnonzero(known)
         present = "".join(APPLIED if k else "-" for k in known.tolist())
+        parts = {subscriber_ids[i]: (b"", *split(attrs_raw[i])) for i in rows.tolist()}
         return BatchFeatures(present, rows, matrix / DIVISOR,
                              [_attrs(attrs_raw[i]) for i in rows.tolist()],
-                             list(subscriber_ids), ledgers, [])
+                             list(subscriber_ids), ledgers, [], parts=parts)
 
     async def read(
         self, subscriber_ids: Sequence[str], now_ms: int | None = None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
+import uuid
 from typing import Any
 
 import faust
@@ -16,6 +18,7 @@ import redis as syncredis
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
+from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
@@ -27,8 +30,10 @@ from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
-from online_models.checkpoint import CHECKPOINT_KEY, Checkpointer, decode
+from online_models.learner import Learner, ModelWatcher
 from online_models.model import ChurnModel
+from online_models.snapshots import LabelPolicy
+from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
@@ -51,7 +56,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
                else load_ruleset(settings.rules_file))
     rules = compile_ruleset(ruleset)
     warm_up()
-    model = decode(sync.get(CHECKPOINT_KEY))
+    model = active_model_sync(sync)
     do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
     sync.close()
     silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
@@ -60,8 +65,13 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     playbook.check_segments(rules.ruleset.segment_names)
     policy = ContactPolicy(settings.max_contacts_per_month, settings.max_offers_per_month,
                            settings.quiet_start_hour, settings.quiet_end_hour, settings.timezone)
+    labels = LabelPolicy(horizon_ms=int(settings.model_horizon_days * DAY_MS),
+                         every_ms=int(settings.model_snapshot_every_days * DAY_MS),
+                         lateness_ms=int(settings.lateness_days * DAY_MS),
+                         exclusion_ms=int(settings.model_exclusion_days * DAY_MS))
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
-                        policy)
+                        policy, labels=labels,
+                        holdout=Holdout(settings.holdout_fraction, settings.holdout_salt))
     pipeline.do_not_contact = do_not_contact
     pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
     return pipeline
@@ -121,8 +131,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                       registry=metrics.registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
 
-    checkpointer = Checkpointer(redis, pipeline.model)
     watcher = registry.RulesWatcher(redis, pipeline)
+    versions = ModelVersions(redis)
+    model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
+    learner = Learner(redis, versions, metrics,
+                      f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                      publish_every_s=settings.model_publish_interval_s,
+                      auto_promote=settings.model_auto_promote,
+                      keep_versions=settings.model_keep_versions)
 
     @app.timer(interval=settings.silence_interval_s)
     async def sweep_silence() -> None:
@@ -139,7 +155,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.timer(interval=10.0)
     async def refresh() -> None:
-        pipeline.quality.snapshot()  # refreshes the model-quality gauges
+        if learner.leading:
+            learner.quality.snapshot()  # refreshes the model-quality gauges
         try:
             members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
             pipeline.do_not_contact = frozenset(m.decode() for m in members)
@@ -163,13 +180,22 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             metrics.redis_errors.labels("rules_poll").inc()
             log.warning("cannot poll the published ruleset: %s", type(exc).__name__)
 
-    @app.timer(interval=10.0)
-    async def checkpoint_model() -> None:
+    @app.timer(interval=2.0)
+    async def watch_model() -> None:
         try:
-            await checkpointer.save_if_changed()
+            await model_watcher.poll()
         except RETRYABLE as exc:
-            metrics.redis_errors.labels("checkpoint").inc()
-            log.warning("cannot checkpoint the model: %s", type(exc).__name__)
+            metrics.redis_errors.labels("model_poll").inc()
+            log.warning("cannot poll the active model version: %s", type(exc).__name__)
+
+    if settings.model_learner:
+        @app.timer(interval=1.0)
+        async def learn() -> None:
+            try:
+                await learner.step()
+            except RETRYABLE as exc:
+                metrics.redis_errors.labels("learner").inc()
+                log.warning("learner step skipped: %s", type(exc).__name__)
 
     lag = LagGauge(metrics.consumer_lag)
 

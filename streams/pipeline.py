@@ -6,12 +6,16 @@ The pipeline knows nothing of Faust: it takes raw records with their Kafka coord
 Order of effects, and why nothing is lost or repeated:
 1. stage features: read the states from Redis, compute the features and the new states in
    the worker (nothing written yet);
-2. decide alerts in Python (rules kernel, model score, cooldowns, playbook);
-3. commit: store the new states and record decided alerts as pending, atomically
-   (plus the silence index, in the same round trip);
+2. decide alerts in Python (rules kernel, model score, cooldowns, playbook), then resolve
+   delayed labels on the subscribers' snapshot records (``online_models.labels``);
+3. commit: append the resolved examples to the learner's stream, then store the new states
+   (snapshot records included) and record decided alerts as pending, atomically (plus the
+   silence index, in the same round trip);
 4. publish dead letters, alerts and scores; then mark the alerts delivered.
 Redis errors retry the batch from step 1 (nothing was written). A replay after a crash
-finds its events already applied (duplicates) and re-sends their still-pending alerts.
+finds its events already applied (duplicates) and re-sends their still-pending alerts; a
+crash between the examples' append and the commit re-appends the same example ids, which
+the learner drops.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from importlib import resources
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +35,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from alerting.alert import Alert, ScoreRecord, to_json
 from alerting.decide import Deciders, Decision, decide_alerts
+from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
@@ -41,8 +47,10 @@ from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import LATE, BatchFeatures, FeatureStore
+from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
+from online_models.learner import append_examples
 from online_models.model import ChurnModel
-from online_models.quality import ProgressiveValidation
+from online_models.snapshots import LabelPolicy, Resolved
 from rules.engine import CompiledRuleset
 from rules.ruleset import SEVERITY_RANK
 
@@ -104,7 +112,8 @@ class Pipeline:
     def __init__(self, store: FeatureStore, ledger: AlertLedger, rules: CompiledRuleset,
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
                  silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, labels: LabelPolicy = LabelPolicy(),
+                 holdout: Holdout = Holdout()) -> None:
         self.store = store
         self.ledger = ledger
         self.rules = rules
@@ -115,7 +124,10 @@ class Pipeline:
         self.policy = policy
         self.do_not_contact: frozenset[str] = frozenset()
         self.storm = StormGuard()
-        self.quality = ProgressiveValidation(model, metrics.registry)
+        self.labels = labels
+        self.holdout = holdout
+        self._tails = store.redis.register_script(
+            resources.files("online_models").joinpath("tail.lua").read_text())
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
@@ -125,13 +137,19 @@ class Pipeline:
 
     def _deciders(self, rules: CompiledRuleset) -> Deciders:
         return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact,
-                        self.storm)
+                        self.storm, self.holdout)
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
         old = self.rules.version
         self.rules = rules
         self.metrics.set_version(self.metrics.ruleset, rules.version, old)
+
+    def switch_model(self, model: ChurnModel) -> None:
+        """Score with another model version from the next batch on."""
+        old = self.model.version
+        self.model = model
+        self.metrics.set_version(self.metrics.model, model.version, old)
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
@@ -157,8 +175,14 @@ class Pipeline:
                     staged.attrs, staged.ledgers,
                     [records[origins[i]].timestamp_ms for i in rows],
                     int(self.clock() * 1000), publisher.wants_scores)
+                t_labels = time.perf_counter()
+                resolved = resolve_batch(self.labels, events, staged,
+                                         alert_marks(decision.alerts))
                 t2 = time.perf_counter()
                 pipe = self.store.redis.pipeline(transaction=False)
+                # examples first: a crash before the commit re-appends the same ids, which
+                # the learner drops; the commit then marks their snapshots consumed
+                append_examples(pipe, self.store.config.keys, resolved.examples)
                 await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
                 active, gone = _activity(events, origins, records, staged)
@@ -169,9 +193,11 @@ class Pipeline:
                 self._hold(pipe, decision)
                 await pipe.execute()
                 stage.labels("features").observe(t1 - t0)
-                stage.labels("decide").observe(t2 - t1)
+                stage.labels("decide").observe(t_labels - t1)
+                stage.labels("labels").observe(t2 - t_labels)
                 stage.labels("commit").observe(time.perf_counter() - t2)
         self._account(events, origins, records, staged, result)
+        self._count_labels(resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
             decision.payloads.append(raw)
@@ -187,16 +213,7 @@ class Pipeline:
             async for attempt in self._retrying("outcomes"):
                 with attempt:
                     await self.outcomes.record(outcomes)
-            t2 = time.perf_counter()
-            stage.labels("outcomes").observe(t2 - t1)
-            t1 = t2
-        if decision.labels:
-            learned: Counter[tuple[str]] = Counter()
-            for x, churned in decision.labels:
-                self.quality.observe(x, churned)  # scored first, then learned
-                learned[("churn" if churned else "active",)] += 1
-            inc_counts(self.metrics.labels, learned)
-            stage.labels("learn").observe(time.perf_counter() - t1)
+            stage.labels("outcomes").observe(time.perf_counter() - t1)
         self._advance(records)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
@@ -230,18 +247,40 @@ class Pipeline:
                                              snap.matrix, snap.attrs, snap.ledgers,
                                              [None] * len(known), int(self.clock() * 1000),
                                              publisher.wants_scores)
+                    resolved, writes = resolve_sweep(self.labels, snap, watermark,
+                                                     alert_marks(decision.alerts),
+                                                     triggers[0].event_id)
                     pipe = self.store.redis.pipeline(transaction=False)
+                    append_examples(pipe, self.store.config.keys, resolved.examples)
                     await self.ledger.commit(known, decision.entries, decision.pending,
                                              pipe=pipe)
+                    await self._write_tails(pipe, writes)
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
                     self._hold(pipe, decision)
                     await pipe.execute()
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
+            self._count_labels(resolved)
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
+
+    async def _write_tails(self, pipe: Any, writes: list[SweepWrite]) -> None:
+        """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
+        if writes:
+            keys = self.store.config.keys
+            args = [part for w in writes for part in (w.old, w.new)]
+            # queued on the pipeline: redis-py loads the script if Redis lacks it
+            await self._tails(keys=[keys.state(w.subscriber_id) for w in writes], args=args,
+                              client=pipe)
+
+    def _count_labels(self, resolved: Resolved) -> None:
+        inc_counts(self.metrics.examples, Counter(("churn" if e.churned else "active",)
+                                                  for e in resolved.examples))
+        inc_counts(self.metrics.snapshots_dropped, {(r,): n for r, n in resolved.dropped.items()})
+        inc_counts(self.metrics.experiment, Counter((group, "churned" if churned else "retained")
+                                                    for group, churned in resolved.outcomes))
 
     def _hold(self, pipe: Any, decision: Decision) -> None:
         """Queue the storm-held alerts on the commit pipeline."""
@@ -288,15 +327,19 @@ class Pipeline:
         rank = {r.id: SEVERITY_RANK[r.severity] for r in self.rules.ruleset.rules}
         raised: Counter[tuple[str, str, str]] = Counter()
         withheld: Counter[tuple[str]] = Counter()
+        holdout = 0
         for alert in alerts:
             primary = max(sorted(alert.rules), key=lambda r: rank.get(r, 0), default="none")
             raised[(alert.severity, primary, alert.segment)] += 1
             for item in alert.suppressed:
                 withheld[(WITHHELD_REASONS.get(item.get("reason", ""), "other"),)] += 1
+            holdout += alert.holdout
             if alert.ingested_at:
                 self.metrics.alert_latency.observe(max(0.0, (sent_ms - alert.ingested_at) / 1000))
         inc_counts(self.metrics.alerts, raised)
         inc_counts(self.metrics.withheld, withheld)
+        if holdout:
+            self.metrics.holdout_alerts.inc(holdout)
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]

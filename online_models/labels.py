@@ -1,0 +1,125 @@
+"""Delayed labels for a batch or a silence sweep: from scored rows and decided alerts to new
+snapshot records (carried in the state values) and labelled examples. Pure and synchronous.
+
+The records ride in each subscriber's state value (``features.extension``), so marking a
+snapshot consumed is part of the batch commit: a replayed batch finds its events duplicate
+and resolves nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from alerting.alert import Alert
+from churnwatch.events import Event
+from features.extension import frame
+from features.store import BatchFeatures
+from online_models.snapshots import (Book, LabelPolicy, Resolved, due_of, quantise,
+                                     stored_values)
+
+LABEL_TYPES = ("churn", "active")
+
+
+@dataclass(frozen=True)
+class SweepWrite:
+    """A sweep's change to one subscriber's state value: replace ``old`` tail by ``new``."""
+
+    subscriber_id: str
+    old: bytes
+    new: bytes
+
+
+def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
+    """(subscriber, event) → held out, for alerts that acted on a subscriber (or would have,
+    but for the holdout). Alerts whose every action was withheld (contact policy, storm
+    hold) touched nobody and do not count."""
+    marks: dict[tuple[str, str], bool] = {}
+    for alert in alerts:
+        if alert.holdout or alert.actions:
+            marks[(alert.subscriber_id, alert.event_id)] = alert.holdout
+    return marks
+
+
+def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFeatures,
+                  marks: Mapping[tuple[str, str], bool]) -> Resolved:
+    """Walk the batch's applied events in order; update ``staged.staged`` / ``parts`` in place
+    with the new records; return the examples, experiment outcomes and drops.
+
+    A subscriber without label or alert in the batch whose clock stays below its record's
+    due time (see :meth:`Book.due`) is skipped: nothing can change (most subscribers in most
+    batches)."""
+    out = Resolved()
+    rows = staged.rows.tolist()
+    if not rows:
+        return out
+    quantised = quantise(staged.matrix)
+
+    def row_values(j: int) -> list[int | None]:
+        return stored_values(quantised[j].tolist())
+
+    by_sub: dict[str, list[int]] = {}
+    latest: dict[str, int] = {}
+    eventful = {sid for sid, _ in marks}
+    for j, i in enumerate(rows):
+        ev = events[i]
+        sid = ev.subscriber_id
+        by_sub.setdefault(sid, []).append(j)
+        if ev.ts > latest.get(sid, 0):
+            latest[sid] = ev.ts
+        if ev.type in LABEL_TYPES:
+            eventful.add(sid)
+    for sid, js in by_sub.items():
+        blob, old, attrs_raw = staged.parts[sid]
+        if old and sid not in eventful and \
+                max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
+            continue  # nothing can change before the record's due time
+        book = Book.decode(old)
+        book.clock = max(book.clock, staged.clocks.get(sid, 0))
+        book.rows = row_values
+        for j in js:
+            _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)
+        body = book.encode(policy)
+        if body != old:
+            staged.parts[sid] = (blob, body, attrs_raw)
+            staged.staged[sid] = blob + frame(body) + attrs_raw
+    return out
+
+
+def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, attrs: dict[str, float],
+          marks: Mapping[tuple[str, str], bool], out: Resolved) -> None:
+    """One applied event of a subscriber, in order."""
+    sid = ev.subscriber_id
+    book.advance(ev.ts, policy, sid, attrs, out)
+    if ev.type in LABEL_TYPES:
+        book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
+    else:
+        book.take(j, policy, out)
+    held_out = marks.get((sid, ev.event_id))
+    if held_out is not None:
+        book.alerted(book.clock, held_out, policy, out)
+
+
+def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
+                  marks: Mapping[tuple[str, str], bool], trigger_id: str,
+                  ) -> tuple[Resolved, list[SweepWrite]]:
+    """The silence sweep's checks at ``watermark``: survival, a snapshot of the quiet
+    subscriber, and its alert; returns the tails to compare-and-set."""
+    out = Resolved()
+    writes: list[SweepWrite] = []
+    quantised = quantise(snap.matrix)
+    for j, k in enumerate(snap.rows.tolist()):
+        sid = snap.subscribers[k]
+        _, old, attrs_raw = snap.parts[sid]
+        book = Book.decode(old)
+        attrs = snap.attrs[j]
+        book.advance(watermark, policy, sid, attrs, out)
+        book.take(stored_values(quantised[j].tolist()), policy, out)
+        held_out = marks.get((sid, trigger_id))
+        if held_out is not None:
+            book.alerted(book.clock, held_out, policy, out)
+        body = book.encode(policy)
+        if body != old:
+            writes.append(SweepWrite(sid, frame(old) + attrs_raw, frame(body) + attrs_raw))
+    return out, writes
+

@@ -1,0 +1,195 @@
+"""The fleet's one learner: labelled examples in, published model versions out.
+
+Workers append the examples their batches resolve to one Redis stream (``examples``) in the
+batch's commit round trip. One worker at a time — the holder of a Redis lock with a TTL,
+renewed on every step — reads the stream in order, drops examples it has already learned
+(same id: a batch whose append landed but whose commit did not, replayed), scores each one
+before learning it (progressive validation), and publishes a checkpoint with the stream
+position every ``publish_every_s``. If it dies, another worker takes the lock and resumes
+from the last published head, so every example is learned once in the published lineage.
+Publishing is fenced (lock owner and expected head, see publish.lua): a learner that lost
+the lock cannot fork the lineage. Every worker scores with the *active* version
+(:class:`ModelWatcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from churnwatch.keys import Keys
+from churnwatch.metrics import Metrics
+from online_models.model import ChurnModel
+from online_models.quality import ProgressiveValidation
+from online_models.snapshots import Example, model_features
+from online_models.versions import Checkpoint, ModelVersions
+
+log = logging.getLogger("churnwatch.learner")
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Example])
+_EXTEND = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def append_examples(pipe: Any, keys: Keys, examples: Sequence[Example]) -> None:
+    """Queue one stream entry holding a batch's examples on a redis pipeline."""
+    if examples:
+        pipe.xadd(keys.model("examples"), {"x": _encoder.encode(list(examples))})
+
+
+def example_input(example: Example) -> dict[str, float]:
+    """An example as the model's input dict (as ``model.model_input`` builds it)."""
+    x = model_features(example.values)
+    for name, value in example.attrs.items():
+        x[f"attr_{name}"] = float(value)
+    return x
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class Learner:
+    """Call :meth:`step` periodically on every worker; only the lock holder learns."""
+
+    def __init__(self, redis: Any, versions: ModelVersions, metrics: Metrics, owner: str, *,
+                 lock_ms: int = 30_000, page: int = 500, publish_every_s: float = 10.0,
+                 auto_promote: bool = True, keep_versions: int = 200,
+                 dedup_window_ms: int = 3_600_000, clock: Callable[[], float] = time.time,
+                 model_factory: Callable[[], ChurnModel] = ChurnModel) -> None:
+        self.redis = redis
+        self.versions = versions
+        self.keys = versions.keys
+        self.metrics = metrics
+        self.owner = owner
+        self.lock_ms = lock_ms
+        self.page = page
+        self.publish_every_s = publish_every_s
+        self.auto_promote = auto_promote
+        self.keep_versions = keep_versions
+        self.dedup_window_ms = dedup_window_ms
+        self.clock = clock
+        self.model_factory = model_factory
+        self.checkpoint: Checkpoint | None = None
+        self.head: str | None = None
+        self.quality = ProgressiveValidation(model_factory(), metrics.registry)
+        self.unpublished = 0
+        self._published_at = 0.0
+        self._extend = redis.register_script(_EXTEND)
+
+    @property
+    def leading(self) -> bool:
+        return self.checkpoint is not None
+
+    async def step(self, publish: bool | None = None) -> int:
+        """Renew (or take) the lock, learn what is new, publish when due (or when ``publish``
+        is true); returns the examples learned."""
+        if not await self._hold_lock():
+            if self.checkpoint is not None:
+                log.info("learner lock lost; another worker learns now")
+            self.checkpoint = None
+            return 0
+        if self.checkpoint is None:
+            await self._restore()
+        learned = await self._learn()
+        due = self.clock() - self._published_at >= self.publish_every_s
+        if self.unpublished and (publish or (publish is None and due)):
+            await self.publish()
+        return learned
+
+    async def _hold_lock(self) -> bool:
+        lock = self.keys.model("learner")
+        if await self.redis.set(lock, self.owner, nx=True, px=self.lock_ms):
+            return True
+        return bool(await self._extend(keys=[lock], args=[self.owner, self.lock_ms]))
+
+    async def _restore(self) -> None:
+        self.head = await self.versions.head()
+        if self.head:
+            checkpoint = await self.versions.load(self.head)
+        else:
+            checkpoint = await self.versions.load_active() or Checkpoint(self.model_factory())
+        self.checkpoint = checkpoint
+        self.quality.model = checkpoint.model
+        self.unpublished = 0
+        self._published_at = self.clock()
+        log.info("learner: resuming version %s after stream entry %s",
+                 self.head or checkpoint.model.version, checkpoint.offset)
+
+    async def _learn(self) -> int:
+        checkpoint = self.checkpoint
+        assert checkpoint is not None
+        key = self.keys.model("examples")
+        learned = 0
+        while True:
+            entries = await self.redis.xrange(key, min=f"({checkpoint.offset}", count=self.page)
+            for raw_id, fields in entries:
+                entry_id = raw_id.decode()
+                ms = _entry_ms(entry_id)
+                for example in _decoder.decode(fields[b"x"]):
+                    if example.id in checkpoint.recent:
+                        self.metrics.examples_repeated.inc()
+                        continue
+                    self.quality.observe(example_input(example), example.churned)
+                    checkpoint.recent[example.id] = ms
+                    self.metrics.labels.labels("churn" if example.churned else "active").inc()
+                    learned += 1
+                checkpoint.offset = entry_id
+            if entries:
+                self.unpublished += len(entries)
+                oldest = _entry_ms(checkpoint.offset) - self.dedup_window_ms
+                checkpoint.recent = {i: t for i, t in checkpoint.recent.items() if t >= oldest}
+            if len(entries) < self.page:
+                return learned
+
+    async def publish(self) -> str | None:
+        """Publish the learned state as a new version; None if this learner was fenced off."""
+        checkpoint = self.checkpoint
+        assert checkpoint is not None
+        model = checkpoint.model
+        version = await self.versions.next_id(model.version.split(".", 1)[0])
+        parent, model.version = model.version, version
+        positives, negatives = model.label_counts()
+        meta = {"created_ms": int(self.clock() * 1000), "offset": checkpoint.offset,
+                "positives": positives, "negatives": negatives, "parent": parent}
+        result = await self.versions.publish(self.owner, self.head, version, checkpoint, meta,
+                                             self.auto_promote)
+        if result != 1:
+            model.version = parent
+            log.warning("learner: publish of %s refused (%d); reloading", version, result)
+            self.checkpoint = None
+            return None
+        self.head = version
+        self.unpublished = 0
+        self._published_at = self.clock()
+        await self.redis.xtrim(self.keys.model("examples"), minid=checkpoint.offset)
+        await self.versions.prune(self.keep_versions)
+        return version
+
+
+class ModelWatcher:
+    """Switches a pipeline to the active model version when it changes (poll)."""
+
+    def __init__(self, versions: ModelVersions, switch: Callable[[ChurnModel], None],
+                 current: str | None = None) -> None:
+        self.versions = versions
+        self.switch = switch
+        self.current = current
+
+    async def poll(self) -> bool:
+        active = await self.versions.active()
+        if not active or active == self.current:
+            return False
+        checkpoint = await self.versions.load(active)
+        self.switch(checkpoint.model)
+        self.current = active
+        return True

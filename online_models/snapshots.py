@@ -1,0 +1,248 @@
+"""Scored feature snapshots per subscriber, and the delayed labels that resolve them. Pure.
+
+Every scored row (an applied event other than ``churn``/``active``, or a silence-sweep check)
+may become a *snapshot*: the model features, quantised, at the subscriber's clock. At most one
+snapshot is kept per period (``every_ms``, default 14 days): the period's first scored row.
+Pending snapshots are resolved into labelled :class:`Example` s:
+
+- ``churn`` at T: snapshots taken in [T − horizon, T] are positive, older ones negative (they
+  survived their horizon), newer ones (taken after T, e.g. by a sweep at the partition
+  watermark) are dropped;
+- ``active`` at T: snapshots taken at or before T are negative;
+- survival: once the clock c satisfies ``c − lateness > ts + horizon`` the snapshot is
+  negative. The lateness margin makes this final: any churn event still accepted has
+  T ≥ c − lateness, outside the snapshot's horizon.
+
+Retention actions confound labels (an offer may keep a subscriber who would have left), so a
+subscriber who receives one has every pending snapshot dropped and no snapshot is taken for
+``exclusion_ms`` afterwards. Subscribers in the random holdout get no action, so their
+snapshots stay: they are the at-risk examples the model keeps learning from. The first alert
+also starts an experiment unit (treated or holdout) that ends as *churned* (churn within the
+horizon) or *retained* (the horizon passed), so the action's effect can be measured.
+
+Resolved snapshots are removed, so each is learned once; the record lives in the subscriber's
+state value (``features.extension``) and is committed atomically with the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgspec
+import numpy as np
+
+from features.schema import DAY_MS, INDEX
+from online_models.model import MODEL_FEATURES
+
+TREATED, HOLDOUT = 1, 2
+GROUPS = {TREATED: "treated", HOLDOUT: "holdout"}
+
+# Stored codes fit in one msgpack byte (-32..127): feature values in [-16, 63] are kept exactly
+# (after rounding), larger magnitudes on a log scale: 6 steps per doubling above 63 (about
+# ±6 %, up to ~93,000), 4 steps per doubling below -16 (down to -256). Money is in currency
+# units, usage in MB / minutes. The model standardises its inputs, so the learner sees what
+# the scorer sees to within a few percent on large values.
+COLUMNS = np.array([INDEX[name] for name in MODEL_FEATURES], dtype=np.int64)
+_HI, _LO, _UP, _DOWN = 64, -16, 6.0, 4.0
+_NAN = -128  # not a code: read back as missing
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """Label horizon, snapshot period, allowed lateness and post-action exclusion (ms)."""
+
+    horizon_ms: int = 60 * DAY_MS
+    every_ms: int = 14 * DAY_MS
+    lateness_ms: int = 7 * DAY_MS
+    exclusion_ms: int = 60 * DAY_MS
+
+
+class Example(msgspec.Struct, frozen=True, array_like=True):
+    """A labelled snapshot: what the learner learns. ``id`` (subscriber and snapshot time)
+    is the same whenever the same snapshot is resolved again, e.g. after a crash between the
+    example's append and the batch commit, so the learner can drop the repeat."""
+
+    id: str
+    subscriber_id: str
+    snapshot_ts: int
+    label_ts: int
+    churned: bool
+    values: list[int | None]
+    attrs: dict[str, float]
+
+
+def quantise(matrix: np.ndarray) -> np.ndarray:
+    """Feature rows → one-byte codes (NaN → a sentinel read back as missing)."""
+    x = matrix[:, COLUMNS]
+    missing = np.isnan(x)
+    x = np.nan_to_num(x, nan=0.0, posinf=1e12, neginf=-1e12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = _HI + np.rint(_UP * np.log2(np.maximum(x, 1.0) / _HI))
+        down = _LO - np.rint(_DOWN * np.log2(np.maximum(-x, 1.0) / -_LO))
+    q = np.where(x >= _HI - 0.5, np.minimum(up, 127),
+                 np.where(x <= _LO - 0.5, np.maximum(down, -32), np.rint(x)))
+    q = q.astype(np.int64)
+    q[missing] = _NAN
+    return q
+
+
+def stored_values(q_row: list[int]) -> list[int | None]:
+    """One quantised row as stored (missing values as None)."""
+    return [None if v == _NAN else v for v in q_row]
+
+
+def decoded(code: int) -> float:
+    """A stored code's value."""
+    if code > _HI:
+        return _HI * 2.0 ** ((code - _HI) / _UP)
+    if code < _LO:
+        return _LO * 2.0 ** ((_LO - code) / _DOWN)
+    return float(code)
+
+
+def model_features(values: list[int | None]) -> dict[str, float]:
+    """Stored values → the model's feature dict (missing values left out)."""
+    return {name: decoded(v) for name, v in zip(MODEL_FEATURES, values) if v is not None}
+
+
+@dataclass
+class Snapshot:
+    ts: int
+    values: list[int | None] | int  # stored values, or a batch row index not yet materialised
+
+
+@dataclass
+class Resolved:
+    """What resolving produced: examples, experiment outcomes and dropped snapshot counts."""
+
+    examples: list[Example] = field(default_factory=list)
+    outcomes: list[tuple[str, bool]] = field(default_factory=list)  # (group, churned)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason → snapshots
+
+    def drop(self, reason: str, n: int) -> None:
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+
+@dataclass
+class Book:
+    """One subscriber's snapshot record."""
+
+    clock: int = 0
+    treated_until: int = 0
+    alerted_at: int = 0
+    group: int = 0
+    snaps: list[Snapshot] = field(default_factory=list)
+    rows: Callable[[int], list[int | None]] | None = None  # materialises batch row indices
+
+    # ---- transitions (policy and output passed in) -------------------------------------
+    def advance(self, clock: int, policy: LabelPolicy, sid: str, attrs: dict[str, float],
+                out: Resolved) -> None:
+        """Move the clock forward and resolve what survived its horizon."""
+        self.clock = max(self.clock, clock)
+        final = self.clock - policy.lateness_ms - policy.horizon_ms
+        while self.snaps and self.snaps[0].ts < final:
+            self._emit(self.snaps.pop(0), sid, self.clock, False, attrs, out)
+        if self.group and self.alerted_at < final:
+            out.outcomes.append((GROUPS[self.group], False))
+            self.group = 0
+
+    def label(self, churned: bool, ts: int, policy: LabelPolicy, sid: str,
+              attrs: dict[str, float], out: Resolved) -> None:
+        """A ``churn`` (churned) or ``active`` event at ``ts``."""
+        if churned:
+            keep = [s for s in self.snaps if s.ts > ts]
+            out.drop("after_label", len(keep))
+            for snap in self.snaps:
+                if snap.ts <= ts:
+                    self._emit(snap, sid, ts, snap.ts >= ts - policy.horizon_ms, attrs, out)
+            self.snaps = []
+            if self.group:
+                if self.alerted_at <= ts:
+                    out.outcomes.append((GROUPS[self.group], ts - self.alerted_at
+                                         <= policy.horizon_ms))
+                self.group = 0
+            return
+        while self.snaps and self.snaps[0].ts <= ts:
+            self._emit(self.snaps.pop(0), sid, ts, False, attrs, out)
+
+    def take(self, values: list[int | None] | int, policy: LabelPolicy, out: Resolved) -> None:
+        """A scored row at the clock becomes the period's snapshot (unless excluded)."""
+        if self.clock < self.treated_until:
+            return  # excluded after a retention action (not counted: no snapshot was made)
+        if self.snaps and self.snaps[-1].ts // policy.every_ms == self.clock // policy.every_ms:
+            return  # the period already has its snapshot
+        self.snaps.append(Snapshot(self.clock, values))
+
+    def alerted(self, ts: int, holdout: bool, policy: LabelPolicy, out: Resolved) -> None:
+        """An alert at ``ts``: with actions (treated) or held out (no action)."""
+        if not holdout:
+            out.drop("treated", len(self.snaps))
+            self.snaps = []
+            self.treated_until = max(self.treated_until, ts + policy.exclusion_ms)
+        if not self.group:
+            self.group, self.alerted_at = (HOLDOUT if holdout else TREATED), ts
+
+    def _values(self, snap: Snapshot) -> list[int | None]:
+        if isinstance(snap.values, int):
+            assert self.rows is not None, "a batch row index needs Book.rows"
+            snap.values = self.rows(snap.values)
+        return snap.values
+
+    def _emit(self, snap: Snapshot, sid: str, label_ts: int, churned: bool,
+              attrs: dict[str, float], out: Resolved) -> None:
+        values = self._values(snap)
+        out.examples.append(Example(f"{sid}/{snap.ts}", sid, snap.ts, label_ts, churned,
+                                    values, attrs))
+
+    # ---- storage -------------------------------------------------------------------------
+    def due(self, policy: LabelPolicy) -> int:
+        """The earliest clock at which an event without label or alert can change this
+        record: a new period, a snapshot or experiment surviving its horizon, the end of
+        an exclusion."""
+        final = policy.horizon_ms + policy.lateness_ms + 1
+        if self.snaps:
+            due = min((self.snaps[-1].ts // policy.every_ms + 1) * policy.every_ms,
+                      self.snaps[0].ts + final)
+        else:
+            due = self.treated_until
+        return min(due, self.alerted_at + final) if self.group else due
+
+    def encode(self, policy: LabelPolicy) -> bytes:
+        """:meth:`due` in seconds (4 bytes, rounded down), then compact msgpack: the clock,
+        then everything else relative to it (ms)."""
+        if not (self.snaps or self.group or self.treated_until > self.clock):
+            return b""  # nothing pending: nothing stored (the next event restarts from zero)
+        rows = []
+        prev = self.clock
+        for snap in reversed(self.snaps):
+            rows.append([prev - snap.ts, *self._values(snap)])
+            prev = snap.ts
+        due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
+        body = [self.clock, max(0, self.treated_until - self.clock),
+                self.clock - self.alerted_at if self.group else 0, self.group, rows]
+        return due.to_bytes(4, "little") + _encoder.encode(body)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Book:
+        if not body:
+            return cls()
+        clock, treated, alerted, group, rows = _decoder.decode(body[4:])
+        snaps: list[Snapshot] = []
+        ts = clock
+        for row in rows:
+            ts -= row[0]
+            snaps.append(Snapshot(ts, row[1:]))
+        snaps.reverse()
+        return cls(clock, clock + treated if treated else 0,
+                   clock - alerted if group else 0, group, snaps)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+def due_of(body: bytes) -> int:
+    """A stored record's :meth:`Book.due` (ms, rounded down to the second); 0 when empty."""
+    return int.from_bytes(body[:4], "little") * 1000 if body else 0

@@ -1,0 +1,343 @@
+"""Delayed labels on stored snapshots, through the real pipeline and Redis, against a plain
+recomputation from the raw event list (tests/label_oracle.py): horizon edges, replays,
+restarts, a crash between the examples' append and the batch commit, and treated vs held-out
+subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import redis as syncredis
+
+import streams.pipeline as pipeline_module
+from churnwatch.events import Event
+from churnwatch.keys import Keys
+from churnwatch.metrics import Metrics
+from features.schema import DAY_MS
+from online_models.learner import Learner, example_input
+from online_models.model import ChurnModel
+from online_models.snapshots import Book, LabelPolicy
+from online_models.versions import ModelVersions
+from tests.label_oracle import Harness, reference_labels, stream_examples
+
+T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC
+SHORT = LabelPolicy(horizon_ms=20 * DAY_MS, every_ms=5 * DAY_MS, lateness_ms=3 * DAY_MS,
+                    exclusion_ms=10 * DAY_MS)
+
+
+def _ev(sid: str, n: int, kind: str, ts: int, **kw) -> Event:  # type: ignore[no-untyped-def]
+    return Event(event_id=f"{sid}-{n}", subscriber_id=sid, type=kind, ts=ts, **kw)
+
+
+def _as_labels(examples) -> dict[str, tuple]:  # type: ignore[no-untyped-def]
+    return {ex.id: (ex.snapshot_ts, ex.churned, ex.values) for ex in examples}
+
+
+def _random_stream(seed: int, subscribers: int = 6, days: int = 120) -> list[Event]:
+    """Daily activity with labels, late events (some past the lateness) and re-sent events."""
+    rng = random.Random(seed)
+    kinds = ["login"] * 8 + ["spend"] * 3 + ["usage"] * 4 + ["complaint"] * 2 + \
+        ["profile", "active", "churn"]
+    out: list[Event] = []
+    n = 0
+    for day in range(days):
+        for s in range(subscribers):
+            if rng.random() < 0.5:
+                continue
+            sid = f"+4477009{s:05d}"
+            kind = rng.choice(kinds)
+            ts = T0 + day * DAY_MS + rng.randrange(DAY_MS)
+            if rng.random() < 0.08:
+                ts -= rng.randrange(5 * DAY_MS)  # late; some beyond the 3-day lateness
+            extra = {"spend": {"amount": rng.choice([10.0, 55.5, 120.0])},
+                     "usage": {"data_mb": 300.0, "voice_min": 12.5},
+                     "complaint": {"category": rng.choice(["network", "billing"])},
+                     "profile": {"plan": "standard", "monthly_fee": 25.0,
+                                 "tenure_months": rng.choice([3.0, 14.5]),
+                                 "attrs": {"contract_months_left": float(rng.randrange(12))}},
+                     }.get(kind, {})
+            n += 1
+            out.append(_ev(sid, n, kind, ts, **extra))
+            if rng.random() < 0.05:  # a replay of an earlier event
+                out.append(rng.choice(out))
+    return out
+
+
+def _batches(events: list[Event], rng: random.Random) -> list[list[Event]]:
+    out, i = [], 0
+    while i < len(events):
+        size = rng.randint(1, 60)
+        out.append(events[i:i + size])
+        i += size
+    return out
+
+
+def test_horizon_edges(redis_url: str) -> None:
+    async def main() -> None:
+        h = Harness(redis_url)
+        events = []
+        for sid, churn_day in (("+447700900001", 60), ("+447700900002", 59),
+                               ("+447700900003", 61)):
+            events += [_ev(sid, 1, "login", T0), _ev(sid, 2, "churn", T0 + churn_day * DAY_MS)]
+        quiet = "+447700900004"  # survival: final once clock − 7 d lateness > ts + 60 d
+        events += [_ev(quiet, 1, "login", T0), _ev(quiet, 2, "login", T0 + 67 * DAY_MS)]
+        await h.run(events)
+        got = _as_labels(await stream_examples(h.client))
+        assert {k: v[:2] for k, v in got.items()} == {
+            f"+447700900001/{T0}": (T0, True),   # exactly 60 days before the churn
+            f"+447700900002/{T0}": (T0, True),   # 59 days
+            f"+447700900003/{T0}": (T0, False),  # 61 days: it survived its horizon
+        }
+        await h.run([_ev(quiet, 3, "login", T0 + 67 * DAY_MS + 1)])
+        got = _as_labels(await stream_examples(h.client))
+        assert got[f"{quiet}/{T0}"][:2] == (T0, False)
+        assert f"{quiet}/{T0 + 67 * DAY_MS}" not in got
+        assert got == reference_labels(events + [_ev(quiet, 3, "login", T0 + 67 * DAY_MS + 1)],
+                                       LabelPolicy(), h.publisher.marks())
+        await h.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_streams_with_replays_and_restarts_match_the_reference(redis_url: str,
+                                                                      seed: int) -> None:
+    events = _random_stream(seed)
+
+    async def main() -> None:
+        h = Harness(redis_url, SHORT)
+        plan = _batches(events, random.Random(seed))
+        for k, batch in enumerate(plan):
+            if k == len(plan) // 2:
+                await h.start()  # a worker restart: nothing in memory survives
+            await h.run(batch)
+        for batch in plan[: len(plan) // 3]:  # a replay of the first third changes nothing
+            await h.run(batch)
+        examples = await stream_examples(h.client)
+        ids = [ex.id for ex in examples]
+        assert len(ids) == len(set(ids)), "a snapshot was resolved twice"
+        want = reference_labels(events, SHORT, h.publisher.marks())
+        assert _as_labels(examples) == want
+        assert sum(1 for v in want.values() if v[1]) >= 3
+        assert sum(1 for v in want.values() if not v[1]) >= 10
+        await h.stop()
+
+    asyncio.run(main())
+
+
+def test_crash_between_append_and_commit_is_learned_once(redis_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    events = _random_stream(7)
+    real_append = pipeline_module.append_examples
+    sync = syncredis.Redis.from_url(redis_url)
+    crashes = []
+
+    def append_then_die(pipe, keys, examples):  # type: ignore[no-untyped-def]
+        if examples and not crashes:  # the append lands, then the worker dies
+            scratch = sync.pipeline(transaction=False)
+            real_append(scratch, keys, examples)
+            scratch.execute()
+            crashes.append(len(examples))
+            raise RuntimeError("killed between the append and the commit")
+        real_append(pipe, keys, examples)
+
+    async def main() -> None:
+        h = Harness(redis_url, SHORT)
+        plan = _batches(events, random.Random(7))
+        monkeypatch.setattr(pipeline_module, "append_examples", append_then_die)
+        done = 0
+        for batch in plan:
+            try:
+                await h.run(batch)
+            except RuntimeError:
+                break
+            done += len(batch)
+        assert crashes, "no batch resolved any example"
+        await h.start()  # restart; Kafka re-delivers from the last commit, batched otherwise
+        for batch in _batches(events[done:], random.Random(8)):
+            await h.run(batch)
+        examples = await stream_examples(h.client)
+        ids = [ex.id for ex in examples]
+        repeats = len(ids) - len(set(ids))
+        assert repeats >= 1
+        first = {}
+        for ex in examples:
+            first.setdefault(ex.id, ex)
+        want = reference_labels(events, SHORT, h.publisher.marks())
+        assert _as_labels(first.values()) == want
+        metrics = Metrics()
+        learner = Learner(h.client, ModelVersions(h.client), metrics, "test-learner")
+        assert await learner.step(publish=True) == len(want)
+        assert metrics.registry.get_sample_value(
+            "churnwatch_model_examples_repeated_total") == repeats
+        await h.stop()
+
+    asyncio.run(main())
+    sync.close()
+
+
+def test_treated_snapshots_are_excluded_and_held_out_ones_learned(redis_url: str) -> None:
+    """Two subscribers with the same story: complaints and a login drop (seed_high_risk),
+    then churn. The one who got a retention action contributes no examples; the held-out one
+    (same alert, no action) does, positive."""
+    from alerting.holdout import Holdout
+
+    holdout = Holdout(0.5)
+    ids = [f"+4477009{n:05d}" for n in range(100)]
+    held = next(s for s in ids if holdout.holds(s))
+    treated = next(s for s in ids if not holdout.holds(s))
+
+    def story(sid: str) -> list[Event]:
+        out = [_ev(sid, d, "login", T0 + d * DAY_MS) for d in range(25)]
+        out += [_ev(sid, 100 + k, "complaint", T0 + (30 + k) * DAY_MS, category="network")
+                for k in range(2)]
+        out.append(_ev(sid, 200, "churn", T0 + 40 * DAY_MS))
+        return out
+
+    async def main() -> None:
+        h = Harness(redis_url, holdout=0.5)
+        events = sorted(story(held) + story(treated), key=lambda e: e.ts)
+        await h.run(events)
+        alerts = {a.subscriber_id: a for a in h.publisher.sent}
+        assert alerts[treated].actions and not alerts[treated].holdout
+        assert alerts[held].holdout and not alerts[held].actions
+        assert {s["reason"] for s in alerts[held].suppressed} == {"holdout"}
+        got = await stream_examples(h.client)
+        assert got and {ex.subscriber_id for ex in got} == {held}
+        assert all(ex.churned for ex in got)
+        assert _as_labels(got) == reference_labels(events, LabelPolicy(), h.publisher.marks())
+        registry = h.pipeline.metrics.registry  # type: ignore[union-attr]
+        assert registry.get_sample_value("churnwatch_holdout_alerts_total") == 1
+        assert registry.get_sample_value("churnwatch_model_snapshots_dropped_total",
+                                         {"reason": "treated"}) >= 1
+        for group in ("treated", "holdout"):
+            assert registry.get_sample_value("churnwatch_retention_experiment_total",
+                                             {"group": group, "result": "churned"}) == 1
+        await h.stop()
+
+    asyncio.run(main())
+
+
+def test_record_codec_round_trip_and_bound() -> None:
+    policy = LabelPolicy()
+    book = Book()
+    from online_models.snapshots import Resolved
+
+    out = Resolved()
+    for day in range(200):
+        book.advance(T0 + day * DAY_MS, policy, "s", {}, out)
+        book.take([day, None, -3, 1234567], policy, out)
+        again = Book.decode(book.encode(policy))
+        assert [(s.ts, s.values) for s in again.snaps] == [(s.ts, s.values) for s in book.snaps]
+        assert again.clock == book.clock
+        # pending snapshots never span more than the horizon plus the lateness
+        assert len(book.snaps) <= -(-(policy.horizon_ms + policy.lateness_ms)
+                                    // policy.every_ms) + 1
+    assert len(out.examples) > 0 and not any(ex.churned for ex in out.examples)
+    assert Book.decode(b"").snaps == []
+
+
+def test_learner_restart_resumes_exactly(redis_url: str) -> None:
+    """A learner that dies after publishing, having learned more, is replaced by one that
+    resumes from the published checkpoint: same scores at the restore, and in the end the same
+    weights as one learner that saw every example once."""
+    events = _random_stream(11, subscribers=10, days=150)
+    half = len(events) // 2
+
+    async def main() -> None:
+        h = Harness(redis_url, SHORT)
+        await h.run(events[:half])
+        everything = await stream_examples(h.client)
+        versions = ModelVersions(h.client)
+        first = Learner(h.client, versions, Metrics(), "learner-a", lock_ms=60_000)
+        learned_a = await first.step(publish=True)
+        assert learned_a > 0
+        probe = [example_input(ex) for ex in everything[:50]]
+        published = list(first.checkpoint.model.score(probe))  # type: ignore[union-attr]
+        await h.run(events[half:])
+        everything += await stream_examples(h.client)
+        await first.step(publish=False)  # learned more, never published: lost with the worker
+        await h.client.delete(Keys().model("learner"))  # its lock expired
+        second = Learner(h.client, versions, Metrics(), "learner-b")
+        await second._hold_lock()
+        await second._restore()
+        assert list(second.checkpoint.model.score(probe)) == published  # type: ignore[union-attr]
+        await second.step(publish=True)
+        reference = ChurnModel()
+        seen = set()
+        for ex in everything:
+            if ex.id not in seen:
+                seen.add(ex.id)
+                reference.learn(example_input(ex), ex.churned)
+        model = second.checkpoint.model  # type: ignore[union-attr]
+        assert model.classifier.weights == reference.classifier.weights
+        assert model.classifier.intercept == reference.classifier.intercept
+        assert model.label_counts() == reference.label_counts()
+        assert first.checkpoint is not None and await first.step() == 0  # fenced off
+        assert not first.leading
+        await h.stop()
+
+    asyncio.run(main())
+
+
+def test_quantisation_is_exact_for_small_values_and_within_six_percent_beyond() -> None:
+    import numpy as np
+
+    from features.schema import FEATURES
+    from online_models.snapshots import COLUMNS, decoded, quantise, stored_values
+
+    values = np.array([-250.0, -40.0, -16.0, -3.0, 0.0, 0.4, 7.0, 63.0, 64.0, 150.0, 1499.5,
+                       42_000.0, 90_000.0, np.nan])
+    matrix = np.zeros((len(values), len(FEATURES)))
+    matrix[:, COLUMNS[0]] = values
+    codes = stored_values(quantise(matrix)[:, 0].tolist())
+    assert all(c is None or -32 <= c <= 127 for c in codes)  # one msgpack byte each
+    assert codes[-1] is None
+    for value, code in zip(values[:-1].tolist(), codes[:-1]):
+        back = decoded(code)
+        if -16 <= value <= 63:
+            assert back == round(value)
+        else:
+            assert abs(back - value) <= 0.065 * abs(value), (value, back)
+
+
+def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str) -> None:
+    """A subscriber who goes quiet never sends the event that would move its clock: the sweep,
+    at the partition's watermark, labels its old snapshot negative and takes a new one,
+    touching only the record (compare-and-set on the value's tail)."""
+    quiet, busy = "+447700900011", "+447700900012"
+
+    async def main() -> None:
+        h = Harness(redis_url, holdout=1.0)  # the sweep's going_quiet alert acts on nobody
+        events = [_ev(quiet, 1, "login", T0)]
+        events += [_ev(busy, d, "login", T0 + d * DAY_MS) for d in range(0, 71, 5)]
+        await h.run(events)
+        earlier = _as_labels(await stream_examples(h.client))
+        assert all(k.startswith(busy) for k in earlier)  # its own old periods, not the quiet
+        store = h.pipeline.store  # type: ignore[union-attr]
+        before = await store.read([quiet], T0 + 70 * DAY_MS)
+        result = await h.pipeline.sweep(0, h.publisher)  # type: ignore[union-attr]
+        assert result.outcomes["swept"] == 1
+        got = _as_labels(await stream_examples(h.client))
+        assert {k: v[:2] for k, v in got.items() if k not in earlier} == {
+            f"{quiet}/{T0}": (T0, False)}
+        after = await store.read([quiet], T0 + 70 * DAY_MS)
+        assert after[quiet][1] == before[quiet][1]
+        import numpy as np
+
+        assert np.array_equal(after[quiet][0], before[quiet][0], equal_nan=True)  # untouched
+        snap = await store.snapshot([quiet])
+        book = Book.decode(snap.parts[quiet][1])
+        assert [s.ts for s in book.snaps] == [T0 + 70 * DAY_MS]  # taken at the watermark
+        assert [a.rules for a in h.publisher.sent] == [["going_quiet"]]
+        # a value whose tail changed since the read is left alone
+        key = Keys().state(quiet)
+        value = await h.client.get(key)
+        assert await h.pipeline._tails(keys=[key], args=[b"not-the-tail", b"x"]) == 0
+        assert await h.client.get(key) == value
+        await h.stop()
+
+    asyncio.run(main())
