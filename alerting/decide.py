@@ -39,6 +39,8 @@ class Decision:
     rule_hits: dict[str, int]
     held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
     storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    risk: dict[str, tuple[int, float, str]] = field(default_factory=dict)  # subscriber → its
+    # last row's (event time, score, severity or "")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def decide_alerts(
     acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
     entries = {sid: dict(e) for sid, e in ledgers.items()}
     out = Decision([], [], {}, {}, [], [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
+    out.risk = _risk(triggers, scores, evaluation.severity)
     for j, ev in enumerate(triggers):
         hits = evaluation.hits[j]
         rank = int(evaluation.severity[j])
@@ -139,6 +142,15 @@ def decide_alerts(
         out.payloads.append(payload)
         out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
     return out
+
+
+def _risk(triggers: Sequence[Event], scores: np.ndarray,
+          severity: np.ndarray) -> dict[str, tuple[int, float, str]]:
+    """Each subscriber's last row: (event time, score, severity or "")."""
+    last = {ev.subscriber_id: j for j, ev in enumerate(triggers)}
+    return {sid: (triggers[j].ts, float(scores[j]),
+                  SEVERITIES[int(severity[j]) - 1] if severity[j] else "")
+            for sid, j in last.items()}
 
 
 def _month(ts_ms: int) -> str:

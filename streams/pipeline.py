@@ -34,6 +34,7 @@ from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
+from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
 from churnwatch.failpoints import failpoint
@@ -103,7 +104,8 @@ class Pipeline:
     def __init__(self, store: FeatureStore, ledger: AlertLedger, rules: CompiledRuleset,
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
                  silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 risk: RiskHistory | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.rules = rules
@@ -117,6 +119,7 @@ class Pipeline:
         self.quality = ProgressiveValidation(model, metrics.registry)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
+        self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
         self._lock = asyncio.Lock()
         metrics.ruleset.labels(rules.version).set(1)
         metrics.model.labels(model.version).set(1)
@@ -162,6 +165,7 @@ class Pipeline:
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
                 self._hold(pipe, decision)
+                await self.risk.record(pipe, decision.risk)
                 await pipe.execute()
                 self.metrics.stage_seconds.labels("features").observe(t1 - t0)
                 self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
@@ -211,6 +215,7 @@ class Pipeline:
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
                     self._hold(pipe, decision)
+                    await self.risk.record(pipe, decision.risk)
                     await pipe.execute()
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)

@@ -16,6 +16,7 @@ import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from alerting.alert import Alert, to_json
+from alerting.feed import AlertFeed
 from alerting.sinks import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
@@ -34,6 +35,7 @@ class KafkaPublisher:
         self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
         self.publish_scores = settings.publish_scores
         self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
+        self.feed = AlertFeed(redis, maxlen=settings.web_feed_maxlen)
         self.queues = (TeamQueues(redis, maxlen=settings.work_queue_maxlen)
                        if settings.work_queues else None)
         self.webhook = (WebhookSink(settings.webhook_url, settings.webhook_secret.get_secret_value(),
@@ -56,10 +58,11 @@ class KafkaPublisher:
                                         for a, p in zip(alerts, payloads)])
         if self.alerts_jsonl:
             self.alerts_jsonl.write(payloads)
+        async for attempt in _retrying():
+            with attempt:
+                await self.feed.add(payloads)
         if self.queues:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(RETRYABLE),
-                                               reraise=True,
-                                               wait=wait_exponential_jitter(initial=0.1, max=5)):
+            async for attempt in _retrying():
                 with attempt:
                     added = await self.queues.send(alerts, payloads)
             self.metrics.queued_actions.inc(added)
@@ -80,3 +83,9 @@ class KafkaPublisher:
             await self._send(SCORES_TOPIC, [(None, p) for p in payloads])
         if self.scores_jsonl:
             self.scores_jsonl.write(payloads)
+
+
+def _retrying() -> AsyncRetrying:
+    """Retry Redis writes of a sink until Redis is back (the batch waits)."""
+    return AsyncRetrying(retry=retry_if_exception_type(RETRYABLE), reraise=True,
+                         wait=wait_exponential_jitter(initial=0.1, max=5))
