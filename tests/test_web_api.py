@@ -204,6 +204,8 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
         for n in range(5):  # capped at 3 points
             await h.risk.record(pipe, {XSS: (T0 + (5 - n) * 1000, n / 10, "high" if n else "")})
         await pipe.execute()
+        assert 0 < await h.redis.ttl(Keys().risk(XSS)) <= 400 * 86_400
+        assert await h.redis.strlen(Keys().risk(XSS)) == 3 * 7  # 7 bytes a point
         with caplog.at_level(logging.INFO, logger="churnwatch.web"):
             resp = await client.get(f"/api/subscribers/{quote(XSS, safe='')}", headers=AUTH)
             await resp.read()
