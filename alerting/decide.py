@@ -39,8 +39,8 @@ class Decision:
     rule_hits: dict[str, int]
     held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
     storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
-    risk: dict[str, tuple[int, float, str]] = field(default_factory=dict)  # subscriber → its
-    # last row's (event time, score, severity or "")
+    risk: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)  # subscriber
+    # → (event time, score, severity or "") of its last row of each event-time day, by day
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,15 @@ def decide_alerts(
 
 
 def _risk(triggers: Sequence[Event], scores: np.ndarray,
-          severity: np.ndarray) -> dict[str, tuple[int, float, str]]:
-    """Each subscriber's last row: (event time, score, severity or "")."""
-    last = {ev.subscriber_id: j for j, ev in enumerate(triggers)}
-    return {sid: (triggers[j].ts, float(scores[j]),
-                  SEVERITIES[int(severity[j]) - 1] if severity[j] else "")
-            for sid, j in last.items()}
+          severity: np.ndarray) -> dict[str, list[tuple[int, float, str]]]:
+    """Each subscriber's last row of each event-time day, in day order: (event time, score,
+    severity or "")."""
+    last = {(ev.subscriber_id, ev.ts // DAY_MS): j for j, ev in enumerate(triggers)}
+    out: dict[str, list[tuple[int, float, str]]] = {}
+    for (sid, _), j in sorted(last.items()):
+        out.setdefault(sid, []).append((triggers[j].ts, float(scores[j]),
+                                        SEVERITIES[int(severity[j]) - 1] if severity[j] else ""))
+    return out
 
 
 def _month(ts_ms: int) -> str:

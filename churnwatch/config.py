@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     web_feed_maxlen: int = Field(10_000, ge=100, le=10_000_000, description="approximate "
                                  "number of recent alerts kept in the global feed cw:feed")
     risk_history: int = Field(100, ge=0, le=10_000, description="risk-score points kept per "
-                              "subscriber, one per batch that touches it (0 = off)")
+                              "subscriber, one per event-time day (0 = off)")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("broker")

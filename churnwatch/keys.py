@@ -25,7 +25,7 @@ class Keys:
         return f"{self.prefix}:{{{subscriber_id}}}:alerts"
 
     def risk(self, subscriber_id: str) -> str:
-        """The subscriber's risk score over time (7-byte points, one per batch; see alerting.risk)."""
+        """The subscriber's risk score over time (7-byte points, one per day; see alerting.risk)."""
         return f"{self.prefix}:{{{subscriber_id}}}:risk"
 
     def feed(self) -> str:
