@@ -146,13 +146,15 @@ def decide_alerts(
 
 def _risk(triggers: Sequence[Event], scores: np.ndarray,
           severity: np.ndarray) -> dict[str, list[tuple[int, float, str]]]:
-    """Each subscriber's last row of each event-time day, in day order: (event time, score,
-    severity or "")."""
-    last = {(ev.subscriber_id, ev.ts // DAY_MS): j for j, ev in enumerate(triggers)}
+    """Each subscriber's last row of each event-time day, days in order of first appearance
+    (event order): (event time, score, severity or "")."""
+    last = dict(zip([(ev.subscriber_id, ev.ts // DAY_MS) for ev in triggers], range(len(triggers))))
+    rows = np.fromiter(last.values(), np.int64, len(last))
+    names = ("",) + SEVERITIES
     out: dict[str, list[tuple[int, float, str]]] = {}
-    for (sid, _), j in sorted(last.items()):
-        out.setdefault(sid, []).append((triggers[j].ts, float(scores[j]),
-                                        SEVERITIES[int(severity[j]) - 1] if severity[j] else ""))
+    for (sid, _), j, score, rank in zip(last, rows.tolist(), scores[rows].tolist(),
+                                        severity[rows].tolist()):
+        out.setdefault(sid, []).append((triggers[j].ts, score, names[rank]))
     return out
 
 

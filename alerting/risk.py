@@ -62,8 +62,8 @@ class RiskHistory:
 
     async def record(self, pipe: Any,
                      points: Mapping[str, Sequence[tuple[int, float, str]]]) -> None:
-        """Queue each subscriber's points (event time ms, score, severity or ""), in event
-        time order, on ``pipe`` (the caller executes it)."""
+        """Queue each subscriber's points (event time ms, score, severity or "") on ``pipe``
+        (the caller executes it); a point for a day before the previous one is ignored."""
         if not points or not self.cap:
             return
         keys = [self.keys.risk(sid) for sid in points]

@@ -17,14 +17,15 @@ DAY = 86_400_000
 T0 = 1_767_225_600_000  # a UTC midnight
 
 
-def test_each_subscriber_keeps_its_last_row_of_each_day_in_day_order() -> None:
+def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None:
     triggers = [Event(event_id=str(n), subscriber_id=sid, type="login", ts=ts) for n, (sid, ts)
-                in enumerate([("a", T0 + DAY + 5), ("a", T0 + 1), ("b", T0 + 2), ("a", T0 + 3)])]
-    scores = np.array([0.1, 0.2, 0.3, 0.4])
-    severity = np.array([3, 0, 1, 2])
-    assert _risk(triggers, scores, severity) == {
-        "a": [(T0 + 3, 0.4, "medium"), (T0 + DAY + 5, 0.1, "high")],
-        "b": [(T0 + 2, 0.3, "low")]}
+                in enumerate([("a", T0 + 1), ("a", T0 + DAY + 5), ("b", T0 + 2), ("a", T0 + 3),
+                              ("b", T0 - DAY)])]
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    severity = np.array([3, 0, 1, 2, 0])
+    assert _risk(triggers, scores, severity) == {  # a late day comes last (the store skips it)
+        "a": [(T0 + 3, 0.4, "medium"), (T0 + DAY + 5, 0.2, "")],
+        "b": [(T0 + 2, 0.3, "low"), (T0 - DAY, 0.5, "")]}
 
 
 @pytest.mark.integration
