@@ -39,6 +39,8 @@ class Decision:
     rule_hits: dict[str, int]
     held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
     storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
+    risk: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)  # subscriber
+    # → (event time, score, severity or "") of its last row of each event-time day, by day
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def decide_alerts(
     acting = np.array([not r.shadow for r in ruleset.rules], dtype=np.bool_)
     entries = {sid: dict(e) for sid, e in ledgers.items()}
     out = Decision([], [], {}, {}, [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
+    out.risk = _risk(triggers, scores, evaluation.severity)
     for j, ev in enumerate(triggers):
         hits = evaluation.hits[j]
         rank = int(evaluation.severity[j])
@@ -146,6 +149,20 @@ def decide_alerts(
         out.alerts.append(alert)
         out.payloads.append(payload)
         out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
+    return out
+
+
+def _risk(triggers: Sequence[Event], scores: np.ndarray,
+          severity: np.ndarray) -> dict[str, list[tuple[int, float, str]]]:
+    """Each subscriber's last row of each event-time day, days in order of first appearance
+    (event order): (event time, score, severity or "")."""
+    last = dict(zip([(ev.subscriber_id, ev.ts // DAY_MS) for ev in triggers], range(len(triggers))))
+    rows = np.fromiter(last.values(), np.int64, len(last))
+    names = ("",) + SEVERITIES
+    out: dict[str, list[tuple[int, float, str]]] = {}
+    for (sid, _), j, score, rank in zip(last, rows.tolist(), scores[rows].tolist(),
+                                        severity[rows].tolist()):
+        out.setdefault(sid, []).append((triggers[j].ts, score, names[rank]))
     return out
 
 

@@ -45,9 +45,15 @@ class OutcomeTracker:
         self.redis = redis
         self.keys = keys
         self.key = f"{keys.prefix}:outcomes"
+        registry = registry or CollectorRegistry()
         self._counter = Counter("churnwatch_outcomes", "Retention outcomes by result, rule, "
                                 "segment and action", ["result", "rule", "segment", "action"],
-                                registry=registry or CollectorRegistry())
+                                registry=registry)
+        self._results = Counter("churnwatch_action_outcomes", "Outcome events matched to their "
+                                "alert, by result; retention rate = accepted / (accepted + "
+                                "declined)", ["result"], registry=registry)
+        for result in RESULTS:
+            self._results.labels(result)
         self.unmatched = 0
 
     async def record(self, outcomes: Sequence[Event]) -> int:
@@ -67,6 +73,7 @@ class OutcomeTracker:
                 self.unmatched += 1
                 continue
             matched += 1
+            self._results.labels(ev.result).inc()
             for rule in alert["rules"]:
                 for action in alert["actions"] or [{"id": "none"}]:
                     field = f"{rule}|{alert['segment']}|{action['id']}|{ev.result}"

@@ -292,7 +292,8 @@ class Bench:
         env = dict(os.environ, CHURNWATCH_BROKER=self.broker, CHURNWATCH_REDIS_URL=self.redis_url,
                    CHURNWATCH_ALERTS_JSONL=str(self.workdir / "alerts.jsonl"),
                    CHURNWATCH_APP_ID=self.app_id, CHURNWATCH_METRICS_PORT=str(self.metrics_port),
-                   CHURNWATCH_PARTITIONS=str(self.opts.partitions))
+                   CHURNWATCH_PARTITIONS=str(self.opts.partitions),
+                   CHURNWATCH_WEB_ENABLED="false")
         for key in ("CHURNWATCH_CONFIG", "CHURNWATCH_WEBHOOK_URL"):
             env.pop(key, None)
         self.worker_log = self.workdir / "worker.log"

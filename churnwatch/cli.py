@@ -33,6 +33,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
     churn_rate: Annotated[float, typer.Option(help="share of subscribers who churn")] = 0.08,
     faults: Annotated[bool, typer.Option(help="inject duplicates, late and invalid events")] = True,
+    keep_serving: Annotated[bool, typer.Option(help="after the summary, keep the worker and the "
+                                               "retention team's page running until Ctrl-C")]
+    = False,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -42,7 +45,7 @@ def demo(
 
     settings = load(config)
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, churn_rate=churn_rate,
-                          faults=faults, json_output=json_out)
+                          faults=faults, json_output=json_out, keep_serving=keep_serving)
     try:
         summary = run_demo(settings, options)
     except ChurnwatchError as exc:

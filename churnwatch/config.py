@@ -124,6 +124,18 @@ class Settings(BaseSettings):
                                     "Kafka message by the ingest process")
     ingest_produce_timeout_s: float = Field(30, gt=0, le=600, description="wait for broker "
                                             "acks before answering 503")
+    web_enabled: bool = Field(True, description="serve /healthz, /readyz and the retention "
+                              "team's page and API from each worker (needs web_token)")
+    web_host: str = Field("127.0.0.1", description="bind address of the worker's web server")
+    web_port: int = Field(8090, ge=0, le=65535, description="port of the worker's web server "
+                          "(0 = any free)")
+    web_token: SecretStr = Field(SecretStr(""), description="token of the retention team's page "
+                                 "and API (at least 16 characters); required unless "
+                                 "web_enabled is false")
+    web_feed_maxlen: int = Field(10_000, ge=100, le=10_000_000, description="approximate "
+                                 "number of recent alerts kept in the global feed cw:feed")
+    risk_history: int = Field(100, ge=0, le=10_000, description="risk-score points kept per "
+                              "subscriber, one per event-time day (0 = off)")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("broker")
@@ -138,6 +150,13 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("http", "https"):
             raise ValueError("must look like https://HOST/PATH")
+        return value
+
+    @field_validator("web_token")
+    @classmethod
+    def _web_token(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("too short: use at least 16 random characters")
         return value
 
     @field_validator("redis_url")

@@ -1,15 +1,18 @@
 """`churnwatch demo`: the whole engine on this machine with a synthetic telemetry feed.
 
 Starts the embedded broker and redis-server unless configured, creates the topics, runs a
-real `churnwatch worker` process, streams the simulation into churn.events, prints alerts
-as they arrive on churn.alerts, waits until the worker has committed every event, and
-summarises throughput, alerts and their precision/recall against the simulation's truth.
+real `churnwatch worker` process (serving the retention team's page, whose URL and token it
+prints), streams the simulation into churn.events, prints alerts as they arrive on
+churn.alerts, waits until the worker has committed every event, and summarises throughput,
+alerts and their precision/recall against the simulation's truth (``keep_serving``: then
+keeps the worker and its page up until Ctrl-C).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -49,6 +52,7 @@ class DemoOptions:
     faults: bool = True
     json_output: bool = False
     timeout_s: float = 900.0
+    keep_serving: bool = False  # after the summary, keep the worker and its page up (Ctrl-C)
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
@@ -60,6 +64,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
         alerts_path = settings.alerts_jsonl or workdir / "alerts.jsonl"
         metrics_port = free_port()
+        web_port = free_port()
+        web_token = settings.web_token.get_secret_value() or secrets.token_urlsafe(24)
         app_id = settings.app_id if settings.broker else "churnwatch-demo"
         bootstrap = broker.split("://", 1)[-1]
         console.print(f"broker {broker}  redis {redis_url}  alerts → {alerts_path}")
@@ -68,11 +74,15 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         env = dict(os.environ, CHURNWATCH_BROKER=broker, CHURNWATCH_REDIS_URL=redis_url,
                    CHURNWATCH_ALERTS_JSONL=str(alerts_path), CHURNWATCH_APP_ID=app_id,
                    CHURNWATCH_METRICS_PORT=str(metrics_port),
+                   CHURNWATCH_WEB_ENABLED="true", CHURNWATCH_WEB_HOST="127.0.0.1",
+                   CHURNWATCH_WEB_PORT=str(web_port), CHURNWATCH_WEB_TOKEN=web_token,
                    CHURNWATCH_PARTITIONS=str(settings.partitions))
         log_path = workdir / "worker.log"
         worker = subprocess.Popen([sys.executable, "-m", "churnwatch", "worker"], env=env,
                                   stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
         stack.callback(_stop, worker)
+        console.print(f"retention team's page: [bold]http://127.0.0.1:{web_port}/[/]\n"
+                      f"  sign in with the token [bold]{web_token}[/]", soft_wrap=True)
         sim = Simulation(SimConfig(
             subscribers=options.subscribers, days=options.days, seed=options.seed,
             churn_rate=options.churn_rate,
@@ -88,7 +98,22 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         run["worker_metrics"] = _scrape(metrics_port)
         summary = _summarise(sim.truth, int(sim.cfg.start.timestamp() * 1000), run)
         _print_summary(console, summary)
+        summary["web_url"] = f"http://127.0.0.1:{web_port}/"
+        if options.keep_serving:
+            _serve_until_interrupted(console, worker, summary["web_url"], web_token)
         return summary
+
+
+def _serve_until_interrupted(console: Console, worker: subprocess.Popen, url: str,
+                             token: str) -> None:
+    """Keep the worker (and its web page) running until Ctrl-C or until it exits."""
+    console.print(f"the worker keeps running (Ctrl-C stops the demo): open [bold]{url}[/]\n"
+                  f"  sign in with the token [bold]{token}[/]", soft_wrap=True)
+    try:
+        while worker.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _stop(worker: subprocess.Popen) -> None:

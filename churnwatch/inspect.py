@@ -13,28 +13,39 @@ from churnwatch.config import Settings
 from churnwatch.events import normalise_subscriber
 from features.schema import DAY_MS, FEATURES
 from features.store import FeatureStore, StoreConfig
+from online_models.model import ChurnModel, model_input
 from online_models.versions import ModelVersions
-from online_models.model import model_input
-from rules.engine import compile_ruleset
+from rules.engine import CompiledRuleset, compile_ruleset
 from rules import registry
 from rules.ruleset import SEVERITIES, load_ruleset, parse_ruleset
 
+
 async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
                              now_ms: int | None = None) -> dict[str, Any]:
-    """A JSON-ready report (DESIGN.md §5); ``known`` is false for a subscriber never seen."""
+    """A JSON-ready report (DESIGN.md §5); ``known`` is false for a subscriber never seen.
+    Uses the ruleset and model the workers publish in Redis."""
     sid = normalise_subscriber(subscriber)
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS)))
     found = await store.read([sid], now_ms=now_ms)
     alerts = [orjson.loads(a) for a in await AlertLedger(redis).recent_alerts(sid)]
     if sid not in found:
-        return {"subscriber_id": sid, "known": False, "features": {}, "indicators": {},
-                "segment": None, "score": None, "severity": None, "rules": [], "alerts": alerts}
-    row, attrs = found[sid]
+        return describe(sid, None, alerts, None, None)
     published = await registry.fetch(redis)  # the ruleset the workers run, if one was pushed
     compiled = compile_ruleset(parse_ruleset(published.text, published.source) if published
                                else load_ruleset(settings.rules_file))
     checkpoint = await ModelVersions(redis).load_active()
-    model = checkpoint.model if checkpoint else None
+    return describe(sid, found[sid], alerts, compiled, checkpoint.model if checkpoint else None)
+
+
+def describe(sid: str, found: tuple[np.ndarray, dict[str, float]] | None,
+             alerts: list[dict[str, Any]], compiled: CompiledRuleset | None,
+             model: ChurnModel | None) -> dict[str, Any]:
+    """The report of subscriber ``sid`` from its features and attributes (``found``, None if
+    never seen), its recent alerts, a compiled ruleset and the model (if any)."""
+    if found is None or compiled is None:
+        return {"subscriber_id": sid, "known": False, "features": {}, "indicators": {},
+                "segment": None, "score": None, "severity": None, "rules": [], "alerts": alerts}
+    row, attrs = found
     score = float(model.score([model_input(row, attrs)])[0]) if model else None
     inputs = np.array([[score, *model.label_counts()]]) if model else None
     evaluation = compiled.evaluate(row.reshape(1, -1), inputs)

@@ -24,6 +24,14 @@ class Keys:
         """The subscriber's recent delivered alerts (a list of JSON, newest first)."""
         return f"{self.prefix}:{{{subscriber_id}}}:alerts"
 
+    def risk(self, subscriber_id: str) -> str:
+        """The subscriber's risk score over time (7-byte points, one per day; see alerting.risk)."""
+        return f"{self.prefix}:{{{subscriber_id}}}:risk"
+
+    def feed(self) -> str:
+        """The global feed of delivered alerts, for the retention team's page (a stream)."""
+        return f"{self.prefix}:feed"
+
     def silence_due(self, partition: int) -> str:
         """Per-partition sorted set: subscriber → event time at which to re-check its silence."""
         return f"{self.prefix}:silence:{{p{partition}}}:due"

@@ -22,11 +22,15 @@ from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
+from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
+from churnwatch.produce import partition_for
+from churnwatch.web.server import ReadyProbe, build_app as build_web_app, start as start_web
+from churnwatch.web.worker import worker_deps
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
@@ -71,7 +75,9 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
                          exclusion_ms=int(settings.model_exclusion_days * DAY_MS))
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
-                        holdout=Holdout(settings.holdout_fraction, settings.holdout_salt))
+                        holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
+                        risk=RiskHistory(redis, cap=settings.risk_history,
+                                         ttl_s=settings.state_ttl_days * 86_400))
     pipeline.do_not_contact = do_not_contact
     pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
     return pipeline
@@ -85,6 +91,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     if settings.webhook_url and not settings.webhook_secret.get_secret_value():
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
                           "Fix: set the receiver's signing secret (whsec_<base64> or text)")
+    if settings.web_enabled and not settings.web_token.get_secret_value():
+        raise ConfigError("CHURNWATCH_WEB_TOKEN is empty, and the worker's web server (health "
+                          "probes, the retention team's page) needs it. Fix: set it to a long "
+                          "random string, e.g. `python -c 'import secrets; print(secrets."
+                          "token_urlsafe(32))'`, or set CHURNWATCH_WEB_ENABLED=false to run "
+                          "without the web server")
     metrics = metrics or Metrics()
     app = ChurnApp(
         settings.app_id,
@@ -130,6 +142,26 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
                                       registry=metrics.registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    @app.task
+    async def serve_web() -> None:
+        if not settings.web_enabled:
+            return
+
+        async def send_event(subscriber_id: str, payload: bytes) -> None:
+            await (await app.producer.send(
+                EVENTS_TOPIC, subscriber_id.encode(), payload,
+                partition_for(subscriber_id, settings.partitions), None, None))
+
+        def assigned() -> bool:
+            return any(tp.topic == EVENTS_TOPIC for tp in app.consumer.assignment())
+
+        web_app = build_web_app(settings.web_token.get_secret_value(),
+                                worker_deps(settings, redis, pipeline, send_event),
+                                ReadyProbe(redis, assigned))
+        _, port = await start_web(web_app, settings.web_host, settings.web_port)
+        log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
+                 settings.web_host, port)
 
     watcher = registry.RulesWatcher(redis, pipeline)
     versions = ModelVersions(redis)

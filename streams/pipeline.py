@@ -40,6 +40,7 @@ from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
+from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
 from churnwatch.failpoints import failpoint
@@ -113,7 +114,7 @@ class Pipeline:
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
                  silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
                  clock: Callable[[], float] = time.time, labels: LabelPolicy = LabelPolicy(),
-                 holdout: Holdout = Holdout()) -> None:
+                 holdout: Holdout = Holdout(), risk: RiskHistory | None = None) -> None:
         self.store = store
         self.ledger = ledger
         self.rules = rules
@@ -131,6 +132,7 @@ class Pipeline:
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
+        self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
         self._lock = asyncio.Lock()
         metrics.set_version(metrics.ruleset, rules.version)
         metrics.set_version(metrics.model, model.version)
@@ -191,6 +193,7 @@ class Pipeline:
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
                 self._hold(pipe, decision)
+                await self.risk.record(pipe, decision.risk)
                 await pipe.execute()
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
@@ -258,6 +261,7 @@ class Pipeline:
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
                     self._hold(pipe, decision)
+                    await self.risk.record(pipe, decision.risk)
                     await pipe.execute()
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)

@@ -16,6 +16,7 @@ import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from alerting.alert import Alert, to_json
+from alerting.feed import AlertFeed
 from alerting.sinks import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
@@ -34,6 +35,7 @@ class KafkaPublisher:
         self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
         self.publish_scores = settings.publish_scores
         self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
+        self.feed = AlertFeed(redis, maxlen=settings.web_feed_maxlen)
         self.queues = (TeamQueues(redis, maxlen=settings.work_queue_maxlen)
                        if settings.work_queues else None)
         self.webhook = (WebhookSink(settings.webhook_url, settings.webhook_secret.get_secret_value(),
@@ -61,10 +63,11 @@ class KafkaPublisher:
         if self.alerts_jsonl:
             self.alerts_jsonl.write(payloads)
             actions.labels("jsonl", "sent").inc(n_actions)
+        async for attempt in self._retrying("alerts_feed"):
+            with attempt:
+                await self.feed.add(payloads)
         if self.queues:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(RETRYABLE),
-                                               reraise=True, before_sleep=self._redis_error,
-                                               wait=wait_exponential_jitter(initial=0.1, max=5)):
+            async for attempt in self._retrying("work_queue"):
                 with attempt:
                     added = await self.queues.send(alerts, payloads)
             actions.labels("work_queue", "sent").inc(added)
@@ -79,8 +82,13 @@ class KafkaPublisher:
             actions.labels("webhook", "sent").inc(n_actions - lost)
             actions.labels("webhook", "dead_letter").inc(lost)
 
-    def _redis_error(self, state: object) -> None:
-        self.metrics.redis_errors.labels("work_queue").inc()
+    def _retrying(self, operation: str) -> AsyncRetrying:
+        """Retry a sink's Redis writes until Redis is back (the batch waits), counting errors."""
+        def count(state: object) -> None:
+            self.metrics.redis_errors.labels(operation).inc()
+
+        return AsyncRetrying(retry=retry_if_exception_type(RETRYABLE), reraise=True,
+                             before_sleep=count, wait=wait_exponential_jitter(initial=0.1, max=5))
 
     async def _webhook_dead_letter(self, alert: Alert, reason: str) -> None:
         letter = DeadLetter(f"webhook: {reason}", "webhook", ALERTS_TOPIC, -1, -1, -1,
@@ -94,3 +102,4 @@ class KafkaPublisher:
             await self._send(SCORES_TOPIC, [(None, p) for p in payloads])
         if self.scores_jsonl:
             self.scores_jsonl.write(payloads)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -60,13 +61,17 @@ class Worker:
         self.log_path = tmp / "worker.log"
         self.app_id = f"test-{uuid.uuid4().hex[:8]}"
         self.metrics_port = free_port()
+        self.web_port = free_port()
+        self.web_token = secrets.token_urlsafe(24)
         self.env = dict(os.environ, CHURNWATCH_BROKER=broker.url, CHURNWATCH_REDIS_URL=redis_url,
                         CHURNWATCH_ALERTS_JSONL=str(self.alerts_path),
                         CHURNWATCH_SCORES_JSONL=str(self.scores_path),
                         CHURNWATCH_APP_ID=self.app_id,
                         CHURNWATCH_METRICS_PORT=str(self.metrics_port),
-                        CHURNWATCH_PARTITIONS=str(partitions), CHURNWATCH_SESSION_TIMEOUT_S="2",
-                        **env)
+                        CHURNWATCH_WEB_PORT=str(self.web_port),
+                        CHURNWATCH_WEB_TOKEN=self.web_token,
+                        CHURNWATCH_PARTITIONS=str(partitions), CHURNWATCH_SESSION_TIMEOUT_S="2")
+        self.env.update(env)
         self.proc: subprocess.Popen | None = None
 
     def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:

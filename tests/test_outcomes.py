@@ -54,3 +54,6 @@ def test_outcomes_become_retention_rates(redis_url: str) -> None:
     assert registry.get_sample_value("churnwatch_outcomes_total", {
         "result": "declined", "rule": "seed_high_risk", "segment": "regular",
         "action": "offer"}) == 1
+    assert {r: registry.get_sample_value("churnwatch_action_outcomes_total", {"result": r})
+            for r in ("accepted", "declined", "no_contact")} == {
+        "accepted": 1, "declined": 1, "no_contact": 1}

@@ -1,0 +1,1 @@
+"""The worker's web server: /healthz, /readyz and the retention team's page and JSON API."""
