@@ -250,8 +250,8 @@ def _summarise(truth: Truth, start_ms: int, run: dict[str, Any]) -> dict[str, An
         "precision": round(len(caught) / len(first_high), 3) if first_high else None,
         "recall": round(len(caught) / len(truth.churners), 3) if truth.churners else None,
         "median_lead_days": round(float(np.median(lead_days)), 1) if lead_days else None,
-        "detection_latency_ms_p50": float(np.percentile(latency, 50)) if latency else None,
-        "detection_latency_ms_p99": float(np.percentile(latency, 99)) if latency else None,
+        "detection_latency_ms_p50": round(float(np.percentile(latency, 50)), 1) if latency else None,
+        "detection_latency_ms_p99": round(float(np.percentile(latency, 99)), 1) if latency else None,
     }
 
 
