@@ -10,8 +10,6 @@ from typing import Any
 
 import faust
 import msgspec
-import redis as syncredis
-import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
 from alerting.ledger import AlertLedger
@@ -22,6 +20,7 @@ from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
+from churnwatch.redis_connect import connect, connect_sync
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
@@ -41,7 +40,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             ttl_s=settings.state_ttl_days * 86_400))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
-    sync = syncredis.Redis.from_url(settings.redis_url)
+    sync = connect_sync(settings)
     published = registry.decode(sync.get(registry.ACTIVE_KEY))
     ruleset = (parse_ruleset(published.text, published.source) if published
                else load_ruleset(settings.rules_file))
@@ -92,7 +91,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         producer_acks=-1,
         producer_linger_ms=5,
     )
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    redis = connect(settings, health_check_interval=10)
     pipeline = build_pipeline(settings, redis, metrics)
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)

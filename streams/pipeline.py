@@ -49,7 +49,10 @@ log = logging.getLogger("churnwatch.pipeline")
 
 RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError,
-             redis.exceptions.ReadOnlyError)
+             redis.exceptions.ReadOnlyError,
+             # Redis Cluster: a slot moved or is migrating, a failover is under way
+             redis.exceptions.AskError, redis.exceptions.TryAgainError,
+             redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError)
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
 
@@ -265,6 +268,8 @@ class Pipeline:
     def _retrying(self) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]
             self.metrics.redis_errors.inc()
+            self.store.router.invalidate()  # a cluster's slots may have moved
+            self.ledger.router.invalidate()
             log.warning("redis unavailable (%s); retrying in %.1fs",
                         type(state.outcome.exception()).__name__, state.next_action.sleep)
 
