@@ -104,8 +104,9 @@ class ScriptRouter:
 
         With ``pipe`` on a single Redis the calls are only queued on it (the caller executes
         it) and None is returned. On a cluster the calls always go out at once, on their own
-        pipeline and without redirections: a moved slot raises (``MovedError``, retryable)
-        instead of being re-sent to a node that may not hold the group's other keys."""
+        pipeline and without redirections: a moved slot raises ``TryAgainError`` (retryable,
+        after which the next split reloads the slot map) instead of being re-sent to a node
+        that may not hold the group's other keys."""
         if not self.cluster:
             if pipe is not None:
                 for _, keys, args in calls:
