@@ -168,3 +168,61 @@ def test_per_slot_scripts_on_a_redis_6_cluster(tmp_path: Path) -> None:
                 await client.aclose()
 
         asyncio.run(run())
+
+
+def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster_server) -> None:
+    """Slots resharded behind a client's back: the stale batch script fails before writing
+    (retryable), the next one reloads the slot map and sees every committed state."""
+    from redis.exceptions import TryAgainError
+
+    target = RedisTarget(redis_cluster_server.url, cluster=True)
+    redis_cluster_server.flushall()
+    nodes = redis_cluster_server.nodes
+    subs = [f"+4477010{k:05d}" for k in range(300)]
+    events = [Event(event_id=f"m{k}", subscriber_id=subs[k % 300], type="login",
+                    ts=1_767_225_600_000 + k * 1000) for k in range(600)]
+
+    async def run() -> None:
+        client = target.client()
+        try:
+            store, ledger = FeatureStore(client), AlertLedger(client)
+            staged = await store.stage(events)
+            await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+            source, dest = (redis_cluster_server.cli(n.port, "cluster", "myid").strip()
+                            for n in nodes[:2])
+            await asyncio.to_thread(
+                redis_cluster_server.cli, nodes[0].port, "--cluster", "reshard",
+                f"127.0.0.1:{nodes[0].port}", "--cluster-from", source, "--cluster-to", dest,
+                "--cluster-slots", "3000", "--cluster-yes")
+            with pytest.raises(TryAgainError):
+                await store.stage(events)  # the slot map is stale
+            again = await store.stage(events)  # reloaded
+            assert again.status == "D" * 600
+            assert len(await store.read(subs)) == 300
+
+            # a commit with a stale map (slots move again after the batch was staged): the
+            # script sent to the node that lost slots fails before writing anything, even
+            # for its keys that did not move; the other nodes' scripts commit (each
+            # subscriber all or nothing)
+            later = [Event(event_id=f"n{k}", subscriber_id=s, type="login",
+                           ts=1_767_225_600_000 + 86_400_000 + k)
+                     for k, s in enumerate(subs)]
+            staged = await store.stage(later)
+            third = redis_cluster_server.cli(nodes[2].port, "cluster", "myid").strip()
+            await asyncio.to_thread(
+                redis_cluster_server.cli, nodes[0].port, "--cluster", "reshard",
+                f"127.0.0.1:{nodes[0].port}", "--cluster-from", source, "--cluster-to", third,
+                "--cluster-slots", "1000", "--cluster-yes")
+            stale: dict[int, set[str]] = {n.port: set() for n in nodes}
+            for node, members in await ledger.router.split([Keys().state(s) for s in subs]):
+                stale[node.port] |= {subs[i] for i in members}
+            with pytest.raises(TryAgainError):
+                await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+            store.router.invalidate()  # as the pipeline's retry does after any Redis error
+            after = await store.stage(later)
+            lost = {s for s, st in zip(subs, after.status) if st == "A"}
+            assert lost == stale[nodes[0].port]
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
