@@ -7,7 +7,8 @@ numba kernel (``features.kernel``: lateness against the subscriber's clock, dedu
 ``features.schema``) and encodes the new blobs. It writes nothing: the new blobs are returned
 as ``staged`` and the batch's commit (``alerting.ledger``) stores them atomically with the
 batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
-(their still-pending alerts).
+(their still-pending alerts). On a Redis Cluster the read is one script per node, sent
+concurrently (``churnwatch.script_router``).
 """
 
 from __future__ import annotations
