@@ -85,7 +85,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
-        stream_wait_empty=False,
+        # on a rebalance, finish and ack the batch in flight before giving its partitions
+        # away: otherwise the old owner may commit a subscriber's state after the new owner
+        # committed newer events of that subscriber (a lost update)
+        stream_wait_empty=True,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         broker_commit_every=settings.batch_max,
         producer_acks=-1,
