@@ -111,7 +111,8 @@ def test_batch_scripts_split_by_node_on_the_cluster(redis_cluster_server) -> Non
 
 
 def test_operator_commands_on_the_cluster(redis_cluster_server) -> None:
-    """storm list/release (LMOVE between two keys: one hash tag) and dnc on the cluster."""
+    """storm list/release (LMOVE between two keys: one hash tag), dnc, rules push and inspect
+    on the cluster."""
     import os
     import subprocess
     import sys
@@ -135,6 +136,11 @@ def test_operator_commands_on_the_cluster(redis_cluster_server) -> None:
     added = cli("dnc", "add", "+447700900123")
     assert added.returncode == 0, added.stderr.decode()
     assert client.smembers(keys.do_not_contact()) == {b"+447700900123"}
+    pushed = cli("rules", "push", str(Path(__file__).parents[1] / "rules" / "default.toml"))
+    assert pushed.returncode == 0, pushed.stderr.decode()
+    inspected = cli("inspect", "+447700900123", "--json")
+    assert inspected.returncode == 0, inspected.stderr.decode()
+    assert orjson.loads(inspected.stdout)["known"] is False
     client.close()
 
 
