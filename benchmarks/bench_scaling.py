@@ -34,8 +34,14 @@ from typing import Any
 import orjson
 
 from benchmarks import report
-from benchmarks.bench_e2e import CODE_PATHS, CommitWatch, _encode, processed_count, scrape, \
-    stop_process
+from benchmarks.bench_e2e import (
+    CODE_PATHS,
+    CommitWatch,
+    _encode,
+    processed_count,
+    scrape,
+    stop_process,
+)
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.embedded_cluster import EmbeddedRedisCluster

@@ -17,8 +17,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from churnwatch.embedded import REDIS_BIN_ENV, EmbeddedRedis, EmbeddedRuntimeError, \
-    find_redis_server
+from churnwatch.embedded import (
+    REDIS_BIN_ENV,
+    EmbeddedRedis,
+    EmbeddedRuntimeError,
+    find_redis_server,
+)
 
 _HOST = "127.0.0.1"
 
@@ -80,12 +84,13 @@ class EmbeddedRedisCluster:
 
     @property
     def version(self) -> str:
-        out = subprocess.run([self.server_bin, "--version"], capture_output=True, text=True)
+        out = subprocess.run([self.server_bin, "--version"], capture_output=True, text=True,
+                             check=False)
         return out.stdout.split("v=")[1].split()[0] if "v=" in out.stdout else out.stdout
 
     def cli(self, port: int, *args: str) -> str:
         out = subprocess.run([self.cli_bin, "-h", _HOST, "-p", str(port), *args],
-                             capture_output=True, text=True, timeout=self.timeout)
+                             capture_output=True, text=True, timeout=self.timeout, check=False)
         if out.returncode != 0:
             raise EmbeddedRuntimeError(f"redis-cli {' '.join(args)} failed: {out.stderr}")
         return out.stdout

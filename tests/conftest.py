@@ -65,9 +65,8 @@ class RedisTarget:
 
     def client(self) -> Any:
         """A ``redis.asyncio`` client (Redis or RedisCluster)."""
-        from redis.asyncio.cluster import RedisCluster
-
         import redis.asyncio as aioredis
+        from redis.asyncio.cluster import RedisCluster
         return (RedisCluster.from_url(self.url) if self.cluster
                 else aioredis.Redis.from_url(self.url))
 
