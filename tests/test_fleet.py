@@ -5,7 +5,7 @@ twice, the features equal the oracle's and the group's lag returns to zero. Then
 takes over every partition, including the killed worker's, and sweeps their silence indexes.
 
 Size: the shared 40-subscriber feed by default (the CI variant); a heavier run with
-``CHURNWATCH_TEST_FLEET_SUBSCRIBERS=400 pytest -m fleet``."""
+``FLEET_TEST_SUBSCRIBERS=400 pytest -m fleet``."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from tests.test_cluster_e2e import assert_features_equal
 
 pytestmark = [pytest.mark.integration, pytest.mark.fleet]
 PARTITIONS = 12
-SUBSCRIBERS = int(os.environ.get("CHURNWATCH_TEST_FLEET_SUBSCRIBERS", "0"))
+SUBSCRIBERS = int(os.environ.get("FLEET_TEST_SUBSCRIBERS", "0"))
 
 
 def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
