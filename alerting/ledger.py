@@ -5,7 +5,8 @@ records its cooldown entries and decided alerts (as *pending*) in one atomic scr
 at any point either loses the whole batch's effects (and the replay redoes them) or none of
 them. ``mark_delivered`` moves an alert from pending to the subscriber's recent alerts once
 every sink has it; a replayed duplicate event gets its still-pending alert back from
-``FeatureStore.stage``, to be sent again.
+``FeatureStore.stage``, to be sent again. On a Redis Cluster each step runs as one script
+per node (``churnwatch.script_router``); every subscriber's effects stay in one script.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 import numpy as np
 
 from churnwatch.keys import Keys
+from churnwatch.script_router import ScriptRouter
 
 _packer = msgspec.msgpack.Encoder()
 
@@ -36,6 +38,7 @@ class AlertLedger:
         self.keys = keys
         self.ttl_s = ttl_s
         self.recent = recent
+        self.router = ScriptRouter(redis)
         self._script = redis.register_script(
             resources.files("alerting").joinpath("ledger.lua").read_text())
 
@@ -54,33 +57,42 @@ class AlertLedger:
         trip; the caller executes the pipeline.
         """
         states = states or {}
-        stored = [sid for sid in subscribers if states.get(sid)]
-        keys = [self.keys.state(sid) for sid in stored]
-        items = []
+        items: dict[str, tuple[list[str], list[str]]] = {}
         for sid in subscribers:
             if sid not in entries and sid not in pending:
                 continue
             flat_entries = [_text(x) for kv in entries.get(sid, {}).items() for x in kv]
             flat_pending = [_text(x) for kv in pending.get(sid, ()) for x in kv]
             if flat_entries or flat_pending:
-                keys.append(self.keys.ledger(sid))
-                items.append((flat_entries, flat_pending))
-        if not keys:
-            return
-        blobs = [states[sid] for sid in stored]
-        packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
-        await self._script(keys=keys, args=["commit", _packer.encode(items), self.ttl_s, packed],
-                           client=pipe)
+                items[sid] = (flat_entries, flat_pending)
+        touched = [sid for sid in subscribers if states.get(sid) or sid in items]
+        calls = []
+        for node, members in await self.router.split([self.keys.state(s) for s in touched]):
+            group = [touched[i] for i in members]
+            stored = [sid for sid in group if states.get(sid)]
+            keyed = [sid for sid in group if sid in items]
+            keys = [self.keys.state(sid) for sid in stored] + [self.keys.ledger(sid)
+                                                               for sid in keyed]
+            blobs = [states[sid] for sid in stored]
+            packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
+            calls.append((node, keys, ["commit", _packer.encode([items[sid] for sid in keyed]),
+                                       self.ttl_s, packed]))
+        if calls:
+            await self.router.run(self._script, calls, pipe=pipe)
 
     async def mark_delivered(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:
         """Record (subscriber_id, event_id, alert_json) as delivered to every sink."""
         if not alerts:
             return
-        keys: list[str] = []
-        for sid, _, _ in alerts:
-            keys += [self.keys.ledger(sid), self.keys.alerts(sid)]
-        items = [(event_id, _text(body)) for _, event_id, body in alerts]
-        await self._script(keys=keys, args=["mark", _packer.encode(items), self.ttl_s, self.recent])
+        calls = []
+        for node, members in await self.router.split([self.keys.state(sid)
+                                                      for sid, _, _ in alerts]):
+            keys: list[str] = []
+            for i in members:
+                keys += [self.keys.ledger(alerts[i][0]), self.keys.alerts(alerts[i][0])]
+            items = [(alerts[i][1], _text(alerts[i][2])) for i in members]
+            calls.append((node, keys, ["mark", _packer.encode(items), self.ttl_s, self.recent]))
+        await self.router.run(self._script, calls)
 
     async def recent_alerts(self, subscriber_id: str) -> list[bytes]:
         """The subscriber's most recent delivered alerts, newest first (JSON)."""

@@ -5,7 +5,8 @@ A point is 7 bytes (event time in seconds as uint32, score × 10000 as uint16, s
 appended to one string per subscriber and cut to the last ``cap`` points, so 100 days cost
 about 700 bytes of Redis. A batch's points for a day the history already ends with replace
 that last point; points for earlier days (late events) are ignored. All points of a batch are
-written by one script call queued on the batch's commit pipeline: no extra round trip.
+written by one script call queued on the batch's commit pipeline: no extra round trip (on a
+Redis Cluster, one call per node, see ``churnwatch.script_router``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from churnwatch.keys import Keys
+from churnwatch.script_router import ScriptRouter
 
 _POINT = struct.Struct("<IHB")
 _SEVERITY = ("", "low", "medium", "high")
@@ -59,6 +61,7 @@ class RiskHistory:
         self.cap = cap
         self.ttl_s = ttl_s
         self._script = redis.register_script(_SCRIPT)
+        self.router = ScriptRouter(redis)
 
     async def record(self, pipe: Any,
                      points: Mapping[str, Sequence[tuple[int, float, str]]]) -> None:
@@ -70,7 +73,10 @@ class RiskHistory:
         packed = [b"".join(_POINT.pack(max(0, ts // 1000),
                                        round(min(max(score, 0.0), 1.0) * 10_000), _CODE[sev])
                            for ts, score, sev in series) for series in points.values()]
-        await self._script(keys=keys, args=[self.cap, self.ttl_s, *packed], client=pipe)
+        calls = [(node, [keys[i] for i in group],
+                  [self.cap, self.ttl_s, *(packed[i] for i in group)])
+                 for node, group in await self.router.split(keys)]
+        await self.router.run(self._script, calls, pipe=pipe)
 
     async def read(self, subscriber_id: str) -> list[dict[str, Any]]:
         """The subscriber's points, oldest first (times to the second)."""

@@ -23,6 +23,7 @@ from typing import Any
 import redis.exceptions
 
 from alerting.alert import Alert
+from churnwatch.script_router import ScriptRouter
 
 # KEYS[1] = team stream, KEYS[1 + i] = guard of entry i; ARGV = maxlen, guard TTL seconds,
 # then 5 values per entry: alert_id, action_id, team, deadline_ms, payload.
@@ -78,6 +79,7 @@ class TeamQueues:
         self.maxlen = maxlen
         self.guard_ttl_s = guard_ttl_s
         self._enqueue = redis.register_script(_ENQUEUE)
+        self._router = ScriptRouter(redis)
 
     def stream(self, team: str) -> str:
         """The team's stream key."""
@@ -102,8 +104,8 @@ class TeamQueues:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for team, (keys, args) in per_team.items():
-            await self._enqueue(keys=[self.stream(team), *keys],
-                                args=[self.maxlen, self.guard_ttl_s, *args], client=pipe)
+            await self._router.queue(pipe, self._enqueue, [self.stream(team), *keys],
+                                     [self.maxlen, self.guard_ttl_s, *args])
         return sum(await pipe.execute())
 
     async def ensure_group(self, team: str, group: str, start: str = "0") -> None:

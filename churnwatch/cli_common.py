@@ -53,10 +53,12 @@ def require_redis(settings: Settings) -> str:
 
 def with_redis(settings: Settings, work):  # type: ignore[no-untyped-def]
     """Run ``work(client)`` (a coroutine function) with a redis.asyncio client; errors exit 1."""
-    import redis.asyncio as aioredis
+    from churnwatch.redis_connect import connect
+
+    require_redis(settings)
 
     async def main():  # type: ignore[no-untyped-def]
-        client = aioredis.Redis.from_url(require_redis(settings))
+        client = connect(settings)
         try:
             return await work(client)
         finally:

@@ -85,10 +85,9 @@ dnc_app = typer.Typer(no_args_is_help=True, help="The do-not-contact list (worke
 
 
 def _dnc(config: Path | None, op: str, subscribers: list[str]) -> list[str]:
-    import redis
-
     from churnwatch.events import normalise_subscriber
     from churnwatch.keys import Keys
+    from churnwatch.redis_connect import connect_sync
 
     settings = load(config)
     require_redis(settings)
@@ -96,7 +95,7 @@ def _dnc(config: Path | None, op: str, subscribers: list[str]) -> list[str]:
         ids = [normalise_subscriber(s) for s in subscribers]
     except ChurnwatchError as exc:
         raise fail(exc) from None
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_sync(settings)
     key = Keys().do_not_contact()
     if op == "add" and ids:
         client.sadd(key, *ids)
@@ -131,11 +130,11 @@ storm_app = typer.Typer(no_args_is_help=True, help="Alerts whose actions storm p
 
 
 def _storm_redis(config: Path | None):  # type: ignore[no-untyped-def]
-    import redis
+    from churnwatch.redis_connect import connect_sync
 
     settings = load(config)
     require_redis(settings)
-    return redis.Redis.from_url(settings.redis_url)
+    return connect_sync(settings)
 
 
 @storm_app.command("list")

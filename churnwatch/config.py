@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churnwatch.errors import ConfigError
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
 
     broker: str = Field("", description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092")
     redis_url: str = Field("", description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    redis_cluster: bool = Field(False, description="redis_url is a seed node of a Redis "
+                                "Cluster (database 0 only)")
     alerts_jsonl: Path | None = Field(None, description="append alerts to this JSONL file")
     scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
@@ -183,6 +186,18 @@ class Settings(BaseSettings):
         if value.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("must be debug, info, warning or error")
         return value.lower()
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_url(cls, value: bool, info: ValidationInfo) -> bool:
+        url = urlparse(info.data.get("redis_url") or "")
+        if value and url.scheme == "unix":
+            raise ValueError("a Redis Cluster is reached over TCP: set redis_url to "
+                             "redis://HOST:PORT (or rediss://) of any cluster node")
+        if value and url.path.strip("/") not in ("", "0"):
+            raise ValueError(f"a Redis Cluster has only database 0, but redis_url names "
+                             f"database {url.path.strip('/')!r}: end it with /0")
+        return value
 
     @property
     def bootstrap(self) -> str:

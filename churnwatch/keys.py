@@ -1,5 +1,7 @@
 """Redis key layout. Every key of one subscriber carries the ``{subscriber}`` hash tag, so
-one batch script touches one Redis Cluster slot per subscriber."""
+one batch script touches one Redis Cluster slot per subscriber. Keys used together by one
+command share a hash tag too: the storm keys (``{storm}``, moved between by LMOVE), and each
+partition's silence index (``{p<n>}``). Every other global key is a single key (one slot)."""
 
 from __future__ import annotations
 
@@ -46,11 +48,11 @@ class Keys:
 
     def held(self, rule: str) -> str:
         """Alerts whose actions a storm on ``rule`` holds for release or discard (JSON list)."""
-        return f"{self.prefix}:storm:held:{rule}"
+        return f"{self.prefix}:{{storm}}:held:{rule}"
 
     def released(self) -> str:
         """Held alerts released by an operator, waiting for a worker to deliver their actions."""
-        return f"{self.prefix}:storm:released"
+        return f"{self.prefix}:{{storm}}:released"
 
     # The online model's keys share the {model} hash tag, so one script can update them
     # together (also on Redis Cluster).

@@ -55,3 +55,17 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         return sum(end - begins[tp] for tp, end in ends.items())
     finally:
         await consumer.stop()
+
+
+async def group_members(bootstrap: str, group: str) -> int:
+    """Members of ``group`` once it is Stable (0 while it rebalances or is empty)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([group])
+        info = described[0].groups[0] if described and described[0].groups else None
+        return len(info[5]) if info and info[2] == "Stable" else 0
+    finally:
+        await admin.close()

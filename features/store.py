@@ -7,7 +7,8 @@ numba kernel (``features.kernel``: lateness against the subscriber's clock, dedu
 ``features.schema``) and encodes the new blobs. It writes nothing: the new blobs are returned
 as ``staged`` and the batch's commit (``alerting.ledger``) stores them atomically with the
 batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
-(their still-pending alerts).
+(their still-pending alerts). On a Redis Cluster the read is one script per node, sent
+concurrently (``churnwatch.script_router``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from churnwatch.errors import StoreError
 from churnwatch.events import Event
 from churnwatch.keys import Keys
+from churnwatch.script_router import ScriptRouter
 from features.codec import decode_states, encode_states, split_blobs
 from features.columns import encode_batch
 from features.extension import frame, split
@@ -116,6 +118,22 @@ def _ledgers(subscribers: Sequence[str], raw: list[Any]) -> dict[str, dict[str, 
             for j in range(0, len(raw), 2) for e in (raw[j + 1],)}
 
 
+def _merge_reads(subscribers: Sequence[str], groups: Sequence[tuple[Any, list[int]]],
+                 replies: Sequence[Any]) -> tuple[bytes, dict[str, dict[str, bytes]]]:
+    """One read.lua reply (sizes, then blobs, in ``subscribers`` order) from the replies of
+    several groups (a cluster's nodes or slots)."""
+    pieces: list[bytes] = [b""] * len(subscribers)
+    ledgers: dict[str, dict[str, bytes]] = {}
+    for (_, members), (raw, raw_ledgers) in zip(groups, replies):
+        sizes = np.frombuffer(raw, "<u4", len(members))
+        ends = 4 * len(members) + np.cumsum(sizes)
+        for i, end, size in zip(members, ends.tolist(), sizes.tolist()):
+            pieces[i] = raw[end - size:end]
+        ledgers.update(_ledgers([subscribers[i] for i in members], raw_ledgers))
+    sizes = np.fromiter(map(len, pieces), "<u4", len(pieces)).tobytes()
+    return sizes + b"".join(pieces), ledgers
+
+
 def warm_up() -> None:
     """Compile the kernels (or load them from numba's cache) with a one-event batch."""
     ev = Event(event_id="warm-up", subscriber_id="warm-up", type="login", ts=DAY_MS * 20_000)
@@ -137,22 +155,32 @@ class FeatureStore:
     def __init__(self, redis: Any, config: StoreConfig = StoreConfig()) -> None:
         self.redis = redis
         self.config = config
+        self.router = ScriptRouter(redis)
         self._script = redis.register_script(
             resources.files("features").joinpath("read.lua").read_text())
 
     async def _read(self, subscribers: Sequence[str]) -> tuple[tuple[np.ndarray, ...],
                                                                    dict[str, dict[str, bytes]]]:
         keys = self.config.keys
-        names: list[str] = []
-        for sid in subscribers:
-            names += [keys.state(sid), keys.ledger(sid)]
-        blobs, ledgers = await self._script(keys=names)
+        groups = await self.router.split([keys.state(sid) for sid in subscribers])
+        calls = []
+        for node, members in groups:
+            names: list[str] = []
+            for i in members:
+                names += [keys.state(subscribers[i]), keys.ledger(subscribers[i])]
+            calls.append((node, names, ()))
+        replies = await self.router.run(self._script, calls)
         n = len(subscribers)
+        if len(groups) == 1:
+            blobs, ledgers = replies[0]
+            ledgers = _ledgers(subscribers, ledgers)
+        else:
+            blobs, ledgers = _merge_reads(subscribers, groups, replies)
         try:
             decoded = decode_states(blobs[4 * n:], np.frombuffer(blobs, "<u4", n).astype(int))
         except ValueError as exc:
             raise StoreError(str(exc)) from None
-        return decoded, _ledgers(subscribers, ledgers)
+        return decoded, ledgers
 
     async def stage(self, events: Sequence[Event]) -> BatchFeatures:
         """Apply a batch (idempotently) to the stored states, without writing them: the

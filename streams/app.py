@@ -14,8 +14,6 @@ from typing import Any
 
 import faust
 import msgspec
-import redis as syncredis
-import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
 from alerting.holdout import Holdout
@@ -29,6 +27,7 @@ from churnwatch.errors import ConfigError
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from churnwatch.produce import partition_for
+from churnwatch.redis_connect import connect, connect_sync
 from churnwatch.web.server import ReadyProbe, build_app as build_web_app, start as start_web
 from churnwatch.web.worker import worker_deps
 from features.schema import DAY_MS
@@ -54,7 +53,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             ttl_s=settings.state_ttl_days * 86_400))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
-    sync = syncredis.Redis.from_url(settings.redis_url)
+    sync = connect_sync(settings)
     published = registry.decode(sync.get(registry.ACTIVE_KEY))
     ruleset = (parse_ruleset(published.text, published.source) if published
                else load_ruleset(settings.rules_file))
@@ -115,13 +114,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
-        stream_wait_empty=False,
+        # on a rebalance, finish and ack the batch in flight before giving its partitions
+        # away: otherwise the old owner may commit a subscriber's state after the new owner
+        # committed newer events of that subscriber (a lost update)
+        stream_wait_empty=True,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         broker_commit_every=settings.batch_max,
         producer_acks=-1,
         producer_linger_ms=5,
     )
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    redis = connect(settings, health_check_interval=10)
     pipeline = build_pipeline(settings, redis, metrics)
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)

@@ -59,7 +59,10 @@ log = logging.getLogger("churnwatch.pipeline")
 
 RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError,
-             redis.exceptions.ReadOnlyError)
+             redis.exceptions.ReadOnlyError,
+             # Redis Cluster: a slot moved or is migrating, a failover is under way
+             redis.exceptions.AskError, redis.exceptions.TryAgainError,
+             redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError)
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
 
@@ -274,10 +277,13 @@ class Pipeline:
         """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
         if writes:
             keys = self.store.config.keys
-            args = [part for w in writes for part in (w.old, w.new)]
-            # queued on the pipeline: redis-py loads the script if Redis lacks it
-            await self._tails(keys=[keys.state(w.subscriber_id) for w in writes], args=args,
-                              client=pipe)
+            names = [keys.state(w.subscriber_id) for w in writes]
+            router = self.store.router  # one call on a single Redis, one per node on a cluster
+            calls = [(node, [names[i] for i in group],
+                      [part for i in group for part in (writes[i].old, writes[i].new)])
+                     for node, group in await router.split(names)]
+            # queued on the pipeline (single Redis): redis-py loads the script if Redis lacks it
+            await router.run(self._tails, calls, pipe=pipe)
 
     def _count_labels(self, resolved: Resolved) -> None:
         inc_counts(self.metrics.examples, Counter(("churn" if e.churned else "active",)
@@ -348,6 +354,8 @@ class Pipeline:
     def _retrying(self, operation: str) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]
             self.metrics.redis_errors.labels(operation).inc()
+            self.store.router.invalidate()  # a cluster's slots may have moved
+            self.ledger.router.invalidate()
             log.warning("redis unavailable (%s); retrying in %.1fs",
                         type(state.outcome.exception()).__name__, state.next_action.sleep)
 

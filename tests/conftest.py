@@ -12,7 +12,9 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
+from churnwatch.embedded_cluster import EmbeddedRedisCluster
 from churnwatch.offsets import group_lag, high_watermarks
 
 DAY = 86_400_000
@@ -41,6 +44,97 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[EmbeddedRedisCluster]:
+    """A real 3-master Redis Cluster on loopback for the whole session (started on first use)."""
+    with EmbeddedRedisCluster(masters=3) as cluster:
+        yield cluster
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a test's Redis is: a single server or a cluster (``url`` names one node)."""
+
+    url: str
+    cluster: bool = False
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The worker/CLI environment for this target."""
+        return {"CHURNWATCH_REDIS_URL": self.url,
+                "CHURNWATCH_REDIS_CLUSTER": "true" if self.cluster else "false"}
+
+    def client(self) -> Any:
+        """A ``redis.asyncio`` client (Redis or RedisCluster)."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.cluster import RedisCluster
+        return (RedisCluster.from_url(self.url) if self.cluster
+                else aioredis.Redis.from_url(self.url))
+
+    def sync_client(self) -> Any:
+        """A blocking client (Redis or RedisCluster)."""
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(self.url) if self.cluster else redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """A clean single Redis, then a clean 3-master Redis Cluster (the test runs on each)."""
+    if request.param == "single":
+        return RedisTarget(request.getfixturevalue("redis_url"))
+    cluster: EmbeddedRedisCluster = request.getfixturevalue("redis_cluster_server")
+    cluster.flushall()
+    return RedisTarget(cluster.url, cluster=True)
+
+
+@dataclass(frozen=True)
+class SimulatedFeed:
+    """A simulated feed (duplicates and out-of-order events on) and its offline oracle: the
+    alert ids the rules must raise (``churnwatch rules test``) and every subscriber's final
+    features (``features.reference``)."""
+
+    lines: list[bytes]
+    expected_ids: frozenset[str]
+    features: dict[str, Any]
+
+    def write(self, path: Path, start: int = 0, stop: int | None = None) -> Path:
+        path.write_bytes(b"\n".join(self.lines[start:stop]) + b"\n")
+        return path
+
+
+def make_feed(subscribers: int, days: int, churn_rate: float, seed: int,
+              faults: float = 0.02) -> SimulatedFeed:
+    """Simulate a feed (``faults``: the duplicate and the out-of-order rates) and run its
+    oracle."""
+    from alerting.alert import alert_id
+    from churnwatch.events import decode_payload
+    from churnwatch.simulate import SimConfig, Simulation
+    from features.reference import ReferenceStore
+    from rules.dryrun import dry_run
+    from rules.engine import compile_ruleset
+    from rules.ruleset import load_ruleset
+
+    sim = Simulation(SimConfig(subscribers=subscribers, days=days, churn_rate=churn_rate,
+                               seed=seed, duplicate_rate=faults, out_of_order_rate=faults))
+    lines = [orjson.dumps(e) for e in sim.events()]
+    expected = dry_run(compile_ruleset(load_ruleset()), lines)["alerts"]
+    reference = ReferenceStore()
+    for raw in lines:
+        for ev in decode_payload(raw)[0]:
+            reference.apply(ev)
+    return SimulatedFeed(lines, frozenset(alert_id(a["subscriber_id"], a["event_id"], a["rules"])
+                                          for a in expected),
+                         {sid: reference.features(sid) for sid in reference.subscribers})
+
+
+@pytest.fixture(scope="session")
+def simulated_feed() -> SimulatedFeed:
+    """40 subscribers x 90 days (~7,500 events, 8 alerts), shared by the cluster and fleet
+    tests so the oracle is computed once."""
+    return make_feed(40, 90, 0.3, seed=23)
+
+
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
     """A fresh memory-only broker per test (starts in ~0.1 s), so tests never share topics."""
@@ -51,10 +145,12 @@ def broker() -> Iterator[EmbeddedBroker]:
 class Worker:
     """A `churnwatch worker` subprocess with its own consumer group and fresh topics' view."""
 
-    def __init__(self, broker: EmbeddedBroker, redis_url: str, tmp: Path, partitions: int = 2,
-                 **env: str) -> None:
+    def __init__(self, broker: EmbeddedBroker, redis_url: str | RedisTarget, tmp: Path,
+                 partitions: int = 2, **env: str) -> None:
+        target = redis_url if isinstance(redis_url, RedisTarget) else RedisTarget(redis_url)
         self.broker = broker
-        self.redis_url = redis_url
+        self.redis = target
+        self.redis_url = target.url
         self.partitions = partitions
         self.alerts_path = tmp / "alerts.jsonl"
         self.scores_path = tmp / "scores.jsonl"
@@ -63,7 +159,7 @@ class Worker:
         self.metrics_port = free_port()
         self.web_port = free_port()
         self.web_token = secrets.token_urlsafe(24)
-        self.env = dict(os.environ, CHURNWATCH_BROKER=broker.url, CHURNWATCH_REDIS_URL=redis_url,
+        self.env = dict(os.environ, CHURNWATCH_BROKER=broker.url, **target.env,
                         CHURNWATCH_ALERTS_JSONL=str(self.alerts_path),
                         CHURNWATCH_SCORES_JSONL=str(self.scores_path),
                         CHURNWATCH_APP_ID=self.app_id,
@@ -161,11 +257,22 @@ async def read_topic(bootstrap: str, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
+def _new_worker(broker: EmbeddedBroker, redis: str | RedisTarget, tmp: Path) -> Iterator[Worker]:
+    asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
+                                                               SCORES_TOPIC, DLQ_TOPIC)}))
+    w = Worker(broker, redis, tmp)
+    yield w
+    w.stop()
+
+
 @pytest.fixture
 def worker(broker: EmbeddedBroker, redis_url: str, tmp_path: Path) -> Iterator[Worker]:
     """A worker (not yet started) on a fresh broker with the churn.* topics created."""
-    asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
-                                                               SCORES_TOPIC, DLQ_TOPIC)}))
-    w = Worker(broker, redis_url, tmp_path)
-    yield w
-    w.stop()
+    yield from _new_worker(broker, redis_url, tmp_path)
+
+
+@pytest.fixture
+def any_worker(broker: EmbeddedBroker, redis_target: RedisTarget,
+               tmp_path: Path) -> Iterator[Worker]:
+    """``worker`` on a single Redis, then on the 3-master Redis Cluster."""
+    yield from _new_worker(broker, redis_target, tmp_path)

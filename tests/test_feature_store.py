@@ -22,6 +22,7 @@ from features.schema import DAY_MS, FEATURES, as_dict
 from features.store import APPLIED, DUPLICATE, LATE, FeatureStore
 from rules.engine import evaluate_reference
 from rules.ruleset import load_ruleset
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -153,15 +154,17 @@ async def stage_and_check(store: FeatureStore, ledger: AlertLedger, oracle: Orac
     return result
 
 
-async def run_stream(url: str, events: Sequence[Event], seed: int, *, restart_at: int | None = None,
-                     crash_at: int | None = None, flush: bool = True) -> tuple[Oracle, list]:
+async def run_stream(url: str | RedisTarget, events: Sequence[Event], seed: int, *,
+                     restart_at: int | None = None, crash_at: int | None = None,
+                     flush: bool = True) -> tuple[Oracle, list]:
     """Feed the stream in random batches, committing each; compare every batch to the oracle.
 
     ``restart_at``: before that batch, throw away the client and store (same server).
     ``crash_at``: stage that batch without committing, then carry on with fresh clients and a
     *different* batching of the remaining events (a Kafka replay from the last commit)."""
     rng = random.Random(seed)
-    client = aioredis.Redis.from_url(url)
+    target = url if isinstance(url, RedisTarget) else RedisTarget(url)
+    client = target.client()
     if flush:
         await client.flushall()
     store, ledger, oracle = FeatureStore(client), AlertLedger(client), Oracle()
@@ -173,12 +176,12 @@ async def run_stream(url: str, events: Sequence[Event], seed: int, *, restart_at
         batch = plan[k]
         if k == restart_at or k == crash_at:
             await client.aclose()
-            client = aioredis.Redis.from_url(url)
+            client = target.client()
             store, ledger = FeatureStore(client), AlertLedger(client)
         if k == crash_at:
             await store.stage(batch)  # staged, never committed: the worker died here
             await client.aclose()
-            client = aioredis.Redis.from_url(url)
+            client = target.client()
             store, ledger = FeatureStore(client), AlertLedger(client)
             plan = plan[:k] + batches(events[pos:], random.Random(seed + 1))
             crash_at = None
@@ -209,10 +212,13 @@ def flat(outputs: list) -> tuple[str, np.ndarray, list]:
 
 
 # ------------------------------------------------------------------ oracle: seeded streams
+MANY_SUBS = SUBS + tuple(f"+4479111{k:05d}" for k in range(36))  # spread over cluster nodes
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-def test_seeded_stream_matches_reference(redis_url: str, seed: int) -> None:
-    events = random_stream(seed, SUBS, 900)
-    oracle, outputs = asyncio.run(run_stream(redis_url, events, seed))
+def test_seeded_stream_matches_reference(redis_target: RedisTarget, seed: int) -> None:
+    events = random_stream(seed, SUBS if seed == 1 else MANY_SUBS, 900)
+    oracle, outputs = asyncio.run(run_stream(redis_target, events, seed))
     status, _, _ = flat(outputs)
     # the stream really exercises every path
     assert status.count(APPLIED) > 600
@@ -221,11 +227,12 @@ def test_seeded_stream_matches_reference(redis_url: str, seed: int) -> None:
     assert {ev.type for ev in events} == set(KIND_WEIGHTS)
 
 
-def test_restart_and_crash_before_commit_give_the_clean_results(redis_url: str) -> None:
-    events = random_stream(7, SUBS, 600)
-    _, clean = asyncio.run(run_stream(redis_url, events, 7))
-    _, restarted = asyncio.run(run_stream(redis_url, events, 7, restart_at=6))
-    _, crashed = asyncio.run(run_stream(redis_url, events, 7, crash_at=9))
+def test_restart_and_crash_before_commit_give_the_clean_results(
+        redis_target: RedisTarget) -> None:
+    events = random_stream(7, MANY_SUBS, 600)
+    _, clean = asyncio.run(run_stream(redis_target, events, 7))
+    _, restarted = asyncio.run(run_stream(redis_target, events, 7, restart_at=6))
+    _, crashed = asyncio.run(run_stream(redis_target, events, 7, crash_at=9))
     for other in (restarted, crashed):
         a, b = flat(clean), flat(other)
         assert a[0] == b[0]

@@ -69,7 +69,8 @@ def _seed_alerts(worker: Worker) -> dict[str, list[dict]]:
     return out
 
 
-def test_operator_rule_at_its_thresholds(worker: Worker, tmp_path: Path) -> None:
+def test_operator_rule_at_its_thresholds(any_worker: Worker, tmp_path: Path) -> None:
+    worker = any_worker
     feed = Feed()
     decline = [100.0, 80.0, 64.0, 51.2]  # exactly -20 % each month
     # login_drop + complaints: 20 logins before, 1 in the last week, 2 complaints -> alert
