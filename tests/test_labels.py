@@ -348,3 +348,19 @@ def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str
         await h.stop()
 
     asyncio.run(main())
+
+
+def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> None:
+    import numpy as np
+
+    from features.schema import FEATURES
+    from online_models.model import (MODEL_FEATURES, SNAPSHOT_FEATURES, TIME_LEAKING,
+                                     model_input)
+    from online_models.snapshots import model_features
+
+    assert TIME_LEAKING and TIME_LEAKING <= set(SNAPSHOT_FEATURES)
+    stored = model_features(list(range(len(SNAPSHOT_FEATURES))))
+    assert set(stored) == set(MODEL_FEATURES) and not set(stored) & TIME_LEAKING
+    assert all(stored[name] == SNAPSHOT_FEATURES.index(name) for name in stored)
+    live = model_input(np.arange(len(FEATURES), dtype=float), {"age": 30.0})
+    assert set(live) == set(MODEL_FEATURES) | {"attr_age"}
