@@ -137,25 +137,22 @@ async def _replay(url: str, events: list[Event], holdout: float, batch: int,
     watcher = ModelWatcher(versions, pipeline.switch_model)
     publisher = _Publisher()
     started = time.perf_counter()
-    # memory is measured just before the simulator's closing `active` events, which resolve
-    # every pending snapshot (the records are then empty)
-    closing = next((i for i, ev in enumerate(events) if ev.type == "active"), len(events))
-    memory: dict[str, Any] = {}
     offset = 0
-    for part in (events[:closing], events[closing:]):
-        for k in range(0, len(part), batch):
-            chunk = part[k:k + batch]
-            records = [Record("churn.events", 0, offset + j // 200,
-                              msgspec.json.encode(chunk[j:j + 200]))
-                       for j in range(0, len(chunk), 200)]
-            offset += len(records)
-            await pipeline.run(records, publisher)
-            await learner.step(publish=True)
-            await watcher.poll()
-            positives, negatives = pipeline.model.label_counts()
-            publisher.ready = positives >= READY and negatives >= READY
-        memory = memory or _memory(url, population)
+    for k in range(0, len(events), batch):
+        chunk = events[k:k + batch]
+        records = [Record("churn.events", 0, offset + j // 200,
+                          msgspec.json.encode(chunk[j:j + 200]))
+                   for j in range(0, len(chunk), 200)]
+        offset += len(records)
+        await pipeline.run(records, publisher)
+        await learner.step(publish=True)
+        await watcher.poll()
+        positives, negatives = pipeline.model.label_counts()
+        publisher.ready = positives >= READY and negatives >= READY
     elapsed = time.perf_counter() - started
+    # at the end of the run every subscriber still holds the snapshots of its last horizon
+    # (nothing closes the run), as a live deployment does at any time
+    memory = _memory(url, population)
     quality = learner.quality.snapshot()
     registry = metrics.registry
 

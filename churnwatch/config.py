@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     model_exclusion_days: float = Field(60, ge=0, le=365, description="after a retention "
                                         "action, a subscriber's snapshots are not learned for "
                                         "this many days (the action confounds the label)")
+    model_history_days: float = Field(35, ge=0, le=365, description="a subscriber new to the "
+                                      "store gets no model snapshot for this many days (its "
+                                      "feature windows are still filling)")
     holdout_fraction: float = Field(0.05, ge=0, le=1, description="share of subscribers whose "
                                     "alerts get no retention action (chosen by a hash of the "
                                     "id), to measure the actions' effect")

@@ -4,6 +4,16 @@ Events follow DESIGN.md §2. Churners show the §3 warning signs in exactly the 
 indicators look at, so the 2-of-3 rule can be checked against a known ground truth (`Truth`).
 Events are produced day by day (lazily) in non-decreasing event time, deterministically for a
 seed; optional faults (duplicates, late events, invalid events) are injected on request.
+
+Churn and labels arrive as in an operator's stream, so a model learning from them online sees
+both outcomes throughout the run. Churn days are uniform after a warm-up (`WARMUP_DAYS`: the
+indicators look back up to 35 days), as operators lose customers every month; each churner's
+signs are drawn among those its history can show by then (a spend decline needs 4 complete
+months). `active` (a confirmed negative label) comes from contract renewals: a subscriber who
+is not leaving renews when its term ends (`contract_months_left` in its profile, on its own
+billing day, then every `RENEWAL_MONTHS`), confirmed by the billing run at the end of that
+day; churners never renew. Everyone else is labelled only by surviving the label horizon;
+nothing marks the end of the run.
 """
 from __future__ import annotations
 
@@ -35,6 +45,8 @@ PERSONAS = {
                 (200, 15, 3), 30),
     "silent": (0.02, (10, 30), 1, (0, 1), "prepaid-basic", 10.0, ("recharge",), (20, 2, 0.5), 24),
 }
+WARMUP_DAYS = 45  # churn starts after this: the indicators look back up to 35 days
+RENEWAL_MONTHS = 12  # a renewed contract's term
 _FIRST_PAY = {5: (3, 6), 3: (7, 10), 2: (12, 15), 1: (28, 0)}  # payments: (first-day range, step)
 
 
@@ -119,16 +131,15 @@ class Simulation:
         pool = rng.permutation(np.nonzero(persona != silent)[0])
         n_ch = min(len(pool), round(cfg.churn_rate * n))
         churners, others = pool[:n_ch], pool[n_ch:]
-        lo = min(math.ceil(2 * days / 3), days - 1)
-        d4 = int(self._month_start[4]) + 1 if len(self._month_start) > 5 else days  # 4 full months
+        lo = max(min(WARMUP_DAYS, math.ceil(2 * days / 3), days - 1), 1)
         n1, n3 = round(0.10 * n_ch), round(0.35 * n_ch)
-        for j, s in enumerate(churners):
-            k = 1 if j < n1 else 3 if j < n1 + n3 else 2
-            want = set(rng.choice(SIGNS, k, replace=False).tolist())
-            first = max(lo, d4) if "spend_decline" in want and d4 < days else lo
-            e = int(rng.integers(max(first, 1), days)) if days > 1 else 0
+        for j, s in enumerate(churners):  # churn day uniform after the warm-up, then the signs
+            k = 1 if j < n1 else 3 if j < n1 + n3 else 2  # that period can show (as many)
+            e = int(rng.integers(lo, days)) if days > 1 else 0
+            can = sorted(self._feasible(set(SIGNS), e), key=SIGNS.index)
+            want = set(rng.choice(can, min(k, len(can)), replace=False).tolist()) if can else set()
             self._churn[s] = evals[s] = e
-            signs[s] = self._feasible(want, e)
+            signs[s] = frozenset(want)
         m = len(others)
         for j, s in enumerate(others[: round(0.02 * m) + round(0.005 * m)]):
             want = set(rng.choice(SIGNS, 1 if j < round(0.02 * m) else 2, replace=False).tolist())
@@ -197,17 +208,25 @@ class Simulation:
                             if "spend_decline" in signs[s] else str(rng.choice(("price", "network", "service"))))
                         for s in churner_set}
         self._profiles = []
+        self._renewals: list[list[int]] = [[] for _ in range(days)]
         for s in range(n):
             x = p[s]
             ten = int(rng.exponential(x[8] * (0.4 if s in churner_set else 1.0))) + 1
+            left = int(rng.integers(0, 3 if s in churner_set else 24))
             self._profiles.append({"plan": x[4], "tenure_months": ten, "attrs": {
                 "monthly_fee": x[5], "age": int(rng.integers(18, 80)), "devices": int(rng.integers(1, 5)),
-                "contract_months_left": int(rng.integers(0, 3 if s in churner_set else 24)),
+                "contract_months_left": left,
                 "data_allowance_gb": float(rng.choice((5, 10, 20, 50, 100)))}})
+            bill_day = int(rng.integers(0, 28))
+            if s not in churner_set:  # renews when the term ends, for RENEWAL_MONTHS each time
+                for mo in range(left, n_months, RENEWAL_MONTHS):
+                    if self._month_start[mo] + bill_day < days:
+                        self._renewals[self._month_start[mo] + bill_day].append(s)
         self._usage_mean = np.array([x[7] for x in p], float) * rng.uniform(0.5, 1.5, (n, 1))
         alive_days = int(np.minimum(self._churn, days).sum())
-        self._n_base = (n + alive_days + int(logins.sum(dtype=np.int64)) + n_ch + (n - n_ch)
-                        + sum(len(b) for b in (*self._spends, *self._complaints, *self._plans)))
+        self._n_base = (n + alive_days + int(logins.sum(dtype=np.int64)) + n_ch
+                        + sum(len(b) for b in (*self._spends, *self._complaints, *self._plans,
+                                               *self._renewals)))
         self._truth_parts = (
             frozenset(canon[s] for s in churner_set), {canon[s]: int(self._churn[s]) for s in churners},
             {canon[s]: signs[s] for s in range(n)}, {canon[s]: names[persona[s]] for s in range(n)})
@@ -232,14 +251,14 @@ class Simulation:
 
     # ---------------------------------------------------------------- emission
     def _day(self, d: int, rng: np.random.Generator, base: int) -> Iterator[tuple[int, dict]]:
-        n, last = self.cfg.subscribers, d == self.cfg.days - 1
+        n = self.cfg.subscribers
         alive = np.nonzero(self._churn > d)[0]
         sp, cp, pl = self._spends[d], self._complaints[d], self._plans[d]
         parts = [(np.arange(n) if d == 0 else np.empty(0, int), 0), (alive, 1),
                  (np.repeat(np.arange(n), self._logins[d]), 2),
                  (np.array([x[0] for x in sp], int), 3), (np.array([x[0] for x in cp], int), 4),
                  (np.array([x[0] for x in pl], int), 5), (np.nonzero(self._churn == d)[0], 6),
-                 (alive if last else np.empty(0, int), 7)]
+                 (np.array(self._renewals[d], int), 7)]
         sub = np.concatenate([a for a, _ in parts]).astype(np.int64)
         kind = np.concatenate([np.full(len(a), k) for a, k in parts])
         aux = np.concatenate([np.arange(len(a)) for a, _ in parts])

@@ -75,7 +75,10 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
                 max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
             continue  # nothing can change before the record's due time
         book = Book.decode(old)
-        book.clock = max(book.clock, staged.clocks.get(sid, 0))
+        before = staged.clocks.get(sid, 0)
+        if not before:  # new to the store: its windows only start filling now
+            book.first_seen(events[rows[js[0]]].ts, policy)
+        book.clock = max(book.clock, before)
         book.rows = row_values
         for j in js:
             _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)

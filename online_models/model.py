@@ -15,17 +15,30 @@ from river import linear_model, optim, preprocessing
 
 from features.schema import FEATURES
 
-# Features that describe the state, not identity or bookkeeping, go to the model.
-MODEL_FEATURES = tuple(f for f in FEATURES if f != "days_since_plan_change")
+# Features that describe the state, not identity or bookkeeping, are stored in snapshots.
+SNAPSHOT_FEATURES = tuple(f for f in FEATURES if f != "days_since_plan_change")
+# The model's inputs leave out those that look back further than a subscriber's first snapshot
+# (taken after ``LabelPolicy.history_ms``, 35 days) can guarantee: spend 2-5 months back and
+# the days since the last complaint (unbounded). Until the stream has watched a subscriber
+# that long they read 0 / large because nothing was seen yet, so in the first months they
+# drift with the time since the stream began and the model learnt *when* a snapshot was taken
+# (README: "Does the model add recall on the demo?"). Still stored, so this set can change
+# without touching stored snapshots.
+TIME_LEAKING = frozenset({"spend_m2", "spend_m3", "spend_m4", "spend_m5",
+                          "days_since_complaint"})
+MODEL_FEATURES = tuple(f for f in SNAPSHOT_FEATURES if f not in TIME_LEAKING)
 
 
 def model_input(row: np.ndarray, attrs: Mapping[str, float]) -> dict[str, float]:
     """A feature row plus profile attributes as River's dict input (missing values left out)."""
     x = {name: float(row[i]) for i, name in enumerate(FEATURES)
-         if name in MODEL_FEATURES and not math.isnan(row[i])}
+         if name in _INPUTS and not math.isnan(row[i])}
     for name, value in attrs.items():
         x[f"attr_{name}"] = float(value)
     return x
+
+
+_INPUTS = frozenset(MODEL_FEATURES)
 
 
 class ChurnModel:

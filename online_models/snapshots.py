@@ -13,6 +13,11 @@ Pending snapshots are resolved into labelled :class:`Example` s:
   negative. The lateness margin makes this final: any churn event still accepted has
   T ≥ c − lateness, outside the snapshot's horizon.
 
+A subscriber first seen at F gets no snapshot before F + ``history_ms`` (35 days: the
+longest day window, ``logins_prev28``, reaches 34 days back). Before that its windows are
+empty because the stream had not seen it yet, not because it was idle; such snapshots would
+teach the model how long a subscriber has been watched instead of how it behaves.
+
 Retention actions confound labels (an offer may keep a subscriber who would have left), so a
 subscriber who receives one has every pending snapshot dropped and no snapshot is taken for
 ``exclusion_ms`` afterwards. Subscribers in the random holdout get no action, so their
@@ -33,7 +38,7 @@ import msgspec
 import numpy as np
 
 from features.schema import DAY_MS, INDEX
-from online_models.model import MODEL_FEATURES
+from online_models.model import MODEL_FEATURES, SNAPSHOT_FEATURES
 
 TREATED, HOLDOUT = 1, 2
 GROUPS = {TREATED: "treated", HOLDOUT: "holdout"}
@@ -43,19 +48,21 @@ GROUPS = {TREATED: "treated", HOLDOUT: "holdout"}
 # ±6 %, up to ~93,000), 4 steps per doubling below -16 (down to -256). Money is in currency
 # units, usage in MB / minutes. The model standardises its inputs, so the learner sees what
 # the scorer sees to within a few percent on large values.
-COLUMNS = np.array([INDEX[name] for name in MODEL_FEATURES], dtype=np.int64)
+COLUMNS = np.array([INDEX[name] for name in SNAPSHOT_FEATURES], dtype=np.int64)
 _HI, _LO, _UP, _DOWN = 64, -16, 6.0, 4.0
 _NAN = -128  # not a code: read back as missing
 
 
 @dataclass(frozen=True)
 class LabelPolicy:
-    """Label horizon, snapshot period, allowed lateness and post-action exclusion (ms)."""
+    """Label horizon, snapshot period, allowed lateness, post-action exclusion and the
+    history a new subscriber needs before its first snapshot (ms)."""
 
     horizon_ms: int = 60 * DAY_MS
     every_ms: int = 14 * DAY_MS
     lateness_ms: int = 7 * DAY_MS
     exclusion_ms: int = 60 * DAY_MS
+    history_ms: int = 35 * DAY_MS
 
 
 class Example(msgspec.Struct, frozen=True, array_like=True):
@@ -102,8 +109,12 @@ def decoded(code: int) -> float:
 
 
 def model_features(values: list[int | None]) -> dict[str, float]:
-    """Stored values → the model's feature dict (missing values left out)."""
-    return {name: decoded(v) for name, v in zip(MODEL_FEATURES, values) if v is not None}
+    """Stored values (``SNAPSHOT_FEATURES``) → the model's input dict (missing values left out)."""
+    return {name: decoded(v) for name, v in zip(SNAPSHOT_FEATURES, values)
+            if v is not None and name in _INPUTS}
+
+
+_INPUTS = frozenset(MODEL_FEATURES)
 
 
 @dataclass
@@ -130,7 +141,7 @@ class Book:
     """One subscriber's snapshot record."""
 
     clock: int = 0
-    treated_until: int = 0
+    no_snapshot_until: int = 0
     alerted_at: int = 0
     group: int = 0
     snaps: list[Snapshot] = field(default_factory=list)
@@ -167,10 +178,14 @@ class Book:
         while self.snaps and self.snaps[0].ts <= ts:
             self._emit(self.snaps.pop(0), sid, ts, False, attrs, out)
 
+    def first_seen(self, ts: int, policy: LabelPolicy) -> None:
+        """A subscriber new to the store at ``ts``: no snapshot until its history fills."""
+        self.no_snapshot_until = max(self.no_snapshot_until, ts + policy.history_ms)
+
     def take(self, values: list[int | None] | int, policy: LabelPolicy, out: Resolved) -> None:
         """A scored row at the clock becomes the period's snapshot (unless excluded)."""
-        if self.clock < self.treated_until:
-            return  # excluded after a retention action (not counted: no snapshot was made)
+        if self.clock < self.no_snapshot_until:
+            return  # history warm-up, or excluded after a retention action (not counted)
         if self.snaps and self.snaps[-1].ts // policy.every_ms == self.clock // policy.every_ms:
             return  # the period already has its snapshot
         self.snaps.append(Snapshot(self.clock, values))
@@ -180,7 +195,7 @@ class Book:
         if not holdout:
             out.drop("treated", len(self.snaps))
             self.snaps = []
-            self.treated_until = max(self.treated_until, ts + policy.exclusion_ms)
+            self.no_snapshot_until = max(self.no_snapshot_until, ts + policy.exclusion_ms)
         if not self.group:
             self.group, self.alerted_at = (HOLDOUT if holdout else TREATED), ts
 
@@ -206,13 +221,13 @@ class Book:
             due = min((self.snaps[-1].ts // policy.every_ms + 1) * policy.every_ms,
                       self.snaps[0].ts + final)
         else:
-            due = self.treated_until
+            due = self.no_snapshot_until
         return min(due, self.alerted_at + final) if self.group else due
 
     def encode(self, policy: LabelPolicy) -> bytes:
         """:meth:`due` in seconds (4 bytes, rounded down), then compact msgpack: the clock,
         then everything else relative to it (ms)."""
-        if not (self.snaps or self.group or self.treated_until > self.clock):
+        if not (self.snaps or self.group or self.no_snapshot_until > self.clock):
             return b""  # nothing pending: nothing stored (the next event restarts from zero)
         rows = []
         prev = self.clock
@@ -220,7 +235,7 @@ class Book:
             rows.append([prev - snap.ts, *self._values(snap)])
             prev = snap.ts
         due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
-        body = [self.clock, max(0, self.treated_until - self.clock),
+        body = [self.clock, max(0, self.no_snapshot_until - self.clock),
                 self.clock - self.alerted_at if self.group else 0, self.group, rows]
         return due.to_bytes(4, "little") + _encoder.encode(body)
 

@@ -71,7 +71,8 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     labels = LabelPolicy(horizon_ms=int(settings.model_horizon_days * DAY_MS),
                          every_ms=int(settings.model_snapshot_every_days * DAY_MS),
                          lateness_ms=int(settings.lateness_days * DAY_MS),
-                         exclusion_ms=int(settings.model_exclusion_days * DAY_MS))
+                         exclusion_ms=int(settings.model_exclusion_days * DAY_MS),
+                         history_ms=int(settings.model_history_days * DAY_MS))
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
                         holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),

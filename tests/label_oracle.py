@@ -26,7 +26,7 @@ from churnwatch.metrics import Metrics
 from features.reference import ReferenceStore
 from features.schema import FEATURES
 from features.store import FeatureStore, StoreConfig
-from online_models.model import MODEL_FEATURES, ChurnModel
+from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import compile_ruleset
 from rules.ruleset import load_ruleset
@@ -47,7 +47,7 @@ def _code(value: float) -> int:
 def quantised(row: Any) -> list[int | None]:
     """The stored form of a feature row, computed independently of the production code."""
     out: list[int | None] = []
-    for name in MODEL_FEATURES:
+    for name in SNAPSHOT_FEATURES:
         value = float(row[FEATURES.index(name)])
         out.append(None if math.isnan(value) else _code(value))
     return out
@@ -69,6 +69,8 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
         if status != "A":
             continue
         sid = ev.subscriber_id
+        if sid not in clock:  # first seen: no snapshot until its history fills
+            until[sid] = ev.ts + policy.history_ms
         now = clock[sid] = max(clock.get(sid, 0), ev.ts)
         snaps = pending.setdefault(sid, [])
         for snap in [s for s in snaps if s[0] + policy.horizon_ms < now - policy.lateness_ms]:
@@ -119,7 +121,7 @@ class Harness:
     """The real pipeline over one Redis, rebuilt on demand (a worker restart)."""
 
     url: str
-    policy: LabelPolicy = LabelPolicy()
+    policy: LabelPolicy = LabelPolicy(history_ms=0)  # snapshots from the first event
     holdout: float = 0.0
     model: ChurnModel = field(default_factory=ChurnModel)
     publisher: Collector = field(default_factory=Collector)

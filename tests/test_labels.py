@@ -6,6 +6,7 @@ subscribers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 
 import pytest
@@ -24,7 +25,8 @@ from tests.label_oracle import Harness, reference_labels, stream_examples
 
 T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC
 SHORT = LabelPolicy(horizon_ms=20 * DAY_MS, every_ms=5 * DAY_MS, lateness_ms=3 * DAY_MS,
-                    exclusion_ms=10 * DAY_MS)
+                    exclusion_ms=10 * DAY_MS, history_ms=0)
+WARMUP = dataclasses.replace(SHORT, history_ms=12 * DAY_MS)
 
 
 def _ev(sid: str, n: int, kind: str, ts: int, **kw) -> Event:  # type: ignore[no-untyped-def]
@@ -95,19 +97,19 @@ def test_horizon_edges(redis_url: str) -> None:
         assert got[f"{quiet}/{T0}"][:2] == (T0, False)
         assert f"{quiet}/{T0 + 67 * DAY_MS}" not in got
         assert got == reference_labels(events + [_ev(quiet, 3, "login", T0 + 67 * DAY_MS + 1)],
-                                       LabelPolicy(), h.publisher.marks())
+                                       h.policy, h.publisher.marks())
         await h.stop()
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_streams_with_replays_and_restarts_match_the_reference(redis_url: str,
-                                                                      seed: int) -> None:
+@pytest.mark.parametrize("seed, policy", [(1, SHORT), (2, SHORT), (3, SHORT), (4, WARMUP)])
+def test_random_streams_with_replays_and_restarts_match_the_reference(
+        redis_url: str, seed: int, policy: LabelPolicy) -> None:
     events = _random_stream(seed)
 
     async def main() -> None:
-        h = Harness(redis_url, SHORT)
+        h = Harness(redis_url, policy)
         plan = _batches(events, random.Random(seed))
         for k, batch in enumerate(plan):
             if k == len(plan) // 2:
@@ -118,8 +120,13 @@ def test_random_streams_with_replays_and_restarts_match_the_reference(redis_url:
         examples = await stream_examples(h.client)
         ids = [ex.id for ex in examples]
         assert len(ids) == len(set(ids)), "a snapshot was resolved twice"
-        want = reference_labels(events, SHORT, h.publisher.marks())
+        want = reference_labels(events, policy, h.publisher.marks())
         assert _as_labels(examples) == want
+        first = {}
+        for ev in events:
+            first.setdefault(ev.subscriber_id, ev.ts)
+        assert all(ex.snapshot_ts >= first[ex.subscriber_id] + policy.history_ms
+                   for ex in examples)
         assert sum(1 for v in want.values() if v[1]) >= 3
         assert sum(1 for v in want.values() if not v[1]) >= 10
         await h.stop()
@@ -208,7 +215,7 @@ def test_treated_snapshots_are_excluded_and_held_out_ones_learned(redis_url: str
         got = await stream_examples(h.client)
         assert got and {ex.subscriber_id for ex in got} == {held}
         assert all(ex.churned for ex in got)
-        assert _as_labels(got) == reference_labels(events, LabelPolicy(), h.publisher.marks())
+        assert _as_labels(got) == reference_labels(events, h.policy, h.publisher.marks())
         registry = h.pipeline.metrics.registry  # type: ignore[union-attr]
         assert registry.get_sample_value("churnwatch_holdout_alerts_total") == 1
         assert registry.get_sample_value("churnwatch_model_snapshots_dropped_total",
@@ -341,3 +348,19 @@ def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str
         await h.stop()
 
     asyncio.run(main())
+
+
+def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> None:
+    import numpy as np
+
+    from features.schema import FEATURES
+    from online_models.model import (MODEL_FEATURES, SNAPSHOT_FEATURES, TIME_LEAKING,
+                                     model_input)
+    from online_models.snapshots import model_features
+
+    assert TIME_LEAKING and TIME_LEAKING <= set(SNAPSHOT_FEATURES)
+    stored = model_features(list(range(len(SNAPSHOT_FEATURES))))
+    assert set(stored) == set(MODEL_FEATURES) and not set(stored) & TIME_LEAKING
+    assert all(stored[name] == SNAPSHOT_FEATURES.index(name) for name in stored)
+    live = model_input(np.arange(len(FEATURES), dtype=float), {"age": 30.0})
+    assert set(live) == set(MODEL_FEATURES) | {"attr_age"}

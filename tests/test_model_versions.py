@@ -15,7 +15,7 @@ from churnwatch.cli import app
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from online_models.learner import Learner, ModelWatcher, append_examples
-from online_models.model import MODEL_FEATURES, ChurnModel
+from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example
 from online_models.versions import Checkpoint, ModelVersions, VersionError
 
@@ -27,7 +27,7 @@ def _examples(n: int, start: int) -> list[Example]:
     for i in range(start, start + n):
         churned = i % 3 == 0
         values = [(5 if churned else 1) + i % 2 if name == "complaints_30d" else 0
-                  for name in MODEL_FEATURES]
+                  for name in SNAPSHOT_FEATURES]
         out.append(Example(f"s{i}/{i}", f"s{i}", i, i + 1, churned, values, {}))
     return out
 

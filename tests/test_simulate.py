@@ -10,7 +10,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from churnwatch.simulate import SIGNS, SimConfig, Simulation, generate, write_ndjson
+from churnwatch.simulate import (SIGNS, WARMUP_DAYS, SimConfig, Simulation, generate,
+                                 write_ndjson)
 
 DAY = 86_400_000
 TYPES = {"spend", "login", "complaint", "usage", "plan_change", "profile", "churn", "active", "outcome"}
@@ -102,25 +103,35 @@ def test_contract_order_and_identity():
     assert set(sim.truth.segments.values()) <= SEGMENTS
 
 
-def test_churners_go_silent_and_others_end_active():
+def test_churners_go_silent_and_renewals_label_the_others():
     sim = Simulation(SMALL)
     t = sim.truth
     assert len(t.churners) == round(SMALL.churn_rate * SMALL.subscribers) == len(t.churn_day)
-    churn_ts, last_ts, actives = {}, defaultdict(int), Counter()
+    churn_ts, last_ts, actives, left = {}, defaultdict(int), defaultdict(list), {}
     for e in sim.events():
         sid, ts = canon(e["subscriber_id"]), ts_ms(e["ts"])
-        if e["type"] == "churn":
+        if e["type"] == "profile":
+            left[sid] = e["attrs"]["contract_months_left"]
+        elif e["type"] == "churn":
             assert sid not in churn_ts
             churn_ts[sid] = ts
         elif e["type"] == "active":
-            actives[sid] += 1
+            actives[sid].append(ts)
         assert sid not in churn_ts or e["type"] == "churn", "event after churn"
         last_ts[sid] = max(last_ts[sid], ts)
     assert set(churn_ts) == t.churners
     start = int(SMALL.start.timestamp() * 1000)
-    for sid, day in t.churn_day.items():
-        assert (churn_ts[sid] - start) // DAY == day >= SMALL.days * 2 // 3
-    assert set(actives) == set(t.segments) - t.churners and set(actives.values()) == {1}
+    days = [(churn_ts[sid] - start) // DAY for sid in t.churners]
+    assert all(days_ == t.churn_day[sid] >= WARMUP_DAYS for sid, days_ in zip(t.churners, days))
+    assert max(days) - min(days) >= SMALL.days // 2  # spread over the run, not bunched at its end
+    # `active` = a contract renewal: only non-churners, once, in the month their term ends
+    assert not set(actives) & t.churners
+    for sid, times in actives.items():
+        month = datetime.fromtimestamp(times[0] / 1000, timezone.utc).month - SMALL.start.month
+        assert len(times) == 1 and month == left[sid] and times[0] % DAY >= DAY - 60_000
+    months = 5  # SMALL spans January to May
+    due = {s for s in set(t.segments) - t.churners if left[s] < months}
+    assert set(actives) <= due and len(actives) >= 0.8 * len(due)  # the rest renew after the run
 
 
 def month_back(y: int, m: int, k: int) -> tuple[int, int]:
@@ -176,10 +187,12 @@ def default_run():
             r["spend"].append((ts, e["amount"]))
         elif e["type"] in ("login", "complaint"):
             r[e["type"]].append(ts)
-        if e["type"] in ("churn", "active"):
+        if e["type"] == "churn":
             r["end"] = ts
         else:
             r["last"] = ts  # last event before churn (the day before: churners go quiet that day)
+    for r in recs.values():  # everyone else is evaluated at the end of the run
+        r["end"] = r["end"] or r["last"]
     return sim.truth, recs, n
 
 
