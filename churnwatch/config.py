@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
     batch_max: int = Field(2000, ge=1, le=100_000, description="max Kafka messages per micro-batch")
-    batch_within_s: float = Field(0.05, gt=0, le=10, description="max wait to fill a micro-batch")
+    batch_within_s: float = Field(0.02, gt=0, le=10, description="max wait to fill a micro-batch")
     lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
     state_ttl_days: int = Field(400, ge=1, description="idle subscriber state is dropped after this")
     rules_file: Path | None = Field(None, description="rules TOML (default: shipped rules)")
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
                                            "actions are held for review; 0 = off")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
-    fetch_max_wait_ms: int = Field(100, ge=1, le=10_000, description="longest wait of one "
+    fetch_max_wait_ms: int = Field(25, ge=1, le=10_000, description="longest wait of one "
                                    "Kafka fetch for new data (Faust's fixed 1500 ms delays "
                                    "quiet-partition events on Tansu)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
