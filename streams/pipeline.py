@@ -162,6 +162,7 @@ class Pipeline:
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
                 self._hold(pipe, decision)
+                failpoint("before_redis_write")
                 await pipe.execute()
                 self.metrics.stage_seconds.labels("features").observe(t1 - t0)
                 self.metrics.stage_seconds.labels("decide").observe(t2 - t1)
@@ -244,6 +245,7 @@ class Pipeline:
         if result.dead_letters:
             await publisher.dead_letters([msgspec.json.encode(d) for d in result.dead_letters])
         if decision.alerts:
+            failpoint("before_send")
             await publisher.alerts(decision.alerts, decision.payloads)
             failpoint("after_send")
             async for attempt in self._retrying():
