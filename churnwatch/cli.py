@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnwatch.cli_common import ConfigOpt, JsonOpt, err, fail, load, require_redis, with_redis
-from churnwatch.cli_ops import dnc_app, rules_app, storm_app
+from churnwatch.cli_ops import broker_app, dnc_app, rules_app, storm_app
 from churnwatch.config import EVENTS_TOPIC, Settings
 from churnwatch.errors import ChurnwatchError
 
@@ -22,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.add_typer(rules_app, name="rules")
 app.add_typer(dnc_app, name="dnc")
 app.add_typer(storm_app, name="storm")
+app.add_typer(broker_app, name="broker")
 
 
 @app.command()
@@ -83,15 +84,28 @@ def worker(config: ConfigOpt = None) -> None:
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
+    from churnwatch.broker_guard import EXIT_CODE, BrokerResetError, check_at_startup
+
     settings = load(config)
     try:
+        if settings.broker and settings.redis_url:  # else create_app says what is missing
+            asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic
         app_ = create_app(settings)
         asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+    except BrokerResetError as exc:
+        fail(exc)
+        raise typer.Exit(EXIT_CODE) from None
     except ChurnwatchError as exc:
         raise fail(exc) from None
     import faust
 
-    faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app_, loglevel=settings.log_level.upper(),
+                     quiet=True).execute_from_commandline()
+    except SystemExit:
+        if getattr(app_, "churnwatch_exit_code", None):  # stopped on a broker reset
+            raise SystemExit(app_.churnwatch_exit_code) from None
+        raise
 
 
 def _topics(settings: Settings) -> dict[str, int]:

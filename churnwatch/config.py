@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churnwatch.errors import ConfigError
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     broker: str = Field("", description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092")
     redis_url: str = Field("", description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    redis_timeout_s: float = Field(15, gt=0, le=600, description="Redis socket timeout: a "
+                                   "silent (blackholed) connection fails after this and is "
+                                   "retried")
     alerts_jsonl: Path | None = Field(None, description="append alerts to this JSONL file")
     scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
@@ -77,6 +80,9 @@ class Settings(BaseSettings):
                                            "actions are held for review; 0 = off")
     session_timeout_s: float = Field(6.0, ge=1, le=300, description="Kafka consumer session "
                                      "timeout (rebalances wait up to half of it)")
+    broker_check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the "
+                                           "worker checks that the broker has not lost data "
+                                           "it had seen (offsets going backwards)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
@@ -99,6 +105,20 @@ class Settings(BaseSettings):
                                     "Kafka message by the ingest process")
     ingest_produce_timeout_s: float = Field(30, gt=0, le=600, description="wait for broker "
                                             "acks before answering 503")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how Kafka clients talk to the broker (SASL_SSL for a managed "
+        "cluster)")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)")
+    kafka_username: str = Field("", description="SASL user name (SASL_* protocols)")
+    kafka_password: SecretStr = Field(SecretStr(""), description="SASL password (SASL_* "
+                                      "protocols); never logged")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the "
+                                          "broker's certificate (SSL, SASL_SSL; default: the "
+                                          "system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate for mutual "
+                                            "TLS (SSL, SASL_SSL)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client certificate's private key")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("broker")
@@ -140,6 +160,24 @@ class Settings(BaseSettings):
             raise ValueError("must be debug, info, warning or error")
         return value.lower()
 
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_username and self.kafka_password.get_secret_value()):
+            raise ValueError("kafka_security_protocol SASL_* needs kafka_username and "
+                             "kafka_password (CHURNWATCH_KAFKA_USERNAME, "
+                             "CHURNWATCH_KAFKA_PASSWORD)")
+        if not sasl and (self.kafka_username or self.kafka_password.get_secret_value()):
+            raise ValueError("kafka_username/kafka_password are only used with "
+                             "kafka_security_protocol SASL_PLAINTEXT or SASL_SSL")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError("kafka_ssl_* files are only used with kafka_security_protocol SSL "
+                             "or SASL_SSL")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        return self
+
     @property
     def bootstrap(self) -> str:
         """host:port list for Kafka clients."""
@@ -179,7 +217,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 def _explain(exc: ValidationError, path: Any, overridden: set[str], env_keys: set[str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        key = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: the message names them and the fix
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+            continue
+        key = str(err["loc"][0])
         if key in overridden:
             where = f"--{key.replace('_', '-')}"
         elif key in env_keys:

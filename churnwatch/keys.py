@@ -43,3 +43,8 @@ class Keys:
     def released(self) -> str:
         """Held alerts released by an operator, waiting for a worker to deliver their actions."""
         return f"{self.prefix}:storm:released"
+
+    def broker_offsets(self, group: str) -> str:
+        """Hash: highest ``end:<partition>`` and ``committed:<partition>`` offsets of
+        churn.events the consumer group ``group`` has seen (``churnwatch.broker_guard``)."""
+        return f"{self.prefix}:broker:{{{group}}}:offsets"

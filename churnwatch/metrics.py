@@ -42,6 +42,9 @@ class Metrics:
                                        "the first", registry=r)
         self.queued_actions = Counter("churnwatch_queued_actions", "Actions added to the team "
                                       "work queues", registry=r)
+        self.broker_reset = Gauge("churnwatch_broker_reset_detected", "1 once the broker lost "
+                                  "data this worker had seen (the worker then stops)",
+                                  registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version", ["version"],
                              registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version", ["version"], registry=r)

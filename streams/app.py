@@ -5,21 +5,30 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
 import msgspec
 import redis as syncredis
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
 from alerting.storm import StormGuard
+from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
+from churnwatch.failpoints import failpoint
+from churnwatch.kafka_auth import broker_credentials, client_options
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
@@ -41,7 +50,8 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             ttl_s=settings.state_ttl_days * 86_400))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
-    sync = syncredis.Redis.from_url(settings.redis_url)
+    sync = syncredis.Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                                    socket_connect_timeout=settings.redis_timeout_s)
     published = registry.decode(sync.get(registry.ACTIVE_KEY))
     ruleset = (parse_ruleset(published.text, published.source) if published
                else load_ruleset(settings.rules_file))
@@ -91,8 +101,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_commit_every=settings.batch_max,
         producer_acks=-1,
         producer_linger_ms=5,
+        broker_credentials=broker_credentials(settings),
     )
-    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10,
+                                    socket_timeout=settings.redis_timeout_s,
+                                    socket_connect_timeout=settings.redis_timeout_s)
     pipeline = build_pipeline(settings, redis, metrics)
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)
@@ -106,13 +119,27 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.value or b"", int(e.message.timestamp * 1000))
                        for e in batch]
-            await _run_batch(pipeline, publisher, records)
+            await _to_the_end(_run_batch(pipeline, publisher, records))
+            failpoint("before_offset_commit")  # acked (and committed) only after this
 
     @app.task
     async def serve_metrics() -> None:
         server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
                                       registry=metrics.registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
+                        pipeline.store.config.keys.broker_offsets(settings.app_id),
+                        client_options(settings))
+
+    @app.timer(interval=settings.broker_check_interval_s)
+    async def check_broker() -> None:
+        try:
+            await guard.check()
+        except BrokerResetError as exc:
+            _stop_for_broker_reset(app, metrics, exc)
+        except (*RETRYABLE, KafkaError, OSError) as exc:
+            log.warning("broker check skipped: %s", type(exc).__name__)
 
     checkpointer = Checkpointer(redis, pipeline.model)
     watcher = registry.RulesWatcher(redis, pipeline)
@@ -158,6 +185,33 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
+    """Report loudly, stop consuming, and stop the worker gracefully with exit code 3."""
+    metrics.broker_reset.set(1)
+    log.error("%s", exc)
+    app.churnwatch_exit_code = EXIT_CODE  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):  # best effort: the stop below is what matters
+        app.consumer.pause_partitions(app.consumer.assignment())
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _to_the_end(batch: Awaitable[None]) -> None:
+    """Await ``batch`` even if the agent is cancelled meanwhile (SIGTERM: Faust cancels the
+    agent, then acknowledges what it consumed), so a stopping worker never leaves a batch
+    half-published; the cancellation is raised once the batch is done."""
+    task = asyncio.ensure_future(batch)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        log.info("stopping: finishing the current batch first")
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 async def _run_batch(pipeline: Pipeline, publisher: KafkaPublisher,
