@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 import redis.exceptions
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, ScoreRecord, to_json
 from alerting.decide import Deciders, Decision, decide_alerts
@@ -51,6 +51,13 @@ RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError,
              redis.exceptions.ReadOnlyError)
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A Redis error worth waiting out: connection trouble, loading, read-only replica, or out
+    of memory, also when a Lua script hits it (redis-py then raises a plain ResponseError)."""
+    return isinstance(exc, RETRYABLE) or (
+        isinstance(exc, redis.exceptions.ResponseError) and "-OOM " in str(exc))
 
 
 @dataclass(frozen=True)
@@ -270,7 +277,7 @@ class Pipeline:
             log.warning("redis unavailable (%s); retrying in %.1fs",
                         type(state.outcome.exception()).__name__, state.next_action.sleep)
 
-        return AsyncRetrying(retry=retry_if_exception_type(RETRYABLE), reraise=True,
+        return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
                              wait=wait_exponential_jitter(initial=0.1, max=5),
                              before_sleep=before_sleep)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, to_json
 from alerting.sinks import JsonlSink
@@ -21,7 +21,7 @@ from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.metrics import Metrics
-from streams.pipeline import RETRYABLE, DeadLetter
+from streams.pipeline import DeadLetter, is_retryable
 
 
 class KafkaPublisher:
@@ -57,7 +57,7 @@ class KafkaPublisher:
         if self.alerts_jsonl:
             self.alerts_jsonl.write(payloads)
         if self.queues:
-            async for attempt in AsyncRetrying(retry=retry_if_exception_type(RETRYABLE),
+            async for attempt in AsyncRetrying(retry=retry_if_exception(is_retryable),
                                                reraise=True,
                                                wait=wait_exponential_jitter(initial=0.1, max=5)):
                 with attempt:
