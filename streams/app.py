@@ -138,7 +138,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             await guard.check()
         except BrokerResetError as exc:
             _stop_for_broker_reset(app, metrics, exc)
-        except (*RETRYABLE, KafkaError, OSError) as exc:
+        except (syncredis.RedisError, KafkaError, OSError) as exc:  # checked again next time
             log.warning("broker check skipped: %s", type(exc).__name__)
 
     checkpointer = Checkpointer(redis, pipeline.model)
