@@ -69,9 +69,17 @@ def group_of(n: int, broker, redis_url: str, tmp: Path, **env: str) -> list[Work
 
 
 def wait_serving(w: Worker, timeout: float = 90) -> None:
-    """Until the worker's app is up (its metrics endpoint answers)."""
-    w.wait_for(lambda: w.metric("churnwatch_redis_errors_total") is not None, timeout=timeout,
-               what="the worker to start")
+    """Until the worker's app is up (its metrics endpoint answers) or an armed failpoint
+    killed it first."""
+    deadline = time.monotonic() + timeout
+    while w.metric("churnwatch_redis_errors_total") is None:
+        assert w.proc is not None
+        code = w.proc.poll()
+        if code == -signal.SIGKILL and "CHURNWATCH_FAILPOINT" in w.env:
+            return
+        assert code is None and time.monotonic() < deadline, \
+            f"worker did not start ({code}):\n{w.log_path.read_text()[-3000:]}"
+        time.sleep(0.25)
 
 
 class KillLoop:
