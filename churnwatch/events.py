@@ -223,6 +223,8 @@ def decode_event(raw: bytes) -> Event:
         raise EventError(_reason(exc)) from None
     except RecursionError:
         raise EventError(_TOO_DEEP) from None
+    except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
+        raise EventError("not valid UTF-8") from None
     return _normalise(ev)
 
 
@@ -242,10 +244,12 @@ def split_records(payload: bytes) -> list[bytes]:
             raise EventError(f"invalid JSON array: {_reason(exc)}") from None
         except RecursionError:
             raise EventError(f"invalid JSON array: {_TOO_DEEP}") from None
+        except UnicodeDecodeError:
+            raise EventError("invalid JSON array: not valid UTF-8") from None
     if b"\n" in body:
         try:
             _value_decoder.decode(body)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return [line for line in body.split(b"\n") if line.strip()]
     return [body]
 

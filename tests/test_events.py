@@ -348,3 +348,15 @@ def test_braces_and_overlong_numbers_are_rejected() -> None:
         with pytest.raises(EventError):
             normalise_subscriber(bad)
     assert normalise_subscriber("00447911123456") == "+447911123456"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"event_id":"e1","subscriber_id":"(+60\xff\xff) 7700","type":"login","ts":1767225600000}',
+    b'[{"event_id":"e\xc3","subscriber_id":"x","type":"login","ts":1767225600000}]',
+    b'{"event_id":"e1","subscriber_id":"x","type":"login","ts":1767225600000}\n{"event_id":"\xfe"}',
+])
+def test_invalid_utf8_inside_a_string_is_rejected_not_raised(raw: bytes) -> None:
+    """Found by atheris (tests/fuzz): msgspec raises UnicodeDecodeError for these."""
+    events, rejected = decode_payload(raw)
+    assert rejected and all(r.reason for r in rejected)
+    assert [e.event_id for e in events] in ([], ["e1"])
