@@ -130,14 +130,15 @@ _decoder = msgspec.json.Decoder(_AnyEvent)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _value_decoder = msgspec.json.Decoder(msgspec.Raw)
 _TOO_DEEP = "JSON nested too deeply"
-_PHONE_CHARS = re.compile(r"^\+?[0-9][0-9 ()./-]*$")
+_PHONE_CHARS = re.compile(r"^\(?\+?[0-9][0-9 ()./-]*$")
 _NON_DIGITS = re.compile(r"[^0-9]")
 
 
 def normalise_subscriber(raw: str) -> str:
     """Canonical subscriber id: phone numbers become ``+digits``; pseudonyms are kept.
 
-    ``+44 7911-123456``, ``0044 7911 123456`` and ``+447911123456`` are one subscriber.
+    ``+44 7911-123456``, ``(+44) 7911 123456``, ``0044 7911 123456`` and ``+447911123456``
+    are one subscriber.
     A number without an international prefix keeps its digits only (no country is guessed).
     """
     value = raw.strip()
@@ -145,7 +146,7 @@ def normalise_subscriber(raw: str) -> str:
         raise EventError("subscriber_id is empty")
     if _PHONE_CHARS.match(value):
         digits = _NON_DIGITS.sub("", value)
-        if value.startswith("+"):
+        if value.lstrip("(").startswith("+"):
             canonical = "+" + digits
         elif digits.startswith("00"):
             canonical = "+" + digits[2:]

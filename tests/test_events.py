@@ -251,7 +251,8 @@ def test_decode_event_raises_event_error_with_reason() -> None:
 
 # --------------------------------------------------------------------------- subscriber ids
 @pytest.mark.parametrize("raw", ["+44 7911-123456", "0044 7911 123456", "+447911123456",
-                                 " +44 (7911) 123.456 ", "0044-7911-123456"])
+                                 " +44 (7911) 123.456 ", "0044-7911-123456", "(+44) 7911 123456",
+                                 "(0044)7911-123456"])
 def test_phone_numbers_normalise_to_one_id(raw: str) -> None:
     assert normalise_subscriber(raw) == "+447911123456"
     events, _ = decode_payload(orjson.dumps({**base("login"), "subscriber_id": raw}))
