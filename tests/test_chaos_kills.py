@@ -3,9 +3,10 @@ every failpoint (before/after the Redis write, before/after the alert send, befo
 commit) and at random times, while numbered events keep arriving. The whole history must
 still match an offline oracle (tests/history.py).
 
-``CHAOS_KILLS`` is the number of kills per worker count (default 1, so the default run stays
-short); the full run (RELIABILITY.md) is ``CHAOS_KILLS=8 pytest -m chaos
-tests/test_chaos_kills.py``: 24 kills. ``CHAOS_REPORT=<file>`` appends each run's counts.
+``CHAOS_WORKERS`` lists the worker counts (default ``2``) and ``CHAOS_KILLS`` the kills per
+worker count (default 1), so the default run stays short; the full run (RELIABILITY.md) is
+``CHAOS_WORKERS=1,2,3 CHAOS_KILLS=8 pytest -m chaos tests/test_chaos_kills.py``: at least 24
+kills. ``CHAOS_REPORT=<file>`` appends each run's counts as a JSON line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 KILLS = int(os.environ.get("CHAOS_KILLS", "1"))
+WORKER_COUNTS = [int(n) for n in os.environ.get("CHAOS_WORKERS", "2").split(",")]
 REPORT = os.environ.get("CHAOS_REPORT")
 PARTITIONS = 4
 CHUNKS_PER_KILL = 2
@@ -125,7 +127,7 @@ class KillLoop:
         return where
 
 
-@pytest.mark.parametrize("n_workers", [1, 2, 3])
+@pytest.mark.parametrize("n_workers", WORKER_COUNTS)
 def test_kill_loop(n_workers: int, broker, redis_url, tmp_path: Path) -> None:
     asyncio.run(create_topics(broker.bootstrap, {t: PARTITIONS for t in (
         EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("atheris", reason="atheris is in the [test] extra; pip install -e '.[test]'")
+pytestmark = pytest.mark.chaos
+
+pytest.importorskip("atheris", reason="atheris is in the [test] extra (Python < 3.12)")
 FUZZ = Path(__file__).parent / "fuzz"
 
 

@@ -1,6 +1,6 @@
 """Network faults between the worker and Redis, and between the worker and the broker, through
 a TCP proxy (tests/tcp_proxy.py): delay, dropped connections, a blackhole, an unreachable
-Redis (``CHAOS_OUTAGE_S`` seconds, default 10; RELIABILITY.md's full run uses 30) and a Redis
+Redis (``CHAOS_OUTAGE_S`` seconds, default 5; RELIABILITY.md's full run uses 30) and a Redis
 out of memory. Events wait, nothing is acknowledged without its feature write (a worker
 killed during the outage loses nothing), and the worker recovers by itself once the fault
 ends; the whole history then matches the oracle."""
@@ -25,7 +25,7 @@ from tests.tcp_proxy import TcpProxy
 from tests.test_chaos_kills import PARTITIONS, feed, group_of, produce, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-OUTAGE_S = float(os.environ.get("CHAOS_OUTAGE_S", "10"))
+OUTAGE_S = float(os.environ.get("CHAOS_OUTAGE_S", "5"))
 
 
 def _topics(bootstrap: str) -> None:
@@ -59,7 +59,7 @@ def test_redis_delay_drop_blackhole_outage_and_oom(broker, redis_server, redis_u
             wait_serving(worker)
             proxy.delay = 0.05  # a slow link: every Redis reply 50 ms late
             produce(broker.bootstrap, chunks[0], PARTITIONS)
-            time.sleep(3)
+            time.sleep(2)
             proxy.drop()  # connections reset mid-batch
             produce(broker.bootstrap, chunks[1], PARTITIONS)
             time.sleep(1)
@@ -68,7 +68,7 @@ def test_redis_delay_drop_blackhole_outage_and_oom(broker, redis_server, redis_u
 
             proxy.blackhole = True  # silence: replies never come, the socket timeout fires
             produce(broker.bootstrap, chunks[2], PARTITIONS)
-            time.sleep(5)
+            time.sleep(3)
             assert _lagging(broker.bootstrap, worker.app_id)  # events wait
             proxy.heal()
             worker.wait_caught_up(timeout=120)
@@ -150,13 +150,13 @@ def test_broker_delay_drop_and_blackhole(redis_url, tmp_path: Path) -> None:
                 wait_serving(w)
             produce(broker.bootstrap, chunks[0], PARTITIONS)
             proxy.delay = 0.1
-            time.sleep(3)
+            time.sleep(2)
             proxy.drop()
             proxy.heal()
             produce(broker.bootstrap, chunks[1], PARTITIONS)
             time.sleep(1)
             proxy.blackhole = True  # longer than the session timeout: members are evicted
-            time.sleep(8)
+            time.sleep(5)
             proxy.heal()
             produce(broker.bootstrap, chunks[2], PARTITIONS)
             for w in workers:

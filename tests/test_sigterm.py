@@ -25,7 +25,7 @@ def test_sigterm_during_load_stops_cleanly_and_repeats_nothing(broker, redis_url
                                                                tmp_path: Path) -> None:
     asyncio.run(create_topics(broker.bootstrap, {t: PARTITIONS for t in (
         EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
-    lines = feed(subscribers=90, seed=5)
+    lines = feed(subscribers=60, days=45, seed=5)
     expected = oracle(lines)
     receiver = HookReceiver()
     [worker] = group_of(1, broker, redis_url, tmp_path, CHURNWATCH_WEBHOOK_URL=receiver.url,
