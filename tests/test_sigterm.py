@@ -18,7 +18,7 @@ from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle
 from tests.test_chaos_kills import PARTITIONS, feed, group_of, produce, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-TERMS = 2
+TERMS = 3
 
 
 def test_sigterm_during_load_stops_cleanly_and_repeats_nothing(broker, redis_url,
