@@ -9,6 +9,7 @@ every partition's lag is zero; every rejected record is on churn.dlq with a reas
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ from rules.ruleset import load_ruleset
 from tests.conftest import read_topic
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+_ERROR_LINE = re.compile(r'\[(ERROR|CRITICAL)\]|"level": ?"(error|critical)"')
+
+
+def error_lines(log: str) -> list[str]:
+    """Lines of a worker log at ERROR or CRITICAL level: Faust's ``[ERROR]`` format or JSON
+    lines with ``"level": "error"``."""
+    return [line for line in log.splitlines() if _ERROR_LINE.search(line)]
 
 
 @dataclass

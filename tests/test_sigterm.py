@@ -14,7 +14,7 @@ import pytest
 
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import create_topics
-from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle
+from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, error_lines, oracle
 from tests.test_chaos_kills import PARTITIONS, feed, group_of, produce, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -49,7 +49,7 @@ def test_sigterm_during_load_stops_cleanly_and_repeats_nothing(broker, redis_url
         worker.stop()
         receiver.close()
     log = worker.log_path.read_text()
-    assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+    assert "Traceback" not in log and not error_lines(log), log[-3000:]
     history = check_history(broker.bootstrap, redis_url, worker.app_id, expected, receiver)
     assert history.alert_messages == history.alerts  # not even a redelivery on churn.alerts
     assert history.webhook_deliveries == history.alerts  # nor a second webhook delivery
