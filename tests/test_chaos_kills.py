@@ -74,7 +74,7 @@ def wait_serving(w: Worker, timeout: float = 90) -> None:
     """Until the worker's app is up (its metrics endpoint answers) or an armed failpoint
     killed it first."""
     deadline = time.monotonic() + timeout
-    while w.metric("churnwatch_redis_errors_total") is None:
+    while w.metric("churnwatch_ruleset_info") is None:
         assert w.proc is not None
         code = w.proc.poll()
         if code == -signal.SIGKILL and "CHURNWATCH_FAILPOINT" in w.env:

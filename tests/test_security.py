@@ -83,7 +83,7 @@ def test_servers_bind_loopback_only_and_ingest_needs_its_token(worker: Worker, r
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         worker.start()
-        worker.wait_for(lambda: worker.metric("churnwatch_redis_errors_total") is not None,
+        worker.wait_for(lambda: worker.metric("churnwatch_ruleset_info") is not None,
                         what="the worker")
         url = f"http://127.0.0.1:{port}/v1/events"
         deadline = time.monotonic() + 60
