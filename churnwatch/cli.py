@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnwatch.cli_common import ConfigOpt, JsonOpt, err, fail, load, require_redis, with_redis
 from churnwatch.cli_model import model_app
-from churnwatch.cli_ops import dnc_app, rules_app, storm_app
+from churnwatch.cli_ops import broker_app, dnc_app, rules_app, storm_app
 from churnwatch.config import EVENTS_TOPIC, Settings
 from churnwatch.errors import ChurnwatchError
 
@@ -24,6 +24,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(dnc_app, name="dnc")
 app.add_typer(storm_app, name="storm")
 app.add_typer(model_app, name="model")
+app.add_typer(broker_app, name="broker")
 
 
 @app.command()
@@ -119,10 +120,17 @@ def worker(config: ConfigOpt = None) -> None:
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
+    from churnwatch.broker_guard import EXIT_CODE, BrokerResetError, check_at_startup
+
     settings = load(config, service=True)
     try:
+        if settings.broker and settings.redis_url:  # else create_app says what is missing
+            asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic
         app_ = create_app(settings)
         asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+    except BrokerResetError as exc:
+        fail(exc)
+        raise typer.Exit(EXIT_CODE) from None
     except ChurnwatchError as exc:
         raise fail(exc) from None
     import faust
@@ -131,7 +139,12 @@ def worker(config: ConfigOpt = None) -> None:
     runner = faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True,
                           override_logging=False)
     runner.spinner = None
-    runner.execute_from_commandline()
+    try:
+        runner.execute_from_commandline()
+    except SystemExit:
+        if getattr(app_, "churnwatch_exit_code", None):  # stopped on a broker reset
+            raise SystemExit(app_.churnwatch_exit_code) from None
+        raise
 
 
 def _topics(settings: Settings) -> dict[str, int]:

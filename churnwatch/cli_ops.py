@@ -1,4 +1,5 @@
-"""Operator commands: rulesets (check, test, push), the do-not-contact list and storm holds."""
+"""Operator commands: rulesets (check, test, push), the do-not-contact list, storm holds and
+accepting a broker reset."""
 
 from __future__ import annotations
 
@@ -173,3 +174,24 @@ def storm_discard(rule: Annotated[str, typer.Argument(help="rule id")],
     count = client.llen(keys.held(rule))
     client.delete(keys.held(rule))
     err.print(f"discarded {count} held alerts of {rule}")
+
+
+broker_app = typer.Typer(no_args_is_help=True, help="The broker-reset check: the offsets of "
+                         "churn.events a worker group has seen, kept in Redis.")
+
+
+@broker_app.command("accept-reset")
+def broker_accept_reset(config: ConfigOpt = None) -> None:
+    """After a broker lost data (workers exit with code 3 and refuse to start): forget the
+    offsets the group (CHURNWATCH_APP_ID) has seen, so workers start on the broker as it is.
+    Decide first what to replay (`churnwatch replay`); replayed events are deduplicated."""
+    from churnwatch.keys import Keys
+
+    settings = load(config)
+
+    async def work(client) -> int:  # type: ignore[no-untyped-def]
+        return await client.delete(Keys().broker_offsets(settings.app_id))
+
+    forgot = with_redis(settings, work)
+    err.print(f"group {settings.app_id}: "
+              + ("remembered offsets forgotten" if forgot else "nothing was remembered"))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import (Field, SecretStr, ValidationError, ValidationInfo,
-                      field_validator)
+from pydantic import (Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from churnwatch.errors import ConfigError
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("", description="Redis URL, e.g. redis://127.0.0.1:6379/0")
     redis_cluster: bool = Field(False, description="redis_url is a seed node of a Redis "
                                 "Cluster (database 0 only)")
+    redis_timeout_s: float = Field(15, gt=0, le=600, description="Redis socket timeout: a "
+                                   "silent (blackholed) connection fails after this and is "
+                                   "retried")
     alerts_jsonl: Path | None = Field(None, description="append alerts to this JSONL file")
     scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
@@ -83,6 +86,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(25, ge=1, le=10_000, description="longest wait of one "
                                    "Kafka fetch for new data (Faust's fixed 1500 ms delays "
                                    "quiet-partition events on Tansu)")
+    broker_check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the "
+                                           "worker checks that the broker has not lost data "
+                                           "it had seen (offsets going backwards)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
     model_horizon_days: float = Field(60, gt=0, le=365, description="a churn event labels the "
                                       "subscriber's snapshots of this many days before it "
@@ -142,6 +148,20 @@ class Settings(BaseSettings):
                                  "number of recent alerts kept in the global feed cw:feed")
     risk_history: int = Field(100, ge=0, le=10_000, description="risk-score points kept per "
                               "subscriber, one per event-time day (0 = off)")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how Kafka clients talk to the broker (SASL_SSL for a managed "
+        "cluster)")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)")
+    kafka_username: str = Field("", description="SASL user name (SASL_* protocols)")
+    kafka_password: SecretStr = Field(SecretStr(""), description="SASL password (SASL_* "
+                                      "protocols); never logged")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the "
+                                          "broker's certificate (SSL, SASL_SSL; default: the "
+                                          "system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate for mutual "
+                                            "TLS (SSL, SASL_SSL)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client certificate's private key")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     @field_validator("broker")
@@ -201,6 +221,23 @@ class Settings(BaseSettings):
             raise ValueError(f"a Redis Cluster has only database 0, but redis_url names "
                              f"database {url.path.strip('/')!r}: end it with /0")
         return value
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_username and self.kafka_password.get_secret_value()):
+            raise ValueError("kafka_security_protocol SASL_* needs kafka_username and "
+                             "kafka_password (CHURNWATCH_KAFKA_USERNAME, "
+                             "CHURNWATCH_KAFKA_PASSWORD)")
+        if not sasl and (self.kafka_username or self.kafka_password.get_secret_value()):
+            raise ValueError("kafka_username/kafka_password are only used with "
+                             "kafka_security_protocol SASL_PLAINTEXT or SASL_SSL")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError("kafka_ssl_* files are only used with kafka_security_protocol SSL "
+                             "or SASL_SSL")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        return self
 
     @property
     def bootstrap(self) -> str:
@@ -241,7 +278,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 def _explain(exc: ValidationError, path: Any, overridden: set[str], env_keys: set[str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        key = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: the message names them and the fix
+            lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+            continue
+        key = str(err["loc"][0])
         if key in overridden:
             where = f"--{key.replace('_', '-')}"
         elif key in env_keys:

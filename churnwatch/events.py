@@ -130,14 +130,15 @@ _decoder = msgspec.json.Decoder(_AnyEvent)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _value_decoder = msgspec.json.Decoder(msgspec.Raw)
 _TOO_DEEP = "JSON nested too deeply"
-_PHONE_CHARS = re.compile(r"^\+?[0-9][0-9 ()./-]*$")
+_PHONE_CHARS = re.compile(r"^\(?\+?[0-9][0-9 ()./-]*$")
 _NON_DIGITS = re.compile(r"[^0-9]")
 
 
 def normalise_subscriber(raw: str) -> str:
     """Canonical subscriber id: phone numbers become ``+digits``; pseudonyms are kept.
 
-    ``+44 7911-123456``, ``0044 7911 123456`` and ``+447911123456`` are one subscriber.
+    ``+44 7911-123456``, ``(+44) 7911 123456``, ``0044 7911 123456`` and ``+447911123456``
+    are one subscriber.
     A number without an international prefix keeps its digits only (no country is guessed).
     """
     value = raw.strip()
@@ -145,7 +146,7 @@ def normalise_subscriber(raw: str) -> str:
         raise EventError("subscriber_id is empty")
     if _PHONE_CHARS.match(value):
         digits = _NON_DIGITS.sub("", value)
-        if value.startswith("+"):
+        if value.lstrip("(").startswith("+"):
             canonical = "+" + digits
         elif digits.startswith("00"):
             canonical = "+" + digits[2:]
@@ -223,6 +224,8 @@ def decode_event(raw: bytes) -> Event:
         raise EventError(_reason(exc)) from None
     except RecursionError:
         raise EventError(_TOO_DEEP) from None
+    except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
+        raise EventError("not valid UTF-8") from None
     return _normalise(ev)
 
 
@@ -242,10 +245,12 @@ def split_records(payload: bytes) -> list[bytes]:
             raise EventError(f"invalid JSON array: {_reason(exc)}") from None
         except RecursionError:
             raise EventError(f"invalid JSON array: {_TOO_DEEP}") from None
+        except UnicodeDecodeError:
+            raise EventError("invalid JSON array: not valid UTF-8") from None
     if b"\n" in body:
         try:
             _value_decoder.decode(body)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             return [line for line in body.split(b"\n") if line.strip()]
     return [body]
 

@@ -62,3 +62,8 @@ class Keys:
         learner's latest version), ``active`` (the version workers score with), ``pinned``,
         ``history`` (previous actives, for rollback), ``seq``, ``learner`` (the lock)."""
         return f"{self.prefix}:{{model}}:{name}"
+
+    def broker_offsets(self, group: str) -> str:
+        """Hash: highest ``end:<partition>`` and ``committed:<partition>`` offsets of
+        churn.events the consumer group ``group`` has seen (``churnwatch.broker_guard``)."""
+        return f"{self.prefix}:broker:{{{group}}}:offsets"

@@ -76,6 +76,9 @@ class Metrics:
                                   "partition not yet processed (fetch high watermark minus "
                                   "the next offset to process)", ["topic", "partition"],
                                   registry=r)
+        self.broker_reset = Gauge("churnwatch_broker_reset_detected", "1 once the broker lost "
+                                  "data this worker had seen (the worker then stops)",
+                                  registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version (always 1)",
                              ["version"], registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",

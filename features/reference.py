@@ -114,8 +114,9 @@ class ReferenceStore:
         self.lateness_ms = lateness_ms
         self.subscribers: dict[str, _History] = {}
 
-    def apply(self, ev: Event) -> tuple[str, np.ndarray | None]:
-        """Return ("A", features) for an accepted event, ("D", None) or ("L", None) otherwise."""
+    def apply(self, ev: Event, features: bool = True) -> tuple[str, np.ndarray | None]:
+        """Return ("A", features) for an accepted event (("A", None) without ``features``),
+        ("D", None) or ("L", None) otherwise."""
         hist = self.subscribers.setdefault(ev.subscriber_id, _History())
         if hist.events and ev.ts < hist.clock - self.lateness_ms:
             return "L", None
@@ -123,7 +124,7 @@ class ReferenceStore:
             return "D", None
         hist.events.append(ev)
         hist.ids.add(ev.event_id)
-        return "A", self.features(ev.subscriber_id)
+        return "A", self.features(ev.subscriber_id) if features else None
 
     def features(self, subscriber_id: str, now_ms: int = 0) -> np.ndarray:
         """Features of a known subscriber at max(now, its clock)."""

@@ -5,15 +5,21 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
 import msgspec
+import redis as syncredis
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from alerting.holdout import Holdout
@@ -22,8 +28,11 @@ from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
+from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
+from churnwatch.failpoints import failpoint
+from churnwatch.kafka_auth import broker_credentials, client_options
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from churnwatch.produce import partition_for
@@ -40,7 +49,7 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
-from streams.pipeline import RETRYABLE, DeadLetter, Pipeline, Record
+from streams.pipeline import DeadLetter, Pipeline, Record, is_retryable
 from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp
@@ -123,6 +132,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_commit_every=settings.batch_max,
         producer_acks=-1,
         producer_linger_ms=5,
+        broker_credentials=broker_credentials(settings),
     )
     redis = connect(settings, health_check_interval=10)
     pipeline = build_pipeline(settings, redis, metrics)
@@ -138,7 +148,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.value or b"", int(e.message.timestamp * 1000))
                        for e in batch]
-            await _run_batch(pipeline, publisher, records)
+            await _to_the_end(_run_batch(pipeline, publisher, records))
+            failpoint("before_offset_commit")  # acked (and committed) only after this
 
     @app.task
     async def serve_metrics() -> None:
@@ -166,6 +177,19 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
                  settings.web_host, port)
 
+    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
+                        pipeline.store.config.keys.broker_offsets(settings.app_id),
+                        client_options(settings))
+
+    @app.timer(interval=settings.broker_check_interval_s)
+    async def check_broker() -> None:
+        try:
+            await guard.check()
+        except BrokerResetError as exc:
+            _stop_for_broker_reset(app, metrics, exc)
+        except (syncredis.RedisError, KafkaError, OSError) as exc:  # checked again next time
+            log.warning("broker check skipped: %s", type(exc).__name__)
+
     watcher = registry.RulesWatcher(redis, pipeline)
     versions = ModelVersions(redis)
     model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
@@ -181,7 +205,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if tp.topic == EVENTS_TOPIC:
                 try:
                     await pipeline.sweep(tp.partition, publisher)
-                except RETRYABLE as exc:
+                except syncredis.RedisError as exc:
+                    if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                        raise
                     metrics.silence_sweeps.labels("error").inc()
                     metrics.redis_errors.labels("sweep").inc()
                     log.warning("silence sweep skipped: %s", type(exc).__name__)
@@ -195,7 +221,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         try:
             members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
             pipeline.do_not_contact = frozenset(m.decode() for m in members)
-        except RETRYABLE as exc:
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
             metrics.redis_errors.labels("dnc_refresh").inc()
             log.warning("cannot refresh the do-not-contact list: %s", type(exc).__name__)
 
@@ -203,7 +231,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def release_held() -> None:
         try:
             await pipeline.release(publisher)
-        except RETRYABLE as exc:
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
             metrics.redis_errors.labels("release").inc()
             log.warning("cannot release held alerts: %s", type(exc).__name__)
 
@@ -211,7 +241,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def watch_rules() -> None:
         try:
             await watcher.poll()
-        except RETRYABLE as exc:
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
             metrics.redis_errors.labels("rules_poll").inc()
             log.warning("cannot poll the published ruleset: %s", type(exc).__name__)
 
@@ -219,7 +251,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def watch_model() -> None:
         try:
             await model_watcher.poll()
-        except RETRYABLE as exc:
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
             metrics.redis_errors.labels("model_poll").inc()
             log.warning("cannot poll the active model version: %s", type(exc).__name__)
 
@@ -228,7 +262,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         async def learn() -> None:
             try:
                 await learner.step()
-            except RETRYABLE as exc:
+            except syncredis.RedisError as exc:
+                if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                    raise
                 metrics.redis_errors.labels("learner").inc()
                 log.warning("learner step skipped: %s", type(exc).__name__)
 
@@ -240,6 +276,33 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
+    """Report loudly, stop consuming, and stop the worker gracefully with exit code 3."""
+    metrics.broker_reset.set(1)
+    log.error("%s", exc)
+    app.churnwatch_exit_code = EXIT_CODE  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):  # best effort: the stop below is what matters
+        app.consumer.pause_partitions(app.consumer.assignment())
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _to_the_end(batch: Awaitable[None]) -> None:
+    """Await ``batch`` even if the agent is cancelled meanwhile (SIGTERM: Faust cancels the
+    agent, then acknowledges what it consumed), so a stopping worker never leaves a batch
+    half-published; the cancellation is raised once the batch is done."""
+    task = asyncio.ensure_future(batch)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        log.info("stopping: finishing the current batch first")
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 async def _run_batch(pipeline: Pipeline, publisher: KafkaPublisher,

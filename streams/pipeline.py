@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import msgspec
 import redis.exceptions
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, ScoreRecord, to_json
 from alerting.decide import Deciders, Decision, decide_alerts
@@ -64,6 +64,13 @@ RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.AskError, redis.exceptions.TryAgainError,
              redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError)
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A Redis error worth waiting out: connection trouble, loading, read-only replica, or out
+    of memory, also when a Lua script hits it (redis-py then raises a plain ResponseError)."""
+    return isinstance(exc, RETRYABLE) or (
+        isinstance(exc, redis.exceptions.ResponseError) and "-OOM " in str(exc))
 
 
 @dataclass(frozen=True)
@@ -197,6 +204,7 @@ class Pipeline:
                     self.silence.forget(pipe, partition, left)
                 self._hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
+                failpoint("before_redis_write")
                 await pipe.execute()
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
@@ -318,6 +326,7 @@ class Pipeline:
         if result.dead_letters:
             await publisher.dead_letters([msgspec.json.encode(d) for d in result.dead_letters])
         if decision.alerts:
+            failpoint("before_send")
             await publisher.alerts(decision.alerts, decision.payloads)
             sent_ms = self.clock() * 1000
             failpoint("after_send")
@@ -359,7 +368,7 @@ class Pipeline:
             log.warning("redis unavailable (%s); retrying in %.1fs",
                         type(state.outcome.exception()).__name__, state.next_action.sleep)
 
-        return AsyncRetrying(retry=retry_if_exception_type(RETRYABLE), reraise=True,
+        return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
                              wait=wait_exponential_jitter(initial=0.1, max=5),
                              before_sleep=before_sleep)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, to_json
 from alerting.feed import AlertFeed
@@ -22,7 +22,7 @@ from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.metrics import Metrics
-from streams.pipeline import RETRYABLE, DeadLetter
+from streams.pipeline import DeadLetter, is_retryable
 
 
 class KafkaPublisher:
@@ -87,7 +87,7 @@ class KafkaPublisher:
         def count(state: object) -> None:
             self.metrics.redis_errors.labels(operation).inc()
 
-        return AsyncRetrying(retry=retry_if_exception_type(RETRYABLE), reraise=True,
+        return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
                              before_sleep=count, wait=wait_exponential_jitter(initial=0.1, max=5))
 
     async def _webhook_dead_letter(self, alert: Alert, reason: str) -> None:

@@ -251,7 +251,8 @@ def test_decode_event_raises_event_error_with_reason() -> None:
 
 # --------------------------------------------------------------------------- subscriber ids
 @pytest.mark.parametrize("raw", ["+44 7911-123456", "0044 7911 123456", "+447911123456",
-                                 " +44 (7911) 123.456 ", "0044-7911-123456"])
+                                 " +44 (7911) 123.456 ", "0044-7911-123456", "(+44) 7911 123456",
+                                 "(0044)7911-123456"])
 def test_phone_numbers_normalise_to_one_id(raw: str) -> None:
     assert normalise_subscriber(raw) == "+447911123456"
     events, _ = decode_payload(orjson.dumps({**base("login"), "subscriber_id": raw}))
@@ -348,3 +349,15 @@ def test_braces_and_overlong_numbers_are_rejected() -> None:
         with pytest.raises(EventError):
             normalise_subscriber(bad)
     assert normalise_subscriber("00447911123456") == "+447911123456"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"event_id":"e1","subscriber_id":"(+60\xff\xff) 7700","type":"login","ts":1767225600000}',
+    b'[{"event_id":"e\xc3","subscriber_id":"x","type":"login","ts":1767225600000}]',
+    b'{"event_id":"e1","subscriber_id":"x","type":"login","ts":1767225600000}\n{"event_id":"\xfe"}',
+])
+def test_invalid_utf8_inside_a_string_is_rejected_not_raised(raw: bytes) -> None:
+    """Found by atheris (tests/fuzz): msgspec raises UnicodeDecodeError for these."""
+    events, rejected = decode_payload(raw)
+    assert rejected and all(r.reason for r in rejected)
+    assert [e.event_id for e in events] in ([], ["e1"])
