@@ -146,13 +146,12 @@ class BrokerGuard:
 
 async def check_at_startup(settings: Any) -> None:
     """One check before the worker consumes anything (raises :class:`BrokerResetError`)."""
-    import redis.asyncio as aioredis
-
     from churnwatch.config import EVENTS_TOPIC
     from churnwatch.kafka_auth import client_options
     from churnwatch.keys import Keys
+    from churnwatch.redis_connect import connect
 
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = connect(settings)  # a single Redis or a Redis Cluster
     try:
         await BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
                           Keys().broker_offsets(settings.app_id),

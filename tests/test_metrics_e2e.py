@@ -30,7 +30,7 @@ SECRET = "whsec_c2VjcmV0LWZvci10aGUtbWV0cmljcy10ZXN0"
 ALERTED = "+44 7700 900101"
 PHONES = [ALERTED, "+447700900102", "07700 900103", "415-555-0104", "415.555.0105",
           "0044 7700 900106", "+1-415-555-0107"]
-REJECTED = "(415) 555-0199"  # parentheses are not allowed in a subscriber id: dead-lettered
+REJECTED = "+44 7700 900199 {x}"  # braces are not allowed in a subscriber id: dead-lettered
 
 
 def _feed() -> Feed:
@@ -80,7 +80,8 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
     worker = Worker(broker, redis_url, tmp_path, CHURNWATCH_LOG_LEVEL="debug",
                     CHURNWATCH_WORK_QUEUES="true", CHURNWATCH_WEBHOOK_SECRET=SECRET,
                     CHURNWATCH_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hook",
-                    CHURNWATCH_WEBHOOK_MAX_ATTEMPTS="2", CHURNWATCH_SILENCE_INTERVAL_S="1")
+                    CHURNWATCH_WEBHOOK_MAX_ATTEMPTS="2", CHURNWATCH_SILENCE_INTERVAL_S="1",
+                    CHURNWATCH_MODEL_HISTORY_DAYS="0")  # snapshots from the first event on
     try:
         worker.start()
         first = _feed()
@@ -96,6 +97,8 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
         worker.wait_for(lambda: all(worker.metric("churnwatch_consumer_lag_records",
                                                   partition=str(p)) == 0 for p in (0, 1)),
                         timeout=30, what="the lag gauge to show 0 on both partitions")
+        worker.wait_for(lambda: worker.metric("churnwatch_model_labels_total", label="churn"),
+                        timeout=30, what="the learner to learn the churn label")
         worker.wait_for(lambda: worker.metric("churnwatch_silence_sweeps_total",
                                               result="ok") is not None,
                         timeout=30, what="a silence sweep")

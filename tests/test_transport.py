@@ -20,6 +20,6 @@ def _worker_consumer(settings: Settings):
 
 @pytest.mark.integration
 def test_fetch_wait_is_the_configured_one(redis_url: str) -> None:
-    base = dict(broker="kafka://127.0.0.1:1", redis_url=redis_url)
+    base = dict(broker="kafka://127.0.0.1:1", redis_url=redis_url, web_enabled=False)
     assert _worker_consumer(Settings(**base, fetch_max_wait_ms=40))._fetch_max_wait_ms == 40
     assert _worker_consumer(Settings(**base))._fetch_max_wait_ms == 25
