@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import random
 import signal
 import socket
 import struct
@@ -71,8 +72,31 @@ def find_broker() -> str:
         raise EmbeddedRuntimeError(f"Cannot locate the Tansu broker binary: {exc} {fix}") from exc
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """Return a currently free TCP port on 127.0.0.1 (racy by nature; bind soon)."""
+    """Return a currently free TCP port on 127.0.0.1 (racy by nature; bind soon).
+
+    Drawn at random *below* the kernel's ephemeral range: a port the kernel hands out with
+    ``bind(0)`` is also what it gives outgoing connections (to Kafka, Redis), which can take
+    it between this call and the server's bind."""
+    low, _ = _ephemeral_range()
+    top = low - 1 if low > 12_000 else 65_535
+    for _ in range(200):
+        port = random.randint(10_000, top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         return sock.getsockname()[1]

