@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with EmbeddedRedis() as server:
         plain = asyncio.run(run_feed(server.url, records, batch_records, None))
         profiler = cProfile.Profile()
-        profiled = asyncio.run(run_feed(server.url, records, batch_records, profiler))
+        asyncio.run(run_feed(server.url, records, batch_records, profiler))
     stats = pstats.Stats(profiler)
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     result = {"benchmark": "profile_pipeline", "created": report.utc_now(),

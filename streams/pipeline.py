@@ -24,8 +24,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from importlib import resources
 from collections.abc import Callable, Sequence
+from importlib import resources
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,16 +44,16 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event, decode_payload
 from churnwatch.failpoints import failpoint
-from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
+from churnwatch.metrics import Metrics, inc_counts
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import LATE, BatchFeatures, FeatureStore
 from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
 from online_models.learner import append_examples
 from online_models.model import ChurnModel
-from online_models.snapshots import LabelPolicy, Resolved
+from online_models.snapshots import LabelPolicy
 from rules.engine import CompiledRuleset
-from rules.ruleset import SEVERITY_RANK
+from streams.accounting import count_alerts, count_labels
 
 log = logging.getLogger("churnwatch.pipeline")
 
@@ -211,7 +211,7 @@ class Pipeline:
                 stage.labels("labels").observe(t2 - t_labels)
                 stage.labels("commit").observe(time.perf_counter() - t2)
         self._account(events, origins, records, staged, result)
-        self._count_labels(resolved)
+        count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
             decision.payloads.append(raw)
@@ -276,7 +276,7 @@ class Pipeline:
                     await pipe.execute()
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
-            self._count_labels(resolved)
+            count_labels(self.metrics, resolved)
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
@@ -292,13 +292,6 @@ class Pipeline:
                      for node, group in await router.split(names)]
             # queued on the pipeline (single Redis): redis-py loads the script if Redis lacks it
             await router.run(self._tails, calls, pipe=pipe)
-
-    def _count_labels(self, resolved: Resolved) -> None:
-        inc_counts(self.metrics.examples, Counter(("churn" if e.churned else "active",)
-                                                  for e in resolved.examples))
-        inc_counts(self.metrics.snapshots_dropped, {(r,): n for r, n in resolved.dropped.items()})
-        inc_counts(self.metrics.experiment, Counter((group, "churned" if churned else "retained")
-                                                    for group, churned in resolved.outcomes))
 
     def _hold(self, pipe: Any, decision: Decision) -> None:
         """Queue the storm-held alerts on the commit pipeline."""
@@ -335,30 +328,11 @@ class Pipeline:
                     await self.ledger.mark_delivered(
                         [(a.subscriber_id, a.event_id, p)
                          for a, p in zip(decision.alerts, decision.payloads)])
-            self._count_alerts(decision.alerts, sent_ms)
+            count_alerts(self.metrics, self.rules.ruleset, decision.alerts, sent_ms)
         if decision.scores:
             await publisher.scores([to_json(s) for s in decision.scores])
         result.alerts = decision.alerts
         result.scores = decision.scores
-
-    def _count_alerts(self, alerts: list[Alert], sent_ms: float) -> None:
-        """Alerts by severity, primary rule and segment; withheld actions; latency."""
-        rank = {r.id: SEVERITY_RANK[r.severity] for r in self.rules.ruleset.rules}
-        raised: Counter[tuple[str, str, str]] = Counter()
-        withheld: Counter[tuple[str]] = Counter()
-        holdout = 0
-        for alert in alerts:
-            primary = max(sorted(alert.rules), key=lambda r: rank.get(r, 0), default="none")
-            raised[(alert.severity, primary, alert.segment)] += 1
-            for item in alert.suppressed:
-                withheld[(WITHHELD_REASONS.get(item.get("reason", ""), "other"),)] += 1
-            holdout += alert.holdout
-            if alert.ingested_at:
-                self.metrics.alert_latency.observe(max(0.0, (sent_ms - alert.ingested_at) / 1000))
-        inc_counts(self.metrics.alerts, raised)
-        inc_counts(self.metrics.withheld, withheld)
-        if holdout:
-            self.metrics.holdout_alerts.inc(holdout)
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]

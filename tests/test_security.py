@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, load_settings
-from churnwatch.embedded import EmbeddedRedis, create_topics, free_port
+from churnwatch.embedded import EmbeddedRedis, free_port
 from churnwatch.errors import ConfigError
 from tests.conftest import Worker, read_topic
 from tests.history import WEBHOOK_SECRET, HookReceiver

@@ -1,0 +1,42 @@
+"""What a batch counts in the worker's metrics: alerts, withheld actions, latency, and the
+online model's labels. One ``inc(n)`` per label set per batch, never one per event."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from alerting.alert import Alert
+from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
+from online_models.snapshots import Resolved
+from rules.ruleset import SEVERITY_RANK, Ruleset
+
+
+def count_alerts(metrics: Metrics, ruleset: Ruleset, alerts: list[Alert], sent_ms: float) -> None:
+    """Alerts by severity, primary (most severe) rule and segment; actions withheld by reason;
+    holdout alerts; event-to-alert latency up to ``sent_ms`` (when every sink has the alert)."""
+    rank = {r.id: SEVERITY_RANK[r.severity] for r in ruleset.rules}
+    raised: Counter[tuple[str, str, str]] = Counter()
+    withheld: Counter[tuple[str]] = Counter()
+    holdout = 0
+    for alert in alerts:
+        primary = max(sorted(alert.rules), key=lambda r: rank.get(r, 0), default="none")
+        raised[(alert.severity, primary, alert.segment)] += 1
+        for item in alert.suppressed:
+            withheld[(WITHHELD_REASONS.get(item.get("reason", ""), "other"),)] += 1
+        holdout += alert.holdout
+        if alert.ingested_at:
+            metrics.alert_latency.observe(max(0.0, (sent_ms - alert.ingested_at) / 1000))
+    inc_counts(metrics.alerts, raised)
+    inc_counts(metrics.withheld, withheld)
+    if holdout:
+        metrics.holdout_alerts.inc(holdout)
+
+
+def count_labels(metrics: Metrics, resolved: Resolved) -> None:
+    """Examples appended for the learner by label, snapshots dropped by reason, and the
+    retention experiment's outcomes by group."""
+    inc_counts(metrics.examples, Counter(("churn" if e.churned else "active",)
+                                         for e in resolved.examples))
+    inc_counts(metrics.snapshots_dropped, {(r,): n for r, n in resolved.dropped.items()})
+    inc_counts(metrics.experiment, Counter((group, "churned" if churned else "retained")
+                                           for group, churned in resolved.outcomes))
