@@ -113,3 +113,11 @@ def test_reconfiguring_replaces_only_its_own_handler_and_follows_stderr(
     monkeypatch.setattr("sys.stderr", swapped)  # e.g. a test runner capturing stderr
     logging.getLogger("churnwatch.test").warning("to the current stderr")
     assert json.loads(swapped.getvalue())["event"] == "to the current stderr"
+
+
+def test_a_phone_number_inside_a_longer_digit_run_is_redacted() -> None:
+    from churnwatch.logs import PHONE, Redactor
+
+    redact = Redactor()
+    text = 'rejected {"subscriber_id":"+44 7700 900199 1234567890"}'
+    assert "7700" not in redact(text) and PHONE in redact(text)
