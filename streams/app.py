@@ -199,74 +199,55 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                       auto_promote=settings.model_auto_promote,
                       keep_versions=settings.model_keep_versions)
 
+    async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
+        """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
+        again on its next tick) and gives False. Other errors, bugs included, propagate."""
+        try:
+            await work
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
+            metrics.redis_errors.labels(operation).inc()
+            log.warning("%s: %s", what, type(exc).__name__)
+            return False
+        return True
+
     @app.timer(interval=settings.silence_interval_s)
     async def sweep_silence() -> None:
         for tp in sorted(app.consumer.assignment()):
             if tp.topic == EVENTS_TOPIC:
-                try:
-                    await pipeline.sweep(tp.partition, publisher)
-                except syncredis.RedisError as exc:
-                    if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                        raise
-                    metrics.silence_sweeps.labels("error").inc()
-                    metrics.redis_errors.labels("sweep").inc()
-                    log.warning("silence sweep skipped: %s", type(exc).__name__)
-                else:
-                    metrics.silence_sweeps.labels("ok").inc()
+                ok = await survive_redis("sweep", "silence sweep skipped",
+                                         pipeline.sweep(tp.partition, publisher))
+                metrics.silence_sweeps.labels("ok" if ok else "error").inc()
+
+    async def refresh_do_not_contact() -> None:
+        members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
+        pipeline.do_not_contact = frozenset(m.decode() for m in members)
 
     @app.timer(interval=10.0)
     async def refresh() -> None:
         if learner.leading:
             learner.quality.snapshot()  # refreshes the model-quality gauges
-        try:
-            members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
-            pipeline.do_not_contact = frozenset(m.decode() for m in members)
-        except syncredis.RedisError as exc:
-            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                raise
-            metrics.redis_errors.labels("dnc_refresh").inc()
-            log.warning("cannot refresh the do-not-contact list: %s", type(exc).__name__)
+        await survive_redis("dnc_refresh", "cannot refresh the do-not-contact list",
+                            refresh_do_not_contact())
 
     @app.timer(interval=2.0)
     async def release_held() -> None:
-        try:
-            await pipeline.release(publisher)
-        except syncredis.RedisError as exc:
-            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                raise
-            metrics.redis_errors.labels("release").inc()
-            log.warning("cannot release held alerts: %s", type(exc).__name__)
+        await survive_redis("release", "cannot release held alerts", pipeline.release(publisher))
 
     @app.timer(interval=1.0)
     async def watch_rules() -> None:
-        try:
-            await watcher.poll()
-        except syncredis.RedisError as exc:
-            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                raise
-            metrics.redis_errors.labels("rules_poll").inc()
-            log.warning("cannot poll the published ruleset: %s", type(exc).__name__)
+        await survive_redis("rules_poll", "cannot poll the published ruleset", watcher.poll())
 
     @app.timer(interval=2.0)
     async def watch_model() -> None:
-        try:
-            await model_watcher.poll()
-        except syncredis.RedisError as exc:
-            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                raise
-            metrics.redis_errors.labels("model_poll").inc()
-            log.warning("cannot poll the active model version: %s", type(exc).__name__)
+        await survive_redis("model_poll", "cannot poll the active model version",
+                            model_watcher.poll())
 
     if settings.model_learner:
         @app.timer(interval=1.0)
         async def learn() -> None:
-            try:
-                await learner.step()
-            except syncredis.RedisError as exc:
-                if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                    raise
-                metrics.redis_errors.labels("learner").inc()
-                log.warning("learner step skipped: %s", type(exc).__name__)
+            await survive_redis("learner", "learner step skipped", learner.step())
 
     lag = LagGauge(metrics.consumer_lag)
 
