@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import report, summary
 from benchmarks.bench_e2e import CODE_PATHS, Bench, Options, _encode, stop_process
+from churnwatch.errors import ChurnwatchError
 from churnwatch.simulate import SimConfig, Simulation
 
 
@@ -85,18 +86,23 @@ def run(quick: bool, seed: int = 7) -> dict[str, Any]:
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                         TimeElapsedColumn(), console=console, transient=True)
-    results = []
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     with progress:
         overall = progress.add_task("curves: points", total=len(points))
         for point in points:
             progress.console.print(f"[bold]{point.curve}[/]: {point.subscribers:,} subscribers "
                                    f"x {point.days} d, {point.per_message} events/message, "
                                    f"{point.partitions} partitions")
-            results.append(measure(point, base, console, progress))
+            try:
+                results.append(measure(point, base, console, progress))
+            except ChurnwatchError as exc:  # one failed point must not lose the others
+                progress.console.print(f"[red]point failed:[/] {str(exc)[:300]}")
+                failed.append({"point": point.__dict__, "error": str(exc)[-3000:]})
             progress.advance(overall)
     return {"benchmark": "curves", "created": report.utc_now(), "quick": quick,
             "machine": report.machine_info(), "code_version": report.code_version(CODE_PATHS),
-            "points": results}
+            "points": results, "failed_points": failed}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -114,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            [[f"{x:,}", f"{r['events']:,}", f"{r['events_per_s']:,}",
                              f"{r['events_per_s_processed'] or 0:,}",
                              r["mean_events_per_batch"]] for x, r in rows])
+    for f in result["failed_points"]:
+        report.note(f"failed: {f['point']} (see the report)")
     report.note(f"report: {path}\nsummary: {md}\nplots: {', '.join(str(p) for p in pngs)}")
     result["report_path"] = str(path)
     return result

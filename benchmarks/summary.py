@@ -71,6 +71,10 @@ def write_curves(result: dict[str, Any], report_path: Path) -> tuple[Path, list[
         plt.close(fig)
         pngs.append(png)
         lines += [f"![events/s by {curve}]({png.name})", ""]
+    if result.get("failed_points"):
+        lines += ["## Points that failed", ""]
+        lines += [f"- {f['point']}: {f['error'].splitlines()[0][:200]}"
+                  for f in result["failed_points"]]
     md = Path(f"{stem}.md")
     md.write_text("\n".join(lines))
     return md, pngs

@@ -20,10 +20,13 @@ def test_curves_summary_has_a_table_and_a_plot_per_curve(tmp_path: Path) -> None
     result = {"created": "now", "machine": {"cpu_count": 2}, "code_version": {"head": "abc"},
               "points": [_point("subscribers", 100_000, 30_000), _point("subscribers", 10_000,
                                                                         40_000),
-                         _point("partitions", 4, 35_000)]}
+                         _point("partitions", 4, 35_000)],
+              "failed_points": [{"point": {"curve": "subscribers", "subscribers": 10**6},
+                                 "error": "the worker exited during the throughput run:\nlog"}]}
     md, pngs = summary.write_curves(result, tmp_path / "curves-x.json")
     text = md.read_text()
     assert "## events/s by subscribers" in text and "## events/s by partitions" in text
+    assert "the worker exited during the throughput run" in text.split("## Points that failed")[1]
     rows = [line for line in text.splitlines() if line.startswith("| 10")]
     assert rows[0].startswith("| 10,000 | 10,000 | 40,000") and rows[1].startswith("| 100,000")
     assert sorted(p.name for p in pngs) == ["curves-x-partitions.png", "curves-x-subscribers.png"]
