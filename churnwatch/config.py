@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.02, gt=0, le=10, description="max wait to fill a micro-batch")
     lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
     state_ttl_days: int = Field(400, ge=1, description="idle subscriber state is dropped after this")
+    state_cache_size: int = Field(200_000, ge=0, le=50_000_000, description="subscribers whose "
+                                  "stored state a worker keeps in memory (about 1 KB each) so "
+                                  "their batches skip the read; 0 = read every batch")
     rules_file: Path | None = Field(None, description="rules TOML (default: shipped rules)")
     playbook_file: Path | None = Field(None, description="playbook TOML (default: shipped)")
     silence_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the silence "

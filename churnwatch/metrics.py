@@ -62,6 +62,9 @@ class Metrics:
                               ["label"], registry=r)
         self.silence_sweeps = Counter("churnwatch_silence_sweeps", "Silence sweeps of one "
                                       "partition by result (ok, error)", ["result"], registry=r)
+        self.state_cache = Counter("churnwatch_state_cache_lookups", "Subscriber state looked "
+                                   "up in the worker's cache by result (hit, miss: read from "
+                                   "Redis)", ["result"], registry=r)
         self.silence_checks = Counter("churnwatch_silence_checks", "Quiet subscribers re-scored "
                                       "by the silence sweep", registry=r)
         self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors by operation "

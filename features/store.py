@@ -9,6 +9,10 @@ as ``staged`` and the batch's commit (``alerting.ledger``) stores them atomicall
 batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
 (their still-pending alerts). On a Redis Cluster the read is one script per node, sent
 concurrently (``churnwatch.script_router``).
+
+With a :class:`~features.cache.StateCache` the worker keeps what its commits stored, and
+only subscribers it has not cached are read; :meth:`FeatureStore.remember` records a
+committed batch, :meth:`FeatureStore.forget` drops subscribers written by another path.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from churnwatch.errors import StoreError
 from churnwatch.events import Event
 from churnwatch.keys import Keys
 from churnwatch.script_router import ScriptRouter
+from features.cache import StateCache
 from features.codec import decode_states, encode_states, split_blobs
 from features.columns import encode_batch
 from features.extension import frame, split
@@ -70,6 +75,7 @@ class BatchFeatures:
     staged: dict[str, bytes] = field(default_factory=dict)
     parts: dict[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)  # clocks before the batch (0: new)
+    generation: int = -1  # the state cache's generation when the batch was read
 
 
 def _empty() -> BatchFeatures:
@@ -149,18 +155,22 @@ def warm_up() -> None:
 class FeatureStore:
     """Stages event batches and reads subscribers' features, one Redis round trip per batch.
 
-    ``redis`` is a ``redis.asyncio.Redis`` client created by the caller.
+    ``redis`` is a ``redis.asyncio.Redis`` client created by the caller; ``cache`` is the
+    worker's write-through state cache (none by default: every batch reads from Redis).
     """
 
-    def __init__(self, redis: Any, config: StoreConfig = StoreConfig()) -> None:
+    def __init__(self, redis: Any, config: StoreConfig = StoreConfig(),
+                 cache: StateCache | None = None) -> None:
         self.redis = redis
         self.config = config
+        self.cache = cache if cache is not None else StateCache(capacity=0)
         self.router = ScriptRouter(redis)
         self._script = redis.register_script(
             resources.files("features").joinpath("read.lua").read_text())
 
-    async def _read(self, subscribers: Sequence[str]) -> tuple[tuple[np.ndarray, ...],
-                                                                   dict[str, dict[str, bytes]]]:
+    async def _fetch(self, subscribers: Sequence[str]) -> tuple[bytes, dict[str, dict[str, bytes]]]:
+        """read.lua's answer for these subscribers: n uint32 sizes then the stored values, and
+        their cooldown entries."""
         keys = self.config.keys
         groups = await self.router.split([keys.state(sid) for sid in subscribers])
         calls = []
@@ -170,17 +180,46 @@ class FeatureStore:
                 names += [keys.state(subscribers[i]), keys.ledger(subscribers[i])]
             calls.append((node, names, ()))
         replies = await self.router.run(self._script, calls)
-        n = len(subscribers)
         if len(groups) == 1:
             blobs, ledgers = replies[0]
-            ledgers = _ledgers(subscribers, ledgers)
+            return blobs, _ledgers(subscribers, ledgers)
+        return _merge_reads(subscribers, groups, replies)
+
+    async def _read(self, subscribers: Sequence[str]) -> tuple[tuple[np.ndarray, ...],
+                                                                   dict[str, dict[str, bytes]]]:
+        """The subscribers' decoded states and cooldown entries: cached ones from the cache,
+        the others from Redis."""
+        n = len(subscribers)
+        found = self.cache.get(subscribers) if self.cache.capacity else [None] * n
+        missing = [i for i, hit in enumerate(found) if hit is None]
+        if len(missing) == n:
+            blobs, ledgers = await self._fetch(subscribers)
         else:
-            blobs, ledgers = _merge_reads(subscribers, groups, replies)
+            ledgers = {sid: hit[1] for sid, hit in zip(subscribers, found)
+                       if hit is not None and hit[1]}
+            pieces = [b"" if hit is None else hit[0] for hit in found]
+            if missing:
+                raw, fetched = await self._fetch([subscribers[i] for i in missing])
+                ledgers.update(fetched)
+                sizes = np.frombuffer(raw, "<u4", len(missing))
+                ends = 4 * len(missing) + np.cumsum(sizes)
+                for i, end, size in zip(missing, ends.tolist(), sizes.tolist()):
+                    pieces[i] = raw[end - size:end]
+            blobs = np.fromiter(map(len, pieces), "<u4", n).tobytes() + b"".join(pieces)
         try:
             decoded = decode_states(blobs[4 * n:], np.frombuffer(blobs, "<u4", n).astype(int))
         except ValueError as exc:
             raise StoreError(str(exc)) from None
         return decoded, ledgers
+
+    def remember(self, staged: BatchFeatures, entries: dict[str, dict[str, Any]]) -> None:
+        """Record a committed batch in the cache: its stored values (``staged.staged``) and
+        its cooldown entries (as read, updated by the batch's ``entries``)."""
+        self.cache.put(staged.generation, staged.staged, entries, staged.ledgers)
+
+    def forget(self, subscribers: Sequence[str]) -> None:
+        """Drop cached subscribers whose keys were written by another path (a sweep)."""
+        self.cache.discard(subscribers)
 
     async def stage(self, events: Sequence[Event]) -> BatchFeatures:
         """Apply a batch (idempotently) to the stored states, without writing them: the
@@ -188,6 +227,7 @@ class FeatureStore:
         if not events:
             return _empty()
         subscribers, c = encode_batch(events)
+        generation = self.cache.generation
         (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers = \
             await self._read(subscribers)
         before = [(t, _attrs(raw)) for t, raw in zip(states[:, AT].tolist(), attrs_raw)]
@@ -209,7 +249,7 @@ class FeatureStore:
             staged[sid] = blob + frame(ext) + packed
         pending = await self._pending(events, codes)
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, parts, clocks)
+                             pending, staged, parts, clocks, generation)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""

@@ -1,5 +1,5 @@
-"""What a batch counts in the worker's metrics: alerts, withheld actions, latency, and the
-online model's labels. One ``inc(n)`` per label set per batch, never one per event."""
+"""What a batch counts in the worker's metrics: alerts, withheld actions, latency, the
+online model's labels and the state cache's lookups. One ``inc(n)`` per label set per batch, never one per event."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import Counter
 
 from alerting.alert import Alert
 from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
+from features.cache import StateCache
 from online_models.snapshots import Resolved
 from rules.ruleset import SEVERITY_RANK, Ruleset
 
@@ -40,3 +41,12 @@ def count_labels(metrics: Metrics, resolved: Resolved) -> None:
     inc_counts(metrics.snapshots_dropped, {(r,): n for r, n in resolved.dropped.items()})
     inc_counts(metrics.experiment, Counter((group, "churned" if churned else "retained")
                                            for group, churned in resolved.outcomes))
+
+
+def count_cache(metrics: Metrics, cache: StateCache) -> None:
+    """The state cache's hits and misses since the last batch."""
+    hits, misses = cache.take_counts()
+    if hits:
+        metrics.state_cache.labels("hit").inc(hits)
+    if misses:
+        metrics.state_cache.labels("miss").inc(misses)

@@ -41,6 +41,7 @@ from churnwatch.web.server import ReadyProbe, build_app as build_web_app, start 
 from churnwatch.web.worker import worker_deps
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
+from features.cache import StateCache
 from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.learner import Learner, ModelWatcher
 from online_models.model import ChurnModel
@@ -60,7 +61,8 @@ log = logging.getLogger("churnwatch.worker")
 def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
     """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
-                                            ttl_s=settings.state_ttl_days * 86_400))
+                                            ttl_s=settings.state_ttl_days * 86_400),
+                         StateCache(settings.state_cache_size))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
     sync = connect_sync(settings)
     published = registry.decode(sync.get(registry.ACTIVE_KEY))
@@ -141,6 +143,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     except ValueError as exc:  # an unreadable webhook secret
         raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
     events_topic = app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False)
+
+    @app.on_partitions_revoked.connect
+    async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        pipeline.store.cache.clear()  # another worker may write these subscribers now
+
+    @app.on_partitions_assigned.connect
+    async def partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        pipeline.store.cache.clear()  # another worker may have written them meanwhile
 
     @app.agent(events_topic, concurrency=1)
     async def score(stream: faust.StreamT) -> None:

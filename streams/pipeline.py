@@ -53,7 +53,7 @@ from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import LabelPolicy
 from rules.engine import CompiledRuleset
-from streams.accounting import count_alerts, count_labels
+from streams.accounting import count_alerts, count_cache, count_labels
 
 log = logging.getLogger("churnwatch.pipeline")
 
@@ -205,12 +205,18 @@ class Pipeline:
                 self._hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
                 failpoint("before_redis_write")
-                await pipe.execute()
+                try:
+                    await pipe.execute()
+                except BaseException:  # maybe written: the retry reads these from Redis
+                    self.store.forget(staged.subscribers)
+                    raise
+                self.store.remember(staged, decision.entries)
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
                 stage.labels("commit").observe(time.perf_counter() - t2)
         self._account(events, origins, records, staged, result)
+        count_cache(self.metrics, self.store.cache)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             decision.alerts.append(msgspec.json.decode(raw, type=Alert))
@@ -273,7 +279,10 @@ class Pipeline:
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
                     self._hold(pipe, decision)
                     await self.risk.record(pipe, decision.risk)
-                    await pipe.execute()
+                    try:
+                        await pipe.execute()
+                    finally:  # written by the sweep (or maybe, if the write failed)
+                        self.store.forget(known + [w.subscriber_id for w in writes])
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)

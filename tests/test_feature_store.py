@@ -19,6 +19,7 @@ from churnwatch.events import COMPLAINT_CATEGORIES, Event
 from churnwatch.keys import Keys
 from features.reference import ReferenceStore
 from features.schema import DAY_MS, FEATURES, as_dict
+from features.cache import StateCache
 from features.store import APPLIED, DUPLICATE, LATE, FeatureStore
 from rules.engine import evaluate_reference
 from rules.ruleset import load_ruleset
@@ -151,13 +152,17 @@ async def stage_and_check(store: FeatureStore, ledger: AlertLedger, oracle: Orac
     assert result.attrs == want_attrs, label
     assert result.subscribers == list(dict.fromkeys(ev.subscriber_id for ev in batch))
     await ledger.commit(result.subscribers, {}, {}, states=result.staged)
+    store.remember(result, {})  # as the pipeline does once its commit is stored
     return result
 
 
 async def run_stream(url: str | RedisTarget, events: Sequence[Event], seed: int, *,
                      restart_at: int | None = None, crash_at: int | None = None,
-                     flush: bool = True) -> tuple[Oracle, list]:
+                     flush: bool = True, cache_size: int = 0) -> tuple[Oracle, list]:
     """Feed the stream in random batches, committing each; compare every batch to the oracle.
+
+    ``cache_size``: the store's state cache (0: none); restarts and crashes start it cold,
+    and an uncommitted batch never reaches it.
 
     ``restart_at``: before that batch, throw away the client and store (same server).
     ``crash_at``: stage that batch without committing, then carry on with fresh clients and a
@@ -167,7 +172,10 @@ async def run_stream(url: str | RedisTarget, events: Sequence[Event], seed: int,
     client = target.client()
     if flush:
         await client.flushall()
-    store, ledger, oracle = FeatureStore(client), AlertLedger(client), Oracle()
+    def fresh(client):  # noqa: ANN001, ANN202
+        return FeatureStore(client, cache=StateCache(cache_size)), AlertLedger(client)
+
+    (store, ledger), oracle = fresh(client), Oracle()
     outputs = []
     plan = batches(events, rng)
     k = 0
@@ -177,12 +185,12 @@ async def run_stream(url: str | RedisTarget, events: Sequence[Event], seed: int,
         if k == restart_at or k == crash_at:
             await client.aclose()
             client = target.client()
-            store, ledger = FeatureStore(client), AlertLedger(client)
+            store, ledger = fresh(client)
         if k == crash_at:
             await store.stage(batch)  # staged, never committed: the worker died here
             await client.aclose()
             client = target.client()
-            store, ledger = FeatureStore(client), AlertLedger(client)
+            store, ledger = fresh(client)
             plan = plan[:k] + batches(events[pos:], random.Random(seed + 1))
             crash_at = None
             continue
@@ -215,10 +223,12 @@ def flat(outputs: list) -> tuple[str, np.ndarray, list]:
 MANY_SUBS = SUBS + tuple(f"+4479111{k:05d}" for k in range(36))  # spread over cluster nodes
 
 
+@pytest.mark.parametrize("cache_size", [0, 5, 10_000])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_seeded_stream_matches_reference(redis_target: RedisTarget, seed: int) -> None:
+def test_seeded_stream_matches_reference(redis_target: RedisTarget, seed: int,
+                                         cache_size: int) -> None:
     events = random_stream(seed, SUBS if seed == 1 else MANY_SUBS, 900)
-    oracle, outputs = asyncio.run(run_stream(redis_target, events, seed))
+    oracle, outputs = asyncio.run(run_stream(redis_target, events, seed, cache_size=cache_size))
     status, _, _ = flat(outputs)
     # the stream really exercises every path
     assert status.count(APPLIED) > 600
@@ -227,12 +237,15 @@ def test_seeded_stream_matches_reference(redis_target: RedisTarget, seed: int) -
     assert {ev.type for ev in events} == set(KIND_WEIGHTS)
 
 
+@pytest.mark.parametrize("cache_size", [0, 10_000])
 def test_restart_and_crash_before_commit_give_the_clean_results(
-        redis_target: RedisTarget) -> None:
+        redis_target: RedisTarget, cache_size: int) -> None:
     events = random_stream(7, MANY_SUBS, 600)
     _, clean = asyncio.run(run_stream(redis_target, events, 7))
-    _, restarted = asyncio.run(run_stream(redis_target, events, 7, restart_at=6))
-    _, crashed = asyncio.run(run_stream(redis_target, events, 7, crash_at=9))
+    _, restarted = asyncio.run(run_stream(redis_target, events, 7, restart_at=6,
+                                          cache_size=cache_size))
+    _, crashed = asyncio.run(run_stream(redis_target, events, 7, crash_at=9,
+                                        cache_size=cache_size))
     for other in (restarted, crashed):
         a, b = flat(clean), flat(other)
         assert a[0] == b[0]
@@ -240,16 +253,20 @@ def test_restart_and_crash_before_commit_give_the_clean_results(
         assert a[2] == b[2]
 
 
-def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: str) -> None:
+@pytest.mark.parametrize("cache_size", [0, 100])
+def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: str,
+                                                                   cache_size: int) -> None:
     events = random_stream(11, SUBS[:2], 200)
 
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_url)
         await client.flushall()
-        store, ledger = FeatureStore(client), AlertLedger(client)
+        store, ledger = FeatureStore(client, cache=StateCache(cache_size)), AlertLedger(client)
         head, tail = events[:150], events[150:]
         staged = await store.stage(head)
         await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+        store.remember(staged, {})
+        assert len(store.cache) == (2 if cache_size else 0)
         keys = Keys()
         before = {s: await client.get(keys.state(s)) for s in SUBS[:2]}
         first = await store.stage(tail)  # not committed
@@ -294,10 +311,10 @@ def streams(draw: st.DrawFn) -> list[Event]:
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(streams(), st.integers(0, 1000))
+@given(streams(), st.integers(0, 1000), st.sampled_from([0, 2, 10_000]))
 def test_hypothesis_streams_match_reference(redis_url: str, events: list[Event],
-                                            seed: int) -> None:
-    asyncio.run(run_stream(redis_url, events, seed))
+                                            seed: int, cache_size: int) -> None:
+    asyncio.run(run_stream(redis_url, events, seed, cache_size=cache_size))
 
 
 # ------------------------------------------------------------------ hand-computed thresholds
