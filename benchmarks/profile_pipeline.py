@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from benchmarks import report
 from churnwatch.config import Settings
 from churnwatch.embedded import EmbeddedRedis
+from churnwatch.redis_connect import connect
 from churnwatch.metrics import Metrics
 from churnwatch.simulate import SimConfig, Simulation
 from streams.app import build_pipeline
@@ -71,11 +71,12 @@ def records_of(lines: list[bytes]) -> list[Record]:
 
 async def run_feed(redis_url: str, records: list[Record], batch_records: int,
                    profiler: cProfile.Profile | None) -> dict[str, Any]:
-    redis = aioredis.Redis.from_url(redis_url)
+    settings = Settings(broker="kafka://127.0.0.1:1", redis_url=redis_url)
+    redis = connect(settings)  # the worker's client
     metrics = Metrics()
-    pipeline = build_pipeline(Settings(broker="kafka://127.0.0.1:1", redis_url=redis_url),
-                              redis, metrics)
+    pipeline = build_pipeline(settings, redis, metrics)
     publisher = CountingPublisher()
+    await redis.config_resetstat()
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -84,6 +85,8 @@ async def run_feed(redis_url: str, records: list[Record], batch_records: int,
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - t0
+    server = {name.removeprefix("cmdstat_"): round(stat["usec"] / 1e6, 3)
+              for name, stat in (await redis.info("commandstats")).items()}
     await redis.flushdb()
     await redis.aclose()
     stages = {}
@@ -93,6 +96,7 @@ async def run_feed(redis_url: str, records: list[Record], batch_records: int,
                 if s.name.endswith("_sum"):
                     stages[s.labels["stage"]] = round(s.value, 3)
     return {"elapsed_s": round(elapsed, 3), "stages_s": stages,
+            "redis_server_s": dict(sorted(server.items(), key=lambda kv: -kv[1])),
             "alerts": publisher.alerts_sent, "dead_letters": publisher.dead_lettered}
 
 
@@ -145,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ["events/s", "elapsed s", *[f"{k} s" for k in plain["stages_s"]], "alerts"],
         [[f"{result['unprofiled']['events_per_s']:,}", plain["elapsed_s"],
           *plain["stages_s"].values(), plain["alerts"]]])
+    report.print_table("redis-server time by command (first run)", ["command", "s"],
+                       list(plain["redis_server_s"].items())[:8])
     report.print_table("self time by owner (cProfile, second run)", ["owner", "s", "%"],
                        result["self_time_by_module"])
     report.note(f"report: {path}")
