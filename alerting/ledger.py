@@ -76,7 +76,8 @@ class AlertLedger:
             blobs = [states[sid] for sid in stored]
             packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
             calls.append((node, keys, ["commit", _packer.encode([items[sid] for sid in keyed]),
-                                       self.ttl_s, packed]))
+                                       self.ttl_s, packed,
+                                       "set" if self.router.cluster else "mset"]))
         if calls:
             await self.router.run(self._script, calls, pipe=pipe)
 

@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     batch_max: int = Field(2000, ge=1, le=100_000, description="max Kafka messages per micro-batch")
     batch_within_s: float = Field(0.02, gt=0, le=10, description="max wait to fill a micro-batch")
     lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
-    state_ttl_days: int = Field(400, ge=1, description="idle subscriber state is dropped after this")
+    state_ttl_days: int = Field(400, ge=1, description="a subscriber's state is dropped after "
+                                "this many days without events (event time, by the silence "
+                                "sweep), or after a churn event")
     state_cache_size: int = Field(200_000, ge=0, le=50_000_000, description="subscribers whose "
                                   "stored state a worker keeps in memory (about 1 KB each) so "
                                   "their batches skip the read; 0 = read every batch")

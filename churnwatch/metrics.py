@@ -65,6 +65,9 @@ class Metrics:
         self.state_cache = Counter("churnwatch_state_cache_lookups", "Subscriber state looked "
                                    "up in the worker's cache by result (hit, miss: read from "
                                    "Redis)", ["result"], registry=r)
+        self.expired = Counter("churnwatch_subscribers_expired", "Subscribers whose state was "
+                               "removed after state_ttl_days without events (event time)",
+                               registry=r)
         self.silence_checks = Counter("churnwatch_silence_checks", "Quiet subscribers re-scored "
                                       "by the silence sweep", registry=r)
         self.redis_errors = Counter("churnwatch_redis_errors", "Redis errors by operation "

@@ -46,7 +46,9 @@ _EMPTY_ATTRS = _packer.encode({})
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """How long events may arrive late and how long idle state is kept."""
+    """How long events may arrive late and how long idle state is kept (``ttl_s``: after the
+    subscriber's last event, in event time, see ``Pipeline.sweep``; after a churn event, in
+    wall-clock time, as a key expiry)."""
 
     lateness_ms: int = 7 * DAY_MS
     ttl_s: int = 400 * 86_400
@@ -275,9 +277,10 @@ class FeatureStore:
         rows = np.flatnonzero(known)
         present = "".join(APPLIED if k else "-" for k in known.tolist())
         parts = {subscriber_ids[i]: (b"", *split(attrs_raw[i])) for i in rows.tolist()}
+        clocks = {subscriber_ids[i]: t for i, t in zip(rows.tolist(), states[rows, MX].tolist())}
         return BatchFeatures(present, rows, matrix / DIVISOR,
                              [_attrs(attrs_raw[i]) for i in rows.tolist()],
-                             list(subscriber_ids), ledgers, [], parts=parts)
+                             list(subscriber_ids), ledgers, [], parts=parts, clocks=clocks)
 
     async def read(
         self, subscriber_ids: Sequence[str], now_ms: int | None = None

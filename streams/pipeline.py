@@ -202,6 +202,8 @@ class Pipeline:
                     self.silence.record(pipe, partition, clocks)
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
+                    for sid in left:  # churned: no sweep will see them again
+                        pipe.expire(self.store.config.keys.state(sid), self.store.config.ttl_s)
                 self._hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
                 failpoint("before_redis_write")
@@ -259,17 +261,25 @@ class Pipeline:
                     if watermark is None or not due:
                         return result
                     snap = await self.store.snapshot(due, watermark)
+                    idle_ms = self.store.config.ttl_s * 1000
+                    expired = [sid for sid, t in snap.clocks.items() if t + idle_ms < watermark]
+                    if expired:
+                        await self._expire(partition, expired)
+                        due = sorted(set(due) - set(expired))
+                        if not due:
+                            return result
+                        snap = await self.store.snapshot(due, watermark)
                     known = [snap.subscribers[i] for i in snap.rows.tolist()]
-                    triggers = [Event(event_id=f"silence-{watermark // DAY_MS}",
-                                      subscriber_id=sid, type="silence", ts=watermark)
-                                for sid in known]
+                    trigger_id = f"silence-{watermark // DAY_MS}"
+                    triggers = [Event(event_id=trigger_id, subscriber_id=sid, type="silence",
+                                      ts=watermark) for sid in known]
                     decision = decide_alerts(self._deciders(rules), triggers,
                                              snap.matrix, snap.attrs, snap.ledgers,
                                              [None] * len(known), int(self.clock() * 1000),
                                              publisher.wants_scores)
                     resolved, writes = resolve_sweep(self.labels, snap, watermark,
                                                      alert_marks(decision.alerts),
-                                                     triggers[0].event_id)
+                                                     trigger_id)
                     pipe = self.store.redis.pipeline(transaction=False)
                     append_examples(pipe, self.store.config.keys, resolved.examples)
                     await self.ledger.commit(known, decision.entries, decision.pending,
@@ -289,6 +299,19 @@ class Pipeline:
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
+
+    async def _expire(self, partition: int, subscribers: list[str]) -> None:
+        """Remove subscribers idle for longer than the state TTL (in event time)."""
+        keys = self.store.config.keys
+        pipe = self.store.redis.pipeline(transaction=False)
+        for sid in subscribers:
+            pipe.delete(keys.state(sid), keys.ledger(sid), keys.risk(sid), keys.alerts(sid))
+        self.silence.forget(pipe, partition, subscribers)
+        try:
+            await pipe.execute()
+        finally:
+            self.store.forget(subscribers)
+        self.metrics.expired.inc(len(subscribers))
 
     async def _write_tails(self, pipe: Any, writes: list[SweepWrite]) -> None:
         """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
