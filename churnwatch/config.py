@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
     batch_max: int = Field(2000, ge=1, le=100_000, description="max Kafka messages per micro-batch")
+    batch_max_bytes: int = Field(8 << 20, ge=1024, le=1 << 30, description="a micro-batch "
+                                 "whose messages hold more bytes runs through the pipeline in "
+                                 "parts of at most this size (about 50k events at 8 MiB)")
     batch_within_s: float = Field(0.02, gt=0, le=10, description="max wait to fill a micro-batch")
     lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
     state_ttl_days: int = Field(400, ge=1, description="a subscriber's state is dropped after "

@@ -50,7 +50,7 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
-from streams.pipeline import DeadLetter, Pipeline, Record, is_retryable
+from streams.pipeline import DeadLetter, Pipeline, Record, is_retryable, split_by_size
 from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp
@@ -158,7 +158,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.value or b"", int(e.message.timestamp * 1000))
                        for e in batch]
-            await _to_the_end(_run_batch(pipeline, publisher, records))
+            for run in split_by_size(records, settings.batch_max_bytes):
+                await _to_the_end(_run_batch(pipeline, publisher, run))
             failpoint("before_offset_commit")  # acked (and committed) only after this
 
     @app.task

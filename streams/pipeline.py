@@ -66,6 +66,21 @@ RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
 
+def split_by_size(records: Sequence[Record], max_bytes: int) -> list[list[Record]]:
+    """Consecutive runs of ``records`` of at most ``max_bytes`` of values each (a record larger
+    than that is a run of its own): a batch of many multi-event messages is processed as
+    several pipeline runs, so the memory and time of one run stay bounded."""
+    runs: list[list[Record]] = [[]]
+    size = 0
+    for rec in records:
+        if runs[-1] and size + len(rec.value) > max_bytes:
+            runs.append([])
+            size = 0
+        runs[-1].append(rec)
+        size += len(rec.value)
+    return runs if runs[0] else []
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A Redis error worth waiting out: connection trouble, loading, read-only replica, or out
     of memory, also when a Lua script hits it (redis-py then raises a plain ResponseError)."""
