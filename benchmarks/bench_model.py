@@ -59,7 +59,8 @@ from online_models.snapshots import LabelPolicy
 from online_models.versions import ModelVersions
 from rules.engine import compile_ruleset
 from rules.ruleset import parse_ruleset
-from streams.pipeline import Pipeline, Record
+from streams.pipeline import Pipeline
+from streams.records import Record
 
 RULE_HIGH = "seed_high_risk"
 ONE_INDICATOR = "single_indicator_watch"  # shadow in the shipped rules; made visible here

@@ -38,7 +38,7 @@ from churnwatch.redis_connect import connect
 from churnwatch.metrics import Metrics
 from churnwatch.simulate import SimConfig, Simulation
 from streams.app import build_pipeline
-from streams.pipeline import Record
+from streams.records import Record
 
 _encode = msgspec.json.Encoder().encode
 PER_RECORD = 500

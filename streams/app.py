@@ -50,7 +50,8 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
-from streams.pipeline import DeadLetter, Pipeline, Record, is_retryable, split_by_size
+from streams.pipeline import Pipeline
+from streams.records import DeadLetter, Record, is_retryable, split_by_size
 from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp

@@ -11,7 +11,7 @@ Retry-After); then every record is validated with the event contract
 (:func:`churnwatch.events.decode_event`, exactly as ``decode_payload`` does). Valid events get
 a ``"feed"`` field and are packed per partition (Kafka's default partitioner on the normalised
 subscriber id, :func:`churnwatch.produce.partition_for`) into JSON-array messages of up to
-``ingest_per_message`` events; invalid ones become :class:`streams.pipeline.DeadLetter`
+``ingest_per_message`` events; invalid ones become :class:`streams.records.DeadLetter`
 records on ``churn.dlq``. The response is sent only after the broker acknowledged both
 (acks=all), so "accepted" means durable; a broker error or timeout answers 503 (retry the
 batch: ``event_id`` dedup downstream makes a resend harmless).
@@ -40,7 +40,7 @@ from churnwatch.metrics import IngestMetrics
 from churnwatch.produce import partition_for
 from streams.ingest_auth import InFlight, RateLimiter, TokenStore
 from streams.ingest_openapi import openapi_document, reason_kind
-from streams.pipeline import DeadLetter
+from streams.records import DeadLetter
 
 log = logging.getLogger("churnwatch.ingest")
 

@@ -22,7 +22,7 @@ from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.metrics import Metrics
-from streams.pipeline import DeadLetter, is_retryable
+from streams.records import DeadLetter, is_retryable
 
 
 class KafkaPublisher:

@@ -30,7 +30,8 @@ from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import compile_ruleset
 from rules.ruleset import load_ruleset
-from streams.pipeline import Pipeline, Record
+from streams.pipeline import Pipeline
+from streams.records import Record
 
 RULES = compile_ruleset(load_ruleset())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.pipeline import Record, split_by_size
+from streams.records import Record, split_by_size
 
 
 def test_split_by_size_keeps_order_and_bounds_each_run() -> None:

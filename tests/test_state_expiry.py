@@ -16,7 +16,7 @@ from churnwatch.metrics import Metrics
 from churnwatch.redis_connect import connect
 from features.schema import DAY_MS
 from streams.app import build_pipeline
-from streams.pipeline import Record
+from streams.records import Record
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000  # 2026-01-01
