@@ -222,7 +222,7 @@ class Simulation:
                                      replace=False).tolist():
                     cat = dominant[s] if rng.random() < 0.8 else rng.choice(CATEGORIES)
                     self._complaints[dd].append((s, str(cat)))
-            if "network_complaint" in drivers[s]:
+            if "network_complaint" in drivers[s] and end > 0:
                 self._complaints[int(rng.integers(max(end - 30, 0), end))].append((s, "network"))
             if end < days and "spend_decline" in sg and rng.random() < 0.5:
                 dd = int(rng.integers(self._month_start[self._month[end - 1] - 2], end))
