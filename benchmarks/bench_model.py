@@ -226,7 +226,7 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int) -> d
                        "evaluation_half": _pr(rules, churners, halves[1]),
                        "all": _pr(rules, churners, population)},
     }
-    thresholds = np.round(np.arange(0.5, 1.0, 0.01), 2).tolist()
+    thresholds = np.round(np.arange(0.05, 1.0, 0.01), 2).tolist()
     for name, confirm in (("rules_or_model_confirms_indicator", True),
                           ("rules_or_model_alone", False)):
         flagged = {t: _flags(rows, churn_ts, t, confirm) for t in thresholds}

@@ -9,11 +9,20 @@ Churn and labels arrive as in an operator's stream, so a model learning from the
 both outcomes throughout the run. Churn days are uniform after a warm-up (`WARMUP_DAYS`: the
 indicators look back up to 35 days), as operators lose customers every month; each churner's
 signs are drawn among those its history can show by then (a spend decline needs 4 complete
-months). `active` (a confirmed negative label) comes from contract renewals: a subscriber who
-is not leaving renews when its term ends (`contract_months_left` in its profile, on its own
-billing day, then every `RENEWAL_MONTHS`), confirmed by the billing run at the end of that
-day; churners never renew. Everyone else is labelled only by surviving the label horizon;
-nothing marks the end of the run.
+months). `active` (a confirmed negative label) comes from contract renewals: when its term
+ends (`contract_months_left` in its profile, on its own billing day, then every
+`RENEWAL_MONTHS`) a staying subscriber renews, confirmed by the billing run at the end of that
+day, and the BSS sends its profile with the new term the next day; `ROLLING_SHARE` go
+month-to-month instead (no label, profile unchanged). Churners never renew. Everyone else is
+labelled only by surviving the label horizon; nothing marks the end of the run.
+
+Not all churn trips the operators' indicators (much is a switch to a competitor's offer):
+`QUIET_SHARE` of churners have no designed sign, only what the rules do not watch
+(`Truth.drivers`): usage at 25-50 % of their own level for their last 4-6 weeks (traffic moved
+to the new SIM), for half a plan downgrade in their last 2 months, for 40 % one network
+complaint in their last month. Stayers show the same as noise: `USAGE_DIP_SHARE` have one 2-5
+week usage dip (holiday, second SIM), 3 % change plan, all complain at the base rate. Churners
+also have shorter tenure, 0-2 contract months left, and use 40 % less in their last 3 weeks.
 """
 from __future__ import annotations
 
@@ -47,6 +56,9 @@ PERSONAS = {
 }
 WARMUP_DAYS = 45  # churn starts after this: the indicators look back up to 35 days
 RENEWAL_MONTHS = 12  # a renewed contract's term
+ROLLING_SHARE = 0.4  # stayers who go month-to-month when their term ends (no renewal)
+QUIET_SHARE = 0.15  # churners who leave without any designed operator indicator
+USAGE_DIP_SHARE = 0.06  # staying subscribers with one temporary usage dip
 _FIRST_PAY = {5: (3, 6), 3: (7, 10), 2: (12, 15), 1: (28, 0)}  # payments: (first-day range, step)
 
 
@@ -65,12 +77,14 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class Truth:
-    """Ground truth. Ids are canonical (`+digits`); `warning_signs` lists the designed signs
-    (empty for most); churners are evaluated on the day before `churn_day`, others at the end."""
+    """Ground truth (ids canonical, `+digits`): designed `warning_signs` (empty for most) and
+    `drivers` (signals the rules do not watch: `usage_decline`, `downgrade`, `network_complaint`);
+    churners are evaluated on the day before `churn_day`, others at the end."""
     churners: frozenset[str]
     churn_day: dict[str, int]
     warning_signs: dict[str, frozenset[str]]
     segments: dict[str, str]
+    drivers: dict[str, frozenset[str]]
     duplicates: int = 0
     invalid: int = 0
     out_of_order: int = 0
@@ -132,18 +146,29 @@ class Simulation:
         n_ch = min(len(pool), round(cfg.churn_rate * n))
         churners, others = pool[:n_ch], pool[n_ch:]
         lo = max(min(WARMUP_DAYS, math.ceil(2 * days / 3), days - 1), 1)
-        n1, n3 = round(0.10 * n_ch), round(0.35 * n_ch)
+        n1, n3, nq = round(0.10 * n_ch), round(0.35 * n_ch), round(QUIET_SHARE * n_ch)
         for j, s in enumerate(churners):  # churn day uniform after the warm-up, then the signs
-            k = 1 if j < n1 else 3 if j < n1 + n3 else 2  # that period can show (as many)
+            k = 1 if j < n1 else 3 if j < n1 + n3 else 0 if j < n1 + n3 + nq else 2  # (feasible)
             e = int(rng.integers(lo, days)) if days > 1 else 0
             can = sorted(self._feasible(set(SIGNS), e), key=SIGNS.index)
-            want = set(rng.choice(can, min(k, len(can)), replace=False).tolist()) if can else set()
+            want = set(rng.choice(can, min(k, len(can)), replace=False).tolist()) if k and can else set()
             self._churn[s] = evals[s] = e
             signs[s] = frozenset(want)
         m = len(others)
         for j, s in enumerate(others[: round(0.02 * m) + round(0.005 * m)]):
             want = set(rng.choice(SIGNS, 1 if j < round(0.02 * m) else 2, replace=False).tolist())
             signs[s] = self._feasible(want, days)
+        drivers: list[frozenset[str]] = [frozenset()] * n  # quiet leavers, then usage dips
+        self._dip = np.zeros((3, n))  # first day, end day, usage factor
+        for s in churners[n1 + n3:n1 + n3 + nq]:
+            e = int(evals[s])
+            drivers[s] = frozenset({"usage_decline"} | {d for d, q in (
+                ("downgrade", 0.5), ("network_complaint", 0.4)) if rng.random() < q})
+            self._dip[:, s] = (max(e - int(rng.integers(28, 43)), 0), e, rng.uniform(0.25, 0.5))
+        for s in rng.choice(others, round(USAGE_DIP_SHARE * m), replace=False):
+            start = int(rng.integers(0, days))
+            self._dip[:, s] = (start, start + int(rng.integers(14, 36)), rng.uniform(0.25, 0.6))
+            drivers[s] = frozenset({"usage_decline"})
         for s in np.nonzero(persona == silent)[0]:  # spend only early in month 0, then nothing
             signs[s] = frozenset({"spend_decline"}) if self._month[days - 1] == 4 else frozenset()
         # logins: daily Poisson, designed drops reshaped so the §3 windows see them
@@ -197,15 +222,21 @@ class Simulation:
                                      replace=False).tolist():
                     cat = dominant[s] if rng.random() < 0.8 else rng.choice(CATEGORIES)
                     self._complaints[dd].append((s, str(cat)))
+            if "network_complaint" in drivers[s] and end > 0:
+                self._complaints[int(rng.integers(max(end - 30, 0), end))].append((s, "network"))
             if end < days and "spend_decline" in sg and rng.random() < 0.5:
                 dd = int(rng.integers(self._month_start[self._month[end - 1] - 2], end))
                 self._plans[dd].append((s, "basic", round(x[5] * 0.6, 2)))
+            elif 1 < end < days and "downgrade" in drivers[s]:
+                self._plans[int(rng.integers(max(end - 60, 1), end))].append((s, "basic", round(x[5] * 0.6, 2)))
             elif rng.random() < 0.03 and end > 1:
                 f = round(x[5] * float(rng.choice((0.7, 1.3))), 2)
                 self._plans[int(rng.integers(1, end))].append((s, x[4] + ("-plus" if f > x[5] else "-lite"), f))
         churner_set = set(churners.tolist())  # reason: dominant complaint, else price, else random
         self._reason = {s: (str(dominant[s]) if "complaints" in signs[s] else "price"
-                            if "spend_decline" in signs[s] else str(rng.choice(("price", "network", "service"))))
+                            if "spend_decline" in signs[s] or "downgrade" in drivers[s] else "network"
+                            if "network_complaint" in drivers[s] else "price" if drivers[s]
+                            else str(rng.choice(("price", "network", "service"))))
                         for s in churner_set}
         self._profiles = []
         self._renewals: list[list[int]] = [[] for _ in range(days)]
@@ -213,12 +244,13 @@ class Simulation:
             x = p[s]
             ten = int(rng.exponential(x[8] * (0.4 if s in churner_set else 1.0))) + 1
             left = int(rng.integers(0, 3 if s in churner_set else 24))
+            renews = s not in churner_set and rng.random() >= ROLLING_SHARE
             self._profiles.append({"plan": x[4], "tenure_months": ten, "attrs": {
                 "monthly_fee": x[5], "age": int(rng.integers(18, 80)), "devices": int(rng.integers(1, 5)),
                 "contract_months_left": left,
                 "data_allowance_gb": float(rng.choice((5, 10, 20, 50, 100)))}})
             bill_day = int(rng.integers(0, 28))
-            if s not in churner_set:  # renews when the term ends, for RENEWAL_MONTHS each time
+            if renews:  # when the term ends, for RENEWAL_MONTHS each time
                 for mo in range(left, n_months, RENEWAL_MONTHS):
                     if self._month_start[mo] + bill_day < days:
                         self._renewals[self._month_start[mo] + bill_day].append(s)
@@ -226,10 +258,11 @@ class Simulation:
         alive_days = int(np.minimum(self._churn, days).sum())
         self._n_base = (n + alive_days + int(logins.sum(dtype=np.int64)) + n_ch
                         + sum(len(b) for b in (*self._spends, *self._complaints, *self._plans,
-                                               *self._renewals)))
+                                               *self._renewals, *self._renewals[:-1])))
         self._truth_parts = (
             frozenset(canon[s] for s in churner_set), {canon[s]: int(self._churn[s]) for s in churners},
-            {canon[s]: signs[s] for s in range(n)}, {canon[s]: names[persona[s]] for s in range(n)})
+            {canon[s]: signs[s] for s in range(n)}, {canon[s]: names[persona[s]] for s in range(n)},
+            {canon[s]: drivers[s] for s in range(n)})
 
     def _feasible(self, want: set[str], e: int) -> frozenset[str]:
         """Drop signs that the period is too short to show before evaluation day `e`."""
@@ -254,7 +287,7 @@ class Simulation:
         n = self.cfg.subscribers
         alive = np.nonzero(self._churn > d)[0]
         sp, cp, pl = self._spends[d], self._complaints[d], self._plans[d]
-        parts = [(np.arange(n) if d == 0 else np.empty(0, int), 0), (alive, 1),
+        parts = [(np.arange(n) if d == 0 else np.array(self._renewals[d - 1], int), 0), (alive, 1),
                  (np.repeat(np.arange(n), self._logins[d]), 2),
                  (np.array([x[0] for x in sp], int), 3), (np.array([x[0] for x in cp], int), 4),
                  (np.array([x[0] for x in pl], int), 5), (np.nonzero(self._churn == d)[0], 6),
@@ -272,6 +305,8 @@ class Simulation:
         web = (rng.random(m) < 0.15)[order].tolist()
         left = self._churn[alive]
         fade = np.where((left < self.cfg.days) & (left - d <= 21), 0.6, 1.0)
+        first, end, factor = self._dip[:, alive]
+        fade = np.minimum(fade, np.where((first <= d) & (d < end), factor, 1.0))
         mu = self._usage_mean[alive] * fade[:, None]
         data = np.round(mu[:, 0] * rng.lognormal(0, 0.5, len(alive)), 1).tolist()
         voice = np.round(mu[:, 1] * rng.lognormal(0, 0.6, len(alive)), 1).tolist()
@@ -281,29 +316,22 @@ class Simulation:
                                           aux[order].tolist(), off[order].tolist(), fmt, rfc, web):
             ts = ts0 + o
             eid, sid, t = f"e{j:010d}", ids[s][f], _rfc3339(ts) if r else ts
+            ev = {"event_id": eid, "subscriber_id": sid, "type": _TYPES[k], "ts": t}
             if k == 1:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "usage", "ts": t,
-                      "data_mb": data[a], "voice_min": voice[a], "sms": sms[a]}
+                ev.update(data_mb=data[a], voice_min=voice[a], sms=sms[a])
             elif k == 2:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "login", "ts": t,
-                      "channel": "web" if w else "app"}
+                ev["channel"] = "web" if w else "app"
             elif k == 3:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "spend", "ts": t,
-                      "amount": sp[a][1], "kind": sp[a][2]}
+                ev.update(amount=sp[a][1], kind=sp[a][2])
             elif k == 4:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "complaint", "ts": t,
-                      "category": cp[a][1]}
+                ev["category"] = cp[a][1]
             elif k == 5:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "plan_change", "ts": t,
-                      "plan": pl[a][1], "monthly_fee": pl[a][2]}
-            elif k == 0:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": "profile", "ts": t,
-                      "plan": prof[s]["plan"], "tenure_months": prof[s]["tenure_months"],
-                      "attrs": dict(prof[s]["attrs"])}
-            else:
-                ev = {"event_id": eid, "subscriber_id": sid, "type": _TYPES[k], "ts": t}
-                if k == 6:
-                    ev["reason"] = reason[s]
+                ev.update(plan=pl[a][1], monthly_fee=pl[a][2])
+            elif k == 0:  # from day 1: the day after a renewal, the profile of the new term
+                ev.update(plan=prof[s]["plan"], tenure_months=prof[s]["tenure_months"] + int(self._month[d]),
+                          attrs={**prof[s]["attrs"], **({"contract_months_left": RENEWAL_MONTHS} if d else {})})
+            elif k == 6:
+                ev["reason"] = reason[s]
             yield ts, ev
 
     @staticmethod

@@ -23,7 +23,7 @@ import msgspec
 
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
-from online_models.model import ChurnModel
+from online_models.model import ChurnModel, with_derived
 from online_models.quality import ProgressiveValidation
 from online_models.snapshots import Example, model_features
 from online_models.versions import Checkpoint, ModelVersions
@@ -51,7 +51,7 @@ def example_input(example: Example) -> dict[str, float]:
     x = model_features(example.values)
     for name, value in example.attrs.items():
         x[f"attr_{name}"] = float(value)
-    return x
+    return with_derived(x)
 
 
 def _entry_ms(entry_id: str) -> int:

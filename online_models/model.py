@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from river import linear_model, optim, preprocessing
 
-from features.schema import FEATURES
+from features.schema import FEATURES, INDEX
 
 # Features that describe the state, not identity or bookkeeping, are stored in snapshots.
 SNAPSHOT_FEATURES = tuple(f for f in FEATURES if f != "days_since_plan_change")
@@ -27,6 +27,28 @@ SNAPSHOT_FEATURES = tuple(f for f in FEATURES if f != "days_since_plan_change")
 TIME_LEAKING = frozenset({"spend_m2", "spend_m3", "spend_m4", "spend_m5",
                           "days_since_complaint"})
 MODEL_FEATURES = tuple(f for f in SNAPSHOT_FEATURES if f not in TIME_LEAKING)
+# Derived inputs, computed from the features above (and the profile's fee) wherever the model
+# reads a row, so scoring and learning see the same. A linear model cannot form a ratio: a
+# subscriber's trend against its own baseline (last 7 days' daily rate vs the 28 before, log
+# ratio, with a floor so near-zero baselines stay finite) compares heavy and light users on one
+# scale, and a plan change shows as the fee's change against the profile's fee (the store's
+# ``fee_delta`` only compares two plan changes, so a first downgrade reads 0 there).
+TRENDS = (("data_trend", "data_mb_7d", "data_mb_prev28", 1.0),
+          ("voice_trend", "voice_min_7d", "voice_min_prev28", 1.0),
+          ("logins_trend", "logins_7d", "logins_prev28", 0.2))
+FEE_CHANGE = "fee_change"
+
+
+def with_derived(x: dict[str, float]) -> dict[str, float]:
+    """Add the derived inputs to a model input dict (in place; missing inputs: left out)."""
+    for name, recent, before, floor in TRENDS:
+        if recent in x and before in x:
+            x[name] = math.log((max(x[recent], 0.0) / 7 + floor)
+                               / (max(x[before], 0.0) / 28 + floor))
+    fee, base = x.get("monthly_fee"), x.get("attr_monthly_fee")
+    if fee is not None and base:
+        x[FEE_CHANGE] = fee / base - 1.0
+    return x
 
 
 def model_input(row: np.ndarray, attrs: Mapping[str, float]) -> dict[str, float]:
@@ -35,7 +57,20 @@ def model_input(row: np.ndarray, attrs: Mapping[str, float]) -> dict[str, float]
          if name in _INPUTS and not math.isnan(row[i])}
     for name, value in attrs.items():
         x[f"attr_{name}"] = float(value)
-    return x
+    return with_derived(x)
+
+
+def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
+                     ) -> tuple[list[str], np.ndarray]:
+    """:func:`with_derived` for a matrix of feature rows (NaN where an input is missing)."""
+    col = {name: np.maximum(matrix[:, INDEX[name]], 0.0) for name in  # NaN stays NaN
+           ("monthly_fee", *(n for _, r, b, _ in TRENDS for n in (r, b)))}
+    out = [np.log((col[r] / 7 + f) / (col[b] / 28 + f)) for _, r, b, f in TRENDS]
+    base = np.array([float(a.get("monthly_fee", np.nan)) for a in attrs]) if any(attrs) \
+        else np.full(len(matrix), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out.append(np.where(base != 0, matrix[:, INDEX["monthly_fee"]] / base - 1.0, np.nan))
+    return [name for name, *_ in TRENDS] + [FEE_CHANGE], np.column_stack(out)
 
 
 _INPUTS = frozenset(MODEL_FEATURES)
@@ -75,11 +110,12 @@ class ChurnModel:
         means, vars_ = self.scaler.means, self.scaler.vars
         weights = self.classifier.weights
         cols = [i for i, name in enumerate(FEATURES) if name in MODEL_FEATURES]
-        names = [FEATURES[i] for i in cols]
+        derived_names, derived = _derived_columns(matrix, attrs)
+        names = [FEATURES[i] for i in cols] + derived_names
         mean = np.array([means.get(n, 0.0) for n in names])
         std = np.sqrt(np.array([vars_.get(n, 0.0) for n in names]))
         w = np.array([weights.get(n, 0.0) for n in names])
-        x = matrix[:, cols]
+        x = np.column_stack([matrix[:, cols], derived])
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where((std > 0) & ~np.isnan(x), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
         logit = z @ w + self.classifier.intercept

@@ -354,7 +354,7 @@ def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> No
     import numpy as np
 
     from features.schema import FEATURES
-    from online_models.model import (MODEL_FEATURES, SNAPSHOT_FEATURES, TIME_LEAKING,
+    from online_models.model import (MODEL_FEATURES, SNAPSHOT_FEATURES, TIME_LEAKING, TRENDS,
                                      model_input)
     from online_models.snapshots import model_features
 
@@ -363,4 +363,6 @@ def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> No
     assert set(stored) == set(MODEL_FEATURES) and not set(stored) & TIME_LEAKING
     assert all(stored[name] == SNAPSHOT_FEATURES.index(name) for name in stored)
     live = model_input(np.arange(len(FEATURES), dtype=float), {"age": 30.0})
-    assert set(live) == set(MODEL_FEATURES) | {"attr_age"}
+    trends = {name for name, *_ in TRENDS}  # derived only from model features
+    assert {source for _, *sources, _ in TRENDS for source in sources} <= set(MODEL_FEATURES)
+    assert set(live) == set(MODEL_FEATURES) | {"attr_age"} | trends

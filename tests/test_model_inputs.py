@@ -1,0 +1,61 @@
+"""The model's derived inputs: trends against a subscriber's own baseline and the fee change."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from features.schema import FEATURES, INDEX
+from online_models.learner import example_input
+from online_models.model import ChurnModel, model_input
+from online_models.snapshots import Example, quantise, stored_values
+
+
+def _row(**values: float) -> np.ndarray:
+    row = np.full(len(FEATURES), np.nan)
+    row[[INDEX[k] for k in values]] = list(values.values())
+    return row
+
+
+def test_trends_compare_the_last_week_with_the_subscribers_own_four_weeks_before() -> None:
+    steady = model_input(_row(data_mb_7d=700.0, data_mb_prev28=2800.0, logins_7d=7.0,
+                              logins_prev28=28.0), {})
+    assert steady["data_trend"] == pytest.approx(0.0) and steady["logins_trend"] == pytest.approx(0.0)
+    falling = model_input(_row(data_mb_7d=70.0, data_mb_prev28=2800.0), {})
+    assert falling["data_trend"] == pytest.approx(math.log((10 + 1) / (100 + 1)))
+    light = model_input(_row(data_mb_7d=7.0, data_mb_prev28=280.0), {})  # same fall, small user
+    assert light["data_trend"] < -1.0
+    assert "voice_trend" not in falling  # an input missing: no trend, not a made-up one
+
+
+def test_fee_change_is_the_plan_fee_against_the_profile_fee() -> None:
+    x = model_input(_row(monthly_fee=15.0), {"monthly_fee": 25.0})
+    assert x["fee_change"] == pytest.approx(-0.4)
+    assert "fee_change" not in model_input(_row(), {"monthly_fee": 25.0})  # no plan change
+    assert "fee_change" not in model_input(_row(monthly_fee=15.0), {})  # no profile fee
+
+
+def test_vectorised_scores_include_the_derived_inputs() -> None:
+    rng = np.random.default_rng(5)
+    rows = np.abs(rng.normal(20, 15, size=(300, len(FEATURES))))
+    rows[rng.random(rows.shape) < 0.15] = np.nan
+    attrs = [{"monthly_fee": float(rng.choice((10.0, 30.0)))} if i % 4 else {} for i in range(300)]
+    model = ChurnModel()
+    for i in range(200):
+        model.learn(model_input(rows[i], attrs[i]), bool(rows[i, INDEX["data_mb_7d"]] < 10))
+    assert {"data_trend", "voice_trend", "logins_trend", "fee_change"} <= set(model.classifier.weights)
+    expected = model.score([model_input(r, a) for r, a in zip(rows, attrs)])
+    assert np.allclose(model.score_matrix(rows, attrs), expected, rtol=0, atol=1e-12)
+
+
+def test_the_learner_sees_the_derived_inputs_of_the_stored_snapshot() -> None:
+    row = _row(data_mb_7d=140.0, data_mb_prev28=2000.0, voice_min_7d=30.0,
+               voice_min_prev28=400.0, logins_7d=1.0, logins_prev28=22.0, monthly_fee=18.0)
+    attrs = {"monthly_fee": 30.0, "contract_months_left": 1.0}
+    stored = stored_values(quantise(row[None, :])[0].tolist())
+    learned = example_input(Example("s/1", "s", 1, 2, True, stored, attrs))
+    scored = model_input(row, attrs)
+    assert learned.keys() == scored.keys()
+    for name in ("data_trend", "voice_trend", "logins_trend", "fee_change"):
+        assert learned[name] == pytest.approx(scored[name], abs=0.08)  # one-byte codes: ±6 %
