@@ -6,7 +6,9 @@ appended to one string per subscriber and cut to the last ``cap`` points, so 100
 about 700 bytes of Redis. A batch's points for a day the history already ends with replace
 that last point; points for earlier days (late events) are ignored. All points of a batch are
 written by one script call queued on the batch's commit pipeline: no extra round trip (on a
-Redis Cluster, one call per node, see ``churnwatch.script_router``).
+Redis Cluster, one call per node, see ``churnwatch.script_router``). The key has no expiry of
+its own (an EXPIRE per subscriber and batch was a quarter of the script's work): the silence
+sweep deletes it with the rest of an idle subscriber, and a churn gives it the state's TTL.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ _POINT = struct.Struct("<IHB")
 _SEVERITY = ("", "low", "medium", "high")
 _CODE = {name: code for code, name in enumerate(_SEVERITY)}
 _SCRIPT = """
-local keep, ttl = tonumber(ARGV[1]) * 7, tonumber(ARGV[2])
+local keep = tonumber(ARGV[1]) * 7
 for i, key in ipairs(KEYS) do
-  local points = ARGV[i + 2]
+  local points = ARGV[i + 1]
   local last = redis.call("GETRANGE", key, -7, -1)
   local day = -1
   if #last == 7 then day = math.floor(struct.unpack("<I4", last) / 86400) end
@@ -45,7 +47,6 @@ for i, key in ipairs(KEYS) do
   if #add > 0 and redis.call("APPEND", key, table.concat(add)) > keep then
     redis.call("SET", key, redis.call("GETRANGE", key, -keep, -1))
   end
-  redis.call("EXPIRE", key, ttl)
 end
 return #KEYS
 """
@@ -54,12 +55,10 @@ return #KEYS
 class RiskHistory:
     """Records and reads subscribers' daily risk points: (event time ms, score, severity)."""
 
-    def __init__(self, redis: Any, keys: Keys = Keys(), cap: int = 100,
-                 ttl_s: int = 400 * 86_400) -> None:
+    def __init__(self, redis: Any, keys: Keys = Keys(), cap: int = 100) -> None:
         self.redis = redis
         self.keys = keys
         self.cap = cap
-        self.ttl_s = ttl_s
         self._script = redis.register_script(_SCRIPT)
         self.router = ScriptRouter(redis)
 
@@ -74,7 +73,7 @@ class RiskHistory:
                                        round(min(max(score, 0.0), 1.0) * 10_000), _CODE[sev])
                            for ts, score, sev in series) for series in points.values()]
         calls = [(node, [keys[i] for i in group],
-                  [self.cap, self.ttl_s, *(packed[i] for i in group)])
+                  [self.cap, *(packed[i] for i in group)])
                  for node, group in await self.router.split(keys)]
         await self.router.run(self._script, calls, pipe=pipe)
 

@@ -88,8 +88,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
                         holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
-                        risk=RiskHistory(redis, cap=settings.risk_history,
-                                         ttl_s=settings.state_ttl_days * 86_400))
+                        risk=RiskHistory(redis, cap=settings.risk_history))
     pipeline.do_not_contact = do_not_contact
     pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
     return pipeline

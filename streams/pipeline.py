@@ -166,10 +166,9 @@ class Pipeline:
                     self.silence.record(pipe, partition, clocks)
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
-                    for sid in left:  # churned: no sweep will see them again
-                        pipe.expire(self.store.config.keys.state(sid), self.store.config.ttl_s)
                 self._hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
+                self._expire_churned(pipe, [sid for left in gone.values() for sid in left])
                 failpoint("before_redis_write")
                 try:
                     await pipe.execute()
@@ -263,6 +262,14 @@ class Pipeline:
             self.metrics.silence_checks.inc(len(known))
             await self._publish(decision, result, publisher)
             return result
+
+    def _expire_churned(self, pipe: Any, subscribers: list[str]) -> None:
+        """Queue (after their writes): churned subscribers leave the silence index, so no sweep
+        will remove them; their state and risk history expire after the state TTL instead."""
+        keys, ttl = self.store.config.keys, self.store.config.ttl_s
+        for sid in subscribers:
+            pipe.expire(keys.state(sid), ttl)
+            pipe.expire(keys.risk(sid), ttl)
 
     async def _expire(self, partition: int, subscribers: list[str]) -> None:
         """Remove subscribers idle for longer than the state TTL (in event time)."""

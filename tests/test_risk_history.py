@@ -32,7 +32,7 @@ def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None
 def test_points_replace_the_same_day_skip_earlier_days_and_are_capped(redis_url: str) -> None:
     async def main() -> tuple[list[list[dict]], int, int]:
         client = aioredis.Redis.from_url(redis_url)
-        risk = RiskHistory(client, cap=3, ttl_s=3600)
+        risk = RiskHistory(client, cap=3)
         seen = []
         for batch in (
             {"s": [(T0 + 10, 0.1, "low"), (T0 + DAY + 10, 0.2, "medium")]},
@@ -58,4 +58,4 @@ def test_points_replace_the_same_day_skip_earlier_days_and_are_capped(redis_url:
     assert seen[3] == [point(T0 + DAY, 0.25, "high"), point(T0 + 2 * DAY, 0.35, None),
                        point(T0 + 3 * DAY, 1.0, "high")]  # capped at 3, oldest dropped
     assert seen[4] == [point(T0, 0.0, None)]
-    assert 0 < ttl <= 3600 and size == 3 * 7  # 7 bytes a point
+    assert ttl == -1 and size == 3 * 7  # 7 bytes a point; no expiry (the sweep's job)

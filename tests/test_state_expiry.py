@@ -50,6 +50,8 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
         await pipeline.run([record(1, login(4, "+447900000002", 1.5), churn)], publisher)
         ttl_active = await client.ttl(keys.state("+447900000002"))
         ttl_churned = await client.ttl(keys.state("+447900000003"))
+        risk_ttls = [await client.ttl(keys.risk(f"+44790000000{n}")) for n in (2, 3)]
+        had_risk_1 = await client.exists(keys.risk("+447900000001"))
         # 1 is idle 2.5 days at the watermark (day 2.5): more than the 2-day TTL
         await pipeline.run([record(2, login(6, "+447900000002", 2.5))], publisher)
         await pipeline.sweep(0, publisher)
@@ -57,6 +59,8 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
             "ttl_active": ttl_active, "ttl_churned": ttl_churned,
             "state_1": await client.exists(keys.state("+447900000001")),
             "state_2": await client.exists(keys.state("+447900000002")),
+            "risk_1": (had_risk_1, await client.exists(keys.risk("+447900000001"))),
+            "risk_ttls": risk_ttls,
             "due": {m.decode() for m in await client.zrange(keys.silence_due(0), 0, -1)},
             "expired": metrics.registry.get_sample_value(
                 "churnwatch_subscribers_expired_total"),
@@ -69,6 +73,8 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
     assert out["ttl_active"] == -1  # no expiry while active
     assert 0 < out["ttl_churned"] <= 2 * 86_400
     assert out["state_1"] == 0 and out["state_2"] == 1
+    assert out["risk_1"] == (1, 0)  # the risk history goes with the state
+    assert out["risk_ttls"][0] == -1 and 0 < out["risk_ttls"][1] <= 2 * 86_400
     assert "+447900000001" not in out["due"] and "+447900000002" in out["due"]
     assert out["expired"] == 1.0
     assert out["cached_1"] is None
