@@ -12,7 +12,8 @@ One run starts its own embedded broker and redis-server, then
    counting every event processed (Faust commits on a 2.8 s timer, so (a) carries up to ~3 s
    of commit delay: visible on short runs). Stage durations and counts come from /metrics.
 2. **latency**: the same worker at a fixed offered load of about half the measured sustained
-   rate, in small messages (one per partition per 10 ms tick) whose broker timestamps are the
+   rate, on the same subscribers (their timelines continued after the throughput feed's last
+   day; ``--latency-subscribers`` for another population), in small messages (one per partition per 10 ms tick) whose broker timestamps are the
    producer's send times; detection latency is each alert's ``detected_at - ingested_at``
    (p50/p95/p99/max), next to the worker's own histograms over that window (per stage and
    event-to-alert; bucket upper bounds).
@@ -39,7 +40,7 @@ import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -80,6 +81,7 @@ class Options:
     per_message: int = 500
     latency_s: float = 20.0
     latency_rate: float | None = None
+    latency_subscribers: int | None = None
     naive_max_s: float = 90.0
     timeout_s: float = 300.0
     out_dir: str | None = None
@@ -101,6 +103,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--latency-s", type=float, default=None, help="latency window (s)")
     p.add_argument("--latency-rate", type=float, default=None, help="offered load of the "
                    "latency window, events/s (default: half the measured sustained rate)")
+    p.add_argument("--latency-subscribers", type=int, default=None, help="subscribers of the "
+                   "latency feed (default: the throughput feed's, whose timelines it continues)")
     p.add_argument("--naive-max-s", type=float, default=None, help="cap on the naive run (s)")
     p.add_argument("--timeout-s", type=float, default=300.0)
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
@@ -111,7 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         days=a.days or (60 if a.quick else 150),
         seed=a.seed, partitions=a.partitions, per_message=a.per_message,
         latency_s=a.latency_s if a.latency_s is not None else (8.0 if a.quick else 20.0),
-        latency_rate=a.latency_rate,
+        latency_rate=a.latency_rate, latency_subscribers=a.latency_subscribers,
         naive_max_s=a.naive_max_s if a.naive_max_s is not None else (25.0 if a.quick else 90.0),
         timeout_s=a.timeout_s, out_dir=a.out_dir, json_output=a.json_output)
 
@@ -384,10 +388,14 @@ class Bench:
         opts, bar = self.opts, self.progress
         need = int(rate * opts.latency_s * 1.1) + 1000
         per_sub_day = 2.1  # events per subscriber-day in the simulator (measured)
-        days = 60
-        subs = max(100, math.ceil(need / (per_sub_day * days)))
+        # the throughput feed's population (the load its maximum was measured on), continuing
+        # after it: the first month start after its last day
+        subs = opts.latency_subscribers or opts.subscribers
+        days = max(30, math.ceil(need / (per_sub_day * subs)))
+        after = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=opts.days)
+        start = datetime(after.year + after.month // 12, after.month % 12 + 1, 1, tzinfo=UTC)
         sim = Simulation(SimConfig(subscribers=subs, days=days, seed=opts.seed + 1000,
-                                   start=datetime(2026, 1, 1, tzinfo=UTC)))
+                                   start=start))
         feed = routed([_encode(e) for e in sim.events()], opts.partitions)
         task = bar.add_task(f"latency: {report.si(rate)} ev/s offered", total=opts.latency_s)
         before = scrape(self.metrics_port)
@@ -450,6 +458,7 @@ class Bench:
         per_batch = {k: hist_summary(v) for k, v in sorted(stages.items())}
         return {
             "offered_events_per_s": round(rate),
+            "feed": {"subscribers": subs, "days": days, "start": start.date().isoformat()},
             "achieved_events_per_s": round(sent / window) if window else None,
             "window_s": round(window, 2), "drained_after_s": round(drained, 2),
             "events": sent, "alerts": len(alerts), "alerts_with_ingested_at": len(lat),
@@ -635,7 +644,7 @@ def print_summary(r: dict[str, Any]) -> None:
     report.print_table(
         f"latency at {lat['offered_events_per_s']:,} events/s offered "
         f"({lat['achieved_events_per_s']:,} achieved, {lat['window_s']} s, "
-        f"{lat['events']:,} events)",
+        f"{lat['events']:,} events, {lat['feed']['subscribers']:,} subscribers)",
         ["measure", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
         [["event→alert (alerts' detected_at - ingested_at)", lat["alerts_with_ingested_at"],
           a["p50"], a["p95"],

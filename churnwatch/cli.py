@@ -95,6 +95,8 @@ def bench(
                                                        "(default 1000; quick 300)")] = None,
     days: Annotated[Optional[int], typer.Option(help="days simulated (default 150; quick 60)")]
     = None,
+    latency_subscribers: Annotated[Optional[int], typer.Option(
+        help="subscribers of the latency feed (default: the throughput feed's)")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """End-to-end benchmark on a local broker and Redis: churnwatch's sustained events/s and
@@ -106,6 +108,8 @@ def bench(
         argv += ["--subscribers", str(subscribers)]
     if days is not None:
         argv += ["--days", str(days)]
+    if latency_subscribers is not None:
+        argv += ["--latency-subscribers", str(latency_subscribers)]
     if json_out:
         argv.append("--json")
     try:
