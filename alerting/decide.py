@@ -83,10 +83,14 @@ def decide_alerts(
     entries = {sid: dict(e) for sid, e in ledgers.items()}
     out = Decision([], [], {}, {}, [], dict(zip(rule_ids, evaluation.hits.sum(axis=0).tolist())))
     out.risk = _risk(triggers, scores, evaluation.severity)
-    for j, ev in enumerate(triggers):
+    names, ranks, segments = ruleset.segment_names, evaluation.severity.tolist(), \
+        evaluation.segment.tolist()
+    # without score records, only rows some rule hit need a look
+    for j in range(len(triggers)) if wants_scores else np.flatnonzero(evaluation.severity).tolist():
+        ev = triggers[j]
         hits = evaluation.hits[j]
-        rank = int(evaluation.severity[j])
-        segment = ruleset.segment_names[evaluation.segment[j]]
+        rank = ranks[j]
+        segment = names[segments[j]]
         if wants_scores:
             out.scores.append(ScoreRecord(
                 ev.event_id, ev.subscriber_id, ev.ts, float(scores[j]),
