@@ -187,29 +187,24 @@ def parse_ts(value: int | str) -> int:
 
 
 def _normalise(ev: _AnyEvent) -> Event:
-    common = {
-        "event_id": ev.event_id,
-        "subscriber_id": normalise_subscriber(ev.subscriber_id),
-        "type": type(ev).__struct_config__.tag,
-        "ts": parse_ts(ev.ts),
-    }
+    head = (ev.event_id, normalise_subscriber(ev.subscriber_id),
+            type(ev).__struct_config__.tag, parse_ts(ev.ts))
+    if isinstance(ev, _Usage):  # the commonest types first
+        return Event(*head, data_mb=ev.data_mb, voice_min=ev.voice_min, sms=ev.sms)
     if isinstance(ev, _Spend):
-        return Event(**common, amount=ev.amount)
+        return Event(*head, amount=ev.amount)
     if isinstance(ev, _Complaint):
-        return Event(**common, category=ev.category)
-    if isinstance(ev, _Usage):
-        return Event(**common, data_mb=ev.data_mb, voice_min=ev.voice_min, sms=ev.sms)
+        return Event(*head, category=ev.category)
     if isinstance(ev, _PlanChange):
-        return Event(**common, plan=ev.plan, monthly_fee=ev.monthly_fee)
+        return Event(*head, plan=ev.plan, monthly_fee=ev.monthly_fee)
     if isinstance(ev, _Profile):
-        return Event(
-            **common, plan=ev.plan, tenure_months=ev.tenure_months, attrs=dict(ev.attrs) or None
-        )
+        return Event(*head, plan=ev.plan, tenure_months=ev.tenure_months,
+                     attrs=dict(ev.attrs) or None)
     if isinstance(ev, _Churn):
-        return Event(**common, reason=ev.reason)
+        return Event(*head, reason=ev.reason)
     if isinstance(ev, _Outcome):
-        return Event(**common, alert_id=ev.alert_id, result=ev.result)
-    return Event(**common)
+        return Event(*head, alert_id=ev.alert_id, result=ev.result)
+    return Event(*head)
 
 
 def _reason(exc: msgspec.ValidationError | msgspec.DecodeError) -> str:
