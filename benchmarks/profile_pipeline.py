@@ -11,7 +11,9 @@ publisher that only counts. It prints
   from its metrics, and
 - a cProfile of the same run, grouped by the module that owns the time (self time), so the
   walls can be named: JSON decoding, the feature kernel, Redis round trips and argument
-  packing, alert decisions, model scoring.
+  packing, alert decisions, model scoring;
+- redis-server time per command, and the garbage collector's pauses (with the worker's
+  collector settings, or CPython's with ``--gc default``).
 
 Compare its rate with ``churnwatch bench``'s end-to-end rate: the difference is the framework
 (Faust, aiokafka) and the broker.
@@ -32,6 +34,7 @@ from typing import Any
 import msgspec
 
 from benchmarks import report
+from churnwatch import gc_tuning
 from churnwatch.config import Settings
 from churnwatch.embedded import EmbeddedRedis
 from churnwatch.redis_connect import connect
@@ -123,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--days", type=int, default=150)
     p.add_argument("--batch", type=int, default=5000, help="events per pipeline run")
+    p.add_argument("--gc", choices=("worker", "default"), default="worker",
+                   help="the worker's collector settings (churnwatch.gc_tuning) or CPython's")
     p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
     sim = Simulation(SimConfig(subscribers=a.subscribers, days=a.days, seed=7,
@@ -130,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     lines = [_encode(e) for e in sim.events()]
     records = records_of(lines)
     batch_records = max(1, a.batch // PER_RECORD)
+    if a.gc == "worker":
+        gc_tuning.tune()
     with EmbeddedRedis() as server:
-        plain = asyncio.run(run_feed(server.url, records, batch_records, None))
+        with gc_tuning.pauses() as gc_pauses:
+            plain = asyncio.run(run_feed(server.url, records, batch_records, None))
         profiler = cProfile.Profile()
         asyncio.run(run_feed(server.url, records, batch_records, profiler))
     stats = pstats.Stats(profiler)
@@ -141,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "feed": {"events": len(lines), "subscribers": a.subscribers, "days": a.days,
                        "events_per_run": a.batch},
               "unprofiled": {**plain, "events_per_s": round(len(lines) / plain["elapsed_s"])},
+              "gc": {"settings": a.gc, "pauses_by_generation": {
+                  g: {"count": len(v), "total_s": round(sum(v), 3), "max_ms": round(1000 * max(v), 1)}
+                  for g, v in sorted(gc_pauses.items())}},
               "profiled_total_s": round(total, 3),
               "self_time_by_module": by_module(stats, total)}
     path = report.write_report("profile", result, a.out_dir)
@@ -149,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ["events/s", "elapsed s", *[f"{k} s" for k in plain["stages_s"]], "alerts"],
         [[f"{result['unprofiled']['events_per_s']:,}", plain["elapsed_s"],
           *plain["stages_s"].values(), plain["alerts"]]])
+    report.print_table(f"garbage collector ({a.gc} settings, first run)",
+                       ["generation", "collections", "total s", "longest ms"],
+                       [[g, v["count"], v["total_s"], v["max_ms"]]
+                        for g, v in result["gc"]["pauses_by_generation"].items()])
     report.print_table("redis-server time by command (first run)", ["command", "s"],
                        list(plain["redis_server_s"].items())[:8])
     report.print_table("self time by owner (cProfile, second run)", ["owner", "s", "%"],

@@ -121,6 +121,7 @@ def bench(
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run a stream worker against the configured Kafka and Redis."""
+    from churnwatch import gc_tuning
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
@@ -139,6 +140,7 @@ def worker(config: ConfigOpt = None) -> None:
         raise fail(exc) from None
     import faust
 
+    gc_tuning.tune()  # full collections of the heap were the p99 latency tail
     # logging stays as load() configured it (JSON or readable, redacted); no spinner codes
     runner = faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True,
                           override_logging=False)
