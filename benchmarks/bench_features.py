@@ -50,6 +50,7 @@ import redis.asyncio as aioredis
 
 from alerting.ledger import AlertLedger
 from benchmarks import report
+from churnwatch import gc_tuning
 from churnwatch.embedded import EmbeddedRedis
 from churnwatch.events import COMPLAINT_CATEGORIES, Event
 from churnwatch.keys import Keys
@@ -1047,6 +1048,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = parse_args(argv)
+    gc_tuning.tune()  # the worker's collector settings (the cached store holds every state)
     result = asyncio.run(run(cfg))
     path = report.write_report("features", result, cfg.out_dir)
     result["report_path"] = str(path)
