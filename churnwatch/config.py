@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     state_ttl_days: int = Field(400, ge=1, description="a subscriber's state is dropped after "
                                 "this many days without events (event time, by the silence "
                                 "sweep), or after a churn event")
+    gc_interval_s: float = Field(60.0, gt=0, le=3600, description="how often the worker runs a "
+                                 "full garbage collection (churnwatch/gc_tuning.py)")
     state_cache_size: int = Field(200_000, ge=0, le=50_000_000, description="subscribers whose "
                                   "stored state a worker keeps in memory (about 1 KB each) so "
                                   "their batches skip the read; 0 = read every batch")

@@ -28,6 +28,7 @@ from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
+from churnwatch import gc_tuning
 from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
@@ -259,6 +260,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         @app.timer(interval=1.0)
         async def learn() -> None:
             await survive_redis("learner", "learner step skipped", learner.step())
+
+    @app.timer(interval=settings.gc_interval_s)
+    async def collect_garbage() -> None:
+        gc_tuning.collect()  # cycles that outlived a young collection (churnwatch/gc_tuning.py)
 
     lag = LagGauge(metrics.consumer_lag)
 
