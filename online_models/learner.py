@@ -14,6 +14,7 @@ the lock cannot fork the lineage. Every worker scores with the *active* version
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +66,8 @@ class Learner:
                  lock_ms: int = 30_000, page: int = 500, publish_every_s: float = 10.0,
                  auto_promote: bool = True, keep_versions: int = 200,
                  dedup_window_ms: int = 3_600_000, clock: Callable[[], float] = time.time,
-                 model_factory: Callable[[], ChurnModel] = ChurnModel) -> None:
+                 model_factory: Callable[[], ChurnModel] = ChurnModel,
+                 slice_s: float = 0.005) -> None:
         self.redis = redis
         self.versions = versions
         self.keys = versions.keys
@@ -79,6 +81,7 @@ class Learner:
         self.dedup_window_ms = dedup_window_ms
         self.clock = clock
         self.model_factory = model_factory
+        self.slice_s = slice_s  # longest stretch of learning before the event loop gets a turn
         self.checkpoint: Checkpoint | None = None
         self.head: str | None = None
         self.quality = ProgressiveValidation(model_factory(), metrics.registry)
@@ -130,6 +133,7 @@ class Learner:
         assert checkpoint is not None
         key = self.keys.model("examples")
         learned = 0
+        turn = time.perf_counter() + self.slice_s
         while True:
             entries = await self.redis.xrange(key, min=f"({checkpoint.offset}", count=self.page)
             for raw_id, fields in entries:
@@ -143,6 +147,9 @@ class Learner:
                     checkpoint.recent[example.id] = ms
                     self.metrics.labels.labels("churn" if example.churned else "active").inc()
                     learned += 1
+                    if time.perf_counter() >= turn:  # the worker's batches wait while this runs
+                        await asyncio.sleep(0)
+                        turn = time.perf_counter() + self.slice_s
                 checkpoint.offset = entry_id
             if entries:
                 self.unpublished += len(entries)

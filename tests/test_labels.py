@@ -366,3 +366,41 @@ def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> No
     trends = {name for name, *_ in TRENDS}  # derived only from model features
     assert {source for _, *sources, _ in TRENDS for source in sources} <= set(MODEL_FEATURES)
     assert set(live) == set(MODEL_FEATURES) | {"attr_age"} | trends
+
+
+def test_learner_gives_the_event_loop_turns_while_learning_a_backlog(redis_url: str) -> None:
+    """A long backlog is learned in slices: the worker's batches, on the same event loop, get
+    a turn between them. The slices change nothing in what is learned."""
+    events = _random_stream(5, subscribers=10, days=150)
+
+    async def main() -> None:
+        h = Harness(redis_url, SHORT)
+        await h.run(events)
+        everything = await stream_examples(h.client)
+        turns = 0
+        stop = asyncio.Event()
+
+        async def other_task() -> None:  # stands for the agent's batches
+            nonlocal turns
+            while not stop.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(other_task())
+        await asyncio.sleep(0)
+        learner = Learner(h.client, ModelVersions(h.client), Metrics(), "slices", slice_s=0.0)
+        started = turns
+        learned = await learner.step(publish=False)
+        between = turns - started
+        stop.set()
+        await ticker
+        assert learned == len({ex.id for ex in everything}) > 20
+        assert between >= learned  # one turn after every example (slice 0) at least
+        reference = ChurnModel()
+        for ex in {ex.id: ex for ex in everything}.values():
+            reference.learn(example_input(ex), ex.churned)
+        model = learner.checkpoint.model  # type: ignore[union-attr]
+        assert model.classifier.weights == reference.classifier.weights
+        await h.stop()
+
+    asyncio.run(main())
