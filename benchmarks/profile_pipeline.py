@@ -1,6 +1,7 @@
 """Where a worker's time goes, without Kafka: the pipeline alone on a real redis-server.
 
     python -m benchmarks.profile_pipeline [--subscribers N] [--days D] [--batch EVENTS]
+                                          [--pstats FILE]
 
 Builds the worker's pipeline (``streams.app.build_pipeline``: same rules, model, playbook,
 store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
@@ -128,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=5000, help="events per pipeline run")
     p.add_argument("--gc", choices=("worker", "default"), default="worker",
                    help="the worker's collector settings (churnwatch.gc_tuning) or CPython's")
+    p.add_argument("--pstats", default=None, metavar="FILE",
+                   help="also write the cProfile stats (read with `python -m pstats FILE`)")
     p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
     sim = Simulation(SimConfig(subscribers=a.subscribers, days=a.days, seed=7,
@@ -143,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         profiler = cProfile.Profile()
         asyncio.run(run_feed(server.url, records, batch_records, profiler))
     stats = pstats.Stats(profiler)
+    if a.pstats:
+        stats.dump_stats(a.pstats)
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     result = {"benchmark": "profile_pipeline", "created": report.utc_now(),
               "machine": report.machine_info(),
