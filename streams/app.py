@@ -51,6 +51,7 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
+from streams.batching import micro_batches
 from streams.pipeline import Pipeline
 from streams.records import DeadLetter, Record, is_retryable, split_by_size
 from streams.lag import LagGauge, consumer_lags
@@ -155,13 +156,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.agent(events_topic, concurrency=1)
     async def score(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        source = stream.noack()  # acknowledged below, once a run's effects are durable
+        async for batch in micro_batches(source.events(), settings.batch_max,
+                                         settings.batch_within_s):
             records = [Record(e.message.topic, e.message.partition, e.message.offset,
                               e.value or b"", int(e.message.timestamp * 1000))
                        for e in batch]
+            done = 0
             for run in split_by_size(records, settings.batch_max_bytes):
-                await _to_the_end(_run_batch(pipeline, publisher, run))
-            failpoint("before_offset_commit")  # acked (and committed) only after this
+                try:
+                    await _to_the_end(_run_batch(pipeline, publisher, run))
+                except asyncio.CancelledError:  # stopping: this run is done, later ones are not
+                    await _ack(source, batch[done:done + len(run)])
+                    raise
+                await _ack(source, batch[done:done + len(run)])
+                done += len(run)
 
     @app.task
     async def serve_metrics() -> None:
@@ -283,6 +292,13 @@ def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetErr
     with contextlib.suppress(Exception):  # best effort: the stop below is what matters
         app.consumer.pause_partitions(app.consumer.assignment())
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _ack(stream: faust.StreamT, events: list[Any]) -> None:
+    """Acknowledge a processed run's events: Faust commits offsets only up to acked ones."""
+    failpoint("before_offset_commit")  # the run is done, its offsets not yet committable
+    for event in events:
+        await stream.ack(event)
 
 
 async def _to_the_end(batch: Awaitable[None]) -> None:
