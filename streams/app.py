@@ -51,7 +51,7 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
-from streams.batching import micro_batches
+from streams.batching import InOrderAcks, micro_batches
 from streams.pipeline import Pipeline
 from streams.records import DeadLetter, Record, is_retryable, split_by_size
 from streams.lag import LagGauge, consumer_lags
@@ -156,21 +156,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.agent(events_topic, concurrency=1)
     async def score(stream: faust.StreamT) -> None:
-        source = stream.noack()  # acknowledged below, once a run's effects are durable
-        async for batch in micro_batches(source.events(), settings.batch_max,
-                                         settings.batch_within_s):
-            records = [Record(e.message.topic, e.message.partition, e.message.offset,
-                              e.value or b"", int(e.message.timestamp * 1000))
-                       for e in batch]
-            done = 0
-            for run in split_by_size(records, settings.batch_max_bytes):
-                try:
-                    await _to_the_end(_run_batch(pipeline, publisher, run))
-                except asyncio.CancelledError:  # stopping: this run is done, later ones are not
-                    await _ack(source, batch[done:done + len(run)])
-                    raise
-                await _ack(source, batch[done:done + len(run)])
-                done += len(run)
+        source = stream.noack()  # acknowledged once a run's outputs are out (InOrderAcks)
+        acks = InOrderAcks(lambda events: _ack(source, events))
+        try:
+            async for batch in micro_batches(source.events(), settings.batch_max,
+                                             settings.batch_within_s):
+                records = [Record(e.message.topic, e.message.partition, e.message.offset,
+                                  e.value or b"", int(e.message.timestamp * 1000))
+                           for e in batch]
+                done = 0
+                for run in split_by_size(records, settings.batch_max_bytes):
+                    await _to_the_end(_start_batch(pipeline, publisher, run, acks,
+                                                   batch[done:done + len(run)]))
+                    done += len(run)
+        finally:  # stopping: the runs under way finish and are acknowledged, later ones not
+            await acks.close()
 
     @app.task
     async def serve_metrics() -> None:
@@ -303,8 +303,8 @@ async def _ack(stream: faust.StreamT, events: list[Any]) -> None:
 
 async def _to_the_end(batch: Awaitable[None]) -> None:
     """Await ``batch`` even if the agent is cancelled meanwhile (SIGTERM: Faust cancels the
-    agent, then acknowledges what it consumed), so a stopping worker never leaves a batch
-    half-published; the cancellation is raised once the batch is done."""
+    agent), so a stopping worker never leaves a batch half-processed; the cancellation is
+    raised once the batch is committed and its delivery handed to the acknowledgements."""
     task = asyncio.ensure_future(batch)
     try:
         await asyncio.shield(task)
@@ -318,13 +318,25 @@ async def _to_the_end(batch: Awaitable[None]) -> None:
         raise
 
 
-async def _run_batch(pipeline: Pipeline, publisher: KafkaPublisher,
-                     records: list[Record]) -> None:
-    """Run a batch; on an unexpected error dead-letter its records instead of dropping them
-    (Faust would acknowledge them anyway)."""
+async def _start_batch(pipeline: Pipeline, publisher: KafkaPublisher, records: list[Record],
+                       acks: InOrderAcks, events: list[Any]) -> None:
+    """Process a batch up to its commit and have its ``events`` acknowledged once its outputs
+    are published. On an unexpected error, of either part, the batch's records are
+    dead-lettered instead of dropped."""
     try:
-        await pipeline.run(records, publisher)
-    except Exception as exc:  # noqa: BLE001 - last line of defence before Faust acks
+        delivery = await pipeline.start(records, publisher)
+    except Exception as exc:  # noqa: BLE001 - last line of defence before the acknowledgement
+        delivery = asyncio.get_running_loop().create_future()
+        delivery.set_exception(exc)
+    await acks.add(asyncio.ensure_future(_delivered(delivery, pipeline, publisher, records)),
+                   events)
+
+
+async def _delivered(delivery: Awaitable[Any], pipeline: Pipeline, publisher: KafkaPublisher,
+                     records: list[Record]) -> None:
+    try:
+        await delivery
+    except Exception as exc:  # noqa: BLE001 - last line of defence before the acknowledgement
         log.exception("batch of %d records failed; sending them to %s", len(records), DLQ_TOPIC)
         letters = [DeadLetter(f"internal error: {type(exc).__name__}", "internal", r.topic,
                               r.partition, r.offset, -1, r.value.decode("utf-8", "replace"))

@@ -71,6 +71,17 @@ class BatchResult:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class _Committed:
+    """A batch whose states and pending alerts are stored, its outputs not yet published."""
+
+    records: Sequence[Record]
+    result: BatchResult
+    decision: Decision
+    outcomes: list[Event]
+    started: float
+
+
 class Publisher(Protocol):
     """Where a batch's outputs go. Each call must be durable when it returns."""
 
@@ -107,7 +118,10 @@ class Pipeline:
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
         self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one batch or sweep processed at a time
+        self._outbox = asyncio.Lock()  # one publisher call sequence at a time
+        self._delivery: asyncio.Future[BatchResult] | None = None  # the latest batch's
+        self._undelivered: Counter[tuple[str, str]] = Counter()  # alerts of those under way
         metrics.set_version(metrics.ruleset, rules.version)
         metrics.set_version(metrics.model, model.version)
 
@@ -130,10 +144,24 @@ class Pipeline:
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
         The whole batch is decided by the ruleset active when it starts."""
-        async with self._lock:
-            return await self._run(records, publisher)
+        return await (await self.start(records, publisher))
 
-    async def _run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
+    async def start(self, records: Sequence[Record],
+                    publisher: Publisher) -> asyncio.Future[BatchResult]:
+        """Process one batch up to its commit (states and pending alerts stored) and return
+        its delivery: a task publishing its outputs once every earlier batch's are out. The
+        next batch can be processed meanwhile; acknowledge this batch's messages only when
+        its delivery is done (a crash before that replays it, and the replay re-sends its
+        still-pending alerts)."""
+        async with self._lock:
+            committed = await self._process(records, publisher)
+            self._undelivered.update((a.subscriber_id, a.event_id)
+                                     for a in committed.decision.alerts)
+            self._delivery = asyncio.ensure_future(
+                self._deliver(self._delivery, committed, publisher))
+            return self._delivery
+
+    async def _process(self, records: Sequence[Record], publisher: Publisher) -> _Committed:
         result = BatchResult()
         rules = self.rules
         stage = self.metrics.stage_seconds
@@ -184,24 +212,41 @@ class Pipeline:
         count_cache(self.metrics, self.store.cache)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
-            decision.alerts.append(msgspec.json.decode(raw, type=Alert))
+            alert = msgspec.json.decode(raw, type=Alert)
+            if (alert.subscriber_id, alert.event_id) in self._undelivered:
+                continue  # an earlier batch's delivery, still under way, sends it
+            decision.alerts.append(alert)
             decision.payloads.append(raw)
             result.replayed_alerts += 1
         self.storm.commit(decision.storm_counts)
         failpoint("after_commit")
+        outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
+        return _Committed(records, result, decision, outcomes, started)
+
+    async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
+                       batch: _Committed, publisher: Publisher) -> BatchResult:
+        """Publish a committed batch's outputs after the previous batch's delivery."""
+        if previous is not None:
+            await asyncio.wait([previous])  # its own awaiter sees its error
+        stage = self.metrics.stage_seconds
         t0 = time.perf_counter()
-        await self._publish(decision, result, publisher)
+        try:
+            async with self._outbox:
+                await self._publish(batch.decision, batch.result, publisher)
+        finally:
+            self._undelivered.subtract((a.subscriber_id, a.event_id)
+                                       for a in batch.decision.alerts)
+            self._undelivered += Counter()  # drops the zero counts
         t1 = time.perf_counter()
         stage.labels("publish").observe(t1 - t0)
-        outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
-        if outcomes:
+        if batch.outcomes:
             async for attempt in self._retrying("outcomes"):
                 with attempt:
-                    await self.outcomes.record(outcomes)
+                    await self.outcomes.record(batch.outcomes)
             stage.labels("outcomes").observe(time.perf_counter() - t1)
-        self._advance(records)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return result
+        self._advance(batch.records)
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        return batch.result
 
     def _advance(self, records: Sequence[Record]) -> None:
         """Remember the next offset to process of each partition (for the lag gauge)."""
@@ -260,7 +305,8 @@ class Pipeline:
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)
             self.metrics.silence_checks.inc(len(known))
-            await self._publish(decision, result, publisher)
+            async with self._outbox:
+                await self._publish(decision, result, publisher)
             return result
 
     def _expire_churned(self, pipe: Any, subscribers: list[str]) -> None:
@@ -311,7 +357,8 @@ class Pipeline:
             if not raw:
                 return 0
             alerts = [released_copy(msgspec.json.decode(r, type=Alert)) for r in raw]
-            await publisher.alerts(alerts, [to_json(a) for a in alerts])
+            async with self._outbox:
+                await publisher.alerts(alerts, [to_json(a) for a in alerts])
             return len(alerts)
 
     async def _publish(self, decision: Decision, result: BatchResult,

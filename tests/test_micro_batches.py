@@ -1,5 +1,5 @@
-"""streams.batching.micro_batches: order, bounds, back-pressure, errors, and batches formed
-while the previous one is processed."""
+"""streams.batching: micro-batches (order, bounds, back-pressure, errors, batches formed
+while the previous one is processed) and in-order acknowledgements after delivery."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.batching import micro_batches
+from streams.batching import InOrderAcks, micro_batches
 
 
 class Source:
@@ -133,3 +133,67 @@ def test_every_item_once_in_order_within_the_bound(bursts: list[int], max_size: 
     expected, batches = asyncio.run(main())
     assert [item for batch in batches for item in batch] == expected
     assert all(1 <= len(batch) <= max_size for batch in batches)
+
+
+def test_acks_in_order_once_each_delivery_is_done() -> None:
+    async def main() -> list[list[int]]:
+        acked: list[list[int]] = []
+
+        async def ack(items: list[int]) -> None:
+            acked.append(items)
+
+        acks = InOrderAcks(ack, ahead=2)
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_future(), loop.create_future()
+        await acks.add(first, [1, 2])
+        await acks.add(second, [3])
+        second.set_result(None)  # done first, acknowledged second
+        await asyncio.sleep(0.01)
+        assert acked == []
+        first.set_result(None)
+        await acks.close()
+        return acked
+
+    assert asyncio.run(main()) == [[1, 2], [3]]
+
+
+def test_acks_hold_back_a_batch_while_ahead_deliveries_are_under_way() -> None:
+    async def main() -> None:
+        acks = InOrderAcks(lambda items: asyncio.sleep(0), ahead=1)
+        loop = asyncio.get_running_loop()
+        deliveries = [loop.create_future() for _ in range(3)]
+        await acks.add(deliveries[0], [0])
+        await acks.add(deliveries[1], [1])
+        third = asyncio.ensure_future(acks.add(deliveries[2], [2]))
+        await asyncio.sleep(0.01)
+        assert not third.done()  # two under way: the third batch waits
+        deliveries[0].set_result(None)
+        await asyncio.wait_for(third, 30)
+        for d in deliveries[1:]:
+            d.set_result(None)
+        await acks.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_delivery_stops_the_acks_and_is_raised() -> None:
+    async def main() -> list[list[int]]:
+        acked: list[list[int]] = []
+
+        async def ack(items: list[int]) -> None:
+            acked.append(items)
+
+        acks = InOrderAcks(ack, ahead=3)
+        loop = asyncio.get_running_loop()
+        bad, later = loop.create_future(), loop.create_future()
+        await acks.add(bad, [1])
+        await acks.add(later, [2])
+        bad.set_exception(RuntimeError("dead letters unpublished"))
+        later.set_result(None)
+        with pytest.raises(RuntimeError, match="unpublished"):
+            await acks.close()
+        with pytest.raises(RuntimeError, match="unpublished"):
+            await acks.add(loop.create_future(), [3])
+        return acked
+
+    assert asyncio.run(main()) == []
