@@ -120,15 +120,32 @@ class ChurnModel:
             z = np.where((std > 0) & ~np.isnan(x), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
         logit = z @ w + self.classifier.intercept
         if any(attrs):
-            for j, row_attrs in enumerate(attrs):
-                for name, value in row_attrs.items():
-                    key = f"attr_{name}"
-                    v = vars_.get(key, 0.0)
-                    if v:
-                        logit[j] += weights.get(key, 0.0) * (value - means.get(key, 0.0)) / v**0.5
+            logit += self._attrs_logit(attrs)
         with np.errstate(over="ignore"):
             p = 1.0 / (1.0 + np.exp(-logit))
         return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
+
+    def _attrs_logit(self, attrs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Each row's logit term from its attributes; rows of a subscriber share one dict
+        (``features.store``), so each distinct dict is summed once."""
+        means, vars_, weights = self.scaler.means, self.scaler.vars, self.classifier.weights
+        terms: dict[str, tuple[float, float]] = {}  # attribute → (weight / std, mean)
+        for key, v in vars_.items():
+            if v and key.startswith("attr_"):
+                terms[key[5:]] = (weights.get(key, 0.0) / v**0.5, means.get(key, 0.0))
+        none = (0.0, 0.0)
+        out = np.empty(len(attrs))
+        seen: dict[int, float] = {}
+        for j, row_attrs in enumerate(attrs):
+            term = seen.get(id(row_attrs))
+            if term is None:
+                term = 0.0
+                for name, value in row_attrs.items():
+                    k, mean = terms.get(name, none)
+                    term += k * (value - mean)
+                seen[id(row_attrs)] = term
+            out[j] = term
+        return out
 
     def label_counts(self) -> tuple[int, int]:
         """(positive, negative) labels learned so far."""

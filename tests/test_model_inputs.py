@@ -47,6 +47,13 @@ def test_vectorised_scores_include_the_derived_inputs() -> None:
     assert {"data_trend", "voice_trend", "logins_trend", "fee_change"} <= set(model.classifier.weights)
     expected = model.score([model_input(r, a) for r, a in zip(rows, attrs)])
     assert np.allclose(model.score_matrix(rows, attrs), expected, rtol=0, atol=1e-12)
+    # the store gives a subscriber's rows one shared dict: scored once, same result
+    shared = [attrs[i % 5] for i in range(300)]
+    copies = [dict(a) for a in shared]
+    assert np.array_equal(model.score_matrix(rows, shared), model.score_matrix(rows, copies))
+    assert np.allclose(model.score_matrix(rows, shared),
+                       model.score([model_input(r, a) for r, a in zip(rows, shared)]),
+                       rtol=0, atol=1e-12)
 
 
 def test_the_learner_sees_the_derived_inputs_of_the_stored_snapshot() -> None:
