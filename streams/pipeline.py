@@ -41,23 +41,22 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
-from churnwatch.events import Event, decode_payload
+from churnwatch.events import Event
 from churnwatch.failpoints import failpoint
-from churnwatch.metrics import Metrics, inc_counts
+from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
-from features.store import LATE, BatchFeatures, FeatureStore
+from features.store import FeatureStore
 from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
 from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels
+from streams.intake import activity, count_outcomes, decode_records, late_letters
 from streams.records import DeadLetter, Record, is_retryable
 
 log = logging.getLogger("churnwatch.pipeline")
-
-_OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
 
 @dataclass
@@ -166,7 +165,8 @@ class Pipeline:
         rules = self.rules
         stage = self.metrics.stage_seconds
         started = time.perf_counter()
-        events, origins = self._decode(records, result)
+        events, origins, result.dead_letters = decode_records(records)
+        self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)
         async for attempt in self._retrying("batch"):
             with attempt:
@@ -189,7 +189,7 @@ class Pipeline:
                 append_examples(pipe, self.store.config.keys, resolved.examples)
                 await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
-                active, gone = _activity(events, origins, records, staged)
+                active, gone = activity(events, origins, records, staged)
                 for partition, clocks in active.items():
                     self.silence.record(pipe, partition, clocks)
                 for partition, left in gone.items():
@@ -208,7 +208,9 @@ class Pipeline:
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
                 stage.labels("commit").observe(time.perf_counter() - t2)
-        self._account(events, origins, records, staged, result)
+        result.dead_letters += late_letters(events, origins, records, staged.status)
+        result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
+                                              result.dead_letters))
         count_cache(self.metrics, self.store.cache)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
@@ -395,54 +397,3 @@ class Pipeline:
         return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
                              wait=wait_exponential_jitter(initial=0.1, max=5),
                              before_sleep=before_sleep)
-
-    def _decode(self, records: Sequence[Record],
-                result: BatchResult) -> tuple[list[Event], list[int]]:
-        events: list[Event] = []
-        origins: list[int] = []
-        for n, rec in enumerate(records):
-            valid, rejected = decode_payload(rec.value)
-            events += valid
-            origins += [n] * len(valid)
-            for rej in rejected:
-                result.dead_letters.append(DeadLetter(
-                    rej.reason, "invalid", rec.topic, rec.partition, rec.offset, rej.index,
-                    rej.raw.decode("utf-8", "replace")))
-        self.metrics.batch_events.observe(len(events))
-        return events, origins
-
-    def _account(self, events: list[Event], origins: list[int], records: Sequence[Record],
-                 staged: BatchFeatures, result: BatchResult) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
-        for i, (ev, status) in enumerate(zip(events, staged.status)):
-            counts[(ev.type, _OUTCOME[status])] += 1
-            if status == LATE:
-                rec = records[origins[i]]
-                result.dead_letters.append(DeadLetter(
-                    "late: older than the subscriber's clock minus the allowed lateness", "late",
-                    rec.topic, rec.partition, rec.offset, i, msgspec.json.encode(ev).decode()))
-        for (kind, outcome), n in counts.items():
-            result.outcomes[outcome] += n
-        inc_counts(self.metrics.events, counts)
-        inc_counts(self.metrics.dead_letters, Counter((d.kind,) for d in result.dead_letters))
-
-
-def _activity(events: list[Event], origins: list[int], records: Sequence[Record],
-              staged: BatchFeatures) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
-    """Per partition: the latest applied event time of each subscriber in the batch, and the
-    subscribers whose last applied event was ``churn`` (they left: no silence checks)."""
-    clocks: dict[int, dict[str, int]] = {}
-    last: dict[str, tuple[int, str]] = {}
-    for i in staged.rows.tolist():
-        ev = events[i]
-        partition = records[origins[i]].partition
-        sub_clocks = clocks.setdefault(partition, {})
-        if ev.ts > sub_clocks.get(ev.subscriber_id, 0):
-            sub_clocks[ev.subscriber_id] = ev.ts
-        last[ev.subscriber_id] = (partition, ev.type)
-    gone: dict[int, list[str]] = {}
-    for sid, (partition, kind) in last.items():
-        if kind == "churn":
-            clocks[partition].pop(sid, None)
-            gone.setdefault(partition, []).append(sid)
-    return clocks, gone

@@ -1,0 +1,88 @@
+"""A batch's records in, and what the pipeline records about its events. Pure.
+
+- :func:`decode_records`: Kafka records → valid events (with the record each came from) and
+  dead letters for the invalid ones;
+- :func:`late_letters`: dead letters for events older than their subscriber's clock minus
+  the allowed lateness;
+- :func:`count_outcomes`: events by type and outcome, dead letters by kind (metrics);
+- :func:`activity`: per partition, each subscriber's latest applied event time and those who
+  churned (the silence index's input).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import msgspec
+
+from churnwatch.events import Event, decode_payload
+from churnwatch.metrics import Metrics, inc_counts
+from features.store import LATE, BatchFeatures
+from streams.records import DeadLetter, Record
+
+_OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
+
+
+def decode_records(records: Sequence[Record]) -> tuple[list[Event], list[int], list[DeadLetter]]:
+    """Valid events, the index of each one's record, and the invalid ones as dead letters."""
+    events: list[Event] = []
+    origins: list[int] = []
+    letters: list[DeadLetter] = []
+    for n, rec in enumerate(records):
+        valid, rejected = decode_payload(rec.value)
+        events += valid
+        origins += [n] * len(valid)
+        for rej in rejected:
+            letters.append(DeadLetter(
+                rej.reason, "invalid", rec.topic, rec.partition, rec.offset, rej.index,
+                rej.raw.decode("utf-8", "replace")))
+    return events, origins, letters
+
+
+def late_letters(events: Sequence[Event], origins: Sequence[int], records: Sequence[Record],
+                 status: str) -> list[DeadLetter]:
+    """Dead letters for the events the store found late (``status`` per event)."""
+    out: list[DeadLetter] = []
+    at = status.find(LATE)
+    while at >= 0:
+        rec = records[origins[at]]
+        out.append(DeadLetter(
+            "late: older than the subscriber's clock minus the allowed lateness", "late",
+            rec.topic, rec.partition, rec.offset, at, msgspec.json.encode(events[at]).decode()))
+        at = status.find(LATE, at + 1)
+    return out
+
+
+def count_outcomes(metrics: Metrics, events: Sequence[Event], status: str,
+                   dead_letters: Sequence[DeadLetter]) -> Counter[str]:
+    """Count events by (type, outcome) and dead letters by kind; returns events by outcome."""
+    counts = Counter(zip([ev.type for ev in events], status))
+    inc_counts(metrics.events, Counter({(kind, _OUTCOME[code]): n
+                                        for (kind, code), n in counts.items()}))
+    inc_counts(metrics.dead_letters, Counter((d.kind,) for d in dead_letters))
+    by_outcome: Counter[str] = Counter()
+    for (_, code), n in counts.items():
+        by_outcome[_OUTCOME[code]] += n
+    return by_outcome
+
+
+def activity(events: list[Event], origins: list[int], records: Sequence[Record],
+              staged: BatchFeatures) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
+    """Per partition: the latest applied event time of each subscriber in the batch, and the
+    subscribers whose last applied event was ``churn`` (they left: no silence checks)."""
+    clocks: dict[int, dict[str, int]] = {}
+    last: dict[str, tuple[int, str]] = {}
+    for i in staged.rows.tolist():
+        ev = events[i]
+        partition = records[origins[i]].partition
+        sub_clocks = clocks.setdefault(partition, {})
+        if ev.ts > sub_clocks.get(ev.subscriber_id, 0):
+            sub_clocks[ev.subscriber_id] = ev.ts
+        last[ev.subscriber_id] = (partition, ev.type)
+    gone: dict[int, list[str]] = {}
+    for sid, (partition, kind) in last.items():
+        if kind == "churn":
+            clocks[partition].pop(sid, None)
+            gone.setdefault(partition, []).append(sid)
+    return clocks, gone
