@@ -456,6 +456,9 @@ class Bench:
         alert_hist = hist_diff(histograms(after, "churnwatch_event_to_alert_seconds"),
                                histograms(before, "churnwatch_event_to_alert_seconds"))
         per_batch = {k: hist_summary(v) for k, v in sorted(stages.items())}
+        waits = hist_diff(histograms(after, "churnwatch_batch_wait_seconds"),
+                          histograms(before, "churnwatch_batch_wait_seconds"))
+        batches = int(waits["all"]["count"]) if waits else 0
         return {
             "offered_events_per_s": round(rate),
             "feed": {"subscribers": subs, "days": days, "start": start.date().isoformat()},
@@ -475,6 +478,12 @@ class Bench:
                                             "per-batch time of each stage, bucket upper bounds",
             "per_batch_p99_le_ms_sum": round(sum(v["p99_le_ms"] or 0 for v in per_batch.values()),
                                              3),
+            "batches": batches,
+            "mean_events_per_batch": round(sent / batches) if batches else None,
+            "mean_batch_cycle_ms": round(window * 1000 / batches, 1) if batches else None,
+            "worker_batch_wait": hist_summary(waits["all"]) if waits else None,
+            "worker_batch_wait_basis": "churnwatch_batch_wait_seconds: a batch's oldest message's "
+                                       "age when the batch starts (queueing before processing)",
         }
 
     async def read_alerts(self, start: dict[TopicPartition, int]) -> list[dict]:
@@ -650,12 +659,17 @@ def print_summary(r: dict[str, Any]) -> None:
           a["p50"], a["p95"],
           a["p99"], a["max"]],
          ["event→alert (worker histogram, bucket ≤)", w.get("count"), w.get("p50_le_ms"),
-          w.get("p95_le_ms"), w.get("p99_le_ms"), ""]]
+          w.get("p95_le_ms"), w.get("p99_le_ms"), ""],
+         *([["per batch: wait of its oldest event (histogram, bucket ≤)", bw["count"],
+             bw["p50_le_ms"], bw["p95_le_ms"], bw["p99_le_ms"], ""]]
+           if (bw := lat.get("worker_batch_wait")) else [])]
         + [[f"per batch: {k} (stage histogram, bucket ≤)", v["count"], v["p50_le_ms"],
             v["p95_le_ms"], v["p99_le_ms"], ""] for k, v in lat["worker_stage_per_batch"].items()],
-        caption=None if lat["enough_alerts"] else
-        f"only {lat['alerts_with_ingested_at']} alerts in the window: the alert percentiles are thin; "
-        "see the per-batch stage rows")
+        caption=(f"{lat['batches']:,} batches, {lat['mean_events_per_batch']:,} events and "
+                 f"{lat['mean_batch_cycle_ms']} ms each on average" if lat.get("batches") else "")
+        + ("" if lat["enough_alerts"] else
+           f"; only {lat['alerts_with_ingested_at']} alerts in the window: the alert percentiles "
+           "are thin, see the per-batch stage rows"))
 
 
 def _s(v: float | None) -> str:

@@ -45,6 +45,10 @@ class Metrics:
         self.batch_seconds = Histogram("churnwatch_batch_duration_seconds", "Time to process "
                                        "one micro-batch, all stages", buckets=_SECONDS,
                                        registry=r)
+        self.batch_wait = Histogram("churnwatch_batch_wait_seconds", "Age of a micro-batch's "
+                                    "oldest message (broker timestamp) when the batch starts: "
+                                    "how long events queued before processing",
+                                    buckets=_SECONDS, registry=r)
         self.alerts = Counter("churnwatch_alerts", "Alerts raised by severity, primary rule "
                               "(the most severe of the alert's rules) and segment",
                               ["severity", "rule", "segment"], registry=r)

@@ -165,6 +165,9 @@ class Pipeline:
         rules = self.rules
         stage = self.metrics.stage_seconds
         started = time.perf_counter()
+        oldest = min((r.timestamp_ms for r in records if r.timestamp_ms), default=None)
+        if oldest is not None:
+            self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
         events, origins, result.dead_letters = decode_records(records)
         self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)

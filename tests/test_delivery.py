@@ -138,3 +138,25 @@ def test_an_undelivered_alert_is_sent_again_by_a_replay_after_a_failed_delivery(
         await h.stop()
 
     asyncio.run(main())
+
+
+def test_batch_wait_is_the_oldest_message_age_at_the_batch_start(redis_url: str) -> None:
+    async def main() -> None:
+        h = Harness(redis_url)
+        pipeline = await h.start()
+        pipeline.clock = lambda: 1_800_000_000.0
+        records = [Record("churn.events", 0, n, msgspec.json.encode(ev), ts)
+                   for n, (ev, ts) in enumerate(zip(_unhappy_downgrader(),
+                                                    [1_799_999_998_500, 1_799_999_999_900,
+                                                     0, 1_799_999_999_000]))]
+        publisher = GatedPublisher()
+        publisher.gate("alerts").set()
+        publisher.gate("dead_letters").set()
+        await pipeline.run(records, publisher)
+        await pipeline.run(_records(10, [b"{}"]), publisher)  # no timestamps: not observed
+        wait = pipeline.metrics.batch_wait
+        assert wait._sum.get() == pytest.approx(1.5)  # the oldest message, 1.5 s old
+        assert sum(b.get() for b in wait._buckets) == 1
+        await h.stop()
+
+    asyncio.run(main())
