@@ -15,7 +15,15 @@ Precision and recall are per subscriber against the simulation's churners, as in
 an alert on a churner before its churn event is a hit; any alert on anyone else is a false
 alarm. The threshold is chosen on one half of the subscribers (by a hash of the id) as the
 lowest one keeping precision at or above the rules' own, then both are reported on the other
-half — nothing is tuned on the figures reported.
+half — nothing is tuned on the figures reported. On that half the report also gives what the
+model added (churners, false alarms) and a bootstrap over its subscribers of the precision
+and recall differences, since with a few dozen churners per half ±1 churner is noise: use
+``--subscribers 5000`` (~200 churners a half, ~1.5 min) for figures that mean something.
+
+``variants`` score the model alert other ways, from the same replay: the warm-up guard
+(labels of each kind before the model may alert) and smoothing — the score must hold on
+``run`` consecutive scored events, or on ``run`` consecutive days (each day's highest
+score) — so one noisy event does not make a stayer a false alarm.
 
 By default nobody gets a retention action (``--holdout 1``): the simulator's churners leave
 whatever is done, so treating them would only hide their labels from the model
@@ -30,7 +38,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import re
 import time
+from array import array
+from dataclasses import dataclass
 from importlib import resources
 from collections.abc import Sequence
 from typing import Any
@@ -69,11 +80,18 @@ _scores = msgspec.json.Decoder(ScoreRecord)
 
 
 class _Publisher:
+    """Keeps every score record compactly (millions of rows at 5,000 subscribers): the
+    subscriber's index, event time, raw score, the two rule flags and the batch, whose label
+    counts (``counts``) say whether a warm-up guard was met when the row was scored."""
+
     wants_scores = True
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, bool, bool]] = []
-        self.ready = False
+    def __init__(self, index: dict[str, int]) -> None:
+        self.index = index
+        self.sid, self.ts = array("i"), array("q")
+        self.score, self.rule, self.one = array("f"), array("b"), array("b")
+        self.batch = array("i")
+        self.counts: list[tuple[int, int]] = []  # (positives, negatives) learned per batch
         self.sent = 0
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
@@ -83,10 +101,15 @@ class _Publisher:
         self.sent += len(alerts)
 
     async def scores(self, payloads: list[bytes]) -> None:
+        batch = len(self.counts)
         for raw in payloads:
             s = _scores.decode(raw)
-            self.rows.append((s.subscriber_id, s.ts, s.score if self.ready else -1.0,
-                              RULE_HIGH in s.rules, ONE_INDICATOR in s.rules))
+            self.sid.append(self.index[s.subscriber_id])
+            self.ts.append(s.ts)
+            self.score.append(s.score)
+            self.rule.append(RULE_HIGH in s.rules)
+            self.one.append(ONE_INDICATOR in s.rules)
+            self.batch.append(batch)
 
 
 def _rules():  # type: ignore[no-untyped-def]
@@ -102,27 +125,124 @@ def _half(sid: str) -> int:
     return hashlib.blake2b(sid.encode(), digest_size=1).digest()[0] & 1
 
 
-def _flags(rows: Sequence[tuple], cutoff: dict[str, int], threshold: float | None,
-           confirm: bool = False) -> set[str]:
-    """Subscribers alerted before their churn event (everyone else: at any time): by the
-    rule, or by a model score ≥ threshold (with ``confirm``: on a row where one operator
-    indicator holds, as the shipped ``model_confirms_indicator``)."""
-    out: set[str] = set()
-    for sid, ts, score, rule, one in rows:
-        if ts >= cutoff.get(sid, 1 << 62):
-            continue
-        if rule or (threshold is not None and score >= threshold and (one or not confirm)):
-            out.add(sid)
+@dataclass(frozen=True)
+class Rows:
+    """The score records as arrays, grouped by subscriber (stable: in scoring order), with
+    only the rows before the subscriber's churn event (alerts after it are too late)."""
+
+    sid: np.ndarray
+    day: np.ndarray
+    score: np.ndarray
+    rule: np.ndarray
+    one: np.ndarray
+    positives: np.ndarray  # labels learned when the row was scored
+    negatives: np.ndarray
+    subscribers: int
+
+    @classmethod
+    def of(cls, pub: _Publisher, cutoff: np.ndarray) -> Rows:
+        sid = np.frombuffer(pub.sid, np.int32)
+        keep = np.frombuffer(pub.ts, np.int64) < cutoff[sid]
+        order = np.argsort(sid[keep], kind="stable")
+        # a batch is scored with what the batches before it taught
+        counts = np.array([(0, 0), *pub.counts], np.int64)
+        batch = np.frombuffer(pub.batch, np.int32)[keep][order]
+        day = np.frombuffer(pub.ts, np.int64)[keep][order] // 86_400_000
+        return cls(sid[keep][order], day, np.frombuffer(pub.score, np.float32)[keep][order],
+                   np.frombuffer(pub.rule, np.int8)[keep][order] > 0,
+                   np.frombuffer(pub.one, np.int8)[keep][order] > 0,
+                   counts[batch, 0], counts[batch, 1], len(cutoff))
+
+    def rule_flags(self) -> np.ndarray:
+        """Per subscriber: the operators' rule alerted before its churn."""
+        out = np.zeros(self.subscribers, bool)
+        out[self.sid[self.rule]] = True
+        return out
+
+    def model_peak(self, guard: int, run: int, confirm: bool = False,
+                   days: bool = False) -> np.ndarray:
+        """Per subscriber: the highest score the model kept over ``run`` consecutive scored
+        events (with ``days``: ``run`` consecutive calendar days, each day's highest score),
+        i.e. the run's minimum, counting only rows scored once ≥ ``guard`` labels of each
+        kind were learned (with ``confirm``: rows where one operator indicator holds). A
+        model alert at θ fires for the subscriber iff its peak ≥ θ; -1: never eligible."""
+        ok = (self.positives >= guard) & (self.negatives >= guard)
+        if confirm:
+            ok &= self.one
+        s = np.where(ok, self.score, -1.0)
+        sid, day = self.sid, self.day
+        if days:  # one value per (subscriber, day): the day's highest
+            order = np.lexsort((day, sid))
+            sid, day, s = sid[order], day[order], s[order]
+            start = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (day[1:] != day[:-1])])
+            s = np.maximum.reduceat(s, start)
+            sid, day = sid[start], day[start]
+        held = s.copy()
+        for lag in range(1, run):
+            prev = np.full_like(s, -1.0)
+            same = sid[lag:] == sid[:-lag]
+            if days:
+                same &= day[lag:] == day[:-lag] + lag
+            prev[lag:] = np.where(same, s[:-lag], -1.0)
+            held = np.minimum(held, prev)
+        out = np.full(self.subscribers, -1.0)
+        np.maximum.at(out, sid, held)
+        return out
+
+
+def _pr(flagged: np.ndarray, churner: np.ndarray, members: np.ndarray) -> dict[str, Any]:
+    alerted = int((flagged & members).sum())
+    churners = int((churner & members).sum())
+    hits = int((flagged & churner & members).sum())
+    return {"alerted": alerted, "caught": hits, "churners": churners,
+            "precision": round(hits / alerted, 4) if alerted else None,
+            "recall": round(hits / churners, 4) if churners else None}
+
+
+THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2).tolist()
+
+
+def _with_model(rules: np.ndarray, peak: np.ndarray, churner: np.ndarray,
+                halves: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Rules or model: θ chosen on the calibration half (the lowest keeping the rules'
+    precision there), reported on the evaluation half, with what the model added there and
+    a bootstrap of the differences; also at the shipped θ 0.85."""
+    base = _pr(rules, churner, halves[0])["precision"] or 0.0
+    chosen = next((t for t in THRESHOLDS
+                   if (_pr(rules | (peak >= t), churner, halves[0])["precision"] or 0.0)
+                   >= base), None)
+    out: dict[str, Any] = {"threshold": chosen}
+    if chosen is not None:
+        flagged = rules | (peak >= chosen)
+        out["calibration_half"] = _pr(flagged, churner, halves[0])
+        out["evaluation_half"] = _pr(flagged, churner, halves[1])
+        added = flagged & ~rules & halves[1]
+        out["added_on_evaluation_half"] = {"churners": int((added & churner).sum()),
+                                           "false_alarms": int((added & ~churner).sum())}
+        out["bootstrap_evaluation_half"] = _bootstrap(rules, flagged, churner, halves[1])
+    out["shipped_0.85_evaluation_half"] = _pr(rules | (peak >= 0.85), churner, halves[1])
     return out
 
 
-def _pr(flagged: set[str], churners: set[str], population: set[str]) -> dict[str, Any]:
-    flagged = flagged & population
-    churners = churners & population
-    hits = len(flagged & churners)
-    return {"alerted": len(flagged), "caught": hits, "churners": len(churners),
-            "precision": round(hits / len(flagged), 4) if flagged else None,
-            "recall": round(hits / len(churners), 4) if churners else None}
+def _bootstrap(rules: np.ndarray, flagged: np.ndarray, churner: np.ndarray,
+               members: np.ndarray, resamples: int = 2000) -> dict[str, Any]:
+    """Differences (rules or model − rules alone) in precision and recall on ``members``,
+    resampling subscribers (Poisson bootstrap, seeded): 95 % intervals and the share of
+    resamples where the model adds recall without losing precision."""
+    idx = np.flatnonzero(members)
+    w = np.random.default_rng(0).poisson(1.0, (resamples, idx.size)).astype(np.float64)
+    c, r, f = churner[idx], rules[idx], flagged[idx]
+    churners = w @ c
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d_recall = (w @ (f & c) - w @ (r & c)) / churners
+        d_precision = (w @ (f & c)) / (w @ f) - (w @ (r & c)) / (w @ r)
+    ok = np.isfinite(d_recall) & np.isfinite(d_precision)
+    d_recall, d_precision = d_recall[ok], d_precision[ok]
+    return {"recall_gain_95": [round(float(np.percentile(d_recall, q)), 4) for q in (2.5, 97.5)],
+            "precision_change_95": [round(float(np.percentile(d_precision, q)), 4)
+                                    for q in (2.5, 97.5)],
+            "share_recall_up_precision_kept": round(float(np.mean(
+                (d_recall > 0) & (d_precision >= 0))), 3)}
 
 
 async def _replay(url: str, events: list[Event], holdout: float, batch: int,
@@ -136,7 +256,7 @@ async def _replay(url: str, events: list[Event], holdout: float, batch: int,
     versions = ModelVersions(client)
     learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0)
     watcher = ModelWatcher(versions, pipeline.switch_model)
-    publisher = _Publisher()
+    publisher = _Publisher({sid: k for k, sid in enumerate(population)})
     started = time.perf_counter()
     offset = 0
     for k in range(0, len(events), batch):
@@ -148,8 +268,7 @@ async def _replay(url: str, events: list[Event], holdout: float, batch: int,
         await pipeline.run(records, publisher)
         await learner.step(publish=True)
         await watcher.poll()
-        positives, negatives = pipeline.model.label_counts()
-        publisher.ready = positives >= READY and negatives >= READY
+        publisher.counts.append(pipeline.model.label_counts())
     elapsed = time.perf_counter() - started
     # at the end of the run every subscriber still holds the snapshots of its last horizon
     # (nothing closes the run), as a live deployment does at any time
@@ -203,7 +322,8 @@ def _memory(url: str, subscribers: Sequence[str]) -> dict[str, Any]:
             "record_bytes_max": int(ext_arr.max())}
 
 
-def run(subscribers: int, days: int, seed: int, holdout: float, batch: int) -> dict[str, Any]:
+def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
+        save: str | None = None) -> dict[str, Any]:
     sim = Simulation(SimConfig(subscribers=subscribers, days=days, seed=seed))
     events: list[Event] = []
     for raw in sim.events():
@@ -216,34 +336,86 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int) -> d
     with EmbeddedRedis() as server:
         publisher, counts, memory = asyncio.run(_replay(server.url, events, holdout, batch,
                                                         policy, sorted(population)))
-    rows = publisher.rows
-    halves = [{s for s in population if _half(s) == h} for h in (0, 1)]
-    rules = _flags(rows, churn_ts, None)
+    ids = sorted(population)
+    cutoff = np.array([churn_ts.get(sid, 1 << 62) for sid in ids], np.int64)
+    rows = Rows.of(publisher, cutoff)
+    churner = np.array([sid in churners for sid in ids])
+    half = np.array([_half(sid) for sid in ids])
+    halves = [half == 0, half == 1]
+    everyone = np.ones(len(ids), bool)
+    rules = rows.rule_flags()
+    peaks = {(confirm, g, k, unit): rows.model_peak(g, k, confirm, unit == "days")
+             for confirm in (False, True) for g in GUARDS
+             for unit, runs in (("events", RUNS), ("days", DAY_RUNS)) for k in runs}
+    shipped = shipped_thresholds()
     report: dict[str, Any] = {
         "subscribers": subscribers, "days": days, "seed": seed, "holdout": holdout,
         "events": len(events), "churners": len(churners), "labels": counts, "memory": memory,
-        "rules_only": {"calibration_half": _pr(rules, churners, halves[0]),
-                       "evaluation_half": _pr(rules, churners, halves[1]),
-                       "all": _pr(rules, churners, population)},
+        "first_ready_day": {str(g): _first_ready(publisher, events, batch, g) for g in GUARDS},
+        "rules_only": {"calibration_half": _pr(rules, churner, halves[0]),
+                       "evaluation_half": _pr(rules, churner, halves[1]),
+                       "all": _pr(rules, churner, everyone)},
+        "shipped": {name: _at(rules, peaks[(name == "confirms_indicator", READY, 1, "events")],
+                              theta, churner, everyone)
+                    for name, theta in shipped.items()},
+        "rules_or_model_confirms_indicator": _with_model(
+            rules, peaks[(True, READY, 1, "events")], churner, halves),
+        "rules_or_model_alone": _with_model(rules, peaks[(False, READY, 1, "events")],
+                                            churner, halves),
+        "variants": {_name(*key): _with_model(rules, peak, churner, halves)
+                     for key, peak in peaks.items()},
+        "curve_all": {_name(*key): {str(t): _pr(rules | (peak >= t), churner, everyone)
+                                    for t in THRESHOLDS if t >= 0.8}
+                      for key, peak in peaks.items() if key[1:] == (READY, 1, "events")},
     }
-    thresholds = np.round(np.arange(0.05, 1.0, 0.01), 2).tolist()
-    for name, confirm in (("rules_or_model_confirms_indicator", True),
-                          ("rules_or_model_alone", False)):
-        flagged = {t: _flags(rows, churn_ts, t, confirm) for t in thresholds}
-        base = report["rules_only"]["calibration_half"]["precision"] or 0.0
-        chosen = next((t for t in thresholds
-                       if (_pr(flagged[t], churners, halves[0])["precision"] or 0.0) >= base),
-                      None)
-        report[name] = {
-            "threshold": chosen,
-            **({"calibration_half": _pr(flagged[chosen], churners, halves[0]),
-                "evaluation_half": _pr(flagged[chosen], churners, halves[1]),
-                "all": _pr(flagged[chosen], churners, population)} if chosen is not None
-               else {}),
-            "curve_all": {str(t): _pr(flagged[t], churners, population)
-                          for t in thresholds if round(t * 100) % 5 == 0 or t >= 0.95},
-        }
+    if save:
+        np.savez_compressed(save, rules=rules, churner=churner, half=half,
+                            **{_name(*key): peak for key, peak in peaks.items()})
     return report
+
+
+def _name(confirm: bool, guard: int, run: int, unit: str) -> str:
+    return f"{'confirming' if confirm else 'alone'}, guard {guard}, {run} {unit}"
+
+
+def _at(rules: np.ndarray, peak: np.ndarray, theta: float, churner: np.ndarray,
+        members: np.ndarray) -> dict[str, Any]:
+    """Rules or model at a fixed θ (tuned elsewhere): every subscriber counts."""
+    flagged = rules | (peak >= theta)
+    added = flagged & ~rules & members
+    return {"threshold": theta, "all": _pr(flagged, churner, members),
+            "added": {"churners": int((added & churner).sum()),
+                      "false_alarms": int((added & ~churner).sum())},
+            "bootstrap": _bootstrap(rules, flagged, churner, members)}
+
+
+def shipped_thresholds() -> dict[str, float]:
+    """The model score thresholds of the shipped rules (rules/default.toml): the model alone
+    (``model_risk``, medium) and confirming one indicator (``model_confirmed``, high)."""
+    text = resources.files("rules").joinpath("default.toml").read_text()
+    indicators = {i.name: i.when for i in parse_ruleset(text, "rules/default.toml").indicators}
+    out = {}
+    for name, indicator in (("alone", "model_risk"), ("confirms_indicator", "model_confirmed")):
+        found = re.search(r"model_score\s*>=\s*([0-9.]+)", indicators[indicator])
+        if found is None:  # model_confirmed may go through model_risk
+            found = re.search(r"model_score\s*>=\s*([0-9.]+)", indicators["model_risk"])
+        assert found is not None, f"no model_score threshold in {indicator}"
+        out[name] = float(found.group(1))
+    return out
+
+
+GUARDS = (100, 50, 25, 10)  # labels of each kind before the model may alert
+RUNS = (1, 3)  # consecutive scored events at or above θ
+DAY_RUNS = (1, 2, 3, 5, 7)  # consecutive days whose highest score is at or above θ
+
+
+def _first_ready(pub: _Publisher, events: Sequence[Event], batch: int, guard: int) -> int | None:
+    """The simulated day on which the model had learned ``guard`` labels of each kind."""
+    for k, (positives, negatives) in enumerate(pub.counts):
+        if positives >= guard and negatives >= guard:
+            last = events[min((k + 1) * batch, len(events)) - 1]
+            return (last.ts - events[0].ts) // 86_400_000
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -255,8 +427,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--holdout", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--save", help="also write per-subscriber rule flags, churners, halves "
+                                  "and model peaks of every variant to this .npz")
     args = p.parse_args(argv)
-    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch)
+    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch, args.save)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return report
 
