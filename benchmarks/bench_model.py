@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import re
 import time
 from array import array
 from dataclasses import dataclass
 from importlib import resources
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -247,14 +248,16 @@ def _bootstrap(rules: np.ndarray, flagged: np.ndarray, churner: np.ndarray,
 
 async def _replay(url: str, events: list[Event], holdout: float, batch: int,
                   policy: LabelPolicy, population: Sequence[str],
+                  model_factory: Callable[[], ChurnModel] = ChurnModel,
                   ) -> tuple[_Publisher, dict[str, Any], dict[str, Any]]:
     client = aioredis.Redis.from_url(url)
     metrics = Metrics()
     pipeline = Pipeline(FeatureStore(client), AlertLedger(client),
-                        _rules(), ChurnModel(), load_playbook(), metrics,
+                        _rules(), model_factory(), load_playbook(), metrics,
                         labels=policy, holdout=Holdout(holdout))
     versions = ModelVersions(client)
-    learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0)
+    learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0,
+                      model_factory=model_factory)
     watcher = ModelWatcher(versions, pipeline.switch_model)
     publisher = _Publisher({sid: k for k, sid in enumerate(population)})
     started = time.perf_counter()
@@ -323,7 +326,7 @@ def _memory(url: str, subscribers: Sequence[str]) -> dict[str, Any]:
 
 
 def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
-        save: str | None = None) -> dict[str, Any]:
+        save: str | None = None, learning_rate: float | None = None) -> dict[str, Any]:
     sim = Simulation(SimConfig(subscribers=subscribers, days=days, seed=seed))
     events: list[Event] = []
     for raw in sim.events():
@@ -334,8 +337,10 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
     population = set(sim.truth.segments)
     policy = LabelPolicy()
     with EmbeddedRedis() as server:
+        factory = ChurnModel if learning_rate is None else \
+            functools.partial(ChurnModel, learning_rate=learning_rate)
         publisher, counts, memory = asyncio.run(_replay(server.url, events, holdout, batch,
-                                                        policy, sorted(population)))
+                                                        policy, sorted(population), factory))
     ids = sorted(population)
     cutoff = np.array([churn_ts.get(sid, 1 << 62) for sid in ids], np.int64)
     rows = Rows.of(publisher, cutoff)
@@ -350,7 +355,7 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
     shipped = shipped_thresholds()
     report: dict[str, Any] = {
         "subscribers": subscribers, "days": days, "seed": seed, "holdout": holdout,
-        "events": len(events), "churners": len(churners), "labels": counts, "memory": memory,
+        "learning_rate": learning_rate, "events": len(events), "churners": len(churners), "labels": counts, "memory": memory,
         "first_ready_day": {str(g): _first_ready(publisher, events, batch, g) for g in GUARDS},
         "rules_only": {"calibration_half": _pr(rules, churner, halves[0]),
                        "evaluation_half": _pr(rules, churner, halves[1]),
@@ -429,8 +434,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true")
     p.add_argument("--save", help="also write per-subscriber rule flags, churners, halves "
                                   "and model peaks of every variant to this .npz")
+    p.add_argument("--learning-rate", type=float,
+                   help="the model's weight learning rate (default: ChurnModel's)")
     args = p.parse_args(argv)
-    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch, args.save)
+    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch, args.save,
+                 args.learning_rate)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return report
 
