@@ -30,7 +30,8 @@ whatever is done, so treating them would only hide their labels from the model
 (`online_models.snapshots` excludes treated subscribers' snapshots). ``--holdout 0.05`` shows
 how few positive labels the production default leaves when rules act on most churners.
 
-    python -m benchmarks.bench_model [--subscribers 1000] [--days 150] [--json]
+    python -m benchmarks.bench_model [--subscribers 1000] [--days 150] [--seed 7]
+        [--learning-rate R] [--save FILE.npz]
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ import functools
 import hashlib
 import re
 import time
-from array import array
-from dataclasses import dataclass
 from importlib import resources
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +56,7 @@ from alerting.alert import Alert, ScoreRecord
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
+from benchmarks.model_alerts import Rows, ScoreLog, THRESHOLDS, at_threshold, pr, with_model
 from churnwatch.embedded import EmbeddedRedis
 from churnwatch.events import Event, decode_payload
 from churnwatch.keys import Keys
@@ -81,18 +81,13 @@ _scores = msgspec.json.Decoder(ScoreRecord)
 
 
 class _Publisher:
-    """Keeps every score record compactly (millions of rows at 5,000 subscribers): the
-    subscriber's index, event time, raw score, the two rule flags and the batch, whose label
-    counts (``counts``) say whether a warm-up guard was met when the row was scored."""
+    """Keeps the score records (:class:`ScoreLog`) and counts the alerts."""
 
     wants_scores = True
 
     def __init__(self, index: dict[str, int]) -> None:
         self.index = index
-        self.sid, self.ts = array("i"), array("q")
-        self.score, self.rule, self.one = array("f"), array("b"), array("b")
-        self.batch = array("i")
-        self.counts: list[tuple[int, int]] = []  # (positives, negatives) learned per batch
+        self.log = ScoreLog()
         self.sent = 0
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
@@ -102,15 +97,10 @@ class _Publisher:
         self.sent += len(alerts)
 
     async def scores(self, payloads: list[bytes]) -> None:
-        batch = len(self.counts)
         for raw in payloads:
             s = _scores.decode(raw)
-            self.sid.append(self.index[s.subscriber_id])
-            self.ts.append(s.ts)
-            self.score.append(s.score)
-            self.rule.append(RULE_HIGH in s.rules)
-            self.one.append(ONE_INDICATOR in s.rules)
-            self.batch.append(batch)
+            self.log.add(self.index[s.subscriber_id], s.ts, s.score, RULE_HIGH in s.rules,
+                         ONE_INDICATOR in s.rules)
 
 
 def _rules():  # type: ignore[no-untyped-def]
@@ -124,126 +114,6 @@ def _rules():  # type: ignore[no-untyped-def]
 
 def _half(sid: str) -> int:
     return hashlib.blake2b(sid.encode(), digest_size=1).digest()[0] & 1
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The score records as arrays, grouped by subscriber (stable: in scoring order), with
-    only the rows before the subscriber's churn event (alerts after it are too late)."""
-
-    sid: np.ndarray
-    day: np.ndarray
-    score: np.ndarray
-    rule: np.ndarray
-    one: np.ndarray
-    positives: np.ndarray  # labels learned when the row was scored
-    negatives: np.ndarray
-    subscribers: int
-
-    @classmethod
-    def of(cls, pub: _Publisher, cutoff: np.ndarray) -> Rows:
-        sid = np.frombuffer(pub.sid, np.int32)
-        keep = np.frombuffer(pub.ts, np.int64) < cutoff[sid]
-        order = np.argsort(sid[keep], kind="stable")
-        # a batch is scored with what the batches before it taught
-        counts = np.array([(0, 0), *pub.counts], np.int64)
-        batch = np.frombuffer(pub.batch, np.int32)[keep][order]
-        day = np.frombuffer(pub.ts, np.int64)[keep][order] // 86_400_000
-        return cls(sid[keep][order], day, np.frombuffer(pub.score, np.float32)[keep][order],
-                   np.frombuffer(pub.rule, np.int8)[keep][order] > 0,
-                   np.frombuffer(pub.one, np.int8)[keep][order] > 0,
-                   counts[batch, 0], counts[batch, 1], len(cutoff))
-
-    def rule_flags(self) -> np.ndarray:
-        """Per subscriber: the operators' rule alerted before its churn."""
-        out = np.zeros(self.subscribers, bool)
-        out[self.sid[self.rule]] = True
-        return out
-
-    def model_peak(self, guard: int, run: int, confirm: bool = False,
-                   days: bool = False) -> np.ndarray:
-        """Per subscriber: the highest score the model kept over ``run`` consecutive scored
-        events (with ``days``: ``run`` consecutive calendar days, each day's highest score),
-        i.e. the run's minimum, counting only rows scored once ≥ ``guard`` labels of each
-        kind were learned (with ``confirm``: rows where one operator indicator holds). A
-        model alert at θ fires for the subscriber iff its peak ≥ θ; -1: never eligible."""
-        ok = (self.positives >= guard) & (self.negatives >= guard)
-        if confirm:
-            ok &= self.one
-        s = np.where(ok, self.score, -1.0)
-        sid, day = self.sid, self.day
-        if days:  # one value per (subscriber, day): the day's highest
-            order = np.lexsort((day, sid))
-            sid, day, s = sid[order], day[order], s[order]
-            start = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (day[1:] != day[:-1])])
-            s = np.maximum.reduceat(s, start)
-            sid, day = sid[start], day[start]
-        held = s.copy()
-        for lag in range(1, run):
-            prev = np.full_like(s, -1.0)
-            same = sid[lag:] == sid[:-lag]
-            if days:
-                same &= day[lag:] == day[:-lag] + lag
-            prev[lag:] = np.where(same, s[:-lag], -1.0)
-            held = np.minimum(held, prev)
-        out = np.full(self.subscribers, -1.0)
-        np.maximum.at(out, sid, held)
-        return out
-
-
-def _pr(flagged: np.ndarray, churner: np.ndarray, members: np.ndarray) -> dict[str, Any]:
-    alerted = int((flagged & members).sum())
-    churners = int((churner & members).sum())
-    hits = int((flagged & churner & members).sum())
-    return {"alerted": alerted, "caught": hits, "churners": churners,
-            "precision": round(hits / alerted, 4) if alerted else None,
-            "recall": round(hits / churners, 4) if churners else None}
-
-
-THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.01), 2).tolist()
-
-
-def _with_model(rules: np.ndarray, peak: np.ndarray, churner: np.ndarray,
-                halves: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Rules or model: θ chosen on the calibration half (the lowest keeping the rules'
-    precision there), reported on the evaluation half, with what the model added there and
-    a bootstrap of the differences; also at the shipped θ 0.85."""
-    base = _pr(rules, churner, halves[0])["precision"] or 0.0
-    chosen = next((t for t in THRESHOLDS
-                   if (_pr(rules | (peak >= t), churner, halves[0])["precision"] or 0.0)
-                   >= base), None)
-    out: dict[str, Any] = {"threshold": chosen}
-    if chosen is not None:
-        flagged = rules | (peak >= chosen)
-        out["calibration_half"] = _pr(flagged, churner, halves[0])
-        out["evaluation_half"] = _pr(flagged, churner, halves[1])
-        added = flagged & ~rules & halves[1]
-        out["added_on_evaluation_half"] = {"churners": int((added & churner).sum()),
-                                           "false_alarms": int((added & ~churner).sum())}
-        out["bootstrap_evaluation_half"] = _bootstrap(rules, flagged, churner, halves[1])
-    out["shipped_0.85_evaluation_half"] = _pr(rules | (peak >= 0.85), churner, halves[1])
-    return out
-
-
-def _bootstrap(rules: np.ndarray, flagged: np.ndarray, churner: np.ndarray,
-               members: np.ndarray, resamples: int = 2000) -> dict[str, Any]:
-    """Differences (rules or model − rules alone) in precision and recall on ``members``,
-    resampling subscribers (Poisson bootstrap, seeded): 95 % intervals and the share of
-    resamples where the model adds recall without losing precision."""
-    idx = np.flatnonzero(members)
-    w = np.random.default_rng(0).poisson(1.0, (resamples, idx.size)).astype(np.float64)
-    c, r, f = churner[idx], rules[idx], flagged[idx]
-    churners = w @ c
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d_recall = (w @ (f & c) - w @ (r & c)) / churners
-        d_precision = (w @ (f & c)) / (w @ f) - (w @ (r & c)) / (w @ r)
-    ok = np.isfinite(d_recall) & np.isfinite(d_precision)
-    d_recall, d_precision = d_recall[ok], d_precision[ok]
-    return {"recall_gain_95": [round(float(np.percentile(d_recall, q)), 4) for q in (2.5, 97.5)],
-            "precision_change_95": [round(float(np.percentile(d_precision, q)), 4)
-                                    for q in (2.5, 97.5)],
-            "share_recall_up_precision_kept": round(float(np.mean(
-                (d_recall > 0) & (d_precision >= 0))), 3)}
 
 
 async def _replay(url: str, events: list[Event], holdout: float, batch: int,
@@ -271,7 +141,7 @@ async def _replay(url: str, events: list[Event], holdout: float, batch: int,
         await pipeline.run(records, publisher)
         await learner.step(publish=True)
         await watcher.poll()
-        publisher.counts.append(pipeline.model.label_counts())
+        publisher.log.counts.append(pipeline.model.label_counts())
     elapsed = time.perf_counter() - started
     # at the end of the run every subscriber still holds the snapshots of its last horizon
     # (nothing closes the run), as a live deployment does at any time
@@ -343,7 +213,7 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
                                                         policy, sorted(population), factory))
     ids = sorted(population)
     cutoff = np.array([churn_ts.get(sid, 1 << 62) for sid in ids], np.int64)
-    rows = Rows.of(publisher, cutoff)
+    rows = Rows.of(publisher.log, cutoff)
     churner = np.array([sid in churners for sid in ids])
     half = np.array([_half(sid) for sid in ids])
     halves = [half == 0, half == 1]
@@ -355,21 +225,22 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
     shipped = shipped_thresholds()
     report: dict[str, Any] = {
         "subscribers": subscribers, "days": days, "seed": seed, "holdout": holdout,
-        "learning_rate": learning_rate, "events": len(events), "churners": len(churners), "labels": counts, "memory": memory,
-        "first_ready_day": {str(g): _first_ready(publisher, events, batch, g) for g in GUARDS},
-        "rules_only": {"calibration_half": _pr(rules, churner, halves[0]),
-                       "evaluation_half": _pr(rules, churner, halves[1]),
-                       "all": _pr(rules, churner, everyone)},
-        "shipped": {name: _at(rules, peaks[(name == "confirms_indicator", READY, 1, "events")],
+        "learning_rate": learning_rate, "events": len(events), "churners": len(churners),
+        "labels": counts, "memory": memory,
+        "first_ready_day": {str(g): _first_ready(publisher.log, events, batch, g) for g in GUARDS},
+        "rules_only": {"calibration_half": pr(rules, churner, halves[0]),
+                       "evaluation_half": pr(rules, churner, halves[1]),
+                       "all": pr(rules, churner, everyone)},
+        "shipped": {name: at_threshold(rules, peaks[(name == "confirms_indicator", READY, 1, "events")],
                               theta, churner, everyone)
                     for name, theta in shipped.items()},
-        "rules_or_model_confirms_indicator": _with_model(
+        "rules_or_model_confirms_indicator": with_model(
             rules, peaks[(True, READY, 1, "events")], churner, halves),
-        "rules_or_model_alone": _with_model(rules, peaks[(False, READY, 1, "events")],
+        "rules_or_model_alone": with_model(rules, peaks[(False, READY, 1, "events")],
                                             churner, halves),
-        "variants": {_name(*key): _with_model(rules, peak, churner, halves)
+        "variants": {_name(*key): with_model(rules, peak, churner, halves)
                      for key, peak in peaks.items()},
-        "curve_all": {_name(*key): {str(t): _pr(rules | (peak >= t), churner, everyone)
+        "curve_all": {_name(*key): {str(t): pr(rules | (peak >= t), churner, everyone)
                                     for t in THRESHOLDS if t >= 0.8}
                       for key, peak in peaks.items() if key[1:] == (READY, 1, "events")},
     }
@@ -381,17 +252,6 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
 
 def _name(confirm: bool, guard: int, run: int, unit: str) -> str:
     return f"{'confirming' if confirm else 'alone'}, guard {guard}, {run} {unit}"
-
-
-def _at(rules: np.ndarray, peak: np.ndarray, theta: float, churner: np.ndarray,
-        members: np.ndarray) -> dict[str, Any]:
-    """Rules or model at a fixed θ (tuned elsewhere): every subscriber counts."""
-    flagged = rules | (peak >= theta)
-    added = flagged & ~rules & members
-    return {"threshold": theta, "all": _pr(flagged, churner, members),
-            "added": {"churners": int((added & churner).sum()),
-                      "false_alarms": int((added & ~churner).sum())},
-            "bootstrap": _bootstrap(rules, flagged, churner, members)}
 
 
 def shipped_thresholds() -> dict[str, float]:
@@ -414,9 +274,9 @@ RUNS = (1, 3)  # consecutive scored events at or above θ
 DAY_RUNS = (1, 2, 3, 5, 7)  # consecutive days whose highest score is at or above θ
 
 
-def _first_ready(pub: _Publisher, events: Sequence[Event], batch: int, guard: int) -> int | None:
+def _first_ready(log: ScoreLog, events: Sequence[Event], batch: int, guard: int) -> int | None:
     """The simulated day on which the model had learned ``guard`` labels of each kind."""
-    for k, (positives, negatives) in enumerate(pub.counts):
+    for k, (positives, negatives) in enumerate(log.counts):
         if positives >= guard and negatives >= guard:
             last = events[min((k + 1) * batch, len(events)) - 1]
             return (last.ts - events[0].ts) // 86_400_000

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_model
-from benchmarks.bench_model import Rows, _bootstrap, _Publisher, _with_model
+from benchmarks.model_alerts import Rows, ScoreLog, bootstrap, pr, with_model
 
 DAY = 86_400_000
 
@@ -17,17 +17,14 @@ def _rows(records: list[tuple[str, int, float]], counts: list[tuple[int, int]],
           batches: list[int], cutoff: dict[str, int] | None = None) -> Rows:
     """Rows from (subscriber, ts, score) records scored in the given batches."""
     ids = sorted({sid for sid, _, _ in records})
-    pub = _Publisher({sid: k for k, sid in enumerate(ids)})
+    index = {sid: k for k, sid in enumerate(ids)}
+    log = ScoreLog()
     for (sid, ts, score), batch in zip(records, batches):
-        pub.sid.append(pub.index[sid])
-        pub.ts.append(ts)
-        pub.score.append(score)
-        pub.rule.append(False)
-        pub.one.append(sid == "b")
-        pub.batch.append(batch)
-    pub.counts = counts
+        log.add(index[sid], ts, score, False, sid == "b")
+        log.batch[-1] = batch  # as if scored after ``batch`` batches had been learned
+    log.counts = counts
     cut = np.array([(cutoff or {}).get(sid, 1 << 62) for sid in ids], np.int64)
-    return Rows.of(pub, cut)
+    return Rows.of(log, cut)
 
 
 def test_peaks_hold_over_runs_of_events_or_days_after_the_guard() -> None:
@@ -62,23 +59,23 @@ def test_threshold_from_the_calibration_half_and_bootstrap_of_the_evaluation_hal
     rules = churner & (rng.random(n) < 0.6) | ~churner & (rng.random(n) < 0.05)
     peak = np.where(churner, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.8, n))
     halves = [np.arange(n) % 2 == 0, np.arange(n) % 2 == 1]
-    out = _with_model(rules, peak, churner, halves)
+    out = with_model(rules, peak, churner, halves)
     t = out["threshold"]
     assert t is not None
-    base = bench_model._pr(rules, churner, halves[0])["precision"]
+    base = pr(rules, churner, halves[0])["precision"]
     assert out["calibration_half"]["precision"] >= base
     # the lowest such threshold: one step lower loses the rules' precision
     lower = round(t - 0.01, 2)
-    assert bench_model._pr(rules | (peak >= lower), churner, halves[0])["precision"] < base
+    assert pr(rules | (peak >= lower), churner, halves[0])["precision"] < base
     flagged = rules | (peak >= t)
-    assert out["evaluation_half"] == bench_model._pr(flagged, churner, halves[1])
+    assert out["evaluation_half"] == pr(flagged, churner, halves[1])
     added = out["added_on_evaluation_half"]
     assert added["churners"] == int((flagged & ~rules & churner & halves[1]).sum()) > 0
-    boot = _bootstrap(rules, flagged, churner, halves[1])
+    boot = bootstrap(rules, flagged, churner, halves[1])
     low, high = boot["recall_gain_95"]
     assert 0 <= low <= high and high > 0  # added churners only ever raise recall
     assert 0.0 <= boot["share_recall_up_precision_kept"] <= 1.0
-    assert _bootstrap(rules, rules, churner, halves[1])["share_recall_up_precision_kept"] == 0
+    assert bootstrap(rules, rules, churner, halves[1])["share_recall_up_precision_kept"] == 0
 
 
 @pytest.mark.integration
