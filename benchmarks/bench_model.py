@@ -15,24 +15,35 @@ Precision and recall are per subscriber against the simulation's churners, as in
 an alert on a churner before its churn event is a hit; any alert on anyone else is a false
 alarm. The threshold is chosen on one half of the subscribers (by a hash of the id) as the
 lowest one keeping precision at or above the rules' own, then both are reported on the other
-half — nothing is tuned on the figures reported.
+half — nothing is tuned on the figures reported. On that half the report also gives what the
+model added (churners, false alarms) and a bootstrap over its subscribers of the precision
+and recall differences, since with a few dozen churners per half ±1 churner is noise: use
+``--subscribers 5000`` (~200 churners a half, ~1.5 min) for figures that mean something.
+
+``variants`` score the model alert other ways, from the same replay: the warm-up guard
+(labels of each kind before the model may alert) and smoothing — the score must hold on
+``run`` consecutive scored events, or on ``run`` consecutive days (each day's highest
+score) — so one noisy event does not make a stayer a false alarm.
 
 By default nobody gets a retention action (``--holdout 1``): the simulator's churners leave
 whatever is done, so treating them would only hide their labels from the model
 (`online_models.snapshots` excludes treated subscribers' snapshots). ``--holdout 0.05`` shows
 how few positive labels the production default leaves when rules act on most churners.
 
-    python -m benchmarks.bench_model [--subscribers 1000] [--days 150] [--json]
+    python -m benchmarks.bench_model [--subscribers 1000] [--days 150] [--seed 7]
+        [--learning-rate R] [--save FILE.npz]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
+import re
 import time
 from importlib import resources
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -45,6 +56,7 @@ from alerting.alert import Alert, ScoreRecord
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
+from benchmarks.model_alerts import Rows, ScoreLog, THRESHOLDS, at_threshold, pr, with_model
 from churnwatch.embedded import EmbeddedRedis
 from churnwatch.events import Event, decode_payload
 from churnwatch.keys import Keys
@@ -69,11 +81,13 @@ _scores = msgspec.json.Decoder(ScoreRecord)
 
 
 class _Publisher:
+    """Keeps the score records (:class:`ScoreLog`) and counts the alerts."""
+
     wants_scores = True
 
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, int, float, bool, bool]] = []
-        self.ready = False
+    def __init__(self, index: dict[str, int]) -> None:
+        self.index = index
+        self.log = ScoreLog()
         self.sent = 0
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
@@ -85,8 +99,8 @@ class _Publisher:
     async def scores(self, payloads: list[bytes]) -> None:
         for raw in payloads:
             s = _scores.decode(raw)
-            self.rows.append((s.subscriber_id, s.ts, s.score if self.ready else -1.0,
-                              RULE_HIGH in s.rules, ONE_INDICATOR in s.rules))
+            self.log.add(self.index[s.subscriber_id], s.ts, s.score, RULE_HIGH in s.rules,
+                         ONE_INDICATOR in s.rules)
 
 
 def _rules():  # type: ignore[no-untyped-def]
@@ -102,41 +116,20 @@ def _half(sid: str) -> int:
     return hashlib.blake2b(sid.encode(), digest_size=1).digest()[0] & 1
 
 
-def _flags(rows: Sequence[tuple], cutoff: dict[str, int], threshold: float | None,
-           confirm: bool = False) -> set[str]:
-    """Subscribers alerted before their churn event (everyone else: at any time): by the
-    rule, or by a model score ≥ threshold (with ``confirm``: on a row where one operator
-    indicator holds, as the shipped ``model_confirms_indicator``)."""
-    out: set[str] = set()
-    for sid, ts, score, rule, one in rows:
-        if ts >= cutoff.get(sid, 1 << 62):
-            continue
-        if rule or (threshold is not None and score >= threshold and (one or not confirm)):
-            out.add(sid)
-    return out
-
-
-def _pr(flagged: set[str], churners: set[str], population: set[str]) -> dict[str, Any]:
-    flagged = flagged & population
-    churners = churners & population
-    hits = len(flagged & churners)
-    return {"alerted": len(flagged), "caught": hits, "churners": len(churners),
-            "precision": round(hits / len(flagged), 4) if flagged else None,
-            "recall": round(hits / len(churners), 4) if churners else None}
-
-
 async def _replay(url: str, events: list[Event], holdout: float, batch: int,
                   policy: LabelPolicy, population: Sequence[str],
+                  model_factory: Callable[[], ChurnModel] = ChurnModel,
                   ) -> tuple[_Publisher, dict[str, Any], dict[str, Any]]:
     client = aioredis.Redis.from_url(url)
     metrics = Metrics()
     pipeline = Pipeline(FeatureStore(client), AlertLedger(client),
-                        _rules(), ChurnModel(), load_playbook(), metrics,
+                        _rules(), model_factory(), load_playbook(), metrics,
                         labels=policy, holdout=Holdout(holdout))
     versions = ModelVersions(client)
-    learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0)
+    learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0,
+                      model_factory=model_factory)
     watcher = ModelWatcher(versions, pipeline.switch_model)
-    publisher = _Publisher()
+    publisher = _Publisher({sid: k for k, sid in enumerate(population)})
     started = time.perf_counter()
     offset = 0
     for k in range(0, len(events), batch):
@@ -148,8 +141,7 @@ async def _replay(url: str, events: list[Event], holdout: float, batch: int,
         await pipeline.run(records, publisher)
         await learner.step(publish=True)
         await watcher.poll()
-        positives, negatives = pipeline.model.label_counts()
-        publisher.ready = positives >= READY and negatives >= READY
+        publisher.log.counts.append(pipeline.model.label_counts())
     elapsed = time.perf_counter() - started
     # at the end of the run every subscriber still holds the snapshots of its last horizon
     # (nothing closes the run), as a live deployment does at any time
@@ -203,7 +195,8 @@ def _memory(url: str, subscribers: Sequence[str]) -> dict[str, Any]:
             "record_bytes_max": int(ext_arr.max())}
 
 
-def run(subscribers: int, days: int, seed: int, holdout: float, batch: int) -> dict[str, Any]:
+def run(subscribers: int, days: int, seed: int, holdout: float, batch: int,
+        save: str | None = None, learning_rate: float | None = None) -> dict[str, Any]:
     sim = Simulation(SimConfig(subscribers=subscribers, days=days, seed=seed))
     events: list[Event] = []
     for raw in sim.events():
@@ -214,36 +207,80 @@ def run(subscribers: int, days: int, seed: int, holdout: float, batch: int) -> d
     population = set(sim.truth.segments)
     policy = LabelPolicy()
     with EmbeddedRedis() as server:
+        factory = ChurnModel if learning_rate is None else \
+            functools.partial(ChurnModel, learning_rate=learning_rate)
         publisher, counts, memory = asyncio.run(_replay(server.url, events, holdout, batch,
-                                                        policy, sorted(population)))
-    rows = publisher.rows
-    halves = [{s for s in population if _half(s) == h} for h in (0, 1)]
-    rules = _flags(rows, churn_ts, None)
+                                                        policy, sorted(population), factory))
+    ids = sorted(population)
+    cutoff = np.array([churn_ts.get(sid, 1 << 62) for sid in ids], np.int64)
+    rows = Rows.of(publisher.log, cutoff)
+    churner = np.array([sid in churners for sid in ids])
+    half = np.array([_half(sid) for sid in ids])
+    halves = [half == 0, half == 1]
+    everyone = np.ones(len(ids), bool)
+    rules = rows.rule_flags()
+    peaks = {(confirm, g, k, unit): rows.model_peak(g, k, confirm, unit == "days")
+             for confirm in (False, True) for g in GUARDS
+             for unit, runs in (("events", RUNS), ("days", DAY_RUNS)) for k in runs}
+    shipped = shipped_thresholds()
     report: dict[str, Any] = {
         "subscribers": subscribers, "days": days, "seed": seed, "holdout": holdout,
-        "events": len(events), "churners": len(churners), "labels": counts, "memory": memory,
-        "rules_only": {"calibration_half": _pr(rules, churners, halves[0]),
-                       "evaluation_half": _pr(rules, churners, halves[1]),
-                       "all": _pr(rules, churners, population)},
+        "learning_rate": learning_rate, "events": len(events), "churners": len(churners),
+        "labels": counts, "memory": memory,
+        "first_ready_day": {str(g): _first_ready(publisher.log, events, batch, g) for g in GUARDS},
+        "rules_only": {"calibration_half": pr(rules, churner, halves[0]),
+                       "evaluation_half": pr(rules, churner, halves[1]),
+                       "all": pr(rules, churner, everyone)},
+        "shipped": {name: at_threshold(rules, peaks[(name == "confirms_indicator", READY, 1, "events")],
+                              theta, churner, everyone)
+                    for name, theta in shipped.items()},
+        "rules_or_model_confirms_indicator": with_model(
+            rules, peaks[(True, READY, 1, "events")], churner, halves),
+        "rules_or_model_alone": with_model(rules, peaks[(False, READY, 1, "events")],
+                                            churner, halves),
+        "variants": {_name(*key): with_model(rules, peak, churner, halves)
+                     for key, peak in peaks.items()},
+        "curve_all": {_name(*key): {str(t): pr(rules | (peak >= t), churner, everyone)
+                                    for t in THRESHOLDS if t >= 0.8}
+                      for key, peak in peaks.items() if key[1:] == (READY, 1, "events")},
     }
-    thresholds = np.round(np.arange(0.05, 1.0, 0.01), 2).tolist()
-    for name, confirm in (("rules_or_model_confirms_indicator", True),
-                          ("rules_or_model_alone", False)):
-        flagged = {t: _flags(rows, churn_ts, t, confirm) for t in thresholds}
-        base = report["rules_only"]["calibration_half"]["precision"] or 0.0
-        chosen = next((t for t in thresholds
-                       if (_pr(flagged[t], churners, halves[0])["precision"] or 0.0) >= base),
-                      None)
-        report[name] = {
-            "threshold": chosen,
-            **({"calibration_half": _pr(flagged[chosen], churners, halves[0]),
-                "evaluation_half": _pr(flagged[chosen], churners, halves[1]),
-                "all": _pr(flagged[chosen], churners, population)} if chosen is not None
-               else {}),
-            "curve_all": {str(t): _pr(flagged[t], churners, population)
-                          for t in thresholds if round(t * 100) % 5 == 0 or t >= 0.95},
-        }
+    if save:
+        np.savez_compressed(save, rules=rules, churner=churner, half=half,
+                            **{_name(*key): peak for key, peak in peaks.items()})
     return report
+
+
+def _name(confirm: bool, guard: int, run: int, unit: str) -> str:
+    return f"{'confirming' if confirm else 'alone'}, guard {guard}, {run} {unit}"
+
+
+def shipped_thresholds() -> dict[str, float]:
+    """The model score thresholds of the shipped rules (rules/default.toml): the model alone
+    (``model_risk``, medium) and confirming one indicator (``model_confirmed``, high)."""
+    text = resources.files("rules").joinpath("default.toml").read_text()
+    indicators = {i.name: i.when for i in parse_ruleset(text, "rules/default.toml").indicators}
+    out = {}
+    for name, indicator in (("alone", "model_risk"), ("confirms_indicator", "model_confirmed")):
+        found = re.search(r"model_score\s*>=\s*([0-9.]+)", indicators[indicator])
+        if found is None:  # model_confirmed may go through model_risk
+            found = re.search(r"model_score\s*>=\s*([0-9.]+)", indicators["model_risk"])
+        assert found is not None, f"no model_score threshold in {indicator}"
+        out[name] = float(found.group(1))
+    return out
+
+
+GUARDS = (100, 50, 25, 10)  # labels of each kind before the model may alert
+RUNS = (1, 3)  # consecutive scored events at or above θ
+DAY_RUNS = (1, 2, 3, 5, 7)  # consecutive days whose highest score is at or above θ
+
+
+def _first_ready(log: ScoreLog, events: Sequence[Event], batch: int, guard: int) -> int | None:
+    """The simulated day on which the model had learned ``guard`` labels of each kind."""
+    for k, (positives, negatives) in enumerate(log.counts):
+        if positives >= guard and negatives >= guard:
+            last = events[min((k + 1) * batch, len(events)) - 1]
+            return (last.ts - events[0].ts) // 86_400_000
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -255,8 +292,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--holdout", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--save", help="also write per-subscriber rule flags, churners, halves "
+                                  "and model peaks of every variant to this .npz")
+    p.add_argument("--learning-rate", type=float,
+                   help="the model's weight learning rate (default: ChurnModel's)")
     args = p.parse_args(argv)
-    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch)
+    report = run(args.subscribers, args.days, args.seed, args.holdout, args.batch, args.save,
+                 args.learning_rate)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return report
 

@@ -78,6 +78,8 @@ class BatchFeatures:
     parts: dict[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)  # clocks before the batch (0: new)
     generation: int = -1  # the state cache's generation when the batch was read
+    # attributes before the batch of the subscribers whose attributes the batch changed
+    previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _empty() -> BatchFeatures:
@@ -250,8 +252,10 @@ class FeatureStore:
             parts[sid] = (blob, ext, packed)
             staged[sid] = blob + frame(ext) + packed
         pending = await self._pending(events, codes)
+        order = {sid: k for k, sid in enumerate(subscribers)}
+        previous = {sid: before[order[sid]][1] for sid in changed}
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, parts, clocks, generation)
+                             pending, staged, parts, clocks, generation, previous)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""

@@ -61,6 +61,7 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
     by_sub: dict[str, list[int]] = {}
     latest: dict[str, int] = {}
     eventful = {sid for sid, _ in marks}
+    eventful.update(staged.previous_attrs)  # snapshots' attributes are stored relative to these
     for j, i in enumerate(rows):
         ev = events[i]
         sid = ev.subscriber_id
@@ -74,7 +75,8 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
         if old and sid not in eventful and \
                 max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
             continue  # nothing can change before the record's due time
-        book = Book.decode(old)
+        after = staged.attrs[js[-1]]  # the attributes stored with the new value
+        book = Book.decode(old, staged.previous_attrs.get(sid, after))
         before = staged.clocks.get(sid, 0)
         if not before:  # new to the store: its windows only start filling now
             book.first_seen(events[rows[js[0]]].ts, policy)
@@ -82,7 +84,7 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
         book.rows = row_values
         for j in js:
             _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)
-        body = book.encode(policy)
+        body = book.encode(policy, after)
         if body != old:
             staged.parts[sid] = (blob, body, attrs_raw)
             staged.staged[sid] = blob + frame(body) + attrs_raw
@@ -97,7 +99,7 @@ def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, attrs: dict[str, f
     if ev.type in LABEL_TYPES:
         book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
     else:
-        book.take(j, policy, out)
+        book.take(j, attrs, policy, out)
     held_out = marks.get((sid, ev.event_id))
     if held_out is not None:
         book.alerted(book.clock, held_out, policy, out)
@@ -114,14 +116,14 @@ def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
     for j, k in enumerate(snap.rows.tolist()):
         sid = snap.subscribers[k]
         _, old, attrs_raw = snap.parts[sid]
-        book = Book.decode(old)
         attrs = snap.attrs[j]
+        book = Book.decode(old, attrs)
         book.advance(watermark, policy, sid, attrs, out)
-        book.take(stored_values(quantised[j].tolist()), policy, out)
+        book.take(stored_values(quantised[j].tolist()), attrs, policy, out)
         held_out = marks.get((sid, trigger_id))
         if held_out is not None:
             book.alerted(book.clock, held_out, policy, out)
-        body = book.encode(policy)
+        body = book.encode(policy, attrs)
         if body != old:
             writes.append(SweepWrite(sid, frame(old) + attrs_raw, frame(body) + attrs_raw))
     return out, writes

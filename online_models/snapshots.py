@@ -27,10 +27,16 @@ horizon) or *retained* (the horizon passed), so the action's effect can be measu
 
 Resolved snapshots are removed, so each is learned once; the record lives in the subscriber's
 state value (``features.extension``) and is committed atomically with the batch.
+
+Each snapshot keeps the profile attributes it was taken with, so a snapshot taken before a
+profile update (a renewal, a new plan) is learned with the attributes the scorer saw, not
+the later ones. They are stored as differences from the attributes of the same state value
+(usually none: profiles change rarely), once per run of snapshots sharing them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -121,6 +127,9 @@ _INPUTS = frozenset(MODEL_FEATURES)
 class Snapshot:
     ts: int
     values: list[int | None] | int  # stored values, or a batch row index not yet materialised
+    # the profile attributes when it was taken; None: unknown (a record stored before they
+    # were kept), the attributes at resolution are used
+    attrs: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -182,13 +191,15 @@ class Book:
         """A subscriber new to the store at ``ts``: no snapshot until its history fills."""
         self.no_snapshot_until = max(self.no_snapshot_until, ts + policy.history_ms)
 
-    def take(self, values: list[int | None] | int, policy: LabelPolicy, out: Resolved) -> None:
-        """A scored row at the clock becomes the period's snapshot (unless excluded)."""
+    def take(self, values: list[int | None] | int, attrs: Mapping[str, float],
+             policy: LabelPolicy, out: Resolved) -> None:
+        """A scored row (with the profile attributes it was scored with) at the clock becomes
+        the period's snapshot (unless excluded)."""
         if self.clock < self.no_snapshot_until:
             return  # history warm-up, or excluded after a retention action (not counted)
         if self.snaps and self.snaps[-1].ts // policy.every_ms == self.clock // policy.every_ms:
             return  # the period already has its snapshot
-        self.snaps.append(Snapshot(self.clock, values))
+        self.snaps.append(Snapshot(self.clock, values, attrs))
 
     def alerted(self, ts: int, holdout: bool, policy: LabelPolicy, out: Resolved) -> None:
         """An alert at ``ts``: with actions (treated) or held out (no action)."""
@@ -208,8 +219,9 @@ class Book:
     def _emit(self, snap: Snapshot, sid: str, label_ts: int, churned: bool,
               attrs: dict[str, float], out: Resolved) -> None:
         values = self._values(snap)
+        taken = dict(snap.attrs) if snap.attrs is not None else attrs
         out.examples.append(Example(f"{sid}/{snap.ts}", sid, snap.ts, label_ts, churned,
-                                    values, attrs))
+                                    values, taken))
 
     # ---- storage -------------------------------------------------------------------------
     def due(self, policy: LabelPolicy) -> int:
@@ -224,34 +236,68 @@ class Book:
             due = self.no_snapshot_until
         return min(due, self.alerted_at + final) if self.group else due
 
-    def encode(self, policy: LabelPolicy) -> bytes:
+    def encode(self, policy: LabelPolicy, attrs: Mapping[str, float]) -> bytes:
         """:meth:`due` in seconds (4 bytes, rounded down), then compact msgpack: the clock,
-        then everything else relative to it (ms)."""
+        then everything else relative to it (ms), newest snapshot first. ``attrs`` are those
+        stored in the same state value; the sixth element, ``[[i, changes], ...]``, says from
+        row ``i`` on (until the next entry) the snapshots were taken with ``attrs`` updated
+        by ``changes`` (a None value: the key was absent), usually ``[]``. Snapshots of
+        unknown attributes are stored as taken with ``attrs``."""
         if not (self.snaps or self.group or self.no_snapshot_until > self.clock):
             return b""  # nothing pending: nothing stored (the next event restarts from zero)
-        rows = []
-        prev = self.clock
-        for snap in reversed(self.snaps):
+        rows: list[list[int | None]] = []
+        runs: list[list] = []
+        prev, current = self.clock, attrs
+        for i, snap in enumerate(reversed(self.snaps)):
             rows.append([prev - snap.ts, *self._values(snap)])
             prev = snap.ts
+            taken = attrs if snap.attrs is None else snap.attrs
+            if taken != current:
+                runs.append([i, _changes(attrs, taken)])
+                current = taken
         due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
         body = [self.clock, max(0, self.no_snapshot_until - self.clock),
-                self.clock - self.alerted_at if self.group else 0, self.group, rows]
+                self.clock - self.alerted_at if self.group else 0, self.group, rows, runs]
         return due.to_bytes(4, "little") + _encoder.encode(body)
 
     @classmethod
-    def decode(cls, body: bytes) -> Book:
+    def decode(cls, body: bytes, attrs: Mapping[str, float] | None = None) -> Book:
+        """A stored record; ``attrs``: those stored in the same state value. Records written
+        before snapshots kept their attributes (five elements) read them as unknown."""
         if not body:
             return cls()
-        clock, treated, alerted, group, rows = _decoder.decode(body[4:])
+        clock, treated, alerted, group, rows, *runs = _decoder.decode(body[4:])
+        base = attrs or {}
+        starts = {i: changes for i, changes in runs[0]} if runs else {}
+        current: Mapping[str, float] | None = base if runs else None
         snaps: list[Snapshot] = []
         ts = clock
-        for row in rows:
+        for i, row in enumerate(rows):
             ts -= row[0]
-            snaps.append(Snapshot(ts, row[1:]))
+            if i in starts:
+                current = _applied(base, starts[i])
+            snaps.append(Snapshot(ts, row[1:], current))
         snaps.reverse()
         return cls(clock, clock + treated if treated else 0,
                    clock - alerted if group else 0, group, snaps)
+
+
+def _changes(base: Mapping[str, float], taken: Mapping[str, float]
+             ) -> dict[str, float | int | None]:
+    """What turns ``base`` into ``taken``: changed or added keys (whole numbers as ints, one
+    msgpack byte when small), removed ones as None."""
+    out: dict[str, float | int | None] = {
+        k: int(v) if float(v).is_integer() else v
+        for k, v in taken.items() if base.get(k) != v}
+    out.update({k: None for k in base if k not in taken})
+    return out
+
+
+def _applied(base: Mapping[str, float], changes: Mapping[str, float | int | None]
+             ) -> dict[str, float]:
+    """:func:`_changes` undone: ``base`` updated by ``changes``."""
+    out = {**base, **{k: None if v is None else float(v) for k, v in changes.items()}}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -56,13 +56,14 @@ def quantised(row: Any) -> list[int | None]:
 
 def reference_labels(events: Sequence[Event], policy: LabelPolicy,
                      alerted: Mapping[tuple[str, str], bool]) -> dict[str, tuple]:
-    """Example id → (snapshot ts, churned, stored values) for the events in stream order.
+    """Example id → (snapshot ts, churned, stored values, profile attributes when the snapshot
+    was taken) for the events in stream order.
 
     ``alerted`` maps (subscriber, event id) of alerts that acted (False) or were held out
     (True); held-out alerts change nothing here."""
     store = ReferenceStore(policy.lateness_ms)
     clock: dict[str, int] = {}
-    pending: dict[str, list[list]] = {}  # [ts, values]
+    pending: dict[str, list[list]] = {}  # [ts, values, attrs]
     until: dict[str, int] = {}
     out: dict[str, tuple] = {}
     for ev in events:
@@ -75,20 +76,21 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
         now = clock[sid] = max(clock.get(sid, 0), ev.ts)
         snaps = pending.setdefault(sid, [])
         for snap in [s for s in snaps if s[0] + policy.horizon_ms < now - policy.lateness_ms]:
-            out[f"{sid}/{snap[0]}"] = (snap[0], False, snap[1])
+            out[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
             snaps.remove(snap)
         if ev.type == "churn":
-            for ts, values in snaps:
+            for ts, values, attrs in snaps:
                 if ts <= ev.ts:
-                    out[f"{sid}/{ts}"] = (ts, ts >= ev.ts - policy.horizon_ms, values)
+                    out[f"{sid}/{ts}"] = (ts, ts >= ev.ts - policy.horizon_ms, values, attrs)
             snaps.clear()
         elif ev.type == "active":
             for snap in [s for s in snaps if s[0] <= ev.ts]:
-                out[f"{sid}/{snap[0]}"] = (snap[0], False, snap[1])
+                out[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
                 snaps.remove(snap)
         elif now >= until.get(sid, 0):
             if not snaps or snaps[-1][0] // policy.every_ms != now // policy.every_ms:
-                snaps.append([now, quantised(row)])  # the period's first scored row
+                # the period's first scored row, with the attributes it was scored with
+                snaps.append([now, quantised(row), dict(store.attrs(sid))])
         if alerted.get((sid, ev.event_id)) is False:
             snaps.clear()
             until[sid] = max(until.get(sid, 0), now + policy.exclusion_ms)

@@ -34,7 +34,7 @@ def _ev(sid: str, n: int, kind: str, ts: int, **kw) -> Event:  # type: ignore[no
 
 
 def _as_labels(examples) -> dict[str, tuple]:  # type: ignore[no-untyped-def]
-    return {ex.id: (ex.snapshot_ts, ex.churned, ex.values) for ex in examples}
+    return {ex.id: (ex.snapshot_ts, ex.churned, ex.values, ex.attrs) for ex in examples}
 
 
 def _random_stream(seed: int, subscribers: int = 6, days: int = 120) -> list[Event]:
@@ -235,16 +235,96 @@ def test_record_codec_round_trip_and_bound() -> None:
 
     out = Resolved()
     for day in range(200):
-        book.advance(T0 + day * DAY_MS, policy, "s", {}, out)
-        book.take([day, None, -3, 1234567], policy, out)
-        again = Book.decode(book.encode(policy))
-        assert [(s.ts, s.values) for s in again.snaps] == [(s.ts, s.values) for s in book.snaps]
+        attrs = {"contract_months_left": float(day // 30)}  # a profile update every 30 days
+        book.advance(T0 + day * DAY_MS, policy, "s", attrs, out)
+        book.take([day, None, -3, 1234567], attrs, policy, out)
+        again = Book.decode(book.encode(policy, attrs), attrs)
+        assert [(s.ts, s.values, s.attrs) for s in again.snaps] == \
+            [(s.ts, s.values, s.attrs) for s in book.snaps]
         assert again.clock == book.clock
         # pending snapshots never span more than the horizon plus the lateness
         assert len(book.snaps) <= -(-(policy.horizon_ms + policy.lateness_ms)
                                     // policy.every_ms) + 1
     assert len(out.examples) > 0 and not any(ex.churned for ex in out.examples)
+    assert all(ex.attrs == {"contract_months_left": float((ex.snapshot_ts - T0) // DAY_MS // 30)}
+               for ex in out.examples)
     assert Book.decode(b"").snaps == []
+
+
+def test_snapshot_keeps_the_attributes_it_was_taken_with() -> None:
+    """A snapshot taken before a profile update is learned with the attributes the scorer saw
+    then, not the later ones; stored as differences from the value's attributes, round trip
+    included (also for a key the update removed)."""
+    from online_models.snapshots import Resolved
+
+    policy = LabelPolicy()
+    old = {"contract_months_left": 1.0, "monthly_fee": 25.0, "devices": 2.0}
+    new = {"contract_months_left": 12.0, "monthly_fee": 25.0}
+    book, out = Book(), Resolved()
+    book.advance(T0, policy, "s", old, out)
+    book.take([1, 2], old, policy, out)
+    book.advance(T0 + 20 * DAY_MS, policy, "s", new, out)
+    book.take([3, 4], new, policy, out)
+    body = book.encode(policy, new)
+    unchanged = Book(book.clock, snaps=[dataclasses.replace(s, attrs=new) for s in book.snaps])
+    # only the changed keys are stored, once: whole numbers in a byte, a removed key as nil
+    assert len(body) - len(unchanged.encode(policy, new)) <= \
+        len("contract_months_left") + len("devices") + 8
+    book = Book.decode(body, new)
+    assert [s.attrs for s in book.snaps] == [old, new]
+    book.label(True, T0 + 30 * DAY_MS, policy, "s", new, out)
+    assert [(ex.snapshot_ts, ex.attrs) for ex in out.examples] == [
+        (T0, old), (T0 + 20 * DAY_MS, new)]
+
+
+def test_records_stored_before_snapshots_kept_attributes_still_decode() -> None:
+    """A record of five elements (no attribute runs) reads as snapshots of unknown attributes,
+    learned with those at resolution, as before; re-encoded, they are pinned to the value's."""
+    import msgspec
+
+    from online_models.snapshots import Resolved
+
+    policy = LabelPolicy()
+    legacy = (0).to_bytes(4, "little") + msgspec.msgpack.encode(
+        [T0 + DAY_MS, 0, 0, 0, [[DAY_MS, 5, None]]])
+    attrs = {"age": 40.0}
+    book = Book.decode(legacy, attrs)
+    assert [(s.ts, s.values, s.attrs) for s in book.snaps] == [(T0, [5, None], None)]
+    out = Resolved()
+    book.label(False, T0 + 2 * DAY_MS, policy, "s", attrs, out)
+    assert [ex.attrs for ex in out.examples] == [attrs]
+    again = Book.decode(legacy, attrs)
+    assert Book.decode(again.encode(policy, attrs), attrs).snaps[0].attrs == attrs
+
+
+def test_profile_update_after_a_snapshot_does_not_leak_into_its_label(redis_url: str) -> None:
+    """Through the pipeline and Redis: a snapshot, then a renewal's profile (12 months left),
+    then churn within the horizon: the positive example has the 1 month left it was scored
+    with. Batched both ways (profile and churn in the snapshot's batch, and each alone)."""
+    sid = "+447700900021"
+    events = [_ev(sid, 1, "profile", T0, plan="standard", monthly_fee=25.0, tenure_months=3.0,
+                  attrs={"contract_months_left": 1.0, "age": 30.0}),
+              _ev(sid, 2, "login", T0 + DAY_MS),
+              _ev(sid, 3, "profile", T0 + 10 * DAY_MS, plan="standard", monthly_fee=25.0,
+                  tenure_months=3.0, attrs={"contract_months_left": 12.0}),
+              _ev(sid, 4, "login", T0 + 11 * DAY_MS),
+              _ev(sid, 5, "churn", T0 + 12 * DAY_MS)]
+
+    async def main() -> None:
+        for plan in ([events], [[e] for e in events]):
+            h = Harness(redis_url, SHORT)
+            await h.start()
+            await h.client.flushdb()  # the second plan starts from an empty store again
+            for batch in plan:
+                await h.run(batch)
+            got = await stream_examples(h.client)
+            assert [(ex.snapshot_ts, ex.churned, ex.attrs) for ex in got] == [
+                (T0, True, {"contract_months_left": 1.0, "age": 30.0}),
+                (T0 + 10 * DAY_MS, True, {"contract_months_left": 12.0})]
+            assert _as_labels(got) == reference_labels(events, SHORT, h.publisher.marks())
+            await h.stop()
+
+    asyncio.run(main())
 
 
 def test_learner_restart_resumes_exactly(redis_url: str) -> None:

@@ -136,7 +136,7 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
     for stage in ("decode", "features", "decide", "commit", "publish", "outcomes", "labels"):
         assert value("churnwatch_stage_duration_seconds_count", stage=stage) >= 1, stage
     assert value("churnwatch_model_labels_total", label="churn") == 1
-    assert value("churnwatch_ruleset_info", version="default-2") == 1
+    assert value("churnwatch_ruleset_info", version="default-3") == 1
 
     logs = worker.log_path.read_text()
     records = [json.loads(line) for line in logs.splitlines() if line.strip()]

@@ -48,7 +48,7 @@ def both(kernel, rows: list[np.ndarray]):  # noqa: ANN001, ANN201
 
 
 def test_default_ruleset_loads() -> None:
-    assert DEFAULT.version == "default-2"
+    assert DEFAULT.version == "default-3"
     assert DEFAULT.source == "rules/default.toml"
     assert IND == ["spend_decline", "login_drop", "complaints", "plan_downgrade", "going_quiet",
                    "model_risk", "model_confirmed"]
@@ -473,17 +473,20 @@ def test_kernel_matches_reference_on_random_rulesets(text: str, seed: int) -> No
 
 
 def test_model_inputs_combine_with_indicators(kernel) -> None:  # noqa: ANN001
-    """model_score alone gives a medium alert once the model has learned both outcomes; with
-    one operator indicator it is high; an untrained model (too few labels) never counts."""
+    """model_score ≥ 0.85 alone gives a medium alert once the model has learned both outcomes;
+    ≥ 0.95 with one operator indicator it is high; an untrained model (too few labels) never
+    counts."""
     from rules.engine import evaluate_reference
 
-    rows = np.array([row(), row(complaints_30d=2), row(complaints_30d=2), row()])
-    model = np.array([[0.9, 150, 400], [0.9, 150, 400], [0.9, 20, 400], [0.84, 150, 400]])
+    rows = np.array([row(), row(complaints_30d=2), row(complaints_30d=2), row(),
+                     row(complaints_30d=2)])
+    model = np.array([[0.9, 150, 400], [0.96, 150, 400], [0.96, 20, 400], [0.84, 150, 400],
+                      [0.9, 150, 400]])
     got = kernel.evaluate(rows, model)
     want = evaluate_reference(DEFAULT, rows, model)
     for field in ("indicators", "hits", "severity", "segment"):
         assert np.array_equal(getattr(got, field), getattr(want, field)), field
     hits = {rid: got.hits[:, k].tolist() for k, rid in enumerate(RULE_IDS)}
-    assert hits["model_high_risk"] == [True, True, False, False]
-    assert hits["model_confirms_indicator"] == [False, True, False, False]
-    assert got.severity.tolist() == [2, 3, 0, 0]
+    assert hits["model_high_risk"] == [True, True, False, False, True]
+    assert hits["model_confirms_indicator"] == [False, True, False, False, False]
+    assert got.severity.tolist() == [2, 3, 0, 0, 2]

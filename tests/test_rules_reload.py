@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def _strict_rules(tmp_path: Path) -> Path:
     """The default rules with seed_high_risk needing all 3 indicators."""
     text = resources.files("rules").joinpath("default.toml").read_text()
-    text = text.replace('version = "default-2"', 'version = "strict-2"')
+    text = text.replace('version = "default-3"', 'version = "strict-2"')
     text = text.replace('at_least = 2\nseverity = "high"', 'at_least = 3\nseverity = "high"', 1)
     path = tmp_path / "strict.toml"
     path.write_text(text)
@@ -42,7 +42,7 @@ def test_push_switches_running_worker(worker: Worker, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr.decode()
     worker.wait_for(lambda: worker.metric("churnwatch_ruleset_info", version="strict-2") == 1,
                     what="the worker to switch to strict-2")
-    assert worker.metric("churnwatch_ruleset_info", version="default-2") is None  # dropped
+    assert worker.metric("churnwatch_ruleset_info", version="default-3") is None  # dropped
 
     after = Feed()
     after.logins("+447700900032", 20, 1)  # 2 of 3: no longer enough
@@ -53,7 +53,7 @@ def test_push_switches_running_worker(worker: Worker, tmp_path: Path) -> None:
     _send(worker, after, tmp_path / "b.ndjson")
 
     versions = {a["subscriber_id"]: a["ruleset_version"] for a in worker.alerts()}
-    assert versions == {"+447700900031": "default-2", "+447700900033": "strict-2"}
+    assert versions == {"+447700900031": "default-3", "+447700900033": "strict-2"}
 
 
 def test_invalid_ruleset_is_refused_and_never_replaces_the_active_one(

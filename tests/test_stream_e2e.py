@@ -112,7 +112,7 @@ def test_operator_rule_at_its_thresholds(any_worker: Worker, tmp_path: Path) -> 
         assert len(subs_alerts) == 1, subs_alerts
         alert = subs_alerts[0]
         assert alert["severity"] == "high" and alert["rules"] == ["seed_high_risk"]
-        assert alert["ruleset_version"] == "default-2"
+        assert alert["ruleset_version"] == "default-3"
         assert {a["team"] for a in alert["actions"]} >= {"retention-offers", "sales"}
     fired = {r["indicator"] for r in alerts["+447700900004"][0]["reasons"]
              if r["kind"] == "indicator"}
