@@ -66,6 +66,11 @@ class Settings(BaseSettings):
                                       "events before a subscriber is re-scored")
     silence_every_days: float = Field(1.0, gt=0, le=90, description="event-time days between "
                                       "re-scorings of a quiet subscriber")
+    silence_page: int = Field(200, ge=1, le=10_000, description="subscribers re-scored per "
+                              "sweep step; the worker's batches run between steps")
+    silence_per_tick: int = Field(1000, ge=1, le=1_000_000, description="most subscribers "
+                                  "re-scored per partition per sweep tick (the rest wait for "
+                                  "the next tick)")
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
     webhook_url: str = Field("", description="POST each alert, signed (Standard Webhooks), to "

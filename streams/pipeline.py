@@ -263,7 +263,7 @@ class Pipeline:
 
     async def sweep(self, partition: int, publisher: Publisher, limit: int = 1000) -> BatchResult:
         """Re-score up to ``limit`` subscribers of ``partition`` who have been quiet, at the
-        partition's watermark. Their alerts are triggered by a ``silence`` pseudo-event whose
+        partition's watermark (``outcomes["due"]``: how many were due, up to ``limit``). Their alerts are triggered by a ``silence`` pseudo-event whose
         id is the watermark's day, so a repeated sweep gives the same alert ids."""
         async with self._lock:
             result = BatchResult()
@@ -271,6 +271,7 @@ class Pipeline:
             async for attempt in self._retrying("sweep"):
                 with attempt:
                     watermark, due = await self.silence.due(self.store.redis, partition, limit)
+                    result.outcomes["due"] = len(due)
                     if watermark is None or not due:
                         return result
                     snap = await self.store.snapshot(due, watermark)

@@ -1,0 +1,41 @@
+"""The worker's silence sweep runs in pages, up to a cap per partition and tick, releasing
+the pipeline between pages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from streams.app import _sweep_in_pages
+from streams.pipeline import BatchResult
+
+
+class FakePipeline:
+    """``due`` subscribers are due; each sweep takes up to ``limit`` of them."""
+
+    def __init__(self, due: int) -> None:
+        self.due = due
+        self.limits: list[int] = []
+
+    async def sweep(self, partition: int, publisher: object, limit: int) -> BatchResult:
+        self.limits.append(limit)
+        taken = min(limit, self.due)
+        self.due -= taken
+        return BatchResult(outcomes=Counter(due=taken))
+
+
+def _pages(due: int, page: int, most: int) -> tuple[list[int], int]:
+    pipeline = FakePipeline(due)
+    asyncio.run(_sweep_in_pages(pipeline, None, 0, page, most))  # type: ignore[arg-type]
+    return pipeline.limits, pipeline.due
+
+
+def test_pages_until_nobody_is_due() -> None:
+    assert _pages(450, 200, 1000) == ([200, 200, 200], 0)
+    assert _pages(400, 200, 1000) == ([200, 200, 200], 0)  # the last page finds nobody
+    assert _pages(0, 200, 1000) == ([200], 0)
+
+
+def test_stops_at_the_cap_per_tick() -> None:
+    assert _pages(5000, 200, 1000) == ([200] * 5, 4000)
+    assert _pages(5000, 300, 1000) == ([300, 300, 300, 100], 4000)
