@@ -263,8 +263,10 @@ class Pipeline:
 
     async def sweep(self, partition: int, publisher: Publisher, limit: int = 1000) -> BatchResult:
         """Re-score up to ``limit`` subscribers of ``partition`` who have been quiet, at the
-        partition's watermark (``outcomes["due"]``: how many were due, up to ``limit``). Their alerts are triggered by a ``silence`` pseudo-event whose
-        id is the watermark's day, so a repeated sweep gives the same alert ids."""
+        partition's watermark (``outcomes["due"]``: how many were due). Their alerts are
+        triggered by a ``silence`` pseudo-event whose id is the watermark's day, so a repeated
+        sweep gives the same alert ids. They are published after the batches committed
+        before, and batches run meanwhile; returns once they are out."""
         async with self._lock:
             result = BatchResult()
             rules = self.rules
@@ -311,9 +313,19 @@ class Pipeline:
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)
             self.metrics.silence_checks.inc(len(known))
-            async with self._outbox:
-                await self._publish(decision, result, publisher)
-            return result
+            delivery = self._delivery = asyncio.ensure_future(
+                self._publish_after(self._delivery, decision, result, publisher))
+        await delivery
+        return result
+
+    async def _publish_after(self, previous: asyncio.Future[BatchResult] | None,
+                             decision: Decision, result: BatchResult,
+                             publisher: Publisher) -> BatchResult:
+        if previous is not None:
+            await asyncio.wait([previous])  # its own awaiter sees its error
+        async with self._outbox:
+            await self._publish(decision, result, publisher)
+        return result
 
     def _expire_churned(self, pipe: Any, subscribers: list[str]) -> None:
         """Queue (after their writes): churned subscribers leave the silence index, so no sweep
