@@ -55,6 +55,11 @@ class Settings(BaseSettings):
                                 "sweep), or after a churn event")
     gc_interval_s: float = Field(60.0, gt=0, le=3600, description="how often the worker runs a "
                                  "full garbage collection (churnwatch/gc_tuning.py)")
+    memtrace_file: Path | None = Field(None, description="diagnostic: trace the worker's "
+                                       "memory and append a sample to this JSONL file every "
+                                       "memtrace_interval_s (slow; churnwatch/memtrace.py)")
+    memtrace_interval_s: float = Field(30.0, gt=0, le=3600, description="seconds between "
+                                       "memtrace_file samples")
     state_cache_size: int = Field(200_000, ge=0, le=50_000_000, description="subscribers whose "
                                   "stored state a worker keeps in memory (about 1 KB each) so "
                                   "their batches skip the read; 0 = read every batch")
