@@ -135,3 +135,21 @@ def test_holdout_is_deterministic_and_of_the_configured_size() -> None:
     assert len(other & set(held)) < len(held) / 4  # a new salt draws a new group
     with pytest.raises(ValueError):
         Holdout(1.5)
+
+
+def test_forget_older_keeps_the_window_and_copies_rarely() -> None:
+    from online_models.learner import forget_older
+
+    recent: dict[str, int] = {}
+    copies = 0
+    for ms in range(0, 100_000, 10):  # one id every 10 ms of stream time, window 1 s
+        recent[f"id{ms}"] = ms
+        pruned = forget_older(recent, ms - 1000, 100)
+        copies += pruned is not recent
+        recent = pruned
+        assert min(recent.values()) >= ms - 1100  # bounded: window + slack
+        assert all(f"id{t}" in recent for t in range(max(0, ms - 1000), ms + 1, 10))
+    assert len(recent) <= 111
+    assert copies <= 100_000 // 100  # once per slack of stream time, not once per page
+    assert forget_older({}, 5, 1) == {}
+
