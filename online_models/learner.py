@@ -208,7 +208,6 @@ class ModelWatcher:
         active = await self.versions.active()
         if not active or active == self.current:
             return False
-        checkpoint = await self.versions.load(active)
-        self.switch(checkpoint.model)
+        self.switch(await self.versions.load_model(active))
         self.current = active
         return True

@@ -153,3 +153,20 @@ def test_forget_older_keeps_the_window_and_copies_rarely() -> None:
     assert copies <= 100_000 // 100  # once per slack of stream time, not once per page
     assert forget_older({}, 5, 1) == {}
 
+
+def test_checkpoint_round_trip_and_model_only_decoding() -> None:
+    import pickle
+
+    model = ChurnModel()
+    recent = {f"s{i}/{i}": 1_700_000_000_000 + i for i in range(1000)}
+    blob = Checkpoint(model, "17-3", recent).encode()
+    back = Checkpoint.decode(blob)
+    assert (back.offset, back.recent, list(back.recent)) == ("17-3", recent, list(recent))
+    assert back.model.version == model.version
+    assert Checkpoint.decode_model(blob).version == model.version
+    for legacy in (pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5})), pickle.dumps(model)):
+        assert Checkpoint.decode_model(legacy).version == model.version
+    assert Checkpoint.decode(pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5}))).recent == {
+        "a/1": 5}
+    # the recent ids are one string inside the blob: decoding the model creates no object per id
+    assert isinstance(pickle.loads(blob)[3], bytes)
