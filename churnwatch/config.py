@@ -130,6 +130,10 @@ class Settings(BaseSettings):
                                      "unless an operator pinned one (`churnwatch model`)")
     model_keep_versions: int = Field(200, ge=2, le=100_000, description="published versions "
                                      "kept (the active one and its history always are)")
+    model_dedup_window_s: float = Field(3600, ge=0, le=7 * 86_400, description="the learner "
+                                        "drops an example id it learned this long ago or less "
+                                        "(a replayed append); its memory, and every version's "
+                                        "size, grow with the examples learned in this window")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
                              "(0 = any free)")

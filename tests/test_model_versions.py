@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -170,3 +171,26 @@ def test_checkpoint_round_trip_and_model_only_decoding() -> None:
         "a/1": 5}
     # the recent ids are one string inside the blob: decoding the model creates no object per id
     assert isinstance(pickle.loads(blob)[3], bytes)
+
+
+def test_the_learners_dedup_window_stays_bounded(redis_url: str) -> None:
+    """An hour of examples at one entry per second: the learner remembers the ids of its
+    window (plus at most a tenth of it) and still drops a repeat inside it."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        learner = Learner(client, ModelVersions(client), Metrics(), "a", page=50,
+                          dedup_window_ms=60_000)
+        key, sizes = K.model("examples"), []
+        for n in range(3600):
+            blob = msgspec.msgpack.encode(_examples(5, 5 * n))
+            await client.xadd(key, {"x": blob}, id=f"{1_000_000 + n * 1000}-0")
+            if n % 100 == 99:
+                await learner.step(publish=False)
+                sizes.append(len(learner.checkpoint.recent))
+        assert max(sizes) <= 5 * 66 + 5 * 100  # window + slack + one step's entries
+        repeat = msgspec.msgpack.encode(_examples(1, 5 * 3590))  # learned 10 s earlier
+        await client.xadd(key, {"x": repeat}, id=f"{1_000_000 + 3600 * 1000}-0")
+        assert await learner.step(publish=False) == 0
+        await client.aclose()
+
+    asyncio.run(main())
