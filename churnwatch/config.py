@@ -55,6 +55,11 @@ class Settings(BaseSettings):
                                 "sweep), or after a churn event")
     gc_interval_s: float = Field(60.0, gt=0, le=3600, description="how often the worker runs a "
                                  "full garbage collection (churnwatch/gc_tuning.py)")
+    memtrace_file: Path | None = Field(None, description="diagnostic: trace the worker's "
+                                       "memory and append a sample to this JSONL file every "
+                                       "memtrace_interval_s (slow; churnwatch/memtrace.py)")
+    memtrace_interval_s: float = Field(30.0, gt=0, le=3600, description="seconds between "
+                                       "memtrace_file samples")
     state_cache_size: int = Field(200_000, ge=0, le=50_000_000, description="subscribers whose "
                                   "stored state a worker keeps in memory (about 1 KB each) so "
                                   "their batches skip the read; 0 = read every batch")
@@ -130,6 +135,10 @@ class Settings(BaseSettings):
                                      "unless an operator pinned one (`churnwatch model`)")
     model_keep_versions: int = Field(200, ge=2, le=100_000, description="published versions "
                                      "kept (the active one and its history always are)")
+    model_dedup_window_s: float = Field(3600, ge=0, le=7 * 86_400, description="the learner "
+                                        "drops an example id it learned this long ago or less "
+                                        "(a replayed append); its memory, and every version's "
+                                        "size, grow with the examples learned in this window")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
                              "(0 = any free)")

@@ -55,6 +55,17 @@ def example_input(example: Example) -> dict[str, float]:
     return with_derived(x)
 
 
+def forget_older(recent: dict[str, int], oldest_ms: int, slack_ms: int) -> dict[str, int]:
+    """``recent`` (example id → stream entry ms, in stream order) without the ids older than
+    ``oldest_ms``, rebuilt only once its first id is ``slack_ms`` past that: ids are kept at
+    least until they leave the window, and the dict is copied once per ``slack_ms`` of stream
+    time instead of on every page learned."""
+    first = next(iter(recent.values()), None)
+    if first is None or first >= oldest_ms - slack_ms:
+        return recent
+    return {i: t for i, t in recent.items() if t >= oldest_ms}
+
+
 def _entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
@@ -153,8 +164,9 @@ class Learner:
                 checkpoint.offset = entry_id
             if entries:
                 self.unpublished += len(entries)
-                oldest = _entry_ms(checkpoint.offset) - self.dedup_window_ms
-                checkpoint.recent = {i: t for i, t in checkpoint.recent.items() if t >= oldest}
+                checkpoint.recent = forget_older(
+                    checkpoint.recent, _entry_ms(checkpoint.offset) - self.dedup_window_ms,
+                    self.dedup_window_ms // 10)
             if len(entries) < self.page:
                 return learned
 
@@ -196,7 +208,6 @@ class ModelWatcher:
         active = await self.versions.active()
         if not active or active == self.current:
             return False
-        checkpoint = await self.versions.load(active)
-        self.switch(checkpoint.model)
+        self.switch(await self.versions.load_model(active))
         self.current = active
         return True

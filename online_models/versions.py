@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import msgspec
 import orjson
 
 from churnwatch.errors import ChurnwatchError
@@ -31,6 +32,11 @@ class VersionError(ChurnwatchError):
     """An unknown model version, or nothing to roll back to."""
 
 
+_FORMAT = "checkpoint/2"
+_recent_encoder = msgspec.msgpack.Encoder()
+_recent_decoder = msgspec.msgpack.Decoder(dict[str, int])
+
+
 @dataclass
 class Checkpoint:
     """A model and the examples it has learned: stream position and recent example ids."""
@@ -40,12 +46,33 @@ class Checkpoint:
     recent: dict[str, int] = field(default_factory=dict)  # example id → stream entry ms
 
     def encode(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        """The model pickled on its own, beside the recent ids packed in one string: the
+        learner's dedup window (up to an hour of example ids) costs a worker that only scores
+        one allocation to skip (:meth:`decode_model`), not an object per id."""
+        return pickle.dumps((_FORMAT, pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL),
+                             self.offset, _recent_encoder.encode(self.recent)),
+                            protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
     def decode(blob: bytes) -> Checkpoint:
         value = pickle.loads(blob)  # noqa: S301 - our own checkpoint
-        return value if isinstance(value, Checkpoint) else Checkpoint(value)
+        if _is_packed(value):
+            _, model, offset, recent = value
+            return Checkpoint(pickle.loads(model), offset,
+                              _recent_decoder.decode(recent))
+        return value if isinstance(value, Checkpoint) else Checkpoint(value)  # earlier formats
+
+    @staticmethod
+    def decode_model(blob: bytes) -> ChurnModel:
+        """Only the model of an encoded checkpoint (what a scoring worker needs)."""
+        value = pickle.loads(blob)  # noqa: S301 - our own checkpoint
+        if _is_packed(value):
+            return pickle.loads(value[1])
+        return value.model if isinstance(value, Checkpoint) else value
+
+
+def _is_packed(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 4 and value[0] == _FORMAT
 
 
 class ModelVersions:
@@ -66,11 +93,18 @@ class ModelVersions:
         return raw.decode() if raw else None
 
     async def load(self, version: str) -> Checkpoint:
+        return Checkpoint.decode(await self._blob(version))
+
+    async def load_model(self, version: str) -> ChurnModel:
+        """Only the model of ``version`` (a worker switching to it)."""
+        return Checkpoint.decode_model(await self._blob(version))
+
+    async def _blob(self, version: str) -> bytes:
         blob = await self.redis.get(self.keys.model(f"v:{version}"))
         if blob is None:
             raise VersionError(f"unknown model version {version!r}. Fix: pick one from "
                                "`churnwatch model list`")
-        return Checkpoint.decode(blob)
+        return blob
 
     async def load_active(self) -> Checkpoint | None:
         """The active version's checkpoint (or a legacy single checkpoint), if any."""
@@ -160,4 +194,4 @@ def active_model_sync(redis: Any, keys: Keys = Keys()) -> ChurnModel | None:
     active = redis.get(keys.model("active"))
     blob = redis.get(keys.model(f"v:{active.decode()}")) if active else redis.get(
         LEGACY_CHECKPOINT)
-    return Checkpoint.decode(blob).model if blob else None
+    return Checkpoint.decode_model(blob) if blob else None

@@ -218,7 +218,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                       f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
                       publish_every_s=settings.model_publish_interval_s,
                       auto_promote=settings.model_auto_promote,
-                      keep_versions=settings.model_keep_versions)
+                      keep_versions=settings.model_keep_versions,
+                      dedup_window_ms=int(settings.model_dedup_window_s * 1000))
 
     async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries

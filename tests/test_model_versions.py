@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -135,3 +136,61 @@ def test_holdout_is_deterministic_and_of_the_configured_size() -> None:
     assert len(other & set(held)) < len(held) / 4  # a new salt draws a new group
     with pytest.raises(ValueError):
         Holdout(1.5)
+
+
+def test_forget_older_keeps_the_window_and_copies_rarely() -> None:
+    from online_models.learner import forget_older
+
+    recent: dict[str, int] = {}
+    copies = 0
+    for ms in range(0, 100_000, 10):  # one id every 10 ms of stream time, window 1 s
+        recent[f"id{ms}"] = ms
+        pruned = forget_older(recent, ms - 1000, 100)
+        copies += pruned is not recent
+        recent = pruned
+        assert min(recent.values()) >= ms - 1100  # bounded: window + slack
+        assert all(f"id{t}" in recent for t in range(max(0, ms - 1000), ms + 1, 10))
+    assert len(recent) <= 111
+    assert copies <= 100_000 // 100  # once per slack of stream time, not once per page
+    assert forget_older({}, 5, 1) == {}
+
+
+def test_checkpoint_round_trip_and_model_only_decoding() -> None:
+    import pickle
+
+    model = ChurnModel()
+    recent = {f"s{i}/{i}": 1_700_000_000_000 + i for i in range(1000)}
+    blob = Checkpoint(model, "17-3", recent).encode()
+    back = Checkpoint.decode(blob)
+    assert (back.offset, back.recent, list(back.recent)) == ("17-3", recent, list(recent))
+    assert back.model.version == model.version
+    assert Checkpoint.decode_model(blob).version == model.version
+    for legacy in (pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5})), pickle.dumps(model)):
+        assert Checkpoint.decode_model(legacy).version == model.version
+    assert Checkpoint.decode(pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5}))).recent == {
+        "a/1": 5}
+    # the recent ids are one string inside the blob: decoding the model creates no object per id
+    assert isinstance(pickle.loads(blob)[3], bytes)
+
+
+def test_the_learners_dedup_window_stays_bounded(redis_url: str) -> None:
+    """An hour of examples at one entry per second: the learner remembers the ids of its
+    window (plus at most a tenth of it) and still drops a repeat inside it."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        learner = Learner(client, ModelVersions(client), Metrics(), "a", page=50,
+                          dedup_window_ms=60_000)
+        key, sizes = K.model("examples"), []
+        for n in range(3600):
+            blob = msgspec.msgpack.encode(_examples(5, 5 * n))
+            await client.xadd(key, {"x": blob}, id=f"{1_000_000 + n * 1000}-0")
+            if n % 100 == 99:
+                await learner.step(publish=False)
+                sizes.append(len(learner.checkpoint.recent))
+        assert max(sizes) <= 5 * 66 + 5 * 100  # window + slack + one step's entries
+        repeat = msgspec.msgpack.encode(_examples(1, 5 * 3590))  # learned 10 s earlier
+        await client.xadd(key, {"x": repeat}, id=f"{1_000_000 + 3600 * 1000}-0")
+        assert await learner.step(publish=False) == 0
+        await client.aclose()
+
+    asyncio.run(main())
