@@ -11,7 +11,9 @@ Order of effects, and why nothing is lost or repeated:
 3. commit: append the resolved examples to the learner's stream, then store the new states
    (snapshot records included) and record decided alerts as pending, atomically (plus the
    silence index, in the same round trip);
-4. publish dead letters, alerts and scores; then mark the alerts delivered.
+4. deliver (:meth:`Pipeline.start` returns before this): publish dead letters, alerts and
+   scores after the previous batch's delivery, then mark the alerts delivered. The next
+   batch runs steps 1-3 meanwhile; its messages are acknowledged once its delivery is done.
 Redis errors retry the batch from step 1 (nothing was written). A replay after a crash
 finds its events already applied (duplicates) and re-sends their still-pending alerts; a
 crash between the examples' append and the commit re-appends the same example ids, which
