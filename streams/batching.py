@@ -85,9 +85,9 @@ async def micro_batches(source: AsyncIterator[T], max_size: int,
             elif collector.done():
                 collector.result()  # the source's error, if it failed
                 return
-    finally:
+    finally:  # the consumer stopped, or the source's error was raised above
         collector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await collector
 
 

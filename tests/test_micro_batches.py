@@ -197,3 +197,15 @@ def test_a_failed_delivery_stops_the_acks_and_is_raised() -> None:
         return acked
 
     assert asyncio.run(main()) == []
+
+
+def test_closing_early_after_a_source_error_raises_nothing() -> None:
+    async def main() -> None:
+        source = Source()
+        source.release(1, RuntimeError("broker gone"))
+        batches = micro_batches(aiter(source), max_size=10, linger_s=0.01)
+        assert await anext(batches) == [1]
+        await asyncio.sleep(0.02)  # the collector has failed meanwhile
+        await batches.aclose()  # the consumer stops without asking for more
+
+    asyncio.run(main())
