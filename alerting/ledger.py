@@ -58,22 +58,23 @@ class AlertLedger:
         """
         states = states or {}
         items: dict[str, tuple[list[str], list[str]]] = {}
-        for sid in subscribers:
-            if sid not in entries and sid not in pending:
-                continue
+        for sid in set(entries).union(pending) if entries or pending else ():
             flat_entries = [_text(x) for kv in entries.get(sid, {}).items() for x in kv]
             flat_pending = [_text(x) for kv in pending.get(sid, ()) for x in kv]
             if flat_entries or flat_pending:
                 items[sid] = (flat_entries, flat_pending)
         touched = [sid for sid in subscribers if states.get(sid) or sid in items]
+        names = [self.keys.state(sid) for sid in touched]
         calls = []
-        for node, members in await self.router.split([self.keys.state(s) for s in touched]):
-            group = [touched[i] for i in members]
-            stored = [sid for sid in group if states.get(sid)]
+        for node, members in await self.router.split(names):
+            if len(members) == len(touched):  # one group (a single Redis): no re-indexing
+                group, group_names = touched, names
+            else:
+                group, group_names = [touched[i] for i in members], [names[i] for i in members]
+            blobs = [blob for sid in group if (blob := states.get(sid))]
+            keys = [name for sid, name in zip(group, group_names) if states.get(sid)]
             keyed = [sid for sid in group if sid in items]
-            keys = [self.keys.state(sid) for sid in stored] + [self.keys.ledger(sid)
-                                                               for sid in keyed]
-            blobs = [states[sid] for sid in stored]
+            keys += [self.keys.ledger(sid) for sid in keyed]
             packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
             calls.append((node, keys, ["commit", _packer.encode([items[sid] for sid in keyed]),
                                        self.ttl_s, packed,

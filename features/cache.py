@@ -15,6 +15,11 @@ The copy is only trusted while nothing else may have written those keys:
 
 Entries are kept in least-recently-written order and the oldest are evicted past
 ``capacity`` (0 disables the cache).
+
+A batch may also be put *before* its commit lands (``pin=True``), so the next batch can
+stage on it while the commit is under way (``features.commits.CommitChain``). Its entries
+are then pinned: never evicted until :meth:`StateCache.unpin` says the commit landed. If it
+fails, the caller clears the cache, and must not commit any batch staged on it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["CachedState", "StateCache"]
 
-CachedState = tuple[bytes, dict[str, bytes]]  # the stored value, cooldown entries ("r:" fields)
+# the stored value, its cooldown entries ("r:" fields) and its attributes decoded (or None)
+CachedState = tuple[bytes, dict[str, bytes], "dict[str, float] | None"]
 _NONE: dict[str, bytes] = {}
+_NONE_ATTRS: dict[str, dict[str, float]] = {}
 
 
 class StateCache:
@@ -38,6 +45,8 @@ class StateCache:
         self.hits = 0
         self.misses = 0
         self._entries: dict[str, CachedState] = {}
+        self._pinned: dict[int, frozenset[str]] = {}  # token → subscribers of a landing batch
+        self._tokens = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,22 +61,49 @@ class StateCache:
 
     def put(self, generation: int, states: Mapping[str, bytes],
             entries: Mapping[str, Mapping[str, bytes | str]],
-            previous: Mapping[str, Mapping[str, bytes]]) -> None:
+            previous: Mapping[str, Mapping[str, bytes]], pin: bool = False,
+            attrs: Mapping[str, dict[str, float]] = _NONE_ATTRS) -> int:
         """Record what a committed batch stored: each subscriber's new value, and its cooldown
-        entries (``previous`` updated by the batch's ``entries``). Ignored if the cache was
-        cleared since ``generation`` was read."""
+        entries (``previous`` updated by the batch's ``entries``), with the value's attributes
+        decoded (``attrs``, optional; shared, never mutated). Ignored if the cache was
+        cleared since ``generation`` was read. With ``pin`` (the commit is still under way)
+        returns the token to :meth:`unpin` once it lands; the entries are not evicted
+        before."""
+        token = 0
+        if pin:
+            self._tokens += 1
+            token = self._tokens
         if not self.capacity or generation != self.generation:
-            return
+            return token
         cache = self._entries
+        drop, ledger_of, attrs_of = cache.pop, previous.get, attrs.get  # (the hot loop)
         for sid, value in states.items():
-            ledger = previous.get(sid, _NONE)  # never mutated: readers copy it
+            ledger = ledger_of(sid, _NONE)  # never mutated: readers copy it
             if sid in entries:
                 ledger = dict(ledger)
                 for field, entry in entries[sid].items():
                     ledger[field] = entry if isinstance(entry, bytes) else entry.encode()
-            cache.pop(sid, None)  # re-insert: most recently written last
-            cache[sid] = (value, ledger)
-        excess = len(cache) - self.capacity
+            drop(sid, None)  # re-insert: most recently written last
+            cache[sid] = (value, ledger, attrs_of(sid))
+        if pin:
+            self._pinned[token] = frozenset(states)
+        self._evict()
+        return token
+
+    def unpin(self, token: int) -> None:
+        """The commit of the batch put with ``token`` landed: its entries may be evicted."""
+        if self._pinned.pop(token, None) is not None:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently written entries past capacity. Pinned entries are the
+        most recently written (batches are put in order), so they are never reached."""
+        pinned = self._pinned
+        keep = self.capacity
+        if pinned:
+            keep = max(keep, len(frozenset().union(*pinned.values())))
+        cache = self._entries
+        excess = len(cache) - keep
         if excess > 0:
             for sid in [sid for sid, _ in zip(cache, range(excess))]:
                 del cache[sid]
@@ -79,11 +115,13 @@ class StateCache:
         return counts
 
     def discard(self, subscribers: Iterable[str]) -> None:
-        """Forget these subscribers (their keys were written by another path)."""
+        """Forget these subscribers (their keys were written by another path; never while a
+        batch of theirs is landing)."""
         for sid in subscribers:
             self._entries.pop(sid, None)
 
     def clear(self) -> None:
         """Forget everything (partitions moved); batches staged before this are not cached."""
         self._entries.clear()
+        self._pinned.clear()
         self.generation += 1

@@ -80,6 +80,8 @@ class BatchFeatures:
     generation: int = -1  # the state cache's generation when the batch was read
     # attributes before the batch of the subscribers whose attributes the batch changed
     previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
+    # every subscriber's attributes after the batch (the decoded tail of ``staged``)
+    attrs_after: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _empty() -> BatchFeatures:
@@ -189,19 +191,22 @@ class FeatureStore:
             return blobs, _ledgers(subscribers, ledgers)
         return _merge_reads(subscribers, groups, replies)
 
-    async def _read(self, subscribers: Sequence[str]) -> tuple[tuple[np.ndarray, ...],
-                                                                   dict[str, dict[str, bytes]]]:
+    async def _read(self, subscribers: Sequence[str]) -> tuple[
+            tuple[np.ndarray, ...], dict[str, dict[str, bytes]], list[dict[str, float] | None]]:
         """The subscribers' decoded states and cooldown entries: cached ones from the cache,
-        the others from Redis."""
+        the others from Redis; and the attributes the cache holds decoded (None: decode
+        them from the state's tail)."""
         n = len(subscribers)
         found = self.cache.get(subscribers) if self.cache.capacity else [None] * n
         missing = [i for i, hit in enumerate(found) if hit is None]
         if len(missing) == n:
             blobs, ledgers = await self._fetch(subscribers)
+            known: list[dict[str, float] | None] = [None] * n
         else:
             ledgers = {sid: hit[1] for sid, hit in zip(subscribers, found)
                        if hit is not None and hit[1]}
             pieces = [b"" if hit is None else hit[0] for hit in found]
+            known = [None if hit is None else hit[2] for hit in found]
             if missing:
                 raw, fetched = await self._fetch([subscribers[i] for i in missing])
                 ledgers.update(fetched)
@@ -214,12 +219,13 @@ class FeatureStore:
             decoded = decode_states(blobs[4 * n:], np.frombuffer(blobs, "<u4", n).astype(int))
         except ValueError as exc:
             raise StoreError(str(exc)) from None
-        return decoded, ledgers
+        return decoded, ledgers, known
 
     def remember(self, staged: BatchFeatures, entries: dict[str, dict[str, Any]]) -> None:
         """Record a committed batch in the cache: its stored values (``staged.staged``) and
         its cooldown entries (as read, updated by the batch's ``entries``)."""
-        self.cache.put(staged.generation, staged.staged, entries, staged.ledgers)
+        self.cache.put(staged.generation, staged.staged, entries, staged.ledgers,
+                       attrs=staged.attrs_after)
 
     def forget(self, subscribers: Sequence[str]) -> None:
         """Drop cached subscribers whose keys were written by another path (a sweep)."""
@@ -232,9 +238,10 @@ class FeatureStore:
             return _empty()
         subscribers, c = encode_batch(events)
         generation = self.cache.generation
-        (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers = \
+        (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers, known = \
             await self._read(subscribers)
-        before = [(t, _attrs(raw)) for t, raw in zip(states[:, AT].tolist(), attrs_raw)]
+        before = [(t, _attrs(raw) if a is None else a)
+                  for t, raw, a in zip(states[:, AT].tolist(), attrs_raw, known)]
         clocks = {sid: max(0, t) for sid, t in zip(subscribers, states[:, MX].tolist())}
         codes, matrix, kept_hash, kept_ts, kept_off = apply_batch(
             states, tenure, seen_hash, seen_ts, seen_off, c.sub, c.kind, c.ts, c.day, c.month,
@@ -254,8 +261,10 @@ class FeatureStore:
         pending = await self._pending(events, codes)
         order = {sid: k for k, sid in enumerate(subscribers)}
         previous = {sid: before[order[sid]][1] for sid in changed}
+        after = {sid: b[1] for sid, b in zip(subscribers, before)}
+        after.update((sid, new[1]) for sid, new in changed.items())
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, parts, clocks, generation, previous)
+                             pending, staged, parts, clocks, generation, previous, after)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""
@@ -275,7 +284,8 @@ class FeatureStore:
         """
         if not subscriber_ids:
             return _empty()
-        (states, tenure, _, _, _, attrs_raw), ledgers = await self._read(subscriber_ids)
+        (states, tenure, _, _, _, attrs_raw), ledgers, cached_attrs = \
+            await self._read(subscriber_ids)
         month = int(months_of(np.array([now_ms]))[0])
         known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
         rows = np.flatnonzero(known)
@@ -283,7 +293,8 @@ class FeatureStore:
         parts = {subscriber_ids[i]: (b"", *split(attrs_raw[i])) for i in rows.tolist()}
         clocks = {subscriber_ids[i]: t for i, t in zip(rows.tolist(), states[rows, MX].tolist())}
         return BatchFeatures(present, rows, matrix / DIVISOR,
-                             [_attrs(attrs_raw[i]) for i in rows.tolist()],
+                             [_attrs(attrs_raw[i]) if cached_attrs[i] is None
+                              else cached_attrs[i] for i in rows.tolist()],
                              list(subscriber_ids), ledgers, [], parts=parts, clocks=clocks)
 
     async def read(
