@@ -58,6 +58,7 @@ from churnwatch.redis_connect import hiredis_packing
 from features.schema import DAY_MS, month_of, to_cents, to_milli
 import features.store as features_store
 from features.cache import StateCache
+from features.commits import CommitChain
 from features.store import APPLIED, FeatureStore, encode_batch
 
 CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/keys.py")
@@ -624,6 +625,31 @@ async def batch_round(store: FeatureStore, ledger: AlertLedger, batches: list[li
             "cache_hit_rate": hits / (hits + misses) if hits + misses else None}
 
 
+async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
+                           batches: list[list[Event]]) -> dict[str, Any]:
+    """The cached store with each batch's commit landing while the next batch stages
+    (``features.commits.CommitChain``, one commit under way at a time)."""
+    chain = CommitChain(store)
+    stage_s = 0.0
+    store.cache.take_counts()
+    applied = distinct = 0
+    t_start = time.perf_counter()
+    for events in batches:
+        t0 = time.perf_counter()
+        staged = await store.stage(events)
+        stage_s += time.perf_counter() - t0
+        await chain.submit(staged, {}, lambda staged=staged: ledger.commit(
+            staged.subscribers, {}, {}, states=staged.staged))
+        applied += len(staged.rows)
+        distinct += len(staged.subscribers)
+    await chain.drain()
+    wall = time.perf_counter() - t_start
+    hits, misses = store.cache.take_counts()
+    return {"events": sum(len(b) for b in batches), "applied": applied, "seconds": wall,
+            "stage_s": stage_s, "distinct_subscribers_per_batch": distinct / len(batches),
+            "cache_hit_rate": hits / (hits + misses) if hits + misses else None}
+
+
 async def naive_round(naive: NaivePerEventStore, events: list[Event]) -> dict[str, Any]:
     naive.round_trip_s = naive.compute_s = 0.0
     applied = 0
@@ -759,6 +785,7 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
             span = 6 * 3_600_000
             rounds: list[dict[str, Any]] = []
             cached_rounds: list[dict[str, Any]] = []
+            overlapped_rounds: list[dict[str, Any]] = []
             naive_rounds: list[dict[str, Any]] = []
             commandstats: dict[str, dict[str, float]] = {}
             for r in range(cfg.rounds + 1):  # round 0 is a warm-up, not reported
@@ -777,6 +804,10 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                 cached_result = await batch_round(
                     cached, ledger, [events[i:i + cfg.batch]
                                      for i in range(0, len(events), cfg.batch)], [cached])
+                events = factory.stream(len(events), population, start, span)
+                overlapped_result = await overlapped_round(
+                    cached, ledger, [events[i:i + cfg.batch]
+                                     for i in range(0, len(events), cfg.batch)])
                 before = _commandstats(await client.info("commandstats"))
                 naive_result = await naive_round(naive, naive_events)
                 delta = _stats_delta(before, _commandstats(await client.info("commandstats")))
@@ -785,6 +816,7 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                 if r:
                     rounds.append(result)
                     cached_rounds.append(cached_result)
+                    overlapped_rounds.append(overlapped_result)
                     naive_rounds.append(naive_result)
                 else:
                     commandstats = {}
@@ -813,6 +845,8 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
     cached_t, cached_stage_t = rates(cached_rounds), rates(cached_rounds, "stage_s")
     batch_rate = 1 / batch_t.median_s
     cached_rate = 1 / cached_t.median_s
+    overlapped_t = rates(overlapped_rounds)
+    overlapped_rate = 1 / overlapped_t.median_s
     naive_rate = 1 / naive_t.median_s
     seconds = time.perf_counter() - t_total
     return {
@@ -853,6 +887,17 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                                                    for x in cached_rounds),
             "rounds": cached_rounds,
         },
+        "overlapped_batch_path": {
+            "cache_capacity": population,
+            "commits_under_way": 1,
+            "events_per_s_median": overlapped_rate,
+            "events_per_s_best": 1 / overlapped_t.min_s,
+            "stage_share_of_time": report.median(x["stage_s"] / x["seconds"]
+                                                 for x in overlapped_rounds),
+            "cache_hit_rate_median": report.median(x["cache_hit_rate"] or 0.0
+                                                   for x in overlapped_rounds),
+            "rounds": overlapped_rounds,
+        },
         "naive_per_event": {
             "events_per_round": cfg.naive_events,
             "subscribers": len(naive_pool),
@@ -867,9 +912,12 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
         },
         "ratio_batch_over_naive": batch_rate / naive_rate,
         "ratio_cached_over_naive": cached_rate / naive_rate,
+        "ratio_overlapped_over_naive": overlapped_rate / naive_rate,
+        "ratio_overlapped_over_cached": overlapped_rate / cached_rate,
         "targets": {
             "events_per_s": TARGET_EVENTS_PER_S,
-            "events_per_s_met": cached_rate >= TARGET_EVENTS_PER_S,
+            "events_per_s_met": overlapped_rate >= TARGET_EVENTS_PER_S,
+            "events_per_s_met_with_commits_waited_for": cached_rate >= TARGET_EVENTS_PER_S,
             "events_per_s_met_without_cache": batch_rate >= TARGET_EVENTS_PER_S,
             "bytes_per_subscriber": TARGET_BYTES_PER_SUBSCRIBER,
             # with thinned histories, judged on the full-history estimate
@@ -885,15 +933,17 @@ def print_summary(result: dict[str, Any]) -> None:
     fsync = pops[0]["persistence"]["appendfsync"] if pops else "?"
     report.print_table(
         "feature updates: batch path vs naive per-event round trips (events/s, medians)",
-        ["subscribers", "cached batch", "hit rate", "batch (read+commit)", "stage only",
-         "naive", "cached/naive", "batch/naive",
+        ["subscribers", "overlapped", "cached batch", "hit rate", "batch (read+commit)",
+         "stage only", "naive", "overlapped/naive", "cached/naive", "batch/naive",
          "subs/batch", "stage µs/ev server+client", f"≥ {TARGET_EVENTS_PER_S // 1000}k?"],
         [[f"{p['subscribers']:,}",
+          f"{p['overlapped_batch_path']['events_per_s_median']:,.0f}",
           f"{p['cached_batch_path']['events_per_s_median']:,.0f}",
           f"{p['cached_batch_path']['cache_hit_rate_median']:.0%}",
           f"{p['batch_path']['events_per_s_median']:,.0f}",
           f"{p['batch_path']['stage_only_events_per_s_median']:,.0f}",
           f"{p['naive_per_event']['events_per_s_median']:,.0f}",
+          f"{p['ratio_overlapped_over_naive']:.1f}×",
           f"{p['ratio_cached_over_naive']:.1f}×",
           f"{p['ratio_batch_over_naive']:.1f}×",
           f"{p['batch_path']['distinct_subscribers_per_batch']:,.0f}",
@@ -902,7 +952,8 @@ def print_summary(result: dict[str, Any]) -> None:
           "yes" if p["targets"]["events_per_s_met"] else "NO"] for p in pops],
         caption=(f"target ≥ {TARGET_EVENTS_PER_S:,} events/s. cached batch = the worker's "
                  "path: states of cached subscribers come from its write-through cache, so a "
-                 "batch is one commit round trip (plus a read of the uncached). "
+                 "batch is one commit round trip (plus a read of the uncached). overlapped = "
+                 "the same, each commit landing while the next batch stages (CommitChain). "
                  f"batch = FeatureStore.stage + "
                  f"AlertLedger.commit, 2 round trips per batch of {result['config']['batch']}; "
                  "naive = 1 pipelined round trip per event. stage µs/ev: redis-server (scripts) "
