@@ -16,8 +16,13 @@ from features.cache import StateCache
 from features.commits import CommitChain, CommitChainBroken
 from features.store import FeatureStore
 from tests.conftest import RedisTarget
-from tests.test_feature_store import (MANY_SUBS, Oracle, assert_same_rows, batches,
-                                      random_stream)
+from tests.test_feature_store import (
+    MANY_SUBS,
+    Oracle,
+    assert_same_rows,
+    batches,
+    random_stream,
+)
 
 
 class Boom(ChurnwatchError):
@@ -38,7 +43,7 @@ async def stage_overlapped(store: FeatureStore, chain: CommitChain, oracle: Orac
         assert_same_rows(staged.matrix, want_matrix, f"batch {k}")
         assert staged.attrs == want_attrs, f"batch {k}"
 
-        async def write(staged=staged, k=k) -> None:  # noqa: ANN001
+        async def write(staged=staged, k=k) -> None:
             if k % 3 == 0:
                 await asyncio.sleep(0.002)
             if k == fail_at:
@@ -117,7 +122,7 @@ def test_without_a_cache_or_after_a_clear_staging_waits_for_the_landing(redis_ur
         ledger = AlertLedger(client)
         gate = asyncio.Event()
 
-        async def slow_commit(staged):  # noqa: ANN001, ANN202
+        async def slow_commit(staged):
             await gate.wait()
             await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
 
