@@ -69,7 +69,7 @@ class CommitChain:
         self._generation = staged.generation
         if not self.store.cache.capacity:
             await asyncio.wait([task])
-            self._raise_if_broken()
+            task.result()  # its own error, if it failed
             return task
         # redis-py checks a pooled connection (a zero-timeout read) before it sends: a loop
         # turn or two; let the commit go out before the caller computes the next batch

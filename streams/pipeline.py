@@ -4,17 +4,20 @@ The pipeline knows nothing of Faust: it takes raw records with their Kafka coord
 :class:`Publisher`, so it runs the same under the worker, in tests and in benchmarks.
 
 Order of effects, and why nothing is lost or repeated:
-1. stage features: read the states from Redis, compute the features and the new states in
-   the worker (nothing written yet);
+1. stage features: read the states (from the worker's state cache, or Redis), compute the
+   features and the new states in the worker (nothing written yet);
 2. decide alerts in Python (rules kernel, model score, cooldowns, playbook), then resolve
    delayed labels on the subscribers' snapshot records (``online_models.labels``);
 3. commit: append the resolved examples to the learner's stream, then store the new states
    (snapshot records included) and record decided alerts as pending, atomically (plus the
-   silence index, in the same round trip);
-4. deliver (:meth:`Pipeline.start` returns before this): publish dead letters, alerts and
-   scores after the previous batch's delivery, then mark the alerts delivered. The next
-   batch runs steps 1-3 meanwhile; its messages are acknowledged once its delivery is done.
-Redis errors retry the batch from step 1 (nothing was written). A replay after a crash
+   silence index, in the same round trip). :meth:`Pipeline.start` returns once it is sent:
+   the next batch stages on this one's states, pinned in the cache, while it lands
+   (``features.commits.CommitChain``); commits land in order;
+4. deliver: once the batch's commit landed and the previous batch's delivery is done,
+   publish dead letters, alerts and scores, then mark the alerts delivered. The next batch
+   runs steps 1-3 meanwhile; its messages are acknowledged once its delivery is done.
+Redis errors in steps 1-2 retry the batch from step 1 (nothing was written); in step 3 they
+re-send the same writes until they land (each is idempotent). A replay after a crash
 finds its events already applied (duplicates) and re-sends their still-pending alerts; a
 crash between the examples' append and the commit re-appends the same example ids, which
 the learner drops.
@@ -48,11 +51,12 @@ from churnwatch.failpoints import failpoint
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
-from features.store import FeatureStore
+from features.commits import CommitChain
+from features.store import BatchFeatures, FeatureStore
 from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
 from online_models.learner import append_examples
 from online_models.model import ChurnModel
-from online_models.snapshots import LabelPolicy
+from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels
 from streams.intake import activity, count_outcomes, decode_records, late_letters
@@ -74,13 +78,14 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class _Committed:
-    """A batch whose states and pending alerts are stored, its outputs not yet published."""
+    """A batch decided and its commit submitted, its outputs not yet published."""
 
     records: Sequence[Record]
     result: BatchResult
     decision: Decision
     outcomes: list[Event]
     started: float
+    landed: asyncio.Future[None]  # the batch's commit (features.commits.CommitChain)
 
 
 class Publisher(Protocol):
@@ -123,6 +128,7 @@ class Pipeline:
         self._outbox = asyncio.Lock()  # one publisher call sequence at a time
         self._delivery: asyncio.Future[BatchResult] | None = None  # the latest batch's
         self._undelivered: Counter[tuple[str, str]] = Counter()  # alerts of those under way
+        self.commits = CommitChain(store)  # a batch's commit lands while the next one stages
         metrics.set_version(metrics.ruleset, rules.version)
         metrics.set_version(metrics.model, model.version)
 
@@ -175,6 +181,7 @@ class Pipeline:
         stage.labels("decode").observe(time.perf_counter() - started)
         async for attempt in self._retrying("batch"):
             with attempt:
+                await self.commits.ready()
                 t0 = time.perf_counter()
                 staged = await self.store.stage(events)
                 t1 = time.perf_counter()
@@ -188,31 +195,13 @@ class Pipeline:
                 resolved = resolve_batch(self.labels, events, staged,
                                          alert_marks(decision.alerts))
                 t2 = time.perf_counter()
-                pipe = self.store.redis.pipeline(transaction=False)
-                # examples first: a crash before the commit re-appends the same ids, which
-                # the learner drops; the commit then marks their snapshots consumed
-                append_examples(pipe, self.store.config.keys, resolved.examples)
-                await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
-                                         pipe=pipe, states=staged.staged)
-                active, gone = activity(events, origins, records, staged)
-                for partition, clocks in active.items():
-                    self.silence.record(pipe, partition, clocks)
-                for partition, left in gone.items():
-                    self.silence.forget(pipe, partition, left)
-                self._hold(pipe, decision)
-                await self.risk.record(pipe, decision.risk)
-                self._expire_churned(pipe, [sid for left in gone.values() for sid in left])
-                failpoint("before_redis_write")
-                try:
-                    await pipe.execute()
-                except BaseException:  # maybe written: the retry reads these from Redis
-                    self.store.forget(staged.subscribers)
-                    raise
-                self.store.remember(staged, decision.entries)
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
-                stage.labels("commit").observe(time.perf_counter() - t2)
+        active, gone = activity(events, origins, records, staged)
+        landed = await self.commits.submit(
+            staged, decision.entries,
+            lambda: self._commit(staged, decision, resolved.examples, active, gone))
         result.dead_letters += late_letters(events, origins, records, staged.status)
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
@@ -226,15 +215,41 @@ class Pipeline:
             decision.payloads.append(raw)
             result.replayed_alerts += 1
         self.storm.commit(decision.storm_counts)
-        failpoint("after_commit")
         outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
-        return _Committed(records, result, decision, outcomes, started)
+        return _Committed(records, result, decision, outcomes, started, landed)
+
+    async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
+                      active: dict[int, dict[str, int]], gone: dict[int, list[str]]) -> None:
+        """Store a batch's effects in one round trip: the resolved examples first (a crash
+        before the rest re-appends the same ids, which the learner drops), then the new
+        states with the decided alerts as pending, the silence index, storm-held alerts, risk
+        history and expiries. Redis errors re-send the same writes until they land (the
+        next batch is staged on them meanwhile, see ``features.commits``)."""
+        t0 = time.perf_counter()
+        async for attempt in self._retrying("batch"):
+            with attempt:
+                pipe = self.store.redis.pipeline(transaction=False)
+                append_examples(pipe, self.store.config.keys, examples)
+                await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
+                                         pipe=pipe, states=staged.staged)
+                for partition, clocks in active.items():
+                    self.silence.record(pipe, partition, clocks)
+                for partition, left in gone.items():
+                    self.silence.forget(pipe, partition, left)
+                self._hold(pipe, decision)
+                await self.risk.record(pipe, decision.risk)
+                self._expire_churned(pipe, [sid for left in gone.values() for sid in left])
+                failpoint("before_redis_write")
+                await pipe.execute()
+        self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
     async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
                        batch: _Committed, publisher: Publisher) -> BatchResult:
         """Publish a committed batch's outputs after the previous batch's delivery."""
         if previous is not None:
             await asyncio.wait([previous])  # its own awaiter sees its error
+        await batch.landed  # its states and pending alerts are stored
+        failpoint("after_commit")
         stage = self.metrics.stage_seconds
         t0 = time.perf_counter()
         try:
@@ -270,6 +285,7 @@ class Pipeline:
         sweep gives the same alert ids. They are published after the batches committed
         before, and batches run meanwhile; returns once they are out."""
         async with self._lock:
+            await self.commits.drain()  # it reads and writes the stored states
             result = BatchResult()
             rules = self.rules
             async for attempt in self._retrying("sweep"):
