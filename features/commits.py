@@ -16,7 +16,7 @@ The rules that keep it exact:
   before :meth:`~CommitChain.submit` returns;
 - if the state cache is cleared (partitions moved) while commits are under way, the next
   batch must not read their subscribers from Redis before they land: call
-  :meth:`~CommitChain.ready` before staging;
+  :meth:`~CommitChain.ready` before staging (it also raises once the chain is broken);
 - if a commit fails, the state cache is cleared and no later batch is committed: each was
   staged on the failed one. Every later :meth:`~CommitChain.submit` and the pending commits
   raise :class:`CommitChainBroken`; the caller replays from the last landed batch, with a
@@ -78,8 +78,10 @@ class CommitChain:
         return task
 
     async def ready(self) -> None:
-        """Wait for the commits under way if the cache was cleared since they were pinned
-        (the next batch would read their subscribers from Redis)."""
+        """Call before staging a batch: waits for the commits under way if the cache was
+        cleared since they were pinned (the batch would read their subscribers from Redis),
+        and raises :class:`CommitChainBroken` if a commit failed."""
+        self._raise_if_broken()
         if self._landing and self._generation != self.store.cache.generation:
             await self.drain()
 

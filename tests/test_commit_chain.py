@@ -37,6 +37,7 @@ async def stage_overlapped(store: FeatureStore, chain: CommitChain, oracle: Orac
     Every third commit is slow, so a later one would overtake it if the chain allowed."""
     ledger = AlertLedger(store.redis)
     for k in range(start, len(plan)):
+        await chain.ready()  # as the pipeline does
         staged = await store.stage(plan[k])
         want_status, want_matrix, want_attrs = oracle.apply(plan[k])
         assert staged.status == want_status, f"batch {k}"
