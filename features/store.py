@@ -255,7 +255,11 @@ class FeatureStore:
         for sid, blob, raw in zip(subscribers, blobs, attrs_raw):
             new = changed.get(sid)
             ext, old = split(raw)
-            packed = _packer.encode(new[1]) if new else old or _EMPTY_ATTRS
+            if new is None and old:  # the tail as stored: framed extension, attributes
+                parts[sid] = (blob, ext, old)
+                staged[sid] = blob + raw
+                continue
+            packed = _packer.encode(new[1]) if new else _EMPTY_ATTRS
             parts[sid] = (blob, ext, packed)
             staged[sid] = blob + frame(ext) + packed
         pending = await self._pending(events, codes)
