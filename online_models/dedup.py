@@ -9,7 +9,7 @@ spanned ``window_ms`` of stream time, so an id is remembered for at least ``wind
 it was learned (and at most twice that). A generation that reaches ``capacity`` ids rotates
 early: the window is then shorter than configured (:attr:`DedupWindow.early_rotations`,
 :attr:`DedupWindow.shortest_span_ms`). Exact up to a fingerprint collision (~n²/2⁶⁵ for n
-ids, ~2·10⁻⁹ at 2 × 262,144).
+ids, ~7·10⁻⁹ at 2 × 262,144).
 
 Memory is ``2 × next_pow2(2 × capacity) × 8`` bytes, touched at construction (8 MiB at the
 default 262,144 ids per generation). Persisted form (:meth:`encode`): each generation's start
