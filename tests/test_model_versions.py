@@ -230,3 +230,26 @@ def test_a_repeat_after_a_learner_restart_is_still_dropped(redis_url: str) -> No
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_step_cancelled_mid_page_learns_the_page_again_from_the_head(redis_url: str) -> None:
+    """The window admits a page before the page is learned: a step cancelled in between
+    (a worker shutting down) drops the learner's state, and the next step resumes from the
+    head, so the page's examples are learned, not taken for repeats."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        learner = Learner(client, ModelVersions(client), Metrics(), "a", slice_s=0.0)
+        await _append(client, _examples(10, 0))
+        assert await learner.step(publish=True) == 10
+        await _append(client, _examples(30, 10))
+        task = asyncio.ensure_future(learner.step(publish=False))
+        for _ in range(20):  # into the page (one turn after every example)
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert learner.checkpoint is None and learner.dedup is None
+        assert await learner.step(publish=True) == 30
+        await client.aclose()
+
+    asyncio.run(main())
