@@ -137,8 +137,13 @@ class Settings(BaseSettings):
                                      "kept (the active one and its history always are)")
     model_dedup_window_s: float = Field(3600, ge=0, le=7 * 86_400, description="the learner "
                                         "drops an example id it learned this long ago or less "
-                                        "(a replayed append); its memory, and every version's "
-                                        "size, grow with the examples learned in this window")
+                                        "(of stream time; a replayed append)")
+    model_dedup_capacity: int = Field(262_144, ge=1024, le=1 << 26, description="example ids "
+                                      "the learner's dedup window holds per generation "
+                                      "(it keeps two, each spanning model_dedup_window_s; "
+                                      "fixed memory, 32 B per id: 8 MiB by default); a "
+                                      "generation filling sooner shortens the window "
+                                      "(churnwatch_model_dedup_early_rotations_total)")
     ingest_host: str = Field("127.0.0.1", description="bind address of `churnwatch ingest`")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port of `churnwatch ingest` "
                              "(0 = any free)")

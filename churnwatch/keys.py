@@ -60,7 +60,8 @@ class Keys:
         """Model key ``name``: ``examples`` (stream of labelled examples), ``v:<version>``
         (an immutable checkpoint), ``versions`` (hash version → metadata), ``head`` (the
         learner's latest version), ``active`` (the version workers score with), ``pinned``,
-        ``history`` (previous actives, for rollback), ``seq``, ``learner`` (the lock)."""
+        ``history`` (previous actives, for rollback), ``seq``, ``learner`` (the lock),
+        ``dedup`` (the learner's dedup window, published with the head)."""
         return f"{self.prefix}:{{model}}:{name}"
 
     def broker_offsets(self, group: str) -> str:

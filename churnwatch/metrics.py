@@ -97,6 +97,10 @@ class Metrics:
                                 "appended for the learner, by label", ["label"], registry=r)
         self.examples_repeated = Counter("churnwatch_model_examples_repeated", "Examples the "
                                          "learner dropped as already learned", registry=r)
+        self.dedup_early_rotations = Counter(
+            "churnwatch_model_dedup_early_rotations", "Times the learner's dedup window filled "
+            "(model_dedup_capacity) before spanning model_dedup_window_s: repeats older than "
+            "the span it reached are learned again", registry=r)
         self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
                                          "learned, by reason (treated: a retention action "
                                          "confounds the label; after_label: taken after the "

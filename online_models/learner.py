@@ -3,9 +3,10 @@
 Workers append the examples their batches resolve to one Redis stream (``examples``) in the
 batch's commit round trip. One worker at a time — the holder of a Redis lock with a TTL,
 renewed on every step — reads the stream in order, drops examples it has already learned
-(same id: a batch whose append landed but whose commit did not, replayed), scores each one
-before learning it (progressive validation), and publishes a checkpoint with the stream
-position every ``publish_every_s``. If it dies, another worker takes the lock and resumes
+(same id: a batch whose append landed but whose commit did not, replayed; see
+:class:`~online_models.dedup.DedupWindow`), scores each one before learning it (progressive
+validation), and publishes a checkpoint with the stream position every ``publish_every_s``,
+its dedup window beside it. If it dies, another worker takes the lock and resumes
 from the last published head, so every example is learned once in the published lineage.
 Publishing is fenced (lock owner and expected head, see publish.lua): a learner that lost
 the lock cannot fork the lineage. Every worker scores with the *active* version
@@ -21,9 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
+from online_models.dedup import DedupWindow, fingerprints
 from online_models.model import ChurnModel, with_derived
 from online_models.quality import ProgressiveValidation
 from online_models.snapshots import Example, model_features
@@ -55,17 +58,6 @@ def example_input(example: Example) -> dict[str, float]:
     return with_derived(x)
 
 
-def forget_older(recent: dict[str, int], oldest_ms: int, slack_ms: int) -> dict[str, int]:
-    """``recent`` (example id → stream entry ms, in stream order) without the ids older than
-    ``oldest_ms``, rebuilt only once its first id is ``slack_ms`` past that: ids are kept at
-    least until they leave the window, and the dict is copied once per ``slack_ms`` of stream
-    time instead of on every page learned."""
-    first = next(iter(recent.values()), None)
-    if first is None or first >= oldest_ms - slack_ms:
-        return recent
-    return {i: t for i, t in recent.items() if t >= oldest_ms}
-
-
 def _entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
 
@@ -76,7 +68,8 @@ class Learner:
     def __init__(self, redis: Any, versions: ModelVersions, metrics: Metrics, owner: str, *,
                  lock_ms: int = 30_000, page: int = 500, publish_every_s: float = 10.0,
                  auto_promote: bool = True, keep_versions: int = 200,
-                 dedup_window_ms: int = 3_600_000, clock: Callable[[], float] = time.time,
+                 dedup_window_ms: int = 3_600_000, dedup_capacity: int = 262_144,
+                 clock: Callable[[], float] = time.time,
                  model_factory: Callable[[], ChurnModel] = ChurnModel,
                  slice_s: float = 0.005) -> None:
         self.redis = redis
@@ -90,10 +83,12 @@ class Learner:
         self.auto_promote = auto_promote
         self.keep_versions = keep_versions
         self.dedup_window_ms = dedup_window_ms
+        self.dedup_capacity = dedup_capacity
         self.clock = clock
         self.model_factory = model_factory
         self.slice_s = slice_s  # longest stretch of learning before the event loop gets a turn
         self.checkpoint: Checkpoint | None = None
+        self.dedup: DedupWindow | None = None  # allocated while this worker leads
         self.head: str | None = None
         self.quality = ProgressiveValidation(model_factory(), metrics.registry)
         self.unpublished = 0
@@ -110,7 +105,7 @@ class Learner:
         if not await self._hold_lock():
             if self.checkpoint is not None:
                 log.info("learner lock lost; another worker learns now")
-            self.checkpoint = None
+            self.checkpoint = self.dedup = None
             return 0
         if self.checkpoint is None:
             await self._restore()
@@ -132,6 +127,7 @@ class Learner:
             checkpoint = await self.versions.load(self.head)
         else:
             checkpoint = await self.versions.load_active() or Checkpoint(self.model_factory())
+        self.dedup = await self._restore_dedup(checkpoint)
         self.checkpoint = checkpoint
         self.quality.model = checkpoint.model
         self.unpublished = 0
@@ -139,36 +135,71 @@ class Learner:
         log.info("learner: resuming version %s after stream entry %s",
                  self.head or checkpoint.model.version, checkpoint.offset)
 
+    async def _restore_dedup(self, checkpoint: Checkpoint) -> DedupWindow:
+        """The window published with the head; empty when resuming from an active version
+        without a head. Ids a checkpoint of an earlier release carried are added to it."""
+        blob = await self.versions.dedup() if self.head else None
+        if blob:
+            dedup = DedupWindow.decode(blob, self.dedup_window_ms, self.dedup_capacity)
+        else:
+            dedup = DedupWindow(self.dedup_window_ms, self.dedup_capacity)
+        if checkpoint.recent:
+            by_time = sorted(checkpoint.recent.items(), key=lambda item: item[1])
+            dedup.admit_ids([i for i, _ in by_time], [t for _, t in by_time])
+            checkpoint.recent = {}
+        return dedup
+
     async def _learn(self) -> int:
-        checkpoint = self.checkpoint
-        assert checkpoint is not None
         key = self.keys.model("examples")
         learned = 0
-        turn = time.perf_counter() + self.slice_s
         while True:
-            entries = await self.redis.xrange(key, min=f"({checkpoint.offset}", count=self.page)
-            for raw_id, fields in entries:
-                entry_id = raw_id.decode()
-                ms = _entry_ms(entry_id)
-                for example in _decoder.decode(fields[b"x"]):
-                    if example.id in checkpoint.recent:
-                        self.metrics.examples_repeated.inc()
-                        continue
-                    self.quality.observe(example_input(example), example.churned)
-                    checkpoint.recent[example.id] = ms
-                    self.metrics.labels.labels("churn" if example.churned else "active").inc()
-                    learned += 1
-                    if time.perf_counter() >= turn:  # the worker's batches wait while this runs
-                        await asyncio.sleep(0)
-                        turn = time.perf_counter() + self.slice_s
-                checkpoint.offset = entry_id
-            if entries:
-                self.unpublished += len(entries)
-                checkpoint.recent = forget_older(
-                    checkpoint.recent, _entry_ms(checkpoint.offset) - self.dedup_window_ms,
-                    self.dedup_window_ms // 10)
+            assert self.checkpoint is not None
+            entries = await self.redis.xrange(key, min=f"({self.checkpoint.offset}",
+                                              count=self.page)
+            try:
+                learned += await self._learn_page(entries)
+            except BaseException:  # cancelled mid-page: the window is ahead of the model
+                self.checkpoint = self.dedup = None  # resume from the head next time
+                raise
             if len(entries) < self.page:
                 return learned
+
+    async def _learn_page(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        """Learn one page of stream entries; the dedup window admits the page at once."""
+        checkpoint, dedup = self.checkpoint, self.dedup
+        assert checkpoint is not None and dedup is not None
+        decoded = [(raw_id.decode(), _decoder.decode(fields[b"x"])) for raw_id, fields in entries]
+        ids = [example.id for _, examples in decoded for example in examples]
+        ms = np.repeat([_entry_ms(entry_id) for entry_id, _ in decoded],
+                       [len(examples) for _, examples in decoded])
+        early = dedup.early_rotations
+        new = dedup.admit(fingerprints(ids), ms).tolist()
+        if dedup.early_rotations > early:
+            self._window_short(dedup.early_rotations - early, dedup.shortest_span_ms)
+        learned, k = 0, 0
+        turn = time.perf_counter() + self.slice_s
+        for entry_id, examples in decoded:
+            for example in examples:
+                k += 1
+                if not new[k - 1]:
+                    self.metrics.examples_repeated.inc()
+                    continue
+                self.quality.observe(example_input(example), example.churned)
+                self.metrics.labels.labels("churn" if example.churned else "active").inc()
+                learned += 1
+                if time.perf_counter() >= turn:  # the worker's batches wait while this runs
+                    await asyncio.sleep(0)
+                    turn = time.perf_counter() + self.slice_s
+            checkpoint.offset = entry_id
+        self.unpublished += len(entries)
+        return learned
+
+    def _window_short(self, rotations: int, span_ms: int | None) -> None:
+        self.metrics.dedup_early_rotations.inc(rotations)
+        log.warning("learner: the dedup window filled %d example ids in %.0f s of stream time, "
+                    "less than model_dedup_window_s (%.0f s): older repeats are learned again. "
+                    "Fix: raise model_dedup_capacity", self.dedup_capacity,
+                    (span_ms or 0) / 1000, self.dedup_window_ms / 1000)
 
     async def publish(self) -> str | None:
         """Publish the learned state as a new version; None if this learner was fenced off."""
@@ -180,12 +211,13 @@ class Learner:
         positives, negatives = model.label_counts()
         meta = {"created_ms": int(self.clock() * 1000), "offset": checkpoint.offset,
                 "positives": positives, "negatives": negatives, "parent": parent}
+        assert self.dedup is not None
         result = await self.versions.publish(self.owner, self.head, version, checkpoint, meta,
-                                             self.auto_promote)
+                                             self.auto_promote, self.dedup.encode())
         if result != 1:
             model.version = parent
             log.warning("learner: publish of %s refused (%d); reloading", version, result)
-            self.checkpoint = None
+            self.checkpoint = self.dedup = None
             return None
         self.head = version
         self.unpublished = 0

@@ -1,8 +1,10 @@
 """Model versions in Redis: immutable checkpoints, the learner's head and the active version.
 
-A checkpoint is the model together with the examples-stream position it has learned up to
-(and the ids of recently learned examples, to drop a repeated append), so a learner that
-restarts resumes exactly where the published state ends. Versions are never overwritten.
+A checkpoint is the model together with the examples-stream position it has learned up to,
+so a learner that restarts resumes exactly where the published state ends. The ids of the
+examples it learned recently (its dedup window, to drop a repeated append) are stored once,
+beside the head (``dedup``), written with it by publish.lua: not in every version. Versions
+are never overwritten.
 The *active* version is what every worker scores with: by default each newly published
 version becomes active (the model keeps learning in production); ``promote VERSION`` and
 ``rollback`` pin an operator's choice, ``promote latest`` follows the learner again.
@@ -32,34 +34,34 @@ class VersionError(ChurnwatchError):
     """An unknown model version, or nothing to roll back to."""
 
 
-_FORMAT = "checkpoint/2"
-_recent_encoder = msgspec.msgpack.Encoder()
+_FORMAT = "checkpoint/3"  # (format, pickled model, offset)
+_FORMAT_2 = "checkpoint/2"  # (format, pickled model, offset, msgpack {id: ms}) of earlier releases
 _recent_decoder = msgspec.msgpack.Decoder(dict[str, int])
 
 
 @dataclass
 class Checkpoint:
-    """A model and the examples it has learned: stream position and recent example ids."""
+    """A model and the stream position it has learned up to. ``recent`` (example id →
+    stream entry ms) is only read from versions of earlier releases, which carried the
+    learner's dedup window; it is never stored again."""
 
     model: ChurnModel
     offset: str = "0-0"
-    recent: dict[str, int] = field(default_factory=dict)  # example id → stream entry ms
+    recent: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """The model pickled on its own, beside the recent ids packed in one string: the
-        learner's dedup window (up to an hour of example ids) costs a worker that only scores
-        one allocation to skip (:meth:`decode_model`), not an object per id."""
+        """The model pickled on its own inside the checkpoint, so a worker that only scores
+        reads it without the rest (:meth:`decode_model`)."""
         return pickle.dumps((_FORMAT, pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL),
-                             self.offset, _recent_encoder.encode(self.recent)),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+                             self.offset), protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
     def decode(blob: bytes) -> Checkpoint:
         value = pickle.loads(blob)  # noqa: S301 - our own checkpoint
         if _is_packed(value):
-            _, model, offset, recent = value
-            return Checkpoint(pickle.loads(model), offset,
-                              _recent_decoder.decode(recent))
+            model, offset = pickle.loads(value[1]), value[2]
+            recent = _recent_decoder.decode(value[3]) if value[0] == _FORMAT_2 else {}
+            return Checkpoint(model, offset, recent)
         return value if isinstance(value, Checkpoint) else Checkpoint(value)  # earlier formats
 
     @staticmethod
@@ -72,7 +74,7 @@ class Checkpoint:
 
 
 def _is_packed(value: object) -> bool:
-    return isinstance(value, tuple) and len(value) == 4 and value[0] == _FORMAT
+    return isinstance(value, tuple) and len(value) in (3, 4) and value[0] in (_FORMAT, _FORMAT_2)
 
 
 class ModelVersions:
@@ -94,6 +96,10 @@ class ModelVersions:
 
     async def load(self, version: str) -> Checkpoint:
         return Checkpoint.decode(await self._blob(version))
+
+    async def dedup(self) -> bytes | None:
+        """The learner's dedup window as published with its head (None: none published)."""
+        return await self.redis.get(self.keys.model("dedup"))
 
     async def load_model(self, version: str) -> ChurnModel:
         """Only the model of ``version`` (a worker switching to it)."""
@@ -119,14 +125,16 @@ class ModelVersions:
         return f"{base}.{seq}"
 
     async def publish(self, owner: str, expected_head: str | None, version: str,
-                      checkpoint: Checkpoint, meta: dict[str, Any], promote: bool) -> int:
-        """Store ``checkpoint`` as ``version`` (see publish.lua for the return codes)."""
+                      checkpoint: Checkpoint, meta: dict[str, Any], promote: bool,
+                      dedup: bytes = b"") -> int:
+        """Store ``checkpoint`` as ``version`` and ``dedup`` (the learner's encoded dedup
+        window) beside the head (see publish.lua for the return codes)."""
         k = self.keys.model
         return int(await self._publish(
             keys=[k("learner"), k("head"), k(f"v:{version}"), k("versions"), k("active"),
-                  k("pinned"), k("history")],
+                  k("pinned"), k("history"), k("dedup")],
             args=[owner, expected_head or "", version, checkpoint.encode(),
-                  orjson.dumps(meta), "1" if promote else "0"]))
+                  orjson.dumps(meta), "1" if promote else "0", dedup]))
 
     async def list(self) -> list[dict[str, Any]]:
         """Every version's metadata, oldest first, with ``active`` / ``head`` flags."""

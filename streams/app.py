@@ -219,7 +219,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                       publish_every_s=settings.model_publish_interval_s,
                       auto_promote=settings.model_auto_promote,
                       keep_versions=settings.model_keep_versions,
-                      dedup_window_ms=int(settings.model_dedup_window_s * 1000))
+                      dedup_window_ms=int(settings.model_dedup_window_s * 1000),
+                      dedup_capacity=settings.model_dedup_capacity)
 
     async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries

@@ -19,6 +19,7 @@ from online_models.learner import Learner, ModelWatcher, append_examples
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example
 from online_models.versions import Checkpoint, ModelVersions, VersionError
+from tests.conftest import RedisTarget
 
 K = Keys()
 
@@ -138,59 +139,119 @@ def test_holdout_is_deterministic_and_of_the_configured_size() -> None:
         Holdout(1.5)
 
 
-def test_forget_older_keeps_the_window_and_copies_rarely() -> None:
-    from online_models.learner import forget_older
-
-    recent: dict[str, int] = {}
-    copies = 0
-    for ms in range(0, 100_000, 10):  # one id every 10 ms of stream time, window 1 s
-        recent[f"id{ms}"] = ms
-        pruned = forget_older(recent, ms - 1000, 100)
-        copies += pruned is not recent
-        recent = pruned
-        assert min(recent.values()) >= ms - 1100  # bounded: window + slack
-        assert all(f"id{t}" in recent for t in range(max(0, ms - 1000), ms + 1, 10))
-    assert len(recent) <= 111
-    assert copies <= 100_000 // 100  # once per slack of stream time, not once per page
-    assert forget_older({}, 5, 1) == {}
-
-
 def test_checkpoint_round_trip_and_model_only_decoding() -> None:
     import pickle
 
     model = ChurnModel()
-    recent = {f"s{i}/{i}": 1_700_000_000_000 + i for i in range(1000)}
-    blob = Checkpoint(model, "17-3", recent).encode()
+    blob = Checkpoint(model, "17-3", {"ignored/1": 5}).encode()
     back = Checkpoint.decode(blob)
-    assert (back.offset, back.recent, list(back.recent)) == ("17-3", recent, list(recent))
+    assert (back.offset, back.recent) == ("17-3", {})  # a version stores no example ids
     assert back.model.version == model.version
     assert Checkpoint.decode_model(blob).version == model.version
     for legacy in (pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5})), pickle.dumps(model)):
         assert Checkpoint.decode_model(legacy).version == model.version
     assert Checkpoint.decode(pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5}))).recent == {
         "a/1": 5}
-    # the recent ids are one string inside the blob: decoding the model creates no object per id
-    assert isinstance(pickle.loads(blob)[3], bytes)
+    # checkpoint/2 (earlier releases): the window's ids packed beside the model
+    recent = {f"s{i}/{i}": 1_700_000_000_000 + i for i in range(1000)}
+    v2 = pickle.dumps(("checkpoint/2", pickle.dumps(model), "17-3",
+                       msgspec.msgpack.encode(recent)))
+    assert (Checkpoint.decode(v2).offset, Checkpoint.decode(v2).recent) == ("17-3", recent)
+    assert Checkpoint.decode_model(v2).version == model.version
 
 
-def test_the_learners_dedup_window_stays_bounded(redis_url: str) -> None:
-    """An hour of examples at one entry per second: the learner remembers the ids of its
-    window (plus at most a tenth of it) and still drops a repeat inside it."""
+async def _learn_seconds(client, learner: Learner, seconds: range,  # type: ignore[no-untyped-def]
+                         per_entry: int = 5) -> None:
+    """One stream entry a second of stream time, ``per_entry`` new examples each."""
+    key = K.model("examples")
+    for n in seconds:
+        blob = msgspec.msgpack.encode(_examples(per_entry, per_entry * n))
+        await client.xadd(key, {"x": blob}, id=f"{1_000_000 + n * 1000}-0")
+        if n % 100 == 99:
+            await learner.step(publish=True)
+
+
+def test_the_learners_dedup_window_is_fixed_and_versions_carry_no_ids(redis_url: str) -> None:
+    """An hour of examples at one entry per second through a one-minute window: the window's
+    memory never changes, a repeat inside it is dropped, and the versions (which no longer
+    carry the ids) do not grow with the examples learned; the window is stored once."""
     async def main() -> None:
         client = aioredis.Redis.from_url(redis_url)
         learner = Learner(client, ModelVersions(client), Metrics(), "a", page=50,
-                          dedup_window_ms=60_000)
-        key, sizes = K.model("examples"), []
-        for n in range(3600):
-            blob = msgspec.msgpack.encode(_examples(5, 5 * n))
-            await client.xadd(key, {"x": blob}, id=f"{1_000_000 + n * 1000}-0")
-            if n % 100 == 99:
-                await learner.step(publish=False)
-                sizes.append(len(learner.checkpoint.recent))
-        assert max(sizes) <= 5 * 66 + 5 * 100  # window + slack + one step's entries
+                          dedup_window_ms=60_000, dedup_capacity=4096)
+        await _learn_seconds(client, learner, range(600))
+        assert learner.dedup is not None
+        nbytes, early = learner.dedup.nbytes, learner.dedup.early_rotations
+        first = len(await client.get(K.model(f"v:{await learner.versions.head()}")))
+        await _learn_seconds(client, learner, range(600, 3600))
+        assert learner.dedup.nbytes == nbytes and learner.dedup.early_rotations == early == 0
+        assert len(learner.dedup) <= 5 * 120  # at most two windows of ids
+        last = len(await client.get(K.model(f"v:{await learner.versions.head()}")))
+        assert abs(last - first) < 200  # the model's size, not the ids learned
+        assert len(await client.get(K.model("dedup"))) < 40 + 8 * 5 * 120  # 8 B an id
         repeat = msgspec.msgpack.encode(_examples(1, 5 * 3590))  # learned 10 s earlier
-        await client.xadd(key, {"x": repeat}, id=f"{1_000_000 + 3600 * 1000}-0")
+        await client.xadd(K.model("examples"), {"x": repeat}, id=f"{1_000_000 + 3600_000}-0")
         assert await learner.step(publish=False) == 0
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_repeat_after_a_learner_restart_is_still_dropped(redis_target: RedisTarget) -> None:
+    """A new learner resuming from the head loads the window published with it: an example
+    appended again after the restart (a replayed batch) is not learned twice. One resuming
+    from an active version without a head, or from a checkpoint/2 version, also works. On a
+    single Redis and on Redis Cluster (the publish script's keys share one slot)."""
+    import pickle
+
+    async def main() -> None:
+        client = redis_target.client()
+        versions = ModelVersions(client)
+        first = Learner(client, versions, Metrics(), "a", lock_ms=60_000)
+        await _append(client, _examples(30, 0))
+        assert await first.step(publish=True) == 30
+        await client.delete(K.model("learner"))  # the first learner's worker died
+        metrics = Metrics()
+        second = Learner(client, versions, metrics, "b")
+        await _append(client, _examples(10, 25))  # 5 replayed, 5 new
+        assert await second.step(publish=True) == 5
+        assert metrics.registry.get_sample_value(
+            "churnwatch_model_examples_repeated_total") == 5
+        # an active version of an earlier release, no head: its ids are the window
+        head = await versions.head()
+        model = (await versions.load(head)).model
+        recent = {ex.id: 1 for ex in _examples(35, 0)}
+        v2 = pickle.dumps(("checkpoint/2", pickle.dumps(model), "0-0",
+                           msgspec.msgpack.encode(recent)))
+        await client.set(K.model("v:old.1"), v2)
+        await client.set(K.model("active"), "old.1")
+        await client.delete(K.model("head"), K.model("dedup"), K.model("learner"))
+        third = Learner(client, versions, Metrics(), "c")
+        assert await third.step(publish=False) == 0  # everything in the stream is a repeat
+        assert third.dedup is not None and "s34/34" in third.dedup
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_step_cancelled_mid_page_learns_the_page_again_from_the_head(redis_url: str) -> None:
+    """The window admits a page before the page is learned: a step cancelled in between
+    (a worker shutting down) drops the learner's state, and the next step resumes from the
+    head, so the page's examples are learned, not taken for repeats."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        learner = Learner(client, ModelVersions(client), Metrics(), "a", slice_s=0.0)
+        await _append(client, _examples(10, 0))
+        assert await learner.step(publish=True) == 10
+        await _append(client, _examples(30, 10))
+        task = asyncio.ensure_future(learner.step(publish=False))
+        for _ in range(20):  # into the page (one turn after every example)
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert learner.checkpoint is None and learner.dedup is None
+        assert await learner.step(publish=True) == 30
         await client.aclose()
 
     asyncio.run(main())
