@@ -5,8 +5,9 @@
 
 Builds the worker's pipeline (``streams.app.build_pipeline``: same rules, model, playbook,
 store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
-events, ``--batch`` events per ``Pipeline.run`` as the Faust agent would, and publishes to a
-publisher that only counts. It prints
+events, ``--batch`` events per batch, started (``Pipeline.start``) while the previous batch's
+delivery finishes, as the Faust agent does (one delivery ahead), and publishes to a publisher
+that only counts. It prints
 
 - the pipeline's own rate (events/s with no broker, no Faust) next to the per-stage seconds
   from its metrics, and
@@ -84,8 +85,14 @@ async def run_feed(redis_url: str, records: list[Record], batch_records: int,
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
+    delivering = None
     for i in range(0, len(records), batch_records):
-        await pipeline.run(records[i:i + batch_records], publisher)
+        delivery = await pipeline.start(records[i:i + batch_records], publisher)
+        if delivering is not None:  # one delivery ahead, as the agent's InOrderAcks
+            await delivering
+        delivering = delivery
+    if delivering is not None:
+        await delivering
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - t0
