@@ -121,7 +121,7 @@ def bench(
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run a stream worker against the configured Kafka and Redis."""
-    from churnwatch import gc_tuning, memtrace
+    from churnwatch import allocator, gc_tuning, memtrace
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
@@ -141,6 +141,7 @@ def worker(config: ConfigOpt = None) -> None:
     import faust
 
     gc_tuning.tune()  # full collections of the heap were the p99 latency tail
+    allocator.fix_mmap_threshold(settings.malloc_mmap_threshold_kb * 1024)  # RSS creep
     try:
         memtrace.start(settings.memtrace_file, settings.memtrace_interval_s)  # off by default
     except ChurnwatchError as exc:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
                                 "sweep), or after a churn event")
     gc_interval_s: float = Field(60.0, gt=0, le=3600, description="how often the worker runs a "
                                  "full garbage collection (churnwatch/gc_tuning.py)")
+    malloc_mmap_threshold_kb: int = Field(128, ge=0, le=32 * 1024, description="blocks of at "
+                                          "least this size get their own mapping, returned "
+                                          "on free (glibc; 0 = glibc's dynamic threshold, "
+                                          "churnwatch/allocator.py)")
     memtrace_file: Path | None = Field(None, description="diagnostic: trace the worker's "
                                        "memory and append a sample to this JSONL file every "
                                        "memtrace_interval_s (slow; churnwatch/memtrace.py)")
