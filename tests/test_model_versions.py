@@ -244,13 +244,22 @@ def test_a_step_cancelled_mid_page_learns_the_page_again_from_the_head(redis_url
         await _append(client, _examples(10, 0))
         assert await learner.step(publish=True) == 10
         await _append(client, _examples(30, 10))
+        observe = learner.quality.observe
+        observed: list[int] = []
+
+        def observe_then_stop(*args):
+            observed.append(1)
+            if len(observed) == 5:  # inside the page: the learner yields after this example
+                task.cancel()
+            return observe(*args)
+
+        learner.quality.observe = observe_then_stop
         task = asyncio.ensure_future(learner.step(publish=False))
-        for _ in range(20):  # into the page (one turn after every example)
-            await asyncio.sleep(0)
-        task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert len(observed) == 5
         assert learner.checkpoint is None and learner.dedup is None
+        learner.quality.observe = observe
         assert await learner.step(publish=True) == 30
         await client.aclose()
 
