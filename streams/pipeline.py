@@ -30,8 +30,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 import msgspec
@@ -49,9 +49,9 @@ from alerting.storm import StormGuard, released_copy
 from churnwatch.events import Event
 from churnwatch.failpoints import failpoint
 from churnwatch.metrics import Metrics
+from features.commits import CommitChain
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
-from features.commits import CommitChain
 from features.store import BatchFeatures, FeatureStore
 from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
 from online_models.learner import append_examples
@@ -179,6 +179,9 @@ class Pipeline:
         events, origins, result.dead_letters = decode_records(records)
         self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)
+        if self.commits.failure is not None:  # its batches were dead-lettered (streams/app.py)
+            log.warning("a batch commit failed; the next batches start again from Redis")
+            self.commits = CommitChain(self.store)
         async for attempt in self._retrying("batch"):
             with attempt:
                 await self.commits.ready()
