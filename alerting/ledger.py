@@ -16,10 +16,10 @@ from importlib import resources
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from churnwatch.keys import Keys
 from churnwatch.script_router import ScriptRouter
+from features.values import StateValues
 
 _packer = msgspec.msgpack.Encoder()
 
@@ -44,43 +44,53 @@ class AlertLedger:
 
     async def commit(
         self,
-        subscribers: Sequence[str],
         entries: Mapping[str, Mapping[str, bytes]],
         pending: Mapping[str, Sequence[tuple[str, bytes]]],
         pipe: Any = None,
-        states: Mapping[str, bytes] | None = None,
+        states: StateValues | Mapping[str, bytes] | None = None,
     ) -> None:
-        """Store the new state blobs (``states``, e.g. ``BatchFeatures.staged``) of
-        ``subscribers`` and record their new cooldown entries and alerts.
+        """Store the new state values (``states``, e.g. ``BatchFeatures.staged``; empty ones
+        are skipped) and record the subscribers' new cooldown ``entries`` and ``pending``
+        alerts.
 
         With ``pipe`` (a redis pipeline) the script is only queued on it, to share its round
         trip; the caller executes the pipeline.
         """
-        states = states or {}
+        if states is None:
+            values = StateValues.of({})
+        else:
+            values = states if isinstance(states, StateValues) else StateValues.of(states)
         items: dict[str, tuple[list[str], list[str]]] = {}
         for sid in set(entries).union(pending) if entries or pending else ():
             flat_entries = [_text(x) for kv in entries.get(sid, {}).items() for x in kv]
             flat_pending = [_text(x) for kv in pending.get(sid, ()) for x in kv]
             if flat_entries or flat_pending:
                 items[sid] = (flat_entries, flat_pending)
-        touched = [sid for sid in subscribers if states.get(sid) or sid in items]
-        names = [self.keys.state(sid) for sid in touched]
+        subscribers = values.subscribers
         calls = []
-        for node, members in await self.router.split(names):
-            if len(members) == len(touched):  # one group (a single Redis): no re-indexing
-                group, group_names = touched, names
-            else:
-                group, group_names = [touched[i] for i in members], [names[i] for i in members]
-            blobs = [blob for sid in group if (blob := states.get(sid))]
-            keys = [name for sid, name in zip(group, group_names) if states.get(sid)]
-            keyed = [sid for sid in group if sid in items]
-            keys += [self.keys.ledger(sid) for sid in keyed]
-            packed = np.fromiter(map(len, blobs), "<u4", len(blobs)).tobytes() + b"".join(blobs)
-            calls.append((node, keys, ["commit", _packer.encode([items[sid] for sid in keyed]),
-                                       self.ttl_s, packed,
-                                       "set" if self.router.cluster else "mset"]))
+        if not self.router.cluster:
+            chosen, packed = values.packed()
+            keys = self.keys.states(subscribers if len(chosen) == len(subscribers)
+                                    else [subscribers[i] for i in chosen])
+            if chosen or items:
+                calls.append((None, keys + [self.keys.ledger(sid) for sid in items],
+                              self._args(list(items.values()), packed)))
+        else:
+            others = [sid for sid in items if sid not in values]  # decisions, no new value
+            everyone = subscribers + others
+            for node, members in await self.router.split(self.keys.states(everyone)):
+                chosen, packed = values.packed([i for i in members if i < len(subscribers)])
+                keyed = [everyone[i] for i in members if everyone[i] in items]
+                if chosen or keyed:
+                    calls.append((node, self.keys.states([subscribers[i] for i in chosen])
+                                  + [self.keys.ledger(sid) for sid in keyed],
+                                  self._args([items[sid] for sid in keyed], packed)))
         if calls:
             await self.router.run(self._script, calls, pipe=pipe)
+
+    def _args(self, items: list[tuple[list[str], list[str]]], packed: bytes) -> list[Any]:
+        return ["commit", _packer.encode(items), self.ttl_s, packed,
+                "set" if self.router.cluster else "mset"]
 
     async def mark_delivered(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:
         """Record (subscriber_id, event_id, alert_json) as delivered to every sink."""

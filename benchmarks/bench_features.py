@@ -337,9 +337,9 @@ async def commit(ledger: AlertLedger, staged: Any, caches: Sequence[FeatureStore
     stores in ``caches`` record what was stored in their state caches."""
     blobs = getattr(staged, "staged", None)
     if blobs is not None and _accepts_states(ledger):
-        await ledger.commit(staged.subscribers, {}, {}, states=blobs)
+        await ledger.commit({}, {}, states=blobs)
     else:
-        await ledger.commit(staged.subscribers, {}, {})
+        await ledger.commit({}, {})
     for store in caches:
         store.remember(staged, {})
 
@@ -639,7 +639,7 @@ async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
         staged = await store.stage(events)
         stage_s += time.perf_counter() - t0
         await chain.submit(staged, {}, lambda staged=staged: ledger.commit(
-            staged.subscribers, {}, {}, states=staged.staged))
+            {}, {}, states=staged.staged))
         applied += len(staged.rows)
         distinct += len(staged.subscribers)
     await chain.drain()

@@ -182,7 +182,9 @@ def _memory(url: str, subscribers: Sequence[str]) -> dict[str, Any]:
     out = pipe.execute()
     usage = np.array([u for u in out[0::2] if u])
     values = [v for v in out[1::2] if v]
-    tails = decode_states(b"".join(values), np.array([len(v) for v in values]))[-1]
+    joined = b"".join(values)
+    tail_at, off = decode_states(joined, np.array([len(v) for v in values]))[-2:]
+    tails = [joined[a:b] for a, b in zip(tail_at.tolist(), off[1:].tolist())]
     ext = [len(tail) - len(split(tail)[1]) for tail in tails]  # the framed record
     client.close()
     ext_arr = np.array(ext or [0])

@@ -18,6 +18,11 @@ class Keys:
         """Committed feature state (binary blob, see ``features.codec``)."""
         return f"{self.prefix}:{{{subscriber_id}}}:s"
 
+    def states(self, subscriber_ids: list[str]) -> list[str]:
+        """:meth:`state` of each subscriber (a batch's, at once)."""
+        head = f"{self.prefix}:{{"
+        return [head + sid + "}:s" for sid in subscriber_ids]
+
     def ledger(self, subscriber_id: str) -> str:
         """Alert ledger hash: ``r:<rule>`` cooldown entries, ``p:<event_id>`` pending alerts."""
         return f"{self.prefix}:{{{subscriber_id}}}:ledger"

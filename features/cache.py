@@ -24,7 +24,11 @@ fails, the caller clears the cache, and must not commit any batch staged on it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+
+from features.values import StateValues
 
 __all__ = ["CachedState", "StateCache"]
 
@@ -45,7 +49,7 @@ class StateCache:
         self.hits = 0
         self.misses = 0
         self._entries: dict[str, CachedState] = {}
-        self._pinned: dict[int, frozenset[str]] = {}  # token → subscribers of a landing batch
+        self._pinned: dict[int, int] = {}  # token → how many subscribers a landing batch put
         self._tokens = 0
 
     def __len__(self) -> int:
@@ -63,8 +67,9 @@ class StateCache:
             entries: Mapping[str, Mapping[str, bytes | str]],
             previous: Mapping[str, Mapping[str, bytes]], pin: bool = False,
             attrs: Mapping[str, dict[str, float]] = _NONE_ATTRS) -> int:
-        """Record what a committed batch stored: each subscriber's new value, and its cooldown
-        entries (``previous`` updated by the batch's ``entries``), with the value's attributes
+        """Record what a committed batch stored: each subscriber's new value (``states``, a
+        :class:`~features.values.StateValues` or a plain mapping), and its cooldown entries
+        (``previous`` updated by the batch's ``entries``), with the value's attributes
         decoded (``attrs``, optional; shared, never mutated). Ignored if the cache was
         cleared since ``generation`` was read. With ``pin`` (the commit is still under way)
         returns the token to :meth:`unpin` once it lands; the entries are not evicted
@@ -75,18 +80,23 @@ class StateCache:
             token = self._tokens
         if not self.capacity or generation != self.generation:
             return token
+        if isinstance(states, StateValues):
+            sids, values = states.subscribers, states.in_order()
+        else:
+            sids, values = list(states), list(states.values())
         cache = self._entries
-        drop, ledger_of, attrs_of = cache.pop, previous.get, attrs.get  # (the hot loop)
-        for sid, value in states.items():
-            ledger = ledger_of(sid, _NONE)  # never mutated: readers copy it
-            if sid in entries:
+        deque(map(cache.pop, sids, repeat(None)), maxlen=0)  # re-inserted: newest last
+        ledgers = map(previous.get, sids, repeat(_NONE))  # never mutated: readers copy them
+        cache.update(zip(sids, zip(values, ledgers, map(attrs.get, sids))))
+        for sid, fields in entries.items():
+            if fields and sid in states:
+                value, ledger, decoded = cache[sid]
                 ledger = dict(ledger)
-                for field, entry in entries[sid].items():
-                    ledger[field] = entry if isinstance(entry, bytes) else entry.encode()
-            drop(sid, None)  # re-insert: most recently written last
-            cache[sid] = (value, ledger, attrs_of(sid))
+                for name, entry in fields.items():
+                    ledger[name] = entry if isinstance(entry, bytes) else entry.encode()
+                cache[sid] = (value, ledger, decoded)
         if pin:
-            self._pinned[token] = frozenset(states)
+            self._pinned[token] = len(sids)
         self._evict()
         return token
 
@@ -96,12 +106,10 @@ class StateCache:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the least recently written entries past capacity. Pinned entries are the
-        most recently written (batches are put in order), so they are never reached."""
-        pinned = self._pinned
-        keep = self.capacity
-        if pinned:
-            keep = max(keep, len(frozenset().union(*pinned.values())))
+        """Drop the least recently written entries past capacity. Pinned entries are among
+        the most recently written (batches are put in order): keeping as many of the newest
+        as were pinned keeps them all."""
+        keep = max(self.capacity, sum(self._pinned.values()))
         cache = self._entries
         excess = len(cache) - keep
         if excess > 0:

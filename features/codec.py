@@ -11,11 +11,12 @@ Layout, version 1: byte ``0x01``, then zigzag LEB128 varints (small numbers take
     complaint days within 30 days:  count, then (today − day, 4 category counts) each
     spend months, current and 5 before: count, then (clock month − month, cents) each
     ids seen within the lateness:   count, then (8 raw bytes of the id hash, clock − ts) each
-    the profile attributes (msgpack) up to the end of the blob
 
 Only non-empty buckets inside their window are written, so a blob is what the windows can
-still see and nothing more. Python moves whole batches: blobs are joined into one buffer
-with offsets and split back with one ``tobytes``.
+still see and nothing more. The stored value is the blob, then its tail: an optional
+extension frame and the profile attributes (msgpack), see ``features.extension``; the codec
+carries the tail over unchanged. Python moves whole batches: values are joined into one
+buffer with offsets, both ways.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from features.extension import MARK
 from features.kernel import (AT, C_SIZE, C_TAG, C_VAL, D_SIZE, D_TAG, D_VAL, DAY_MS, F0, F1,
                              FD, LC, LL, LS, LU, M_SIZE, M_TAG, M_VAL, MM, MX, NONE, S_SIZE,
                              S_TAG, S_VAL, T0, T1, TM, empty_states)
 
 VERSION = 1
+EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
 
 
@@ -113,59 +116,120 @@ def _get_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-un
 
 
 @njit(cache=True)
-def encode_states(states, tenure_bits,  # type: ignore[no-untyped-def]
-                  seen_hash, seen_ts, seen_off):
-    """Blobs (without attributes) of the known subscribers: one buffer and ``n + 1`` offsets
-    (an unknown subscriber gets an empty blob)."""
-    n = states.shape[0]
-    size = 0
-    for i in range(n):
-        size += 4200 + 20 * (seen_off[i + 1] - seen_off[i])
-    buf = np.empty(size, np.uint8)
-    off = np.zeros(n + 1, np.int64)
-    pos = 0
-    for i in range(n):
-        st = states[i]
-        if st[MX] != NONE:
-            mx, mm = st[MX], st[MM]
-            today = mx // DAY_MS
-            buf[pos] = VERSION
-            pos = _put(buf, pos + 1, mx)
-            pos = _put(buf, pos, mm)
-            pos = _put(buf, pos, today - st[FD])
-            flags = 0
-            for k in range(4):
-                if st[_LAST_DAYS[k]] != NONE:
-                    flags |= 1 << k
-            if st[T1] != NONE:
-                flags |= 16
-            if st[T0] != NONE:
-                flags |= 32
-            if st[AT] != NONE:
-                flags |= 64
-            if st[TM] != NONE:
-                flags |= 128
-            pos = _put(buf, pos, flags)
-            for k in range(4):
-                if flags & (1 << k):
-                    pos = _put(buf, pos, today - st[_LAST_DAYS[k]])
-            if flags & 16:
-                pos = _put(buf, _put(buf, pos, mx - st[T1]), st[F1])
-            if flags & 32:
-                pos = _put(buf, _put(buf, pos, mx - st[T0]), st[F0])
-            if flags & 64:
-                pos = _put(buf, pos, mx - st[AT])
-            if flags & 128:
-                pos = _put8(buf, _put(buf, pos, mm - st[TM]), tenure_bits[i])
-            pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today, 35)
-            pos = _put_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today, 30)
-            pos = _put_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today, 30)
-            pos = _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, 6)
-            pos = _put(buf, pos, seen_off[i + 1] - seen_off[i])
-            for j in range(seen_off[i], seen_off[i + 1]):
-                pos = _put(buf, _put8(buf, pos, seen_hash[j]), mx - seen_ts[j])
-        off[i + 1] = pos
-    return buf[:pos], off
+def attrs_start(src, pos, end):  # type: ignore[no-untyped-def]
+    """Where the attributes start in a tail ``src[pos:end]`` (after an extension frame)."""
+    if pos < end and src[pos] == MARK:
+        size = 0
+        shift = 0
+        pos += 1
+        while True:
+            byte = np.int64(src[pos])
+            pos += 1
+            size |= (byte & 127) << shift
+            if byte < 128:
+                break
+            shift += 7
+        pos += size
+    return pos
+
+
+@njit(cache=True)
+def encode_head(buf, pos, st, tenure_bits):  # type: ignore[no-untyped-def]
+    """Write the blob of the known state ``st`` at ``pos``, up to its seen ids (the caller
+    writes their count and entries, relative to the clock); returns the new position."""
+    mx, mm = st[MX], st[MM]
+    today = mx // DAY_MS
+    buf[pos] = VERSION
+    pos = _put(buf, pos + 1, mx)
+    pos = _put(buf, pos, mm)
+    pos = _put(buf, pos, today - st[FD])
+    flags = 0
+    for k in range(4):
+        if st[_LAST_DAYS[k]] != NONE:
+            flags |= 1 << k
+    if st[T1] != NONE:
+        flags |= 16
+    if st[T0] != NONE:
+        flags |= 32
+    if st[AT] != NONE:
+        flags |= 64
+    if st[TM] != NONE:
+        flags |= 128
+    pos = _put(buf, pos, flags)
+    for k in range(4):
+        if flags & (1 << k):
+            pos = _put(buf, pos, today - st[_LAST_DAYS[k]])
+    if flags & 16:
+        pos = _put(buf, _put(buf, pos, mx - st[T1]), st[F1])
+    if flags & 32:
+        pos = _put(buf, _put(buf, pos, mx - st[T0]), st[F0])
+    if flags & 64:
+        pos = _put(buf, pos, mx - st[AT])
+    if flags & 128:
+        pos = _put8(buf, _put(buf, pos, mm - st[TM]), tenure_bits)
+    pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today, 35)
+    pos = _put_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today, 30)
+    pos = _put_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today, 30)
+    return _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, 6)
+
+
+@njit(cache=True)
+def put_seen(buf, pos, h, clock_minus_ts):  # type: ignore[no-untyped-def]
+    """Write one seen id (its hash, and its age against the clock)."""
+    return _put(buf, _put8(buf, pos, h), clock_minus_ts)
+
+
+@njit(cache=True)
+def put_count(buf, pos, count):  # type: ignore[no-untyped-def]
+    return _put(buf, pos, count)
+
+
+@njit(cache=True)
+def decode_head(buf, pos, st):  # type: ignore[no-untyped-def]
+    """Read a blob's state into the empty state ``st``, up to its seen ids; returns (their
+    count, the position of the first, the tenure bits). ``buf[pos]`` must be VERSION."""
+    mx, pos = _get(buf, pos + 1)
+    mm, pos = _get(buf, pos)
+    today = mx // DAY_MS
+    st[MX] = mx
+    st[MM] = mm
+    age, pos = _get(buf, pos)
+    st[FD] = today - age
+    flags, pos = _get(buf, pos)
+    for k in range(4):
+        if flags & (1 << k):
+            age, pos = _get(buf, pos)
+            st[_LAST_DAYS[k]] = today - age
+    if flags & 16:
+        age, pos = _get(buf, pos)
+        st[T1] = mx - age
+        st[F1], pos = _get(buf, pos)
+    if flags & 32:
+        age, pos = _get(buf, pos)
+        st[T0] = mx - age
+        st[F0], pos = _get(buf, pos)
+    if flags & 64:
+        age, pos = _get(buf, pos)
+        st[AT] = mx - age
+    tenure_bits = 0
+    if flags & 128:
+        age, pos = _get(buf, pos)
+        st[TM] = mm - age
+        tenure_bits, pos = _get8(buf, pos)
+    pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today)
+    pos = _get_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today)
+    pos = _get_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today)
+    pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
+    count, pos = _get(buf, pos)
+    return count, pos, tenure_bits
+
+
+@njit(cache=True)
+def get_seen(buf, pos, mx):  # type: ignore[no-untyped-def]
+    """One seen id: (hash, event time, next position)."""
+    h, pos = _get8(buf, pos)
+    age, pos = _get(buf, pos)
+    return h, mx - age, pos
 
 
 @njit(cache=True)
@@ -182,43 +246,9 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
             continue
         if buf[pos] != VERSION:
             return i, seen_hash[:0], seen_ts[:0], seen_count
-        st = states[i]
-        mx, pos = _get(buf, pos + 1)
-        mm, pos = _get(buf, pos)
-        today = mx // DAY_MS
-        st[MX] = mx
-        st[MM] = mm
-        age, pos = _get(buf, pos)
-        st[FD] = today - age
-        flags, pos = _get(buf, pos)
-        for k in range(4):
-            if flags & (1 << k):
-                age, pos = _get(buf, pos)
-                st[_LAST_DAYS[k]] = today - age
-        if flags & 16:
-            age, pos = _get(buf, pos)
-            st[T1] = mx - age
-            st[F1], pos = _get(buf, pos)
-        if flags & 32:
-            age, pos = _get(buf, pos)
-            st[T0] = mx - age
-            st[F0], pos = _get(buf, pos)
-        if flags & 64:
-            age, pos = _get(buf, pos)
-            st[AT] = mx - age
-        if flags & 128:
-            age, pos = _get(buf, pos)
-            st[TM] = mm - age
-            tenure_bits[i], pos = _get8(buf, pos)
-        pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today)
-        pos = _get_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today)
-        pos = _get_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
-        count, pos = _get(buf, pos)
+        count, pos, tenure_bits[i] = decode_head(buf, pos, states[i])
         for _ in range(count):
-            seen_hash[m], pos = _get8(buf, pos)
-            age, pos = _get(buf, pos)
-            seen_ts[m] = mx - age
+            seen_hash[m], seen_ts[m], pos = get_seen(buf, pos, states[i, MX])
             m += 1
         seen_count[i + 1] = count
         attrs_at[i] = pos
@@ -226,9 +256,10 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
 
 
 def decode_states(joined: bytes, lengths: np.ndarray) -> tuple[Any, ...]:
-    """Concatenated blobs and their lengths (0: unknown subscriber) → (states, tenure, seen
-    hashes, seen event times, seen offsets, attributes msgpack per subscriber). Raises
-    ValueError on a blob of another version."""
+    """Concatenated values and their lengths (0: unknown subscriber) → (states, tenure, seen
+    hashes, seen event times, seen offsets, where each value's tail starts, the ``n + 1``
+    value offsets). The tail (extension frame, attributes msgpack) of value i is
+    ``joined[tail_at[i]:off[i + 1]]``. Raises ValueError on a blob of another version."""
     n = len(lengths)
     off = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=off[1:])
@@ -239,12 +270,4 @@ def decode_states(joined: bytes, lengths: np.ndarray) -> tuple[Any, ...]:
                                                 attrs_at)
     if bad >= 0:
         raise ValueError(f"state blob of version {buf[off[bad]]}, expected {VERSION}")
-    attrs = [joined[s:e] for s, e in zip(attrs_at.tolist(), off[1:].tolist())]
-    return states, tenure, seen_hash, seen_ts, seen_off, attrs
-
-
-def split_blobs(buf: np.ndarray, off: np.ndarray) -> list[bytes]:
-    """One buffer and its offsets → one bytes object per subscriber."""
-    raw = buf.tobytes()
-    bounds = off.tolist()
-    return [raw[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+    return states, tenure, seen_hash, seen_ts, seen_off, attrs_at, off

@@ -1,5 +1,6 @@
-"""The feature kernels (numba): apply one batch of events to decoded subscriber states, or
-read features at a later "now", with the semantics of DESIGN.md §3 and ``features.schema``.
+"""The feature kernels (numba): apply one event to a decoded subscriber state, and read its
+features, with the semantics of DESIGN.md §3 and ``features.schema`` (a batch is applied by
+``features.batch_kernel``).
 
 A state is one int64 row of ``WIDTH`` values (plus a float64 tenure): scalars, then ring
 buffers keyed by absolute day or month (``slot = key % size``, a tag per slot). A slot holds
@@ -44,6 +45,21 @@ def empty_states(n: int) -> tuple[np.ndarray, np.ndarray]:
     states[:, C_TAG:C_VAL] = NONE
     states[:, M_TAG:M_VAL] = NONE
     return states, np.full(n, np.nan)
+
+
+@njit(cache=True)
+def clear_state(st):  # type: ignore[no-untyped-def]
+    """Make ``st`` the state of an unknown subscriber (as :func:`empty_states`)."""
+    for j in range(WIDTH):
+        st[j] = 0
+    for j in range(D_VAL):
+        st[j] = NONE
+    for j in range(S_TAG, S_VAL):
+        st[j] = NONE
+    for j in range(C_TAG, C_VAL):
+        st[j] = NONE
+    for j in range(M_TAG, M_VAL):
+        st[j] = NONE
 
 
 @njit(cache=True)
@@ -127,138 +143,56 @@ def features(st, tenure, nowday, nowmonth, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _seen_or_add(t_sub, t_hash, sub, h):  # type: ignore[no-untyped-def]
-    """True if (sub, h) is in the open-addressing table, else add it and return False."""
-    mask = len(t_sub) - 1
-    j = (h ^ (sub * 0x5851F42D4C957F2D)) & mask
-    while t_sub[j] != -1:
-        if t_sub[j] == sub and t_hash[j] == h:
-            return True
-        j = (j + 1) & mask
-    t_sub[j] = sub
-    t_hash[j] = h
-    return False
-
-
-@njit(cache=True)
-def apply_batch(states, tenure, seen_hash, seen_ts, seen_off,  # type: ignore[no-untyped-def]
-                sub, kind, ts, day, month, a, b, ten, ids, lateness):
-    """Apply events in arrival order to ``states``/``tenure`` (in place).
-
-    Event i: subscriber row ``sub[i]``, type code, ts, day, month, payload ``a``/``b`` (spend
-    cents | complaint category | usage data, voice | plan fee cents), profile tenure ``ten``
-    (-1: none) and id hash. Returns (status per event, a feature row per applied event, and the
-    seen ids kept after the batch: hashes, event times, offsets)."""
-    n_ev = len(sub)
-    n_sub = states.shape[0]
-    cap = 16
-    while cap < 2 * (len(seen_hash) + n_ev):
-        cap *= 2
-    t_sub = np.full(cap, -1, np.int64)
-    t_hash = np.zeros(cap, np.int64)
-    for i in range(n_sub):
-        for j in range(seen_off[i], seen_off[i + 1]):
-            _seen_or_add(t_sub, t_hash, i, seen_hash[j])
-    status = np.empty(n_ev, np.uint8)
-    rows = np.empty((n_ev, N_FEATURES), np.float64)
-    n_rows = 0
-    for e in range(n_ev):
-        i = sub[e]
-        st = states[i]
-        t = ts[e]
-        if st[MX] != NONE and t < st[MX] - lateness:
-            status[e] = LATE
-            continue
-        if _seen_or_add(t_sub, t_hash, i, ids[e]):
-            status[e] = DUPLICATE
-            continue
-        status[e] = APPLIED
-        d = day[e]
-        if st[MX] == NONE or t > st[MX]:
-            st[MX] = t
-            st[MM] = month[e]
-        if st[FD] == NONE or d < st[FD]:
-            st[FD] = d
-        k = kind[e]
-        if k == LOGIN:
-            p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
-            if p >= 0:
-                st[p] += 1
-            st[LL] = max(st[LL], d)
-        elif k == SPEND:
-            p = _bucket(st, S_TAG, S_VAL, 2, S_SIZE, d)
-            if p >= 0:
-                st[p] += 1
-                st[p + 1] += a[e]
-            p = _bucket(st, M_TAG, M_VAL, 1, M_SIZE, month[e])
-            if p >= 0:
-                st[p] += a[e]
-            st[LS] = max(st[LS], d)
-        elif k == COMPLAINT:
-            p = _bucket(st, C_TAG, C_VAL, 4, C_SIZE, d)
-            if p >= 0:
-                st[p + a[e]] += 1
-            st[LC] = max(st[LC], d)
-        elif k == USAGE:
-            p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
-            if p >= 0:
-                st[p + 1] += a[e]
-                st[p + 2] += b[e]
-            st[LU] = max(st[LU], d)
-        elif k == PLAN:
-            if st[T1] == NONE or t >= st[T1]:
-                st[T0] = st[T1]
-                st[F0] = st[F1]
-                st[T1] = t
-                st[F1] = a[e]
-            elif st[T0] == NONE or t >= st[T0]:
-                st[T0] = t
-                st[F0] = a[e]
-        elif k == PROFILE:
-            if st[AT] == NONE or t >= st[AT]:
-                st[AT] = t
-                if ten[e] >= 0:
-                    tenure[i] = ten[e]
-                    st[TM] = month[e]
-        features(st, tenure[i], st[MX] // DAY_MS, st[MM], rows[n_rows])
-        n_rows += 1
-    kept_hash, kept_ts, kept_off = _kept_ids(states, seen_hash, seen_ts, seen_off, sub, ts,
-                                             ids, status, lateness)
-    return status, rows[:n_rows], kept_hash, kept_ts, kept_off
-
-
-@njit(cache=True)
-def _kept_ids(states, seen_hash, seen_ts, seen_off,  # type: ignore[no-untyped-def]
-              sub, ts, ids, status, lateness):
-    """Seen ids (old, then this batch's applied ones) not older than clock − lateness."""
-    n_sub = states.shape[0]
-    horizon = np.empty(n_sub, np.int64)
-    count = np.zeros(n_sub + 1, np.int64)
-    for i in range(n_sub):
-        horizon[i] = states[i, MX] - lateness
-        for j in range(seen_off[i], seen_off[i + 1]):
-            if seen_ts[j] >= horizon[i]:
-                count[i + 1] += 1
-    for e in range(len(sub)):
-        if status[e] == APPLIED and ts[e] >= horizon[sub[e]]:
-            count[sub[e] + 1] += 1
-    off = np.cumsum(count)
-    fill = off[:-1].copy()
-    out_hash = np.empty(off[-1], np.int64)
-    out_ts = np.empty(off[-1], np.int64)
-    for i in range(n_sub):
-        for j in range(seen_off[i], seen_off[i + 1]):
-            if seen_ts[j] >= horizon[i]:
-                out_hash[fill[i]] = seen_hash[j]
-                out_ts[fill[i]] = seen_ts[j]
-                fill[i] += 1
-    for e in range(len(sub)):
-        i = sub[e]
-        if status[e] == APPLIED and ts[e] >= horizon[i]:
-            out_hash[fill[i]] = ids[e]
-            out_ts[fill[i]] = ts[e]
-            fill[i] += 1
-    return out_hash, out_ts, off
+def apply_event(st, tenure, k, t, d, month, a, b, ten):  # type: ignore[no-untyped-def]
+    """Apply one event (not late, not a duplicate) to state ``st``: type code ``k``, ts, day,
+    month, payload ``a``/``b`` (spend cents | complaint category | usage data, voice | plan
+    fee cents) and profile tenure ``ten`` (-1: none). Returns the tenure after it."""
+    if st[MX] == NONE or t > st[MX]:
+        st[MX] = t
+        st[MM] = month
+    if st[FD] == NONE or d < st[FD]:
+        st[FD] = d
+    if k == LOGIN:
+        p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
+        if p >= 0:
+            st[p] += 1
+        st[LL] = max(st[LL], d)
+    elif k == SPEND:
+        p = _bucket(st, S_TAG, S_VAL, 2, S_SIZE, d)
+        if p >= 0:
+            st[p] += 1
+            st[p + 1] += a
+        p = _bucket(st, M_TAG, M_VAL, 1, M_SIZE, month)
+        if p >= 0:
+            st[p] += a
+        st[LS] = max(st[LS], d)
+    elif k == COMPLAINT:
+        p = _bucket(st, C_TAG, C_VAL, 4, C_SIZE, d)
+        if p >= 0:
+            st[p + a] += 1
+        st[LC] = max(st[LC], d)
+    elif k == USAGE:
+        p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
+        if p >= 0:
+            st[p + 1] += a
+            st[p + 2] += b
+        st[LU] = max(st[LU], d)
+    elif k == PLAN:
+        if st[T1] == NONE or t >= st[T1]:
+            st[T0] = st[T1]
+            st[F0] = st[F1]
+            st[T1] = t
+            st[F1] = a
+        elif st[T0] == NONE or t >= st[T0]:
+            st[T0] = t
+            st[F0] = a
+    elif k == PROFILE:
+        if st[AT] == NONE or t >= st[AT]:
+            st[AT] = t
+            if ten >= 0:
+                tenure = ten
+                st[TM] = month
+    return tenure
 
 
 @njit(cache=True)

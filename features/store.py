@@ -1,12 +1,13 @@
 """The feature store: Redis keeps one compact blob per subscriber; the worker computes.
 
-``stage`` reads the batch's subscribers' state blobs and alert-ledger cooldown entries in one
-round trip (``read.lua``), decodes them (``features.codec``), applies the batch with the
-numba kernel (``features.kernel``: lateness against the subscriber's clock, dedup by
-``event_id``, day and month buckets, a feature row right after each applied event, see
-``features.schema``) and encodes the new blobs. It writes nothing: the new blobs are returned
-as ``staged`` and the batch's commit (``alerting.ledger``) stores them atomically with the
-batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
+``stage`` reads the batch's subscribers' state values and alert-ledger cooldown entries in
+one round trip (``read.lua``) and applies the batch with one numba kernel
+(``features.batch_kernel``: per subscriber, decode its value (``features.codec``), apply its
+events (lateness against its clock, dedup by ``event_id``, day and month buckets, a feature
+row right after each applied event, see ``features.kernel`` and ``features.schema``) and
+encode the new value). It writes nothing: the new values are returned as ``staged``
+(``features.values``) and the batch's commit (``alerting.ledger``) stores them atomically
+with the batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
 (their still-pending alerts). On a Redis Cluster the read is one script per node, sent
 concurrently (``churnwatch.script_router``).
 
@@ -18,6 +19,8 @@ committed batch, :meth:`FeatureStore.forget` drops subscribers written by anothe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from importlib import resources
 from typing import Any, Sequence
 
@@ -29,19 +32,22 @@ from churnwatch.events import Event
 from churnwatch.keys import Keys
 from churnwatch.script_router import ScriptRouter
 from features.cache import StateCache
-from features.codec import decode_states, encode_states, split_blobs
+from features.batch_kernel import stage_values
+from features.codec import VERSION, decode_states
 from features.columns import encode_batch
-from features.extension import frame, split
-from features.kernel import AT, MX, apply_batch, read_features
+from features.extension import split
+from features.kernel import MX, PROFILE, read_features
 from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
+from features.values import StateValues
 
 __all__ = ["APPLIED", "DUPLICATE", "LATE", "BatchFeatures", "FeatureStore", "StoreConfig",
-           "encode_batch", "replay_attrs", "warm_up"]
+           "encode_batch", "warm_up"]
 
 APPLIED, DUPLICATE, LATE = "A", "D", "L"
 _packer = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder()
-_EMPTY_ATTRS = _packer.encode({})
+_VALUE, _LEDGER, _ATTRS = itemgetter(0), itemgetter(1), itemgetter(2)  # of a CachedState
+_UNREAD = (b"", {}, None)  # a subscriber the cache does not hold, until read
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,9 @@ class BatchFeatures:
 
     ``status[i]`` is APPLIED, DUPLICATE or LATE for input event i; ``rows`` are the indices of
     the applied events, ``matrix[j]`` their features and ``attrs[j]`` their profile attributes.
-    ``staged`` holds each subscriber's new state blob, for the batch's commit. ``parts`` holds
-    its pieces (codec blob, extension body, attributes; see ``features.extension``): another
-    layer may replace the extension with ``features.extension.frame`` before the commit. From
-    :meth:`FeatureStore.snapshot`, ``parts`` has an empty codec blob.
+    ``staged`` holds each subscriber's new state value, for the batch's commit; another layer
+    may replace a value's extension record (``StateValues.replace_extension``) before the
+    commit. From :meth:`FeatureStore.snapshot`, ``staged`` holds the values as stored.
     """
 
     status: str
@@ -74,13 +79,12 @@ class BatchFeatures:
     subscribers: list[str]
     ledgers: dict[str, dict[str, bytes]]
     pending_alerts: list[bytes]
-    staged: dict[str, bytes] = field(default_factory=dict)
-    parts: dict[str, tuple[bytes, bytes, bytes]] = field(default_factory=dict)
+    staged: StateValues = field(default_factory=lambda: StateValues.of({}))
     clocks: dict[str, int] = field(default_factory=dict)  # clocks before the batch (0: new)
     generation: int = -1  # the state cache's generation when the batch was read
     # attributes before the batch of the subscribers whose attributes the batch changed
     previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
-    # every subscriber's attributes after the batch (the decoded tail of ``staged``)
+    # every subscriber's attributes after the batch (those of its value in ``staged``)
     attrs_after: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
@@ -93,34 +97,36 @@ def _attrs(raw: bytes) -> dict[str, float]:
     return _unpack.decode(raw) if raw else {}
 
 
-def replay_attrs(
-    events: Sequence[Event], status: str, rows: np.ndarray, subscribers: list[str],
-    attrs_before: list[tuple[int, dict[str, float]]],
-) -> list[dict[str, float]]:
-    """Profile attributes as of each applied event (latest profile by event time wins).
+def _fill_attrs(attrs: list[dict[str, float] | None], joined: bytes, tail_at: list[int],
+                off: list[int]) -> list[dict[str, float]]:
+    """Each subscriber's attributes: as cached (decoded), else from its value's tail
+    ``joined[tail_at[i]:off[i + 1]]``."""
+    if None not in attrs:
+        return attrs  # type: ignore[return-value]
+    return [_attrs(joined[tail_at[i]:off[i + 1]]) if a is None else a
+            for i, a in enumerate(attrs)]
 
-    ``attrs_before[k]`` is (profile event time, attributes) of ``subscribers[k]`` before the
-    batch."""
-    return _replay(events, status, rows, subscribers, attrs_before)[0]
 
-
-def _replay(events: Sequence[Event], status: str, rows: np.ndarray, subscribers: list[str],
-            attrs_before: list[tuple[int, dict[str, float]]],
-            ) -> tuple[list[dict[str, float]], dict[str, tuple[int, dict[str, float]]]]:
-    """:func:`replay_attrs`, plus each subscriber's attributes after the batch (only those of
-    subscribers whose attributes changed)."""
-    current: dict[str, tuple[int, dict[str, float]]] = {}
-    changed: dict[str, tuple[int, dict[str, float]]] = {}
-    order = {sid: i for i, sid in enumerate(subscribers)}
-    out: list[dict[str, float]] = []
-    for i in rows.tolist():
-        ev = events[i]
-        sid = ev.subscriber_id
-        if sid not in current:
-            current[sid] = attrs_before[order[sid]]
-        if ev.type == "profile" and status[i] == APPLIED and ev.ts >= current[sid][0]:
-            current[sid] = changed[sid] = (ev.ts, ev.attrs or {})
-        out.append(current[sid][1])
+def _replay(events: Sequence[Event], rows: np.ndarray, sub: np.ndarray, kind: np.ndarray,
+            attrs_before: list[dict[str, float]], at_before: np.ndarray,
+            ) -> tuple[list[dict[str, float]], dict[int, tuple[int, dict[str, float]]]]:
+    """Profile attributes as of each applied event (the latest profile by event time wins),
+    and the subscribers whose attributes changed (index → (profile time, attributes after
+    the batch)). ``attrs_before[k]`` and ``at_before[k]`` are subscriber k's attributes and
+    their profile time before the batch. Only the applied events of subscribers with an
+    applied profile event are walked one by one."""
+    out = list(map(attrs_before.__getitem__, sub[rows].tolist()))
+    profiled = np.unique(sub[rows[kind[rows] == PROFILE]])
+    if not len(profiled):
+        return out, {}
+    current = {k: (int(at_before[k]), attrs_before[k]) for k in profiled.tolist()}
+    changed: dict[int, tuple[int, dict[str, float]]] = {}
+    walk = np.flatnonzero(np.isin(sub[rows], profiled))
+    for j, i in zip(walk.tolist(), rows[walk].tolist()):
+        ev, k = events[i], int(sub[i])
+        if ev.type == "profile" and ev.ts >= current[k][0]:
+            current[k] = changed[k] = (ev.ts, ev.attrs or {})
+        out[j] = current[k][1]
     return out, changed
 
 
@@ -149,12 +155,11 @@ def _merge_reads(subscribers: Sequence[str], groups: Sequence[tuple[Any, list[in
 def warm_up() -> None:
     """Compile the kernels (or load them from numba's cache) with a one-event batch."""
     ev = Event(event_id="warm-up", subscriber_id="warm-up", type="login", ts=DAY_MS * 20_000)
-    subscribers, cols = encode_batch([ev])
-    states, tenure, seen_hash, seen_ts, seen_off, _ = decode_states(b"", np.zeros(1, int))
-    apply_batch(states, tenure, seen_hash, seen_ts, seen_off, cols.sub, cols.kind, cols.ts,
-                cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
-    buf, off = encode_states(states, tenure.view(np.int64), seen_hash, seen_ts, seen_off)
-    decode_states(buf.tobytes(), np.diff(off))
+    _, cols = encode_batch([ev])
+    _, _, buf, off, *_ = stage_values(
+        np.zeros(0, np.uint8), np.zeros(2, np.int64), cols.sub, cols.kind, cols.ts, cols.day,
+        cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
+    states, tenure, *_ = decode_states(buf.tobytes(), np.diff(off))
     read_features(states, tenure, 0, 0)
 
 
@@ -192,34 +197,42 @@ class FeatureStore:
         return _merge_reads(subscribers, groups, replies)
 
     async def _read(self, subscribers: Sequence[str]) -> tuple[
-            tuple[np.ndarray, ...], dict[str, dict[str, bytes]], list[dict[str, float] | None]]:
-        """The subscribers' decoded states and cooldown entries: cached ones from the cache,
-        the others from Redis; and the attributes the cache holds decoded (None: decode
-        them from the state's tail)."""
+            bytes, np.ndarray, dict[str, dict[str, bytes]], list[dict[str, float] | None]]:
+        """The subscribers' stored values, joined, and their lengths; their cooldown entries;
+        and their attributes as the cache holds them decoded (None: not cached). Cached
+        subscribers come from the cache, the others from Redis."""
         n = len(subscribers)
         found = self.cache.get(subscribers) if self.cache.capacity else [None] * n
-        missing = [i for i, hit in enumerate(found) if hit is None]
+        missing = [i for i, hit in enumerate(found) if hit is None] if None in found else []
         if len(missing) == n:
-            blobs, ledgers = await self._fetch(subscribers)
-            known: list[dict[str, float] | None] = [None] * n
-        else:
-            ledgers = {sid: hit[1] for sid, hit in zip(subscribers, found)
-                       if hit is not None and hit[1]}
-            pieces = [b"" if hit is None else hit[0] for hit in found]
-            known = [None if hit is None else hit[2] for hit in found]
-            if missing:
-                raw, fetched = await self._fetch([subscribers[i] for i in missing])
-                ledgers.update(fetched)
-                sizes = np.frombuffer(raw, "<u4", len(missing))
-                ends = 4 * len(missing) + np.cumsum(sizes)
-                for i, end, size in zip(missing, ends.tolist(), sizes.tolist()):
-                    pieces[i] = raw[end - size:end]
-            blobs = np.fromiter(map(len, pieces), "<u4", n).tobytes() + b"".join(pieces)
+            raw, ledgers = await self._fetch(subscribers)
+            return raw[4 * n:], np.frombuffer(raw, "<u4", n).astype(np.int64), ledgers, \
+                [None] * n
+        for i in missing:
+            found[i] = _UNREAD
+        values = list(map(_VALUE, found))
+        attrs = list(map(_ATTRS, found))
+        ledger_of = list(map(_LEDGER, found))
+        ledgers = dict(zip(compress(subscribers, ledger_of), filter(None, ledger_of)))
+        if missing:
+            raw, fetched = await self._fetch([subscribers[i] for i in missing])
+            ledgers.update(fetched)
+            sizes = np.frombuffer(raw, "<u4", len(missing))
+            ends = 4 * len(missing) + np.cumsum(sizes)
+            for i, end, size in zip(missing, ends.tolist(), sizes.tolist()):
+                values[i] = raw[end - size:end]
+        return b"".join(values), np.fromiter(map(len, values), np.int64, n), ledgers, attrs
+
+    async def _read_states(self, subscribers: Sequence[str]) -> tuple[
+            tuple[Any, ...], bytes, dict[str, dict[str, bytes]], list[dict[str, float]]]:
+        """:meth:`_read`, decoded (``decode_states``), with every attributes map."""
+        joined, lengths, ledgers, attrs = await self._read(subscribers)
         try:
-            decoded = decode_states(blobs[4 * n:], np.frombuffer(blobs, "<u4", n).astype(int))
+            decoded = decode_states(joined, lengths)
         except ValueError as exc:
             raise StoreError(str(exc)) from None
-        return decoded, ledgers, known
+        tail_at, off = decoded[-2].tolist(), decoded[-1].tolist()
+        return decoded, joined, ledgers, _fill_attrs(attrs, joined, tail_at, off)
 
     def remember(self, staged: BatchFeatures, entries: dict[str, dict[str, Any]]) -> None:
         """Record a committed batch in the cache: its stored values (``staged.staged``) and
@@ -233,42 +246,36 @@ class FeatureStore:
 
     async def stage(self, events: Sequence[Event]) -> BatchFeatures:
         """Apply a batch (idempotently) to the stored states, without writing them: the
-        features after each applied event and the new blobs (``staged``)."""
+        features after each applied event and the new values (``staged``)."""
         if not events:
             return _empty()
         subscribers, c = encode_batch(events)
         generation = self.cache.generation
-        (states, tenure, seen_hash, seen_ts, seen_off, attrs_raw), ledgers, known = \
-            await self._read(subscribers)
-        before = [(t, _attrs(raw) if a is None else a)
-                  for t, raw, a in zip(states[:, AT].tolist(), attrs_raw, known)]
-        clocks = {sid: max(0, t) for sid, t in zip(subscribers, states[:, MX].tolist())}
-        codes, matrix, kept_hash, kept_ts, kept_off = apply_batch(
-            states, tenure, seen_hash, seen_ts, seen_off, c.sub, c.kind, c.ts, c.day, c.month,
-            c.a, c.b, c.tenure, c.ids, self.config.lateness_ms)
+        joined, lengths, ledgers, before = await self._read(subscribers)
+        off = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=off[1:])
+        src = np.frombuffer(joined, np.uint8)
+        codes, matrix, buf, value_off, blob_len, clock, profile_at, tail_at, bad = stage_values(
+            src, off, c.sub, c.kind, c.ts, c.day, c.month, c.a, c.b, c.tenure, c.ids,
+            self.config.lateness_ms)
+        if bad >= 0:
+            raise StoreError(f"state blob of version {src[off[bad]]}, expected {VERSION}")
+        before = _fill_attrs(before, joined, tail_at.tolist(), off.tolist())
+        clocks = dict(zip(subscribers, np.maximum(clock, 0).tolist()))
         status = codes.tobytes().decode("ascii")
         rows = np.flatnonzero(codes == ord(APPLIED))
-        attrs, changed = _replay(events, status, rows, subscribers, before)
-        blobs = split_blobs(*encode_states(states, tenure.view(np.int64), kept_hash, kept_ts,
-                                           kept_off))
-        staged, parts = {}, {}
-        for sid, blob, raw in zip(subscribers, blobs, attrs_raw):
-            new = changed.get(sid)
-            ext, old = split(raw)
-            if new is None and old:  # the tail as stored: framed extension, attributes
-                parts[sid] = (blob, ext, old)
-                staged[sid] = blob + raw
-                continue
-            packed = _packer.encode(new[1]) if new else _EMPTY_ATTRS
-            parts[sid] = (blob, ext, packed)
-            staged[sid] = blob + frame(ext) + packed
+        attrs, changed = _replay(events, rows, c.sub, c.kind, before, profile_at)
+        staged = StateValues(subscribers, buf.tobytes(), value_off, blob_len)
+        after = dict(zip(subscribers, before))
+        previous = {}
+        for k, (_, new) in changed.items():
+            sid = subscribers[k]
+            staged.replace_attributes(sid, _packer.encode(new))
+            previous[sid] = before[k]
+            after[sid] = new
         pending = await self._pending(events, codes)
-        order = {sid: k for k, sid in enumerate(subscribers)}
-        previous = {sid: before[order[sid]][1] for sid in changed}
-        after = {sid: b[1] for sid, b in zip(subscribers, before)}
-        after.update((sid, new[1]) for sid, new in changed.items())
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, parts, clocks, generation, previous, after)
+                             pending, staged, clocks, generation, previous, after)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""
@@ -284,22 +291,21 @@ class FeatureStore:
     async def snapshot(self, subscriber_ids: Sequence[str], now_ms: int = 0) -> BatchFeatures:
         """Features of subscribers at ``max(now, their clock)``, without changing state.
 
-        ``rows`` index the known subscribers in ``subscriber_ids``; ``ledgers`` are included.
+        ``rows`` index the known subscribers in ``subscriber_ids``; ``ledgers`` are included,
+        and ``staged`` holds their values as stored.
         """
         if not subscriber_ids:
             return _empty()
-        (states, tenure, _, _, _, attrs_raw), ledgers, cached_attrs = \
-            await self._read(subscriber_ids)
+        decoded, joined, ledgers, attrs = await self._read_states(subscriber_ids)
+        states, tenure, _, _, _, tail_at, off = decoded
         month = int(months_of(np.array([now_ms]))[0])
         known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
         rows = np.flatnonzero(known)
         present = "".join(APPLIED if k else "-" for k in known.tolist())
-        parts = {subscriber_ids[i]: (b"", *split(attrs_raw[i])) for i in rows.tolist()}
         clocks = {subscriber_ids[i]: t for i, t in zip(rows.tolist(), states[rows, MX].tolist())}
-        return BatchFeatures(present, rows, matrix / DIVISOR,
-                             [_attrs(attrs_raw[i]) if cached_attrs[i] is None
-                              else cached_attrs[i] for i in rows.tolist()],
-                             list(subscriber_ids), ledgers, [], parts=parts, clocks=clocks)
+        stored = StateValues(subscriber_ids, joined, off, tail_at - off[:-1])
+        return BatchFeatures(present, rows, matrix / DIVISOR, [attrs[i] for i in rows.tolist()],
+                             list(subscriber_ids), ledgers, [], stored, clocks=clocks)
 
     async def read(
         self, subscriber_ids: Sequence[str], now_ms: int | None = None

@@ -43,8 +43,8 @@ def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
 
 def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFeatures,
                   marks: Mapping[tuple[str, str], bool]) -> Resolved:
-    """Walk the batch's applied events in order; update ``staged.staged`` / ``parts`` in place
-    with the new records; return the examples, experiment outcomes and drops.
+    """Walk the batch's applied events in order; store the new records in ``staged.staged``
+    (in place); return the examples, experiment outcomes and drops.
 
     A subscriber without label or alert in the batch whose clock stays below its record's
     due time (see :meth:`Book.due`) is skipped: nothing can change (most subscribers in most
@@ -70,8 +70,9 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
             latest[sid] = ev.ts
         if ev.type in LABEL_TYPES:
             eventful.add(sid)
+    values = staged.staged
     for sid, js in by_sub.items():
-        blob, old, attrs_raw = staged.parts[sid]
+        _, old, _ = values.parts(sid)
         if old and sid not in eventful and \
                 max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
             continue  # nothing can change before the record's due time
@@ -86,8 +87,7 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
             _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)
         body = book.encode(policy, after)
         if body != old:
-            staged.parts[sid] = (blob, body, attrs_raw)
-            staged.staged[sid] = blob + frame(body) + attrs_raw
+            values.replace_extension(sid, body)
     return out
 
 
@@ -115,7 +115,7 @@ def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
     quantised = quantise(snap.matrix)
     for j, k in enumerate(snap.rows.tolist()):
         sid = snap.subscribers[k]
-        _, old, attrs_raw = snap.parts[sid]
+        _, old, attrs_raw = snap.staged.parts(sid)
         attrs = snap.attrs[j]
         book = Book.decode(old, attrs)
         book.advance(watermark, policy, sid, attrs, out)

@@ -233,7 +233,7 @@ class Pipeline:
             with attempt:
                 pipe = self.store.redis.pipeline(transaction=False)
                 append_examples(pipe, self.store.config.keys, examples)
-                await self.ledger.commit(staged.subscribers, decision.entries, decision.pending,
+                await self.ledger.commit(decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
                 for partition, clocks in active.items():
                     self.silence.record(pipe, partition, clocks)
@@ -319,7 +319,7 @@ class Pipeline:
                                                      trigger_id)
                     pipe = self.store.redis.pipeline(transaction=False)
                     append_examples(pipe, self.store.config.keys, resolved.examples)
-                    await self.ledger.commit(known, decision.entries, decision.pending,
+                    await self.ledger.commit(decision.entries, decision.pending,
                                              pipe=pipe)
                     await self._write_tails(pipe, writes)
                     self.silence.reschedule(pipe, partition, known, watermark)

@@ -95,7 +95,7 @@ def test_batch_scripts_split_by_node_on_the_cluster(redis_cluster_server) -> Non
             assert len(groups) == 3 and sum(len(m) for _, m in groups) == 300
             staged = await store.stage(events)
             assert staged.status == "A" * 900
-            await ledger.commit(staged.subscribers, {}, {s: [("e1", b'{"x":1}')]
+            await ledger.commit({}, {s: [("e1", b'{"x":1}')]
                                                           for s in subs[:50]},
                                 states=staged.staged)
             again = await store.stage(events)
@@ -167,7 +167,7 @@ def test_per_slot_scripts_on_a_redis_6_cluster(tmp_path: Path) -> None:
                 groups = await store.router.split([Keys().state(s) for s in subs])
                 assert store.router.cross_slot is False and len(groups) == 40
                 staged = await store.stage(events)
-                await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+                await ledger.commit({}, {}, states=staged.staged)
                 assert (await store.stage(events)).status == "D" * 120
                 assert len(await store.read(subs)) == 40
             finally:
@@ -193,7 +193,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
         try:
             store, ledger = FeatureStore(client), AlertLedger(client)
             staged = await store.stage(events)
-            await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+            await ledger.commit({}, {}, states=staged.staged)
             source, dest = (redis_cluster_server.cli(n.port, "cluster", "myid").strip()
                             for n in nodes[:2])
             await asyncio.to_thread(
@@ -223,7 +223,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
             for node, members in await ledger.router.split([Keys().state(s) for s in subs]):
                 stale[node.port] |= {subs[i] for i in members}
             with pytest.raises(TryAgainError):
-                await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+                await ledger.commit({}, {}, states=staged.staged)
             store.router.invalidate()  # as the pipeline's retry does after any Redis error
             after = await store.stage(later)
             lost = {s for s, st in zip(subs, after.status) if st == "A"}

@@ -49,7 +49,7 @@ async def stage_overlapped(store: FeatureStore, chain: CommitChain, oracle: Orac
                 await asyncio.sleep(0.002)
             if k == fail_at:
                 raise Boom("redis went away")
-            await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+            await ledger.commit({}, {}, states=staged.staged)
             landed.append(k)
 
         await chain.submit(staged, {}, write)
@@ -125,7 +125,7 @@ def test_without_a_cache_or_after_a_clear_staging_waits_for_the_landing(redis_ur
 
         async def slow_commit(staged):
             await gate.wait()
-            await ledger.commit(staged.subscribers, {}, {}, states=staged.staged)
+            await ledger.commit({}, {}, states=staged.staged)
 
         store = FeatureStore(client, cache=StateCache(100))
         chain = CommitChain(store)
@@ -143,7 +143,7 @@ def test_without_a_cache_or_after_a_clear_staging_waits_for_the_landing(redis_ur
         uncached = FeatureStore(client)
         second = await uncached.stage(events[30:])
         task = await CommitChain(uncached).submit(
-            second, {}, lambda: ledger.commit(second.subscribers, {}, {}, states=second.staged))
+            second, {}, lambda: ledger.commit({}, {}, states=second.staged))
         assert task.done()  # nothing to stage on: it landed before submit returned
         oracle = Oracle()
         oracle.apply(events)

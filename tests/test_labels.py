@@ -417,7 +417,7 @@ def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str
 
         assert np.array_equal(after[quiet][0], before[quiet][0], equal_nan=True)  # untouched
         snap = await store.snapshot([quiet])
-        book = Book.decode(snap.parts[quiet][1])
+        book = Book.decode(snap.staged.parts(quiet)[1])
         assert [s.ts for s in book.snaps] == [T0 + 70 * DAY_MS]  # taken at the watermark
         assert [a.rules for a in h.publisher.sent] == [["going_quiet"]]
         # a value whose tail changed since the read is left alone

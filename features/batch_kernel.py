@@ -1,0 +1,137 @@
+"""The stage's kernel (numba): a batch applied to its subscribers' stored values, one
+subscriber at a time.
+
+For each subscriber of the batch, :func:`stage_values` decodes its stored value into one
+scratch state (``features.codec``), applies its events in arrival order
+(``features.kernel.apply_event``) and encodes the new value at once, while that state is
+still in the CPU's cache: no state array for the whole batch, and no table of every seen id.
+An event is late if it is older than the subscriber's clock minus the lateness, and a
+duplicate if its id hash is among the ids seen within the lateness (kept in the value) or
+applied earlier in the batch. The new value keeps the ids not older than its clock minus the
+lateness, and the old value's tail (extension frame, attributes) unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from features.codec import (EMPTY_ATTRS, VERSION, attrs_start, decode_head, encode_head,
+                            get_seen, put_count, put_seen)
+from features.kernel import (APPLIED, AT, DAY_MS, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE,
+                             WIDTH, apply_event, clear_state, features)
+
+__all__ = ["stage_values"]
+
+
+@njit(cache=True)
+def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped-def]
+                 a, b, ten, ids, lateness):
+    """Apply events to the stored values ``src[off[i]:off[i + 1]]`` of the batch's ``n``
+    subscribers (empty: unknown). Event e: subscriber index ``sub[e]``, type code, ts, day,
+    month, payload ``a``/``b``, profile tenure ``ten`` (-1: none), id hash ``ids[e]``.
+
+    Returns (status per event, a feature row per applied event in arrival order, the new
+    values as one buffer with ``n + 1`` offsets and each one's blob length, each
+    subscriber's clock and latest profile time before the batch (NONE: none), where each
+    old value's tail starts in ``src``, and the index of the first subscriber whose value
+    is of another version (-1: none; nothing else is then valid))."""
+    n, n_ev = len(off) - 1, len(sub)
+    order = np.argsort(sub, kind="mergesort")  # each subscriber's events, in arrival order
+    first = np.zeros(n + 1, np.int64)
+    for e in range(n_ev):
+        first[sub[e] + 1] += 1
+    first = np.cumsum(first)
+    size = 0
+    for i in range(n):
+        size += off[i + 1] - off[i] + 4201 + 20 * (first[i + 1] - first[i])
+    buf = np.empty(size, np.uint8)
+    new_off = np.zeros(n + 1, np.int64)
+    blob_len = np.zeros(n, np.int64)
+    clock_before = np.full(n, NONE, np.int64)
+    profile_before = np.full(n, NONE, np.int64)
+    old_tail = off[:-1].copy()
+    status = np.empty(n_ev, np.uint8)
+    rows = np.empty((n_ev, N_FEATURES), np.float64)
+    st = np.empty(WIDTH, np.int64)
+    tenure_box = np.empty(1, np.float64)
+    bits_box = tenure_box.view(np.int64)
+    cap = 64
+    seen_hash = np.empty(cap, np.int64)
+    seen_ts = np.empty(cap, np.int64)
+    pos = 0
+    for i in range(n):
+        clear_state(st)
+        tenure_box[0] = np.nan
+        start, end = off[i], off[i + 1]
+        count, tail = 0, start
+        if start < end:
+            if src[start] != VERSION:
+                return status, rows[:0], buf[:0], new_off, blob_len, clock_before, \
+                    profile_before, old_tail, i
+            count, p, bits_box[0] = decode_head(src, start, st)
+            if count + first[i + 1] - first[i] > cap:
+                while cap < count + first[i + 1] - first[i]:
+                    cap *= 2
+                seen_hash = np.empty(cap, np.int64)
+                seen_ts = np.empty(cap, np.int64)
+            for j in range(count):
+                seen_hash[j], seen_ts[j], p = get_seen(src, p, st[MX])
+            tail = old_tail[i] = p
+        elif first[i + 1] - first[i] > cap:
+            while cap < first[i + 1] - first[i]:
+                cap *= 2
+            seen_hash = np.empty(cap, np.int64)
+            seen_ts = np.empty(cap, np.int64)
+        clock_before[i] = st[MX]
+        profile_before[i] = st[AT]
+        tenure = tenure_box[0]
+        for q in range(first[i], first[i + 1]):
+            e = order[q]
+            t = ts[e]
+            if st[MX] != NONE and t < st[MX] - lateness:
+                status[e] = LATE
+                continue
+            h = ids[e]
+            duplicate = False
+            for j in range(count):
+                if seen_hash[j] == h:
+                    duplicate = True
+                    break
+            if duplicate:
+                status[e] = DUPLICATE
+                continue
+            status[e] = APPLIED
+            seen_hash[count] = h
+            seen_ts[count] = t
+            count += 1
+            tenure = apply_event(st, tenure, kind[e], t, day[e], month[e], a[e], b[e], ten[e])
+            features(st, tenure, st[MX] // DAY_MS, st[MM], rows[e])
+        new_off[i] = pos
+        if st[MX] != NONE:  # (else nothing known, nothing applied: the value stays empty)
+            tenure_box[0] = tenure
+            pos = encode_head(buf, pos, st, bits_box[0])
+            horizon = st[MX] - lateness
+            kept = 0
+            for j in range(count):
+                if seen_ts[j] >= horizon:
+                    kept += 1
+            pos = put_count(buf, pos, kept)
+            for j in range(count):
+                if seen_ts[j] >= horizon:
+                    pos = put_seen(buf, pos, seen_hash[j], st[MX] - seen_ts[j])
+            blob_len[i] = pos - new_off[i]
+            buf[pos:pos + end - tail] = src[tail:end]
+            pos += end - tail
+            if attrs_start(src, tail, end) == end:
+                buf[pos] = EMPTY_ATTRS
+                pos += 1
+    new_off[n] = pos
+    applied = 0
+    for e in range(n_ev):
+        if status[e] == APPLIED:
+            if applied != e:
+                rows[applied] = rows[e]
+            applied += 1
+    return status, rows[:applied], buf[:pos], new_off, blob_len, clock_before, \
+        profile_before, old_tail, -1

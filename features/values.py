@@ -1,0 +1,128 @@
+"""A batch's state values as one buffer: what its commit stores and the state cache keeps.
+
+``FeatureStore.stage`` encodes every subscriber's new value (codec blob, extension frame,
+attributes; see ``features.extension``) into one buffer. :class:`StateValues` hands that
+buffer to the commit as it is, gives each value to the cache as bytes, and lets another
+layer read and replace a subscriber's extension record (``online_models.labels``), without
+a Python step per subscriber on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from features.extension import frame, split
+
+__all__ = ["StateValues"]
+
+
+class StateValues(Mapping[str, bytes]):
+    """Subscriber → stored value, for the ``subscribers`` of one batch (in batch order).
+
+    ``raw`` holds the values back to back, ``off`` their ``n + 1`` offsets, ``blob_len`` the
+    length of each one's codec blob (the rest is its tail). A value of length 0 is stored
+    nowhere (an unknown subscriber), and is left out of :meth:`packed`.
+    """
+
+    __slots__ = ("subscribers", "_raw", "_off", "_blob_len", "_index", "_replaced")
+
+    def __init__(self, subscribers: Sequence[str], raw: bytes, off: np.ndarray,
+                 blob_len: np.ndarray) -> None:
+        if len(off) != len(subscribers) + 1 or len(blob_len) != len(subscribers):
+            raise ValueError("need n + 1 offsets and n blob lengths for n subscribers")
+        self.subscribers = list(subscribers)
+        self._raw = raw
+        self._off: list[int] = off.tolist()
+        self._blob_len = blob_len
+        self._index: dict[str, int] | None = None
+        self._replaced: dict[int, bytes] = {}
+
+    @classmethod
+    def of(cls, values: Mapping[str, bytes]) -> StateValues:
+        """From a plain mapping (whole values; their blob lengths are not known, so
+        :meth:`parts` and :meth:`replace_extension` are not available)."""
+        pieces = list(values.values())
+        off = np.zeros(len(pieces) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)), out=off[1:])
+        return cls(list(values), b"".join(pieces), off, np.full(len(pieces), -1, np.int64))
+
+    def _at(self, subscriber_id: str) -> int:
+        if self._index is None:
+            self._index = dict(zip(self.subscribers, range(len(self.subscribers))))
+        return self._index[subscriber_id]
+
+    def _value(self, i: int) -> bytes:
+        if self._replaced:
+            value = self._replaced.get(i)
+            if value is not None:
+                return value
+        return self._raw[self._off[i]:self._off[i + 1]]
+
+    def __getitem__(self, subscriber_id: str) -> bytes:
+        return self._value(self._at(subscriber_id))
+
+    def __contains__(self, subscriber_id: object) -> bool:
+        try:
+            self._at(subscriber_id)  # type: ignore[arg-type]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.subscribers)
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    def in_order(self) -> list[bytes]:
+        """Every value, in ``subscribers`` order."""
+        raw, off = self._raw, self._off
+        values = list(map(raw.__getitem__, map(slice, off[:-1], off[1:])))
+        for i, value in self._replaced.items():
+            values[i] = value
+        return values
+
+    def parts(self, subscriber_id: str) -> tuple[bytes, bytes, bytes]:
+        """(codec blob, extension body, attributes msgpack) of a subscriber's value."""
+        i = self._at(subscriber_id)
+        size = int(self._blob_len[i])
+        if size < 0:
+            raise ValueError("values built from a mapping have no known blob length")
+        value = self._value(i)
+        return (value[:size], *split(value[size:]))
+
+    def replace_extension(self, subscriber_id: str, body: bytes) -> None:
+        """Store ``body`` as the subscriber's extension record (blob and attributes kept)."""
+        blob, _, attributes = self.parts(subscriber_id)
+        self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
+
+    def replace_attributes(self, subscriber_id: str, attributes: bytes) -> None:
+        """Store ``attributes`` (msgpack) as the subscriber's attributes (blob and extension
+        record kept)."""
+        blob, body, _ = self.parts(subscriber_id)
+        self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
+
+    def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
+        """The non-empty values of the subscribers at ``members`` (indices into
+        ``subscribers``; default all) as (their indices, ``len(indices)`` little-endian
+        uint32 sizes then the values back to back), as the commit script takes them."""
+        off = np.asarray(self._off, np.int64)
+        sizes = np.diff(off)
+        if self._replaced:
+            sizes[list(self._replaced)] = [len(v) for v in self._replaced.values()]
+        everyone = members is None
+        if everyone and not self._replaced and sizes.all():
+            return list(range(len(self.subscribers))), sizes.astype("<u4").tobytes() + self._raw
+        chosen = np.arange(len(self.subscribers)) if members is None else np.asarray(members)
+        chosen = chosen[sizes[chosen] > 0].tolist()
+        if everyone and len(chosen) == len(self.subscribers):  # some replaced: splice them in
+            pieces, last = [], 0
+            for i in sorted(self._replaced):
+                pieces += [self._raw[self._off[last]:self._off[i]], self._replaced[i]]
+                last = i + 1
+            pieces.append(self._raw[self._off[last]:])
+            return chosen, sizes.astype("<u4").tobytes() + b"".join(pieces)
+        return chosen, (sizes[chosen].astype("<u4").tobytes()
+                        + b"".join([self._value(i) for i in chosen]))
