@@ -115,7 +115,8 @@ class StateValues(Mapping[str, bytes]):
         everyone = members is None
         if everyone and not self._replaced and sizes.all():
             return list(range(len(self.subscribers))), sizes.astype("<u4").tobytes() + self._raw
-        chosen = np.arange(len(self.subscribers)) if members is None else np.asarray(members)
+        chosen = np.arange(len(self.subscribers)) if members is None \
+            else np.asarray(members, np.int64)
         chosen = chosen[sizes[chosen] > 0].tolist()
         if everyone and len(chosen) == len(self.subscribers):  # some replaced: splice them in
             pieces, last = [], 0
