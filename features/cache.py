@@ -57,7 +57,7 @@ class StateCache:
 
     def get(self, subscribers: Sequence[str]) -> list[CachedState | None]:
         """Each subscriber's cached state, or None (counted as hits and misses)."""
-        found = [self._entries.get(sid) for sid in subscribers]
+        found = list(map(self._entries.get, subscribers))
         missed = found.count(None)
         self.misses += missed
         self.hits += len(found) - missed

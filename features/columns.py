@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Sequence
 
 import numpy as np
@@ -32,34 +33,50 @@ class Columns:
     ids: np.ndarray
 
 
-def _floats(events: Sequence[Event], attr: str) -> np.ndarray:
-    return np.fromiter((getattr(ev, attr) or 0.0 for ev in events), np.float64, len(events))
+_SUBSCRIBER, _TYPE, _TS, _ID = (attrgetter(name) for name in
+                                ("subscriber_id", "type", "ts", "event_id"))
+
+
+def _of(events: Sequence[Event], rows: np.ndarray, name: str) -> list:
+    """Attribute ``name`` of the events at ``rows``."""
+    return list(map(attrgetter(name), map(events.__getitem__, rows.tolist())))
+
+
+def _scaled(values: list, scale: int) -> np.ndarray:
+    """int(round(x * scale)) for each value (None: 0); rint rounds half to even, as round()."""
+    floats = np.array([0.0 if v is None else v for v in values], np.float64)
+    return np.rint(floats * scale).astype(np.int64)
 
 
 def encode_batch(events: Sequence[Event]) -> tuple[list[str], Columns]:
     """Distinct subscribers (first-seen order) and the batch's columns."""
     n = len(events)
-    index: dict[str, int] = {}
-    sub = np.fromiter((index.setdefault(ev.subscriber_id, len(index)) for ev in events),
-                      np.int64, n)
-    kind = np.fromiter((TYPE_CODE[ev.type] for ev in events), np.int64, n)
-    ts = np.fromiter((ev.ts for ev in events), np.int64, n)
-    # int(round(x * 100)) for every event at once: rint rounds half to even, as round() does
-    cents = np.rint(_floats(events, "amount") * 100).astype(np.int64)
-    fee = np.rint(_floats(events, "monthly_fee") * 100).astype(np.int64)
-    data = np.rint(_floats(events, "data_mb") * 1000).astype(np.int64)
-    voice = np.rint(_floats(events, "voice_min") * 1000).astype(np.int64)
-    category = np.fromiter((_CATEGORY[ev.category or "other"] for ev in events),
-                           np.int64, n)
-    a = np.select([kind == SPEND, kind == COMPLAINT, kind == USAGE, kind == PLAN],
-                  [cents, category, data, fee], 0)
-    b = np.where(kind == USAGE, voice, 0)
-    tenure = np.fromiter((-1.0 if ev.tenure_months is None else ev.tenure_months
-                          for ev in events), np.float64, n)
-    tenure[kind != PROFILE] = -1.0
-    ids = [ev.event_id for ev in events]
-    lengths = np.fromiter((len(s) for s in ids), np.int64, n)
-    codes = np.frombuffer("".join(ids).encode("utf-32-le"), np.uint32)
+    ids = list(map(_SUBSCRIBER, events))
+    subscribers = list(dict.fromkeys(ids))
+    index = dict(zip(subscribers, range(len(subscribers))))
+    sub = np.fromiter(map(index.__getitem__, ids), np.int64, n)
+    kind = np.fromiter(map(TYPE_CODE.__getitem__, map(_TYPE, events)), np.int64, n)
+    ts = np.fromiter(map(_TS, events), np.int64, n)
+    a = np.zeros(n, np.int64)
+    b = np.zeros(n, np.int64)
+    tenure = np.full(n, -1.0)
+    for code, rows in ((k, np.flatnonzero(kind == k)) for k in (SPEND, COMPLAINT, USAGE, PLAN,
+                                                                 PROFILE)):
+        if not len(rows):
+            continue
+        if code == SPEND:
+            a[rows] = _scaled(_of(events, rows, "amount"), 100)
+        elif code == COMPLAINT:
+            a[rows] = [_CATEGORY[c or "other"] for c in _of(events, rows, "category")]
+        elif code == USAGE:
+            a[rows] = _scaled(_of(events, rows, "data_mb"), 1000)
+            b[rows] = _scaled(_of(events, rows, "voice_min"), 1000)
+        elif code == PLAN:
+            a[rows] = _scaled(_of(events, rows, "monthly_fee"), 100)
+        else:
+            tenure[rows] = [-1.0 if t is None else t for t in _of(events, rows, "tenure_months")]
+    names = list(map(_ID, events))
+    lengths = np.fromiter(map(len, names), np.int64, n)
+    codes = np.frombuffer("".join(names).encode("utf-32-le"), np.uint32)
     hashes = hash_ids(codes, lengths).view(np.int64)
-    cols = Columns(sub, kind, ts, ts // DAY_MS, months_of(ts), a, b, tenure, hashes)
-    return list(index), cols
+    return subscribers, Columns(sub, kind, ts, ts // DAY_MS, months_of(ts), a, b, tenure, hashes)
