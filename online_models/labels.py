@@ -71,8 +71,9 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
         if ev.type in LABEL_TYPES:
             eventful.add(sid)
     values = staged.staged
+    records = values.extensions()
     for sid, js in by_sub.items():
-        _, old, _ = values.parts(sid)
+        old = records[sid]
         if old and sid not in eventful and \
                 max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
             continue  # nothing can change before the record's due time

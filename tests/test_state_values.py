@@ -53,6 +53,8 @@ def test_values_parts_and_packing_agree_with_a_dict(parts: list, data: st.DataOb
         want[f"s{i}"] = blob + frame(ext) + attrs
         assert values.parts(f"s{i}") == (blob, ext, attrs)
     assert dict(values) == want
+    assert values.extensions() == {f"s{i}": (split(v[len(parts[i][0]):])[0] if v else b"")
+                                   for i, v in enumerate(want.values())}
     assert values.in_order() == list(want.values())
     stored = [i for i, v in enumerate(want.values()) if v]
     chosen, packed = values.packed()
