@@ -49,9 +49,9 @@ def empty_states(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @njit(cache=True)
 def clear_state(st):  # type: ignore[no-untyped-def]
-    """Make ``st`` the state of an unknown subscriber (as :func:`empty_states`)."""
-    for j in range(WIDTH):
-        st[j] = 0
+    """Make ``st`` the state of an unknown subscriber, as :func:`empty_states` does for what
+    is ever read: every scalar and ring tag NONE. (A slot's values are only read while its
+    tag is a key inside a window, and reset when a key takes the slot.)"""
     for j in range(D_VAL):
         st[j] = NONE
     for j in range(S_TAG, S_VAL):
