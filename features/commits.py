@@ -54,27 +54,31 @@ class CommitChain:
 
     async def submit(self, staged: BatchFeatures, entries: Mapping[str, Mapping[str, Any]],
                      write: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
-        """Pin ``staged`` (with its cooldown ``entries``) in the cache and start landing it
-        with ``write`` (the batch's commit) once the commits before it landed. Returns the
-        landing task (its result is ``write``'s)."""
+        """Start landing ``staged`` with ``write`` (the batch's commit) once the commits
+        before it landed, and pin it (with its cooldown ``entries``) in the cache once the
+        commit is sent. Returns the landing task (its result is ``write``'s)."""
         while len(self._landing) >= self.depth:
             await asyncio.wait([self._landing.popleft()])
         self._raise_if_broken()
-        token = self.store.cache.put(staged.generation, staged.staged, entries,
-                                     staged.ledgers, pin=True, attrs=staged.attrs_after)
+        cache = self.store.cache
+        pins: list[int] = []  # the batch's pin token, once it is put
         previous = self._landing[-1] if self._landing else None
-        task = asyncio.ensure_future(self._land(previous, token, write))
+        task = asyncio.ensure_future(self._land(previous, pins, write))
         task.add_done_callback(_retrieve)  # its failure is raised by drain / later submits
         self._landing.append(task)
         self._generation = staged.generation
-        if not self.store.cache.capacity:
+        if not cache.capacity:
             await asyncio.wait([task])
             task.result()  # its own error, if it failed
             return task
         # redis-py checks a pooled connection (a zero-timeout read) before it sends: a loop
-        # turn or two; let the commit go out before the caller computes the next batch
+        # turn or two; let the commit go out, then pin the batch while redis-server works
         for _ in range(4):
             await asyncio.sleep(0)
+        pins.append(cache.put(staged.generation, staged.staged, entries, staged.ledgers,
+                              pin=True, attrs=staged.attrs_after))
+        if task.done():  # landed (or failed) already: nothing to keep pinned
+            cache.unpin(pins[0])
         return task
 
     async def ready(self) -> None:
@@ -101,7 +105,7 @@ class CommitChain:
             raise CommitChainBroken("an earlier batch's commit failed; replay from the last "
                                     "landed batch with a new CommitChain") from self.failure
 
-    async def _land(self, previous: asyncio.Task[Any] | None, token: int,
+    async def _land(self, previous: asyncio.Task[Any] | None, pins: list[int],
                     write: Callable[[], Awaitable[Any]]) -> Any:
         if previous is not None and not previous.done():  # (waiting on a done one yields)
             await asyncio.wait([previous])
@@ -113,7 +117,8 @@ class CommitChain:
                 self.failure = exc
             self.store.cache.clear()  # it holds this batch and the ones staged on it
             raise
-        self.store.cache.unpin(token)
+        if pins:
+            self.store.cache.unpin(pins[0])
         return result
 
 
