@@ -2,9 +2,9 @@
 
 A batch's commit is one Redis round trip (``alerting.ledger``), and redis-server does its
 work on another core. Waiting for it before staging the next batch leaves the worker idle
-for that time; :class:`CommitChain` instead puts the staged batch in the state cache at
-once, pinned (``StateCache.put(pin=True)``), so the next batch stages on it, and lands the
-commits one after the other in the background.
+for that time; :class:`CommitChain` instead sends the commit and, while redis-server applies
+it, puts the staged batch in the state cache, pinned (``StateCache.put(pin=True)``), so the
+next batch stages on it; the commits land one after the other in the background.
 
 The rules that keep it exact:
 
