@@ -399,6 +399,11 @@ async def _quiesce(client: Any, timeout: float = 180.0) -> float:
     return time.perf_counter() - t0
 
 
+async def _forks(client: Any) -> int:
+    """redis-server's forks so far (each AOF rewrite is one)."""
+    return int((await client.info("stats")).get("total_forks", 0))
+
+
 # ---------------------------------------------------------------------------- phases
 class Preloader:
     """Loads the population through the batch path, thinning histories to fit the budget."""
@@ -796,18 +801,27 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                 naive_events = factory.stream(cfg.naive_events if r else min(cfg.naive_events, 500),
                                               naive_pool, start, span)
                 await _quiesce(client)
+                forks = await _forks(client)
                 before = _commandstats(await client.info("commandstats"))
                 result = await batch_round(store, ledger, batches, [cached])
+                result["aof_rewrites_started"] = await _forks(client) - forks
                 _merge(commandstats, _stats_delta(before, _commandstats(await client.info("commandstats"))))
-                # the same number of fresh events through the cached store
+                # the same number of fresh events through the cached store; each path starts
+                # with no AOF rewrite running (one the previous path set off would land in it)
                 events = factory.stream(len(events), population, start, span)
+                await _quiesce(client)
+                forks = await _forks(client)
                 cached_result = await batch_round(
                     cached, ledger, [events[i:i + cfg.batch]
                                      for i in range(0, len(events), cfg.batch)], [cached])
+                cached_result["aof_rewrites_started"] = await _forks(client) - forks
                 events = factory.stream(len(events), population, start, span)
+                await _quiesce(client)
+                forks = await _forks(client)
                 overlapped_result = await overlapped_round(
                     cached, ledger, [events[i:i + cfg.batch]
                                      for i in range(0, len(events), cfg.batch)])
+                overlapped_result["aof_rewrites_started"] = await _forks(client) - forks
                 before = _commandstats(await client.info("commandstats"))
                 naive_result = await naive_round(naive, naive_events)
                 delta = _stats_delta(before, _commandstats(await client.info("commandstats")))
