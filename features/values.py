@@ -51,7 +51,7 @@ class StateValues(Mapping[str, bytes]):
     nowhere (an unknown subscriber), and is left out of :meth:`packed`.
     """
 
-    __slots__ = ("subscribers", "_raw", "_off", "_blob_len", "_index", "_replaced")
+    __slots__ = ("subscribers", "_raw", "_off", "_blob_len", "_index", "_replaced", "_values")
 
     def __init__(self, subscribers: Sequence[str], raw: bytes, off: np.ndarray,
                  blob_len: np.ndarray) -> None:
@@ -63,6 +63,7 @@ class StateValues(Mapping[str, bytes]):
         self._blob_len = blob_len
         self._index: dict[str, int] | None = None
         self._replaced: dict[int, bytes] = {}
+        self._values: list[bytes] | None = None
 
     @classmethod
     def of(cls, values: Mapping[str, bytes]) -> StateValues:
@@ -102,12 +103,14 @@ class StateValues(Mapping[str, bytes]):
         return len(self.subscribers)
 
     def in_order(self) -> list[bytes]:
-        """Every value, in ``subscribers`` order."""
-        raw, off = self._raw, self._off
-        values = list(map(raw.__getitem__, map(slice, off[:-1], off[1:])))
-        for i, value in self._replaced.items():
-            values[i] = value
-        return values
+        """Every value, in ``subscribers`` order (shared: do not mutate)."""
+        if self._values is None:
+            raw, off = self._raw, self._off
+            values = list(map(raw.__getitem__, map(slice, off[:-1], off[1:])))
+            for i, value in self._replaced.items():
+                values[i] = value
+            self._values = values
+        return self._values
 
     def parts(self, subscriber_id: str) -> tuple[bytes, bytes, bytes]:
         """(codec blob, extension body, attributes msgpack) of a subscriber's value."""
@@ -135,12 +138,14 @@ class StateValues(Mapping[str, bytes]):
         """Store ``body`` as the subscriber's extension record (blob and attributes kept)."""
         blob, _, attributes = self.parts(subscriber_id)
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
+        self._values = None
 
     def replace_attributes(self, subscriber_id: str, attributes: bytes) -> None:
         """Store ``attributes`` (msgpack) as the subscriber's attributes (blob and extension
         record kept)."""
         blob, body, _ = self.parts(subscriber_id)
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
+        self._values = None
 
     def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
         """The non-empty values of the subscribers at ``members`` (indices into

@@ -231,7 +231,9 @@ class Pipeline:
         t0 = time.perf_counter()
         async for attempt in self._retrying("batch"):
             with attempt:
-                pipe = self.store.redis.pipeline(transaction=False)
+                # one MULTI/EXEC on a single Redis; a cluster's writes span slots (the commit
+                # itself then runs as one script per node)
+                pipe = self.store.redis.pipeline(transaction=not self.ledger.router.cluster)
                 append_examples(pipe, self.store.config.keys, examples)
                 await self.ledger.commit(decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
