@@ -121,13 +121,16 @@ def bench(
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run a stream worker against the configured Kafka and Redis."""
-    from churnwatch import allocator, gc_tuning, memtrace
+    from churnwatch import allocator
+
+    settings = load(config, service=True)
+    allocator.limit_arenas(settings.malloc_arena_max)  # before the imports below start threads
+    from churnwatch import gc_tuning, memtrace
     from churnwatch.embedded import create_topics
     from streams.app import create_app
 
     from churnwatch.broker_guard import EXIT_CODE, BrokerResetError, check_at_startup
 
-    settings = load(config, service=True)
     try:
         if settings.broker and settings.redis_url:  # else create_app says what is missing
             asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
                                           "least this size get their own mapping, returned "
                                           "on free (glibc; 0 = glibc's dynamic threshold, "
                                           "churnwatch/allocator.py)")
+    malloc_arena_max: int = Field(0, ge=0, le=1024, description="malloc arenas "
+                                  "the worker's threads share (glibc; 0 = glibc's default of "
+                                  "8 per core, churnwatch/allocator.py)")
     memtrace_file: Path | None = Field(None, description="diagnostic: trace the worker's "
                                        "memory and append a sample to this JSONL file every "
                                        "memtrace_interval_s (slow; churnwatch/memtrace.py)")
