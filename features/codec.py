@@ -48,16 +48,23 @@ def _put(buf, pos, v):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _get(buf, pos):  # type: ignore[no-untyped-def]
-    z = 0
+def _uget(buf, pos):  # type: ignore[no-untyped-def]
+    """An unsigned LEB128 varint at ``pos``: (value, next position)."""
+    v = 0
     shift = 0
     while True:
         byte = np.int64(buf[pos])
         pos += 1
-        z |= (byte & 127) << shift
+        v |= (byte & 127) << shift
         if byte < 128:
             break
         shift += 7
+    return v, pos
+
+
+@njit(cache=True)
+def _get(buf, pos):  # type: ignore[no-untyped-def]
+    z, pos = _uget(buf, pos)
     return (z >> 1) ^ -(z & 1), pos
 
 
@@ -116,21 +123,19 @@ def _get_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-un
 
 
 @njit(cache=True)
+def extension_at(src, pos, end):  # type: ignore[no-untyped-def]
+    """(start, end) of the extension body in a tail ``src[pos:end]`` (``features.extension``);
+    (pos, pos) if the tail has no extension frame."""
+    if pos < end and src[pos] == MARK:
+        size, start = _uget(src, pos + 1)
+        return start, start + size
+    return pos, pos
+
+
+@njit(cache=True)
 def attrs_start(src, pos, end):  # type: ignore[no-untyped-def]
     """Where the attributes start in a tail ``src[pos:end]`` (after an extension frame)."""
-    if pos < end and src[pos] == MARK:
-        size = 0
-        shift = 0
-        pos += 1
-        while True:
-            byte = np.int64(src[pos])
-            pos += 1
-            size |= (byte & 127) << shift
-            if byte < 128:
-                break
-            shift += 7
-        pos += size
-    return pos
+    return extension_at(src, pos, end)[1]
 
 
 @njit(cache=True)

@@ -14,32 +14,20 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 from numba import njit
 
-from features.extension import MARK, frame, split
+from features.codec import extension_at
+from features.extension import frame, split
 
 __all__ = ["StateValues"]
 
 
 @njit(cache=True)
 def _bodies(raw, off, blob_len):  # type: ignore[no-untyped-def]
-    """(start, end) of each value's extension body (0, 0: none); see features.extension."""
+    """(start, end) of each value's extension body (start == end: none)."""
     n = len(blob_len)
     starts = np.zeros(n, np.int64)
     ends = np.zeros(n, np.int64)
     for i in range(n):
-        pos = off[i] + blob_len[i]
-        if pos < off[i + 1] and raw[pos] == MARK:
-            size = 0
-            shift = 0
-            pos += 1
-            while True:
-                byte = np.int64(raw[pos])
-                pos += 1
-                size |= (byte & 127) << shift
-                if byte < 128:
-                    break
-                shift += 7
-            starts[i] = pos
-            ends[i] = pos + size
+        starts[i], ends[i] = extension_at(raw, off[i] + blob_len[i], off[i + 1])
     return starts, ends
 
 
