@@ -4,7 +4,9 @@
 --   hash of the i-th subscriber with decisions; ARGV[2] = cmsgpack array, per such subscriber,
 --   of {{rule, "ts|rank|event_id", ...}, {event_id, alert_json, ...}}: cooldown entries to set
 --   and alerts decided in this batch (kept as pending until delivered); ARGV[3] = TTL seconds
---   of the ledger; ARGV[4] = n little-endian uint32 blob lengths, then the n state blobs.
+--   of the ledger; ARGV[4] = n little-endian uint32 blob lengths, then the n state blobs
+--   (on a single Redis n is 0: alerting/ledger.py sends the states by MSET in the same
+--   MULTI/EXEC, which costs redis-server half the time of a Lua string per value).
 --   Stores every new state and records every decision in one atomic step. ARGV[5] = "mset":
 --   states are written by MSET, 200 at a time (a SET ... EX per key costs 2-4x more; a
 --   cluster refuses MSET across slots, so there each key is its own MSET). States carry no

@@ -1,13 +1,13 @@
 """The batch commit and the alert ledger in Redis.
 
 ``commit`` stores a batch's new feature states (the values ``FeatureStore.stage`` returned)
-and records its cooldown entries and decided alerts (as *pending*) atomically (one
-``MULTI``/``EXEC`` of an ``MSET`` and the ledger script; on a Redis Cluster one script per
-node), so a crash at any point either loses the whole batch's effects (and the replay redoes
-them) or none of them. ``mark_delivered`` moves an alert from pending to the subscriber's recent alerts once
-every sink has it; a replayed duplicate event gets its still-pending alert back from
-``FeatureStore.stage``, to be sent again. On a Redis Cluster each step runs as one script
-per node (``churnwatch.script_router``); every subscriber's effects stay in one script.
+and records its cooldown entries and decided alerts (as *pending*) atomically, so a crash at
+any point either loses the whole batch's effects (and the replay redoes them) or none of
+them: on a single Redis one ``MULTI``/``EXEC`` of an ``MSET`` and the ledger script, on a
+Redis Cluster one script per node (``churnwatch.script_router``; every subscriber's effects
+stay in one script). ``mark_delivered`` moves an alert from pending to the subscriber's
+recent alerts once every sink has it; a replayed duplicate event gets its still-pending
+alert back from ``FeatureStore.stage``, to be sent again.
 """
 
 from __future__ import annotations
