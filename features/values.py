@@ -138,23 +138,11 @@ class StateValues(Mapping[str, bytes]):
     def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
         """The non-empty values of the subscribers at ``members`` (indices into
         ``subscribers``; default all) as (their indices, ``len(indices)`` little-endian
-        uint32 sizes then the values back to back), as the commit script takes them."""
-        off = np.asarray(self._off, np.int64)
-        sizes = np.diff(off)
-        if self._replaced:
-            sizes[list(self._replaced)] = [len(v) for v in self._replaced.values()]
-        everyone = members is None
-        if everyone and not self._replaced and sizes.all():
-            return list(range(len(self.subscribers))), sizes.astype("<u4").tobytes() + self._raw
-        chosen = np.arange(len(self.subscribers)) if members is None \
-            else np.asarray(members, np.int64)
+        uint32 sizes then the values back to back), as the commit script takes them on a
+        cluster (a single Redis gets them by ``MSET``, see ``alerting.ledger``)."""
+        values = self.in_order()
+        sizes = np.fromiter(map(len, values), np.int64, len(values))
+        chosen = np.arange(len(values)) if members is None else np.asarray(members, np.int64)
         chosen = chosen[sizes[chosen] > 0].tolist()
-        if everyone and len(chosen) == len(self.subscribers):  # some replaced: splice them in
-            pieces, last = [], 0
-            for i in sorted(self._replaced):
-                pieces += [self._raw[self._off[last]:self._off[i]], self._replaced[i]]
-                last = i + 1
-            pieces.append(self._raw[self._off[last]:])
-            return chosen, sizes.astype("<u4").tobytes() + b"".join(pieces)
         return chosen, (sizes[chosen].astype("<u4").tobytes()
-                        + b"".join([self._value(i) for i in chosen]))
+                        + b"".join([values[i] for i in chosen]))
