@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from churnwatch.keys import Keys
+from churnwatch.redis_connect import sends_packed
 from churnwatch.script_router import ScriptRouter
 from features.values import StateValues
 
@@ -94,22 +95,18 @@ class AlertLedger:
         own = pipe is None
         if own:
             pipe = self.redis.pipeline(transaction=True)
-        stored = values.in_order()
-        if not all(stored):
-            chosen = [i for i, value in enumerate(stored) if value]
-            stored = [stored[i] for i in chosen]
-            names = self.keys.states([values.subscribers[i] for i in chosen])
+        if sends_packed(pipe):  # the whole command in one numba pass over the values' buffer
+            command = values.mset(self.keys.states(values.subscribers)) if len(values) else None
+            args: list[Any] = [] if command is None else [command]
         else:
-            names = self.keys.states(values.subscribers)
-        if stored:
-            args: list[Any] = [None] * (2 * len(stored))
-            args[0::2] = names
-            args[1::2] = stored
+            args = [x for sid, value in values.items() if value
+                    for x in (self.keys.state(sid), value)]
+        if args:
             pipe.execute_command("MSET", *args)
         if items:
             await self._script(keys=[self.keys.ledger(sid) for sid in items],
                                args=self._args(list(items.values()), b""), client=pipe)
-        if own and (stored or items):
+        if own and (args or items):
             await pipe.execute()
 
     def _args(self, items: list[tuple[list[str], list[str]]], packed: bytes) -> list[Any]:

@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from churnwatch.config import Settings
+from churnwatch.resp import Packed
 
 
 def _timeouts(settings: Settings) -> dict[str, float]:
@@ -34,6 +35,8 @@ def _packing_with_hiredis(connection_class: type) -> type:
     """``connection_class`` whose commands are serialised by hiredis (C)."""
 
     def pack_command(self: Any, *args: Any) -> list[bytes]:
+        if len(args) == 2 and type(args[1]) is Packed:  # packed already (churnwatch.resp)
+            return [args[1].chunk]
         if isinstance(args[0], str):  # "CONFIG GET": a command name of several words
             args = (*args[0].encode().split(), *args[1:])
         elif b" " in args[0]:
@@ -45,7 +48,7 @@ def _packing_with_hiredis(connection_class: type) -> type:
                 bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args))]
 
     return type(f"Hiredis{connection_class.__name__}", (connection_class,),
-                {"pack_command": pack_command, "__module__": __name__})
+                {"pack_command": pack_command, "sends_packed": True, "__module__": __name__})
 
 
 def hiredis_packing(client: Any) -> Any:
@@ -53,7 +56,8 @@ def hiredis_packing(client: Any) -> Any:
 
     redis-py's asyncio connections pack every argument in Python (about 0.5 µs each) even
     when hiredis is installed; a batch's commit carries several arguments per subscriber, so
-    this was a tenth of the worker's time. hiredis gives the same bytes 8× faster."""
+    this was a tenth of the worker's time. hiredis gives the same bytes 8× faster. The
+    connections also send a :class:`~churnwatch.resp.Packed` command as it is."""
     if isinstance(client, RedisCluster):
         kwargs = client.nodes_manager.connection_kwargs
         kwargs["connection_class"] = _packing_with_hiredis(kwargs["connection_class"])
@@ -63,6 +67,13 @@ def hiredis_packing(client: Any) -> Any:
         pool = client.connection_pool
         pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return client
+
+
+def sends_packed(client: Any) -> bool:
+    """Whether ``client`` (a single Redis' client or pipeline) sends :class:`Packed`
+    commands as they are: made by :func:`hiredis_packing`."""
+    pool = getattr(client, "connection_pool", None)
+    return bool(getattr(getattr(pool, "connection_class", None), "sends_packed", False))
 
 
 def connect_sync(settings: Settings) -> Any:

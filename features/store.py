@@ -30,6 +30,7 @@ import numpy as np
 from churnwatch.errors import StoreError
 from churnwatch.events import Event
 from churnwatch.keys import Keys
+from churnwatch.resp import mset
 from churnwatch.script_router import ScriptRouter
 from features.cache import StateCache
 from features.batch_kernel import stage_values
@@ -161,6 +162,7 @@ def warm_up() -> None:
         cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
     states, tenure, *_ = decode_states(buf.tobytes(), np.diff(off))
     read_features(states, tenure, 0, 0)
+    mset(["warm-up"], buf.tobytes(), off)
 
 
 class FeatureStore:

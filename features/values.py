@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 from numba import njit
 
+from churnwatch.resp import Packed, mset
 from features.codec import extension_at
 from features.extension import frame, split
 
@@ -39,7 +40,8 @@ class StateValues(Mapping[str, bytes]):
     nowhere (an unknown subscriber), and is left out of :meth:`packed`.
     """
 
-    __slots__ = ("subscribers", "_raw", "_off", "_blob_len", "_index", "_replaced", "_values")
+    __slots__ = ("subscribers", "_raw", "_offsets", "_off", "_blob_len", "_index", "_replaced",
+                 "_values")
 
     def __init__(self, subscribers: Sequence[str], raw: bytes, off: np.ndarray,
                  blob_len: np.ndarray) -> None:
@@ -47,6 +49,7 @@ class StateValues(Mapping[str, bytes]):
             raise ValueError("need n + 1 offsets and n blob lengths for n subscribers")
         self.subscribers = list(subscribers)
         self._raw = raw
+        self._offsets = off
         self._off: list[int] = off.tolist()
         self._blob_len = blob_len
         self._index: dict[str, int] | None = None
@@ -134,6 +137,16 @@ class StateValues(Mapping[str, bytes]):
         blob, body, _ = self.parts(subscriber_id)
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
         self._values = None
+
+    def mset(self, names: Sequence[str]) -> Packed | None:
+        """``MSET`` of ``names[i]`` (subscriber i's key) → its value, for every non-empty
+        value, packed in one pass (None if all are empty)."""
+        if not self._replaced:
+            return mset(names, self._raw, self._offsets)
+        values = self.in_order()
+        off = np.zeros(len(values) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=off[1:])
+        return mset(names, b"".join(values), off)
 
     def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
         """The non-empty values of the subscribers at ``members`` (indices into

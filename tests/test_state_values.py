@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hiredis
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -60,6 +61,9 @@ def test_values_parts_and_packing_agree_with_a_dict(parts: list, data: st.DataOb
     chosen, packed = values.packed()
     assert chosen == stored
     assert unpack(packed, len(chosen)) == [want[f"s{i}"] for i in chosen]
+    command = values.mset([f"k{i}" for i in range(len(parts))])
+    assert (bytes(command.chunk) if command else None) == (hiredis.pack_command(
+        ("MSET", *[x for i in stored for x in (f"k{i}", want[f"s{i}"])])) if stored else None)
     members = data.draw(st.lists(st.sampled_from(range(len(parts))), unique=True))
     chosen, packed = values.packed(members)
     assert chosen == [i for i in members if want[f"s{i}"]]
