@@ -13,11 +13,8 @@ The copy is only trusted while nothing else may have written those keys:
 - ``put()`` takes the generation read before the batch, and ignores it if a clear happened
   meanwhile (a rebalance during a batch).
 
-Entries are kept in first-written order and the oldest are evicted past ``capacity`` (0
-disables the cache): a put replaces a cached value in place. Exact least-recently-written
-order would move every re-written entry to the back, and that pop and re-insert was a third
-of a put's cost at 100k entries and three quarters at 1M (a busy subscriber is instead read
-back from Redis once per turn of the cache).
+Entries are kept in least-recently-written order and the oldest are evicted past
+``capacity`` (0 disables the cache).
 
 A batch may also be put *before* its commit lands (``pin=True``), so the next batch can
 stage on it while the commit is under way (``features.commits.CommitChain``). Its entries
@@ -27,6 +24,7 @@ fails, the caller clears the cache, and must not commit any batch staged on it.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
@@ -51,7 +49,7 @@ class StateCache:
         self.hits = 0
         self.misses = 0
         self._entries: dict[str, CachedState] = {}
-        self._pinned: dict[int, Sequence[str]] = {}  # token → the subscribers a landing batch put
+        self._pinned: dict[int, int] = {}  # token → how many subscribers a landing batch put
         self._tokens = 0
 
     def __len__(self) -> int:
@@ -87,6 +85,7 @@ class StateCache:
         else:
             sids, values = list(states), list(states.values())
         cache = self._entries
+        deque(map(cache.pop, sids, repeat(None)), maxlen=0)  # re-inserted: newest last
         ledgers = map(previous.get, sids, repeat(_NONE))  # never mutated: readers copy them
         cache.update(zip(sids, zip(values, ledgers, map(attrs.get, sids))))
         for sid, fields in entries.items():
@@ -97,7 +96,7 @@ class StateCache:
                     ledger[name] = entry if isinstance(entry, bytes) else entry.encode()
                 cache[sid] = (value, ledger, decoded)
         if pin:
-            self._pinned[token] = sids
+            self._pinned[token] = len(sids)
         self._evict()
         return token
 
@@ -107,21 +106,15 @@ class StateCache:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the first-written entries past capacity, except pinned ones (then the cache
-        holds more than its capacity until they land)."""
+        """Drop the least recently written entries past capacity. Pinned entries are among
+        the most recently written (batches are put in order): keeping as many of the newest
+        as were pinned keeps them all."""
+        keep = max(self.capacity, sum(self._pinned.values()))
         cache = self._entries
-        excess = len(cache) - self.capacity
-        if excess <= 0:
-            return
-        pinned = set().union(*self._pinned.values())
-        victims = []
-        for sid in cache:
-            if sid not in pinned:
-                victims.append(sid)
-                if len(victims) == excess:
-                    break
-        for sid in victims:
-            del cache[sid]
+        excess = len(cache) - keep
+        if excess > 0:
+            for sid in [sid for sid, _ in zip(cache, range(excess))]:
+                del cache[sid]
 
     def take_counts(self) -> tuple[int, int]:
         """Hits and misses since the last call."""
