@@ -350,7 +350,7 @@ class Config:
     populations: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
     events: int = 60_000           # live events per measured round (batch path)
     batch: int = 2000              # live batch size
-    rounds: int = 3                # measured rounds, batch and naive interleaved
+    rounds: int = 5                # measured rounds, batch and naive interleaved
     naive_events: int = 5000       # live events per naive round
     naive_subscribers: int = 5000  # naive state is preloaded for this many subscribers
     history_days: int = 40
@@ -1085,7 +1085,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
                    help="comma-separated population sizes (default 10000,100000,1000000)")
     p.add_argument("--events", type=int, default=None, help="live events per measured round")
     p.add_argument("--batch", type=int, default=2000, help="live batch size (events)")
-    p.add_argument("--rounds", type=int, default=None, help="measured rounds (default 3)")
+    p.add_argument("--rounds", type=int, default=None, help="measured rounds (default 5)")
     p.add_argument("--naive-events", type=int, default=None, help="events per naive round")
     p.add_argument("--history-days", type=int, default=40)
     p.add_argument("--budget-s", type=float, default=None,
