@@ -31,8 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
@@ -53,7 +52,7 @@ from features.commits import CommitChain
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
-from online_models.labels import SweepWrite, alert_marks, resolve_batch, resolve_sweep
+from online_models.labels import alert_marks, resolve_batch, resolve_sweep
 from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
@@ -61,6 +60,7 @@ from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels
 from streams.intake import activity, count_outcomes, decode_records, late_letters
 from streams.records import DeadLetter, Record, is_retryable
+from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
 
@@ -118,8 +118,7 @@ class Pipeline:
         self.storm = StormGuard()
         self.labels = labels
         self.holdout = holdout
-        self._tails = store.redis.register_script(
-            resources.files("online_models").joinpath("tail.lua").read_text())
+        self.writes = SideWrites(store, self.silence, metrics)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
@@ -241,9 +240,9 @@ class Pipeline:
                     self.silence.record(pipe, partition, clocks)
                 for partition, left in gone.items():
                     self.silence.forget(pipe, partition, left)
-                self._hold(pipe, decision)
+                self.writes.hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
-                self._expire_churned(pipe, [sid for left in gone.values() for sid in left])
+                self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
                 failpoint("before_redis_write")
                 await pipe.execute()
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
@@ -303,7 +302,7 @@ class Pipeline:
                     idle_ms = self.store.config.ttl_s * 1000
                     expired = [sid for sid, t in snap.clocks.items() if t + idle_ms < watermark]
                     if expired:
-                        await self._expire(partition, expired)
+                        await self.writes.expire(partition, expired)
                         due = sorted(set(due) - set(expired))
                         if not due:
                             return result
@@ -323,10 +322,10 @@ class Pipeline:
                     append_examples(pipe, self.store.config.keys, resolved.examples)
                     await self.ledger.commit(decision.entries, decision.pending,
                                              pipe=pipe)
-                    await self._write_tails(pipe, writes)
+                    await self.writes.write_tails(pipe, writes)
                     self.silence.reschedule(pipe, partition, known, watermark)
                     self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
-                    self._hold(pipe, decision)
+                    self.writes.hold(pipe, decision)
                     await self.risk.record(pipe, decision.risk)
                     try:
                         await pipe.execute()
@@ -349,45 +348,6 @@ class Pipeline:
         async with self._outbox:
             await self._publish(decision, result, publisher)
         return result
-
-    def _expire_churned(self, pipe: Any, subscribers: list[str]) -> None:
-        """Queue (after their writes): churned subscribers leave the silence index, so no sweep
-        will remove them; their state and risk history expire after the state TTL instead."""
-        keys, ttl = self.store.config.keys, self.store.config.ttl_s
-        for sid in subscribers:
-            pipe.expire(keys.state(sid), ttl)
-            pipe.expire(keys.risk(sid), ttl)
-
-    async def _expire(self, partition: int, subscribers: list[str]) -> None:
-        """Remove subscribers idle for longer than the state TTL (in event time)."""
-        keys = self.store.config.keys
-        pipe = self.store.redis.pipeline(transaction=False)
-        for sid in subscribers:
-            pipe.delete(keys.state(sid), keys.ledger(sid), keys.risk(sid), keys.alerts(sid))
-        self.silence.forget(pipe, partition, subscribers)
-        try:
-            await pipe.execute()
-        finally:
-            self.store.forget(subscribers)
-        self.metrics.expired.inc(len(subscribers))
-
-    async def _write_tails(self, pipe: Any, writes: list[SweepWrite]) -> None:
-        """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
-        if writes:
-            keys = self.store.config.keys
-            names = [keys.state(w.subscriber_id) for w in writes]
-            router = self.store.router  # one call on a single Redis, one per node on a cluster
-            calls = [(node, [names[i] for i in group],
-                      [part for i in group for part in (writes[i].old, writes[i].new)])
-                     for node, group in await router.split(names)]
-            # queued on the pipeline (single Redis): redis-py loads the script if Redis lacks it
-            await router.run(self._tails, calls, pipe=pipe)
-
-    def _hold(self, pipe: Any, decision: Decision) -> None:
-        """Queue the storm-held alerts on the commit pipeline."""
-        keys = self.store.config.keys
-        for rule, payload in decision.held:
-            pipe.rpush(keys.held(rule), payload)
 
     async def release(self, publisher: Publisher, limit: int = 500) -> int:
         """Deliver storm-held alerts an operator released, with their actions (new alert ids:

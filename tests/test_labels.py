@@ -423,7 +423,7 @@ def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str
         # a value whose tail changed since the read is left alone
         key = Keys().state(quiet)
         value = await h.client.get(key)
-        assert await h.pipeline._tails(keys=[key], args=[b"not-the-tail", b"x"]) == 0
+        assert await h.pipeline.writes.tails(keys=[key], args=[b"not-the-tail", b"x"]) == 0
         assert await h.client.get(key) == value
         await h.stop()
 
