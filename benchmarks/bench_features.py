@@ -630,14 +630,25 @@ async def batch_round(store: FeatureStore, ledger: AlertLedger, batches: list[li
             "cache_hit_rate": hits / (hits + misses) if hits + misses else None}
 
 
+async def _server_cpu(client: Any) -> tuple[float, float]:
+    """redis-server's CPU seconds so far: its own, and its children's (AOF rewrites)."""
+    cpu = await client.info("cpu")
+    return (cpu["used_cpu_user"] + cpu["used_cpu_sys"],
+            cpu["used_cpu_user_children"] + cpu["used_cpu_sys_children"])
+
+
 async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
                            batches: list[list[Event]]) -> dict[str, Any]:
     """The cached store with each batch's commit landing while the next batch stages
-    (``features.commits.CommitChain``, one commit under way at a time)."""
+    (``features.commits.CommitChain``, one commit under way at a time). Also the CPU time
+    per event of this process and of redis-server (and its AOF rewrite children), which
+    say which side bounds the round."""
     chain = CommitChain(store)
     stage_s = 0.0
     store.cache.take_counts()
     applied = distinct = 0
+    server_before = await _server_cpu(ledger.redis)
+    cpu_start = time.process_time()
     t_start = time.perf_counter()
     for events in batches:
         t0 = time.perf_counter()
@@ -649,10 +660,16 @@ async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
         distinct += len(staged.subscribers)
     await chain.drain()
     wall = time.perf_counter() - t_start
+    client_cpu = time.process_time() - cpu_start
+    server_after = await _server_cpu(ledger.redis)
     hits, misses = store.cache.take_counts()
-    return {"events": sum(len(b) for b in batches), "applied": applied, "seconds": wall,
+    n = sum(len(b) for b in batches)
+    return {"events": n, "applied": applied, "seconds": wall,
             "stage_s": stage_s, "distinct_subscribers_per_batch": distinct / len(batches),
-            "cache_hit_rate": hits / (hits + misses) if hits + misses else None}
+            "cache_hit_rate": hits / (hits + misses) if hits + misses else None,
+            "client_cpu_us_per_event": client_cpu / n * 1e6,
+            "server_cpu_us_per_event": (server_after[0] - server_before[0]) / n * 1e6,
+            "rewrite_cpu_us_per_event": (server_after[1] - server_before[1]) / n * 1e6}
 
 
 async def naive_round(naive: NaivePerEventStore, events: list[Event]) -> dict[str, Any]:
@@ -913,6 +930,9 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                                                  for x in overlapped_rounds),
             "cache_hit_rate_median": report.median(x["cache_hit_rate"] or 0.0
                                                    for x in overlapped_rounds),
+            **{f"{side}_cpu_us_per_event_median": report.median(
+                x[f"{side}_cpu_us_per_event"] for x in overlapped_rounds)
+               for side in ("client", "server", "rewrite")},
             "rounds": overlapped_rounds,
         },
         "naive_per_event": {
@@ -1011,6 +1031,13 @@ def print_summary(result: dict[str, Any]) -> None:
                  "histories per batch through stage+commit."),
     )
     for p in pops:
+        o = p["overlapped_batch_path"]
+        report.note(
+            f"  {p['subscribers']:,}: overlapped path, CPU µs/event (medians): this process "
+            f"{o['client_cpu_us_per_event_median']:.1f}, redis-server "
+            f"{o['server_cpu_us_per_event_median']:.1f}, its AOF rewrites "
+            f"{o['rewrite_cpu_us_per_event_median']:.1f}; AOF rewrites started in the rounds: "
+            f"{[x['aof_rewrites_started'] for x in o['rounds']]}")
         s, n = p["batch_path"]["server"], p["naive_per_event"]
         report.note(
             f"  {p['subscribers']:,}: stage: {s['stage_server_us_per_distinct_subscriber']:.0f} µs "

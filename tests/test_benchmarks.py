@@ -49,6 +49,10 @@ def test_bench_features_smoke(tmp_path: Path) -> None:
     assert _positive(server["stage_call_wall_us_median"]) and _positive(server["ping_rtt_us_median"])
     profile = server["client_profile"]
     assert profile["top_own_time"] and _positive(profile["wall_us_per_event_profiled"])
+    overlapped = pop["overlapped_batch_path"]
+    assert _positive(overlapped["client_cpu_us_per_event_median"])
+    assert _positive(overlapped["server_cpu_us_per_event_median"])
+    assert overlapped["rewrite_cpu_us_per_event_median"] >= 0
     assert _positive(naive["events_per_s_median"]) and naive["round_trips_per_event"] == 1
     assert naive["rounds"][0]["applied"] == 200
     assert _positive(pop["ratio_batch_over_naive"])
