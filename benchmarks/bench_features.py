@@ -631,7 +631,8 @@ async def batch_round(store: FeatureStore, ledger: AlertLedger, batches: list[li
 
 
 async def _server_cpu(client: Any) -> tuple[float, float]:
-    """redis-server's CPU seconds so far: its own, and its children's (AOF rewrites)."""
+    """redis-server's CPU seconds so far: its own, and its exited children's (AOF
+    rewrites)."""
     cpu = await client.info("cpu")
     return (cpu["used_cpu_user"] + cpu["used_cpu_sys"],
             cpu["used_cpu_user_children"] + cpu["used_cpu_sys_children"])
@@ -661,6 +662,7 @@ async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
     await chain.drain()
     wall = time.perf_counter() - t_start
     client_cpu = time.process_time() - cpu_start
+    await _quiesce(ledger.redis)  # (untimed) a rewrite's child counts once it has exited
     server_after = await _server_cpu(ledger.redis)
     hits, misses = store.cache.take_counts()
     n = sum(len(b) for b in batches)
