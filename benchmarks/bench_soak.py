@@ -2,16 +2,18 @@
 
     churnwatch bench-soak [--minutes 10] [--rate 5000]
     python -m benchmarks.bench_soak [--minutes M] [--rate R] [--warmup-days D]
-                                    [--measured-days N] [--out-dir DIR]
+                                    [--warmup-backlog B] [--measured-days N] [--out-dir DIR]
 
 The feed is the simulator's (faults on, a fixed population), generated while it is sent, in
 two phases:
 
 1. **warm-up**: the feed's first ``--warmup-days`` simulated days (default: the longest state
    window, 6 calendar months of spend, plus two weeks: 200 days), sent as fast as the worker
-   keeps up (at most ``WARMUP_BACKLOG`` events ahead of it), then a wait until it has
-   processed every one. Every subscriber has been seen and every state window is full, so
-   the per-subscriber state values (and the worker's copy of them) have their steady size.
+   keeps up (at most ``--warmup-backlog`` events ahead of it, default 2,000: a few times
+   the measured phase's batches, so the allocator's high-water mark is not raised far above
+   what those need), then a wait until it has processed every one. Every subscriber has
+   been seen and every state window is full, so the per-subscriber state values (and the
+   worker's copy of them) have their steady size.
 2. **measured**: ``--rate`` events/s (default 5,000) for ``--minutes``, in multi-event
    messages every 100 ms, from the next ``--measured-days`` simulated days; the population
    is sized so those days hold the phase's events with a margin.
@@ -58,8 +60,11 @@ from features.kernel import C_SIZE, D_SIZE, DAY_MS, M_SIZE, S_SIZE
 
 SAMPLE_S = 5.0
 TICK_S = 0.1
-WARMUP_TICK_S = 0.25
-WARMUP_BACKLOG = 40_000     # events the warm-up sends ahead of what the worker has processed
+WARMUP_TICK_S = 0.05
+# events the warm-up sends ahead of what the worker has processed; this bounds its batches,
+# and so the allocator's high-water mark the measured phase starts from (a 40,000 backlog:
+# batches of ~15k events, glibc's heap 205 MB and RSS 524 MB; 2,000: 87 MB and 354 MB)
+WARMUP_BACKLOG = 2_000
 WARMUP_STALL_S = 180.0      # the worker processing nothing for this long fails the warm-up
 MARGIN_DAYS = 14
 # the longest state window, in days: the spend-months ring (M_SIZE calendar months of up to
@@ -73,19 +78,22 @@ FEED_MARGIN = 1.15
 
 @dataclass(frozen=True)
 class Plan:
-    """The feed's shape: simulated days of each phase and the population."""
+    """The feed's shape: simulated days of each phase and the population; and how far
+    ahead of the worker the warm-up may send (which bounds its batches)."""
     warmup_days: int
     measured_days: int
     subscribers: int
+    warmup_backlog: int = WARMUP_BACKLOG
 
 
 def plan(rate: float, seconds: float, warmup_days: int = WARMUP_DAYS,
-         measured_days: int = MEASURED_DAYS) -> Plan:
+         measured_days: int = MEASURED_DAYS, warmup_backlog: int = WARMUP_BACKLOG) -> Plan:
     """A population whose ``measured_days`` hold ``rate * seconds`` events with a margin."""
-    if warmup_days < 0 or measured_days < 1:
-        raise ChurnwatchError("--warmup-days must be >= 0 and --measured-days >= 1")
+    if warmup_days < 0 or measured_days < 1 or warmup_backlog < 1:
+        raise ChurnwatchError("--warmup-days must be >= 0, --measured-days and "
+                              "--warmup-backlog >= 1")
     subs = math.ceil(rate * seconds * FEED_MARGIN / (EVENTS_PER_SUBSCRIBER_DAY * measured_days))
-    return Plan(warmup_days, measured_days, max(1000, subs))
+    return Plan(warmup_days, measured_days, max(1000, subs), warmup_backlog)
 
 
 def split_at(events: Iterator[dict], boundary_ms: int) -> tuple[Iterator[dict], Iterator[dict]]:
@@ -188,9 +196,9 @@ class Sampler:
 
 
 async def warm_up(bench: Bench, sampler: Sampler, producer: EventProducer, feed: Iterator[bytes],
-                  expected: int, t0: float, samples: list[dict[str, Any]]) -> int:
-    """Send ``feed`` as fast as the worker keeps up; return when it has processed all of it
-    (``expected``: about how many events that is, for the progress bar)."""
+                  backlog: int, expected: int, t0: float, samples: list[dict[str, Any]]) -> int:
+    """Send ``feed`` as fast as the worker keeps up, at most ``backlog`` events ahead of it;
+    return when it has processed all of it (``expected``: about how many events that is)."""
     task = bench.progress.add_task("warm-up: events processed", total=expected)
     sent, next_sample, done = 0, 0.0, False
     last_progress, last_processed = time.perf_counter(), -1
@@ -202,7 +210,7 @@ async def warm_up(bench: Bench, sampler: Sampler, producer: EventProducer, feed:
         elif now - last_progress > WARMUP_STALL_S:
             raise ChurnwatchError(f"the worker processed nothing for {WARMUP_STALL_S:.0f} s in "
                                   f"the warm-up ({processed:,} of {sent:,} sent)")
-        if not done and (room := WARMUP_BACKLOG - (sent - processed)) > 0:
+        if not done and (room := backlog - (sent - processed)) > 0:
             chunk = list(itertools.islice(feed, room))
             done = len(chunk) < room
             if chunk:
@@ -231,7 +239,8 @@ async def soak(bench: Bench, worker: Any, rate: float, seconds: float, seed: int
                              bench.opts.per_message) as producer:
         t0 = time.perf_counter()
         expected = int(shape.subscribers * shape.warmup_days * EVENTS_PER_SUBSCRIBER_DAY)
-        sent = await warm_up(bench, sampler, producer, map(_encode, warm), expected, t0, samples)
+        sent = await warm_up(bench, sampler, producer, map(_encode, warm),
+                             shape.warmup_backlog, expected, t0, samples)
         feed = map(_encode, rest)
         task = bench.progress.add_task(f"soak at {report.si(rate)} ev/s: seconds",
                                        total=seconds)
@@ -293,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    f"longest state window, {LONGEST_WINDOW_DAYS} days, + {MARGIN_DAYS})")
     p.add_argument("--measured-days", type=int, default=MEASURED_DAYS,
                    help="simulated days the measured phase's events come from")
+    p.add_argument("--warmup-backlog", type=int, default=WARMUP_BACKLOG,
+                   help="events the warm-up may send ahead of the worker (bounds its batches)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     a = p.parse_args(argv)
@@ -300,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     seconds = a.minutes * 60
-    shape = plan(a.rate, seconds, a.warmup_days, a.measured_days)
+    shape = plan(a.rate, seconds, a.warmup_days, a.measured_days, a.warmup_backlog)
     console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
@@ -317,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"benchmark": "soak", "created": report.utc_now(),
               "machine": report.machine_info(), "code_version": report.code_version(CODE_PATHS),
               "plan": {"warmup_days": shape.warmup_days, "measured_days": shape.measured_days,
-                       "subscribers": shape.subscribers, "minutes": a.minutes},
+                       "subscribers": shape.subscribers, "minutes": a.minutes,
+                       "warmup_backlog": shape.warmup_backlog},
               "summary": summarise(samples, a.rate), "samples": samples}
     path = report.write_report("soak", result, a.out_dir)
     s = result["summary"]

@@ -83,3 +83,5 @@ def test_soak_feed_splits_at_the_warmup_boundary_and_lasts() -> None:
             > bench_soak.EVENTS_PER_SUBSCRIBER_DAY * 1.05)
     with pytest.raises(ChurnwatchError, match="--measured-days"):
         bench_soak.plan(5000, 600, measured_days=0)
+    with pytest.raises(ChurnwatchError, match="--warmup-backlog"):
+        bench_soak.plan(5000, 600, warmup_backlog=0)
