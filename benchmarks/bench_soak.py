@@ -42,16 +42,8 @@ import numpy as np
 import redis
 
 from benchmarks import report
-from benchmarks.bench_e2e import (
-    CODE_PATHS,
-    Bench,
-    Options,
-    _encode,
-    processed_count,
-    scrape,
-    stop_process,
-    wait_for_group,
-)
+from benchmarks.bench_e2e import (CODE_PATHS, Bench, Options, _encode, processed_count, scrape,
+                                  stop_process, wait_for_group)
 from churnwatch.config import EVENTS_TOPIC
 from churnwatch.errors import ChurnwatchError
 from churnwatch.produce import EventProducer
