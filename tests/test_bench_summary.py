@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,8 @@ def test_soak_feed_splits_at_the_warmup_boundary_and_lasts() -> None:
         bench_soak.plan(5000, 600, measured_days=0)
     with pytest.raises(ChurnwatchError, match="--warmup-backlog"):
         bench_soak.plan(5000, 600, warmup_backlog=0)
+
+
+def test_soak_reads_a_process_heap_and_rss() -> None:
+    rss, heap = bench_soak.rss_bytes(os.getpid()), bench_soak.heap_bytes(os.getpid())
+    assert 0 < heap < rss
