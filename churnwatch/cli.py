@@ -73,11 +73,12 @@ def bench_curves(
 
 @app.command("bench-soak")
 def bench_soak(
-    minutes: Annotated[float, typer.Option(help="soak duration")] = 10.0,
+    minutes: Annotated[float, typer.Option(help="the measured phase's length")] = 10.0,
     rate: Annotated[float, typer.Option(help="offered events/s")] = 5000.0,
 ) -> None:
-    """Soak one worker at a fixed offered load and report whether its memory grows (RSS
-    samples and slope; JSON report under reports/)."""
+    """Soak one worker at a fixed offered load, after a warm-up over the longest state
+    window, and report whether its memory grows (RSS samples and slope over the measured
+    phase; JSON report under reports/; more options: python -m benchmarks.bench_soak -h)."""
     from benchmarks import bench_soak as soak
 
     try:
