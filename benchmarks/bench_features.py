@@ -17,7 +17,8 @@ For each population size the benchmark starts its own redis-server (``EmbeddedRe
 2. measures Redis memory per subscriber (``INFO memory`` used_memory delta / subscribers and
    a ``MEMORY USAGE`` sample of state keys);
 3. measures, interleaved round by round in the same run, (a) the batch path on a live stream
-   (uniformly random subscribers, event times advancing): ``FeatureStore.stage`` and
+   (uniformly random subscribers; event time advances at the history's rate per subscriber,
+   so a small population's stream covers more days): ``FeatureStore.stage`` and
    ``AlertLedger.commit(subscribers, {}, {})`` (plus the staged state blobs, for a store that
    returns them), one round trip each per batch; (b) :class:`NaivePerEventStore`, the
    DESIGN §7 "naive design": one pipelined Redis round trip per event;
@@ -67,6 +68,9 @@ TARGET_BYTES_PER_SUBSCRIBER = 1024
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EDGE_MS = 60_000
 LAST_DAYS_KEPT = 7  # the store keeps event ids for the allowed lateness (7 days)
+# the history's events per subscriber-day (logins ~1.05, usage 0.95, spends ~0.07, rest
+# rare): the live stream's event time advances at this rate per subscriber too
+EVENTS_PER_SUBSCRIBER_DAY = 2.08
 
 # live-stream mix: mostly logins, usage and spend, some complaints
 STREAM_MIX = {"login": 0.42, "usage": 0.40, "spend": 0.14, "complaint": 0.03,
@@ -168,6 +172,12 @@ class EventFactory:
             loc, kinds, ts = loc[chosen], kinds[chosen], ts[chosen]
         order = np.argsort(ts, kind="stable")
         return self._build(subs[loc[order]], kinds[order], ts[order])
+
+    @staticmethod
+    def span_ms(n: int, population: int) -> int:
+        """Event time that ``n`` live events of ``population`` subscribers cover at the
+        history's rate per subscriber (``EVENTS_PER_SUBSCRIBER_DAY``)."""
+        return max(1, round(n / (population * EVENTS_PER_SUBSCRIBER_DAY) * DAY_MS))
 
     def stream(self, n: int, population: int | np.ndarray, start_ms: int, span_ms: int
                ) -> list[Event]:
@@ -808,20 +818,32 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
             await naive.preload(naive_history)
             del naive_history
 
-            # live rounds: the stream moves forward 6 hours of event time per round
-            span = 6 * 3_600_000
+            # live rounds: each path's stream continues the event time where the previous
+            # one ended, at the history's rate per subscriber (so the ids kept for the
+            # lateness, and the value sizes, stay as an operator's would; a fixed span made
+            # a small population's values grow round after round)
+            clock, naive_clock = end_ms, end_ms
             rounds: list[dict[str, Any]] = []
             cached_rounds: list[dict[str, Any]] = []
             overlapped_rounds: list[dict[str, Any]] = []
             naive_rounds: list[dict[str, Any]] = []
             commandstats: dict[str, dict[str, float]] = {}
+
+            def live(n: int) -> list[Event]:
+                nonlocal clock
+                span = factory.span_ms(n, population)
+                events = factory.stream(n, population, clock, span)
+                clock += span
+                return events
+
             for r in range(cfg.rounds + 1):  # round 0 is a warm-up, not reported
-                start = end_ms + r * span
-                events = factory.stream(cfg.events if r else min(cfg.events, 20 * cfg.batch),
-                                        population, start, span)
+                n = cfg.events if r else min(cfg.events, 20 * cfg.batch)
+                events = live(n)
                 batches = [events[i:i + cfg.batch] for i in range(0, len(events), cfg.batch)]
-                naive_events = factory.stream(cfg.naive_events if r else min(cfg.naive_events, 500),
-                                              naive_pool, start, span)
+                n_naive = cfg.naive_events if r else min(cfg.naive_events, 500)
+                naive_span = factory.span_ms(n_naive, len(naive_pool))
+                naive_events = factory.stream(n_naive, naive_pool, naive_clock, naive_span)
+                naive_clock += naive_span
                 await _quiesce(client)
                 forks = await _forks(client)
                 before = _commandstats(await client.info("commandstats"))
@@ -830,14 +852,14 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                 _merge(commandstats, _stats_delta(before, _commandstats(await client.info("commandstats"))))
                 # the same number of fresh events through the cached store; each path starts
                 # with no AOF rewrite running (one the previous path set off would land in it)
-                events = factory.stream(len(events), population, start, span)
+                events = live(n)
                 await _quiesce(client)
                 forks = await _forks(client)
                 cached_result = await batch_round(
                     cached, ledger, [events[i:i + cfg.batch]
                                      for i in range(0, len(events), cfg.batch)], [cached])
                 cached_result["aof_rewrites_started"] = await _forks(client) - forks
-                events = factory.stream(len(events), population, start, span)
+                events = live(n)
                 await _quiesce(client)
                 forks = await _forks(client)
                 overlapped_result = await overlapped_round(
@@ -856,16 +878,16 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                     naive_rounds.append(naive_result)
                 else:
                     commandstats = {}
-            split_events = factory.stream(split_batches * cfg.batch, population, end_ms + (cfg.rounds + 1) * span,
-                                          span)
+            split_events = live(split_batches * cfg.batch)
             split = await server_split(client, store, ledger,
                                        [split_events[i:i + cfg.batch]
                                         for i in range(0, len(split_events), cfg.batch)])
-            profile_events = factory.stream(10 * cfg.batch, population,
-                                            end_ms + (cfg.rounds + 2) * span, span)
+            profile_events = live(10 * cfg.batch)
             split["client_profile"] = await client_profile(
                 store, ledger,
                 [profile_events[i:i + cfg.batch] for i in range(0, len(profile_events), cfg.batch)])
+            live_stream = {"events_per_subscriber_day": EVENTS_PER_SUBSCRIBER_DAY,
+                           "event_time_days": (clock - end_ms) / DAY_MS}
             persistence_info = await client.info("persistence")
             persistence.update({k: persistence_info.get(k) for k in
                                 ("aof_current_size", "aof_base_size", "aof_last_rewrite_time_sec",
@@ -893,6 +915,7 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
         "code_sha256": code_start["sha256"],
         "code_changed_during_run": report.code_version(CODE_PATHS)["sha256"] != code_start["sha256"],
         "persistence": persistence,
+        "live_stream": live_stream,
         "store_warm_up_s": warm_up_s,
         "preload": preload,
         "memory": memory,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import bench_features, bench_rules, profile_pipeline
+from features.schema import DAY_MS
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,9 @@ def test_bench_features_smoke(tmp_path: Path) -> None:
     assert _positive(server["stage_call_wall_us_median"]) and _positive(server["ping_rtt_us_median"])
     profile = server["client_profile"]
     assert profile["top_own_time"] and _positive(profile["wall_us_per_event_profiled"])
+    # 200 subscribers: 6 streams of 4,000 events (the rounds, the split, the profile ...)
+    # cover days of event time, at the history's rate per subscriber
+    assert pop["live_stream"]["event_time_days"] > 5 * 4000 / (200 * 2.08)
     overlapped = pop["overlapped_batch_path"]
     assert _positive(overlapped["client_cpu_us_per_event_median"])
     assert _positive(overlapped["server_cpu_us_per_event_median"])
@@ -64,6 +69,15 @@ def test_bench_features_smoke(tmp_path: Path) -> None:
     preload = pop["preload"]
     assert preload["not_applied_events"] == 0 and not preload["history_scaled_down"]
     assert preload["history_events_per_subscriber_full"] > 50
+
+
+def test_the_live_stream_advances_at_the_historys_rate_per_subscriber() -> None:
+    factory = bench_features.EventFactory(3)
+    history = factory.history(np.arange(50), bench_features.T0 + 40 * DAY_MS, 40)
+    per_day = (len(history) - 50) / (50 * 40)  # profiles aside
+    assert abs(per_day - bench_features.EVENTS_PER_SUBSCRIBER_DAY) < 0.15
+    assert factory.span_ms(2080, 1000) == DAY_MS
+    assert factory.span_ms(2080, 10_000) == DAY_MS // 10
 
 
 def test_bench_rules_smoke(tmp_path: Path) -> None:
