@@ -21,6 +21,13 @@ from features.extension import frame, split
 __all__ = ["StateValues"]
 
 
+def _offsets_of(pieces: Sequence[bytes]) -> np.ndarray:
+    """The ``n + 1`` offsets of ``pieces`` joined back to back."""
+    off = np.zeros(len(pieces) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)), out=off[1:])
+    return off
+
+
 @njit(cache=True)
 def _bodies(raw, off, blob_len):  # type: ignore[no-untyped-def]
     """(start, end) of each value's extension body (start == end: none)."""
@@ -49,8 +56,8 @@ class StateValues(Mapping[str, bytes]):
             raise ValueError("need n + 1 offsets and n blob lengths for n subscribers")
         self.subscribers = list(subscribers)
         self._raw = raw
-        self._offsets = off
-        self._off: list[int] = off.tolist()
+        self._offsets = off  # as given, for numba
+        self._off: list[int] = off.tolist()  # for slicing in Python
         self._blob_len = blob_len
         self._index: dict[str, int] | None = None
         self._replaced: dict[int, bytes] = {}
@@ -61,9 +68,8 @@ class StateValues(Mapping[str, bytes]):
         """From a plain mapping (whole values; their blob lengths are not known, so
         :meth:`parts` and :meth:`replace_extension` are not available)."""
         pieces = list(values.values())
-        off = np.zeros(len(pieces) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)), out=off[1:])
-        return cls(list(values), b"".join(pieces), off, np.full(len(pieces), -1, np.int64))
+        return cls(list(values), b"".join(pieces), _offsets_of(pieces),
+                   np.full(len(pieces), -1, np.int64))
 
     def _at(self, subscriber_id: str) -> int:
         if self._index is None:
@@ -144,9 +150,7 @@ class StateValues(Mapping[str, bytes]):
         if not self._replaced:
             return mset(names, self._raw, self._offsets)
         values = self.in_order()
-        off = np.zeros(len(values) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=off[1:])
-        return mset(names, b"".join(values), off)
+        return mset(names, b"".join(values), _offsets_of(values))
 
     def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
         """The non-empty values of the subscribers at ``members`` (indices into
