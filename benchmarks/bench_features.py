@@ -190,6 +190,22 @@ class EventFactory:
         return self._build(subs, kinds, ts)
 
 
+class LiveStream:
+    """Live events of a pool of subscribers, each call's event time continuing where the
+    last one ended (``clock``), at the history's rate per subscriber
+    (:meth:`EventFactory.span_ms`)."""
+
+    def __init__(self, factory: EventFactory, pool: int | np.ndarray, start_ms: int) -> None:
+        self.factory, self.pool, self.clock = factory, pool, start_ms
+        self.size = pool if isinstance(pool, int) else len(pool)
+
+    def __call__(self, n: int) -> list[Event]:
+        span = self.factory.span_ms(n, self.size)
+        events = self.factory.stream(n, self.pool, self.clock, span)
+        self.clock += span
+        return events
+
+
 # ---------------------------------------------------------------------------- naive store
 class NaivePerEventStore:
     """The DESIGN §7 "naive design": one pipelined Redis round trip per event.
@@ -822,28 +838,19 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
             # one ended, at the history's rate per subscriber (so the ids kept for the
             # lateness, and the value sizes, stay as an operator's would; a fixed span made
             # a small population's values grow round after round)
-            clock, naive_clock = end_ms, end_ms
+            live = LiveStream(factory, population, end_ms)
+            live_naive = LiveStream(factory, naive_pool, end_ms)
             rounds: list[dict[str, Any]] = []
             cached_rounds: list[dict[str, Any]] = []
             overlapped_rounds: list[dict[str, Any]] = []
             naive_rounds: list[dict[str, Any]] = []
             commandstats: dict[str, dict[str, float]] = {}
 
-            def live(n: int) -> list[Event]:
-                nonlocal clock
-                span = factory.span_ms(n, population)
-                events = factory.stream(n, population, clock, span)
-                clock += span
-                return events
-
             for r in range(cfg.rounds + 1):  # round 0 is a warm-up, not reported
                 n = cfg.events if r else min(cfg.events, 20 * cfg.batch)
                 events = live(n)
                 batches = [events[i:i + cfg.batch] for i in range(0, len(events), cfg.batch)]
-                n_naive = cfg.naive_events if r else min(cfg.naive_events, 500)
-                naive_span = factory.span_ms(n_naive, len(naive_pool))
-                naive_events = factory.stream(n_naive, naive_pool, naive_clock, naive_span)
-                naive_clock += naive_span
+                naive_events = live_naive(cfg.naive_events if r else min(cfg.naive_events, 500))
                 await _quiesce(client)
                 forks = await _forks(client)
                 before = _commandstats(await client.info("commandstats"))
@@ -887,7 +894,7 @@ async def bench_population(population: int, cfg: Config) -> dict[str, Any]:
                 store, ledger,
                 [profile_events[i:i + cfg.batch] for i in range(0, len(profile_events), cfg.batch)])
             live_stream = {"events_per_subscriber_day": EVENTS_PER_SUBSCRIBER_DAY,
-                           "event_time_days": (clock - end_ms) / DAY_MS}
+                           "event_time_days": (live.clock - end_ms) / DAY_MS}
             persistence_info = await client.info("persistence")
             persistence.update({k: persistence_info.get(k) for k in
                                 ("aof_current_size", "aof_base_size", "aof_last_rewrite_time_sec",
