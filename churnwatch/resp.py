@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from churnwatch.memcopy import copy
+
 __all__ = ["Packed", "mset"]
 
 
@@ -47,7 +49,7 @@ def _put_bulk(out, pos, src, start, end):  # type: ignore[no-untyped-def]
     out[pos] = 13
     out[pos + 1] = 10
     pos += 2
-    out[pos:pos + end - start] = src[start:end]
+    copy(out, pos, src, start, end - start)
     pos += end - start
     out[pos] = 13
     out[pos + 1] = 10
@@ -78,7 +80,7 @@ def _mset(names, name_off, raw, off):  # type: ignore[no-untyped-def]
     return out[:pos], count
 
 
-def mset(names: Sequence[str], raw: bytes, off: np.ndarray) -> Packed | None:
+def mset(names: Sequence[str], raw: bytes | np.ndarray, off: np.ndarray) -> Packed | None:
     """``MSET names[i] raw[off[i]:off[i + 1]]`` for every non-empty value, packed (None if
     every value is empty)."""
     joined = "".join(names)

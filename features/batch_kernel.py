@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from churnwatch.memcopy import copy
 from features.codec import (EMPTY_ATTRS, VERSION, attrs_start, decode_head, encode_head,
                             get_seen, put_count, put_seen)
 from features.kernel import (APPLIED, AT, DAY_MS, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE,
@@ -121,7 +122,7 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
                 if seen_ts[j] >= horizon:
                     pos = put_seen(buf, pos, seen_hash[j], st[MX] - seen_ts[j])
             blob_len[i] = pos - new_off[i]
-            buf[pos:pos + end - tail] = src[tail:end]
+            copy(buf, pos, src, tail, end - tail)
             pos += end - tail
             if attrs_start(src, tail, end) == end:
                 buf[pos] = EMPTY_ATTRS
