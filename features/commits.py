@@ -76,7 +76,7 @@ class CommitChain:
         for _ in range(4):
             await asyncio.sleep(0)
         pins.append(cache.put(staged.generation, staged.staged, entries, staged.ledgers,
-                              pin=True, attrs=staged.attrs_after))
+                              pin=True))
         if task.done():  # landed (or failed) already: nothing to keep pinned
             cache.unpin(pins[0])
         return task

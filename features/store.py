@@ -19,24 +19,23 @@ committed batch, :meth:`FeatureStore.forget` drops subscribers written by anothe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import itemgetter
 from importlib import resources
 from typing import Any, Sequence
 
 import msgspec
 import numpy as np
+from numba import njit
 
 from churnwatch.errors import StoreError
+from churnwatch.memcopy import copy
 from churnwatch.events import Event
 from churnwatch.keys import Keys
 from churnwatch.resp import mset
 from churnwatch.script_router import ScriptRouter
 from features.cache import StateCache
 from features.batch_kernel import stage_values
-from features.codec import VERSION, decode_states
+from features.codec import VERSION, attrs_start, decode_states
 from features.columns import encode_batch
-from features.extension import split
 from features.kernel import MX, PROFILE, read_features
 from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
 from features.values import StateValues
@@ -46,9 +45,7 @@ __all__ = ["APPLIED", "DUPLICATE", "LATE", "BatchFeatures", "FeatureStore", "Sto
 
 APPLIED, DUPLICATE, LATE = "A", "D", "L"
 _packer = msgspec.msgpack.Encoder()
-_unpack = msgspec.msgpack.Decoder()
-_VALUE, _LEDGER, _ATTRS = itemgetter(0), itemgetter(1), itemgetter(2)  # of a CachedState
-_UNREAD = (b"", {}, None)  # a subscriber the cache does not hold, until read
+_attribute_maps = msgspec.msgpack.Decoder(list[dict[str, float]]).decode
 
 
 @dataclass(frozen=True)
@@ -85,27 +82,41 @@ class BatchFeatures:
     generation: int = -1  # the state cache's generation when the batch was read
     # attributes before the batch of the subscribers whose attributes the batch changed
     previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
-    # every subscriber's attributes after the batch (those of its value in ``staged``)
-    attrs_after: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _empty() -> BatchFeatures:
     return BatchFeatures("", np.empty(0, np.int64), np.empty((0, len(FEATURES))), [], [], {}, [])
 
 
-def _attrs(raw: bytes) -> dict[str, float]:
-    raw = split(raw)[1]
-    return _unpack.decode(raw) if raw else {}
+@njit(cache=True)
+def _attribute_array(src, tail_at, off):  # type: ignore[no-untyped-def]
+    """One msgpack array of each value's attributes map (an empty map where it has none),
+    given where each value's tail starts."""
+    n = len(tail_at)
+    starts = np.empty(n, np.int64)
+    size = 5
+    for i in range(n):
+        starts[i] = attrs_start(src, tail_at[i], off[i + 1])
+        size += max(off[i + 1] - starts[i], 1)
+    out = np.empty(size, np.uint8)
+    out[0] = 0xDD  # array 32
+    for k in range(4):
+        out[1 + k] = (n >> (24 - 8 * k)) & 0xFF
+    pos = 5
+    for i in range(n):
+        if off[i + 1] > starts[i]:
+            copy(out, pos, src, starts[i], off[i + 1] - starts[i])
+            pos += off[i + 1] - starts[i]
+        else:
+            out[pos] = 0x80  # empty map
+            pos += 1
+    return out
 
 
-def _fill_attrs(attrs: list[dict[str, float] | None], joined: bytes, tail_at: list[int],
-                off: list[int]) -> list[dict[str, float]]:
-    """Each subscriber's attributes: as cached (decoded), else from its value's tail
-    ``joined[tail_at[i]:off[i + 1]]``."""
-    if None not in attrs:
-        return attrs  # type: ignore[return-value]
-    return [_attrs(joined[tail_at[i]:off[i + 1]]) if a is None else a
-            for i, a in enumerate(attrs)]
+def _attributes(src: np.ndarray, tail_at: np.ndarray, off: np.ndarray
+                ) -> list[dict[str, float]]:
+    """Each value's attributes, decoded at once."""
+    return _attribute_maps(_attribute_array(src, tail_at, off))
 
 
 def _replay(events: Sequence[Event], rows: np.ndarray, sub: np.ndarray, kind: np.ndarray,
@@ -157,12 +168,19 @@ def warm_up() -> None:
     """Compile the kernels (or load them from numba's cache) with a one-event batch."""
     ev = Event(event_id="warm-up", subscriber_id="warm-up", type="login", ts=DAY_MS * 20_000)
     _, cols = encode_batch([ev])
-    _, _, buf, off, *_ = stage_values(
-        np.zeros(0, np.uint8), np.zeros(2, np.int64), cols.sub, cols.kind, cols.ts, cols.day,
-        cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
+    _, _, buf, off, blob_len, *_ = stage_values(
+        np.frombuffer(b"", np.uint8), np.zeros(2, np.int64), cols.sub, cols.kind, cols.ts,
+        cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
     states, tenure, *_ = decode_states(buf.tobytes(), np.diff(off))
     read_features(states, tenure, 0, 0)
-    mset(["warm-up"], buf.tobytes(), off)
+    _attributes(np.frombuffer(buf.tobytes(), np.uint8), off[:-1] + blob_len, off)
+    values = StateValues(["warm-up"], buf.tobytes(), off, blob_len)
+    mset(["warm-up"], *values.buffer())
+    cache = StateCache(1)
+    token = cache.put(0, values, {"warm-up": {"r:x": "1"}}, {}, pin=True)
+    cache.get(["warm-up", "other"]).with_fetched(b"\0\0\0\0")
+    cache.unpin(token)
+    cache.discard(["warm-up"])
 
 
 class FeatureStore:
@@ -199,48 +217,38 @@ class FeatureStore:
         return _merge_reads(subscribers, groups, replies)
 
     async def _read(self, subscribers: Sequence[str]) -> tuple[
-            bytes, np.ndarray, dict[str, dict[str, bytes]], list[dict[str, float] | None]]:
-        """The subscribers' stored values, joined, and their lengths; their cooldown entries;
-        and their attributes as the cache holds them decoded (None: not cached). Cached
-        subscribers come from the cache, the others from Redis."""
+            np.ndarray, np.ndarray, dict[str, dict[str, bytes]]]:
+        """The subscribers' stored values (as one buffer and n + 1 offsets) and their
+        cooldown entries: cached subscribers from the cache, the others from Redis."""
         n = len(subscribers)
-        found = self.cache.get(subscribers) if self.cache.capacity else [None] * n
-        missing = [i for i, hit in enumerate(found) if hit is None] if None in found else []
-        if len(missing) == n:
+        cached = self.cache.get(subscribers) if self.cache.capacity else None
+        if cached is None or not cached.found.any():
             raw, ledgers = await self._fetch(subscribers)
-            return raw[4 * n:], np.frombuffer(raw, "<u4", n).astype(np.int64), ledgers, \
-                [None] * n
-        for i in missing:
-            found[i] = _UNREAD
-        values = list(map(_VALUE, found))
-        attrs = list(map(_ATTRS, found))
-        ledger_of = list(map(_LEDGER, found))
-        ledgers = dict(zip(compress(subscribers, ledger_of), filter(None, ledger_of)))
-        if missing:
-            raw, fetched = await self._fetch([subscribers[i] for i in missing])
-            ledgers.update(fetched)
-            sizes = np.frombuffer(raw, "<u4", len(missing))
-            ends = 4 * len(missing) + np.cumsum(sizes)
-            for i, end, size in zip(missing, ends.tolist(), sizes.tolist()):
-                values[i] = raw[end - size:end]
-        return b"".join(values), np.fromiter(map(len, values), np.int64, n), ledgers, attrs
+            off = np.zeros(n + 1, np.int64)
+            np.cumsum(np.frombuffer(raw, "<u4", n), out=off[1:])
+            return np.frombuffer(raw, np.uint8, offset=4 * n), off, ledgers
+        if cached.found.all():
+            off = np.zeros(n + 1, np.int64)
+            np.cumsum(cached.lengths, out=off[1:])
+            return cached.values, off, cached.ledgers
+        missing = np.flatnonzero(~cached.found).tolist()
+        raw, ledgers = await self._fetch([subscribers[i] for i in missing])
+        return (*cached.with_fetched(raw), {**cached.ledgers, **ledgers})
 
     async def _read_states(self, subscribers: Sequence[str]) -> tuple[
-            tuple[Any, ...], bytes, dict[str, dict[str, bytes]], list[dict[str, float]]]:
+            tuple[Any, ...], np.ndarray, dict[str, dict[str, bytes]], list[dict[str, float]]]:
         """:meth:`_read`, decoded (``decode_states``), with every attributes map."""
-        joined, lengths, ledgers, attrs = await self._read(subscribers)
+        src, off, ledgers = await self._read(subscribers)
         try:
-            decoded = decode_states(joined, lengths)
+            decoded = decode_states(src, np.diff(off))
         except ValueError as exc:
             raise StoreError(str(exc)) from None
-        tail_at, off = decoded[-2].tolist(), decoded[-1].tolist()
-        return decoded, joined, ledgers, _fill_attrs(attrs, joined, tail_at, off)
+        return decoded, src, ledgers, _attributes(src, decoded[-2], off)
 
     def remember(self, staged: BatchFeatures, entries: dict[str, dict[str, Any]]) -> None:
         """Record a committed batch in the cache: its stored values (``staged.staged``) and
         its cooldown entries (as read, updated by the batch's ``entries``)."""
-        self.cache.put(staged.generation, staged.staged, entries, staged.ledgers,
-                       attrs=staged.attrs_after)
+        self.cache.put(staged.generation, staged.staged, entries, staged.ledgers)
 
     def forget(self, subscribers: Sequence[str]) -> None:
         """Drop cached subscribers whose keys were written by another path (a sweep)."""
@@ -253,31 +261,26 @@ class FeatureStore:
             return _empty()
         subscribers, c = encode_batch(events)
         generation = self.cache.generation
-        joined, lengths, ledgers, before = await self._read(subscribers)
-        off = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(lengths, out=off[1:])
-        src = np.frombuffer(joined, np.uint8)
+        src, off, ledgers = await self._read(subscribers)
         codes, matrix, buf, value_off, blob_len, clock, profile_at, tail_at, bad = stage_values(
             src, off, c.sub, c.kind, c.ts, c.day, c.month, c.a, c.b, c.tenure, c.ids,
             self.config.lateness_ms)
         if bad >= 0:
             raise StoreError(f"state blob of version {src[off[bad]]}, expected {VERSION}")
-        before = _fill_attrs(before, joined, tail_at.tolist(), off.tolist())
+        before = _attributes(src, tail_at, off)
         clocks = dict(zip(subscribers, np.maximum(clock, 0).tolist()))
         status = codes.tobytes().decode("ascii")
         rows = np.flatnonzero(codes == ord(APPLIED))
         attrs, changed = _replay(events, rows, c.sub, c.kind, before, profile_at)
         staged = StateValues(subscribers, buf.tobytes(), value_off, blob_len)
-        after = dict(zip(subscribers, before))
         previous = {}
         for k, (_, new) in changed.items():
             sid = subscribers[k]
             staged.replace_attributes(sid, _packer.encode(new))
             previous[sid] = before[k]
-            after[sid] = new
         pending = await self._pending(events, codes)
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, clocks, generation, previous, after)
+                             pending, staged, clocks, generation, previous)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""
@@ -298,14 +301,14 @@ class FeatureStore:
         """
         if not subscriber_ids:
             return _empty()
-        decoded, joined, ledgers, attrs = await self._read_states(subscriber_ids)
+        decoded, src, ledgers, attrs = await self._read_states(subscriber_ids)
         states, tenure, _, _, _, tail_at, off = decoded
         month = int(months_of(np.array([now_ms]))[0])
         known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
         rows = np.flatnonzero(known)
         present = "".join(APPLIED if k else "-" for k in known.tolist())
         clocks = {subscriber_ids[i]: t for i, t in zip(rows.tolist(), states[rows, MX].tolist())}
-        stored = StateValues(subscriber_ids, joined, off, tail_at - off[:-1])
+        stored = StateValues(subscriber_ids, src.tobytes(), off, tail_at - off[:-1])
         return BatchFeatures(present, rows, matrix / DIVISOR, [attrs[i] for i in rows.tolist()],
                              list(subscriber_ids), ledgers, [], stored, clocks=clocks)
 

@@ -71,6 +71,10 @@ class StateValues(Mapping[str, bytes]):
         return cls(list(values), b"".join(pieces), _offsets_of(pieces),
                    np.full(len(pieces), -1, np.int64))
 
+    def index(self, subscriber_id: str) -> int:
+        """The subscriber's position in ``subscribers`` (KeyError: not in the batch)."""
+        return self._at(subscriber_id)
+
     def _at(self, subscriber_id: str) -> int:
         if self._index is None:
             self._index = dict(zip(self.subscribers, range(len(self.subscribers))))
@@ -144,13 +148,26 @@ class StateValues(Mapping[str, bytes]):
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
         self._values = None
 
+    def buffer(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every value, replacements included, as (one uint8 buffer, n + 1 offsets)."""
+        raw = np.frombuffer(self._raw, np.uint8)
+        if not self._replaced:
+            return raw, self._offsets
+        off, pieces, at = self._off, [], 0
+        lengths = np.diff(self._offsets)
+        for i in sorted(self._replaced):
+            pieces += [self._raw[off[at]:off[i]], self._replaced[i]]
+            lengths[i] = len(self._replaced[i])
+            at = i + 1
+        pieces.append(self._raw[off[at]:])
+        new_off = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=new_off[1:])
+        return np.frombuffer(b"".join(pieces), np.uint8), new_off
+
     def mset(self, names: Sequence[str]) -> Packed | None:
         """``MSET`` of ``names[i]`` (subscriber i's key) → its value, for every non-empty
         value, packed in one pass (None if all are empty)."""
-        if not self._replaced:
-            return mset(names, self._raw, self._offsets)
-        values = self.in_order()
-        return mset(names, b"".join(values), _offsets_of(values))
+        return mset(names, *self.buffer())
 
     def packed(self, members: Sequence[int] | None = None) -> tuple[list[int], bytes]:
         """The non-empty values of the subscribers at ``members`` (indices into

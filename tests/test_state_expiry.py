@@ -64,7 +64,7 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
             "due": {m.decode() for m in await client.zrange(keys.silence_due(0), 0, -1)},
             "expired": metrics.registry.get_sample_value(
                 "churnwatch_subscribers_expired_total"),
-            "cached_1": pipeline.store.cache.get(["+447900000001"])[0],
+            "cached_1": pipeline.store.cache.get(["+447900000001"]).found[0],
         }
         await client.aclose()
         return out
@@ -77,4 +77,4 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
     assert out["risk_ttls"][0] == -1 and 0 < out["risk_ttls"][1] <= 2 * 86_400
     assert "+447900000001" not in out["due"] and "+447900000002" in out["due"]
     assert out["expired"] == 1.0
-    assert out["cached_1"] is None
+    assert not out["cached_1"]
