@@ -69,6 +69,9 @@ class Metrics:
         self.state_cache = Counter("churnwatch_state_cache_lookups", "Subscriber state looked "
                                    "up in the worker's cache by result (hit, miss: read from "
                                    "Redis)", ["result"], registry=r)
+        self.state_cache_size = Gauge("churnwatch_state_cache", "The worker's state cache: "
+                                      "subscribers held, and bytes of memory it takes (its "
+                                      "log buffer and index)", ["measure"], registry=r)
         self.expired = Counter("churnwatch_subscribers_expired", "Subscribers whose state was "
                                "removed after state_ttl_days without events (event time)",
                                registry=r)

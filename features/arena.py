@@ -322,6 +322,11 @@ class ValueArena:
     def log_bytes(self) -> int:
         return len(self._log)
 
+    @property
+    def memory_bytes(self) -> int:
+        """The log's and the index's bytes."""
+        return self._log.nbytes + self._table.nbytes
+
     def get(self, keys: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(found, value lengths, found values joined, side lengths, found sides joined)."""

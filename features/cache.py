@@ -80,6 +80,11 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._arena)
 
+    @property
+    def memory_bytes(self) -> int:
+        """The memory the cache takes (its log buffer and index)."""
+        return self._arena.memory_bytes
+
     def get(self, subscribers: Sequence[str]) -> CachedStates:
         """The subscribers' cached states (counted as hits and misses)."""
         found, lengths, values, ledger_lengths, ledger_raw = self._arena.get(

@@ -44,8 +44,10 @@ def count_labels(metrics: Metrics, resolved: Resolved) -> None:
 
 
 def count_cache(metrics: Metrics, cache: StateCache) -> None:
-    """The state cache's hits and misses since the last batch."""
+    """The state cache's hits and misses since the last batch, and its size."""
     hits, misses = cache.take_counts()
+    metrics.state_cache_size.labels("subscribers").set(len(cache))
+    metrics.state_cache_size.labels("bytes").set(cache.memory_bytes)
     if hits:
         metrics.state_cache.labels("hit").inc(hits)
     if misses:

@@ -65,6 +65,9 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
             "expired": metrics.registry.get_sample_value(
                 "churnwatch_subscribers_expired_total"),
             "cached_1": pipeline.store.cache.get(["+447900000001"]).found[0],
+            "cache_gauge": [metrics.registry.get_sample_value(
+                "churnwatch_state_cache", {"measure": m}) for m in ("subscribers", "bytes")],
+            "cache": (len(pipeline.store.cache), pipeline.store.cache.memory_bytes),
         }
         await client.aclose()
         return out
@@ -78,3 +81,5 @@ def test_idle_subscribers_are_swept_out_and_churned_ones_expire(redis_url: str) 
     assert "+447900000001" not in out["due"] and "+447900000002" in out["due"]
     assert out["expired"] == 1.0
     assert not out["cached_1"]
+    # the cache's gauges are set after each batch: the sweep forgot subscriber 1 since
+    assert out["cache_gauge"] == [out["cache"][0] + 1, out["cache"][1]]
