@@ -62,7 +62,8 @@ from features.cache import StateCache
 from features.commits import CommitChain
 from features.store import APPLIED, FeatureStore, encode_batch
 
-CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/keys.py")
+CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/keys.py",
+              "churnwatch/resp.py", "churnwatch/memcopy.py")
 TARGET_EVENTS_PER_S = 150_000
 TARGET_BYTES_PER_SUBSCRIBER = 1024
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
