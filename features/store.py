@@ -27,9 +27,9 @@ import numpy as np
 from numba import njit
 
 from churnwatch.errors import StoreError
-from churnwatch.memcopy import copy
 from churnwatch.events import Event
 from churnwatch.keys import Keys
+from churnwatch.memcopy import copy
 from churnwatch.resp import mset
 from churnwatch.script_router import ScriptRouter
 from features.cache import StateCache
