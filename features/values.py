@@ -159,7 +159,7 @@ class StateValues(Mapping[str, bytes]):
             pieces += [self._raw[off[at]:off[i]], self._replaced[i]]
             lengths[i] = len(self._replaced[i])
             at = i + 1
-        pieces.append(self._raw[off[at]:])
+        pieces.append(self._raw[off[at]:off[-1]])
         new_off = np.zeros(len(lengths) + 1, np.int64)
         np.cumsum(lengths, out=new_off[1:])
         return np.frombuffer(b"".join(pieces), np.uint8), new_off
