@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from churnwatch.memcopy import copy
-from features.kernel import hash_ids
+from features.kernel import string_hashes
 
 __all__ = ["ValueArena", "encode_keys", "interleave"]
 
@@ -45,11 +45,10 @@ HEAD, TAIL, USED, LIVE, COUNT, RMAX = range(6)
 
 def encode_keys(keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keys as (UTF-32 code points, n + 1 offsets into them, 64-bit hashes)."""
-    lengths = np.fromiter(map(len, keys), np.int64, len(keys))
+    codes, lengths, hashes = string_hashes(keys)
     off = np.zeros(len(keys) + 1, np.int64)
     np.cumsum(lengths, out=off[1:])
-    codes = np.frombuffer("".join(keys).encode("utf-32-le"), np.uint32).view(np.int32)
-    return codes, off, hash_ids(codes.view(np.uint32), lengths).view(np.int64)
+    return codes.view(np.int32), off, hashes
 
 
 @njit(cache=True, inline="always")

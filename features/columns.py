@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from churnwatch.events import COMPLAINT_CATEGORIES, TYPE_CODE, Event
-from features.kernel import COMPLAINT, PLAN, PROFILE, SPEND, USAGE, hash_ids
+from features.kernel import COMPLAINT, PLAN, PROFILE, SPEND, USAGE, string_hashes
 from features.schema import DAY_MS, months_of
 
 _CATEGORY = {name: code for code, name in enumerate(COMPLAINT_CATEGORIES)}
@@ -75,8 +75,5 @@ def encode_batch(events: Sequence[Event]) -> tuple[list[str], Columns]:
             a[rows] = _scaled(_of(events, rows, "monthly_fee"), 100)
         else:
             tenure[rows] = [-1.0 if t is None else t for t in _of(events, rows, "tenure_months")]
-    names = list(map(_ID, events))
-    lengths = np.fromiter(map(len, names), np.int64, n)
-    codes = np.frombuffer("".join(names).encode("utf-32-le"), np.uint32)
-    hashes = hash_ids(codes, lengths).view(np.int64)
+    hashes = string_hashes(list(map(_ID, events)))[2]
     return subscribers, Columns(sub, kind, ts, ts // DAY_MS, months_of(ts), a, b, tenure, hashes)

@@ -229,3 +229,11 @@ def hash_ids(codes, lengths):  # type: ignore[no-untyped-def]
         h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         out[i] = h ^ (h >> np.uint64(31))
     return out
+
+
+def string_hashes(strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Strings as (their UTF-32 code points back to back, their lengths, their
+    :func:`hash_ids` as int64)."""
+    lengths = np.fromiter(map(len, strings), np.int64, len(strings))
+    codes = np.frombuffer("".join(strings).encode("utf-32-le"), np.uint32)
+    return codes, lengths, hash_ids(codes, lengths).view(np.int64)
