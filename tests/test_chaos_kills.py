@@ -70,6 +70,15 @@ def group_of(n: int, broker, redis_url: str, tmp: Path, **env: str) -> list[Work
     return out
 
 
+def _startup_failure(log: str) -> str:
+    """A dead worker's log lines at error level or with a traceback (a crash's cause is
+    often far above the shutdown lines), then the log's last lines."""
+    causes = [line for line in log.splitlines()
+              if any(mark in line for mark in ('"level": "error"', '"level": "critical"',
+                                               '"exception"', "Traceback", "Error"))]
+    return "\n".join(causes)[-6000:] + "\n...\n" + log[-3000:]
+
+
 def wait_serving(w: Worker, timeout: float = 90) -> None:
     """Until the worker's app is up (its metrics endpoint answers) or an armed failpoint
     killed it first."""
@@ -80,7 +89,7 @@ def wait_serving(w: Worker, timeout: float = 90) -> None:
         if code == -signal.SIGKILL and "CHURNWATCH_FAILPOINT" in w.env:
             return
         assert code is None and time.monotonic() < deadline, \
-            f"worker did not start ({code}):\n{w.log_path.read_text()[-3000:]}"
+            f"worker did not start ({code}):\n{_startup_failure(w.log_path.read_text())}"
         time.sleep(0.25)
 
 
