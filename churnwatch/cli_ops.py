@@ -183,14 +183,17 @@ broker_app = typer.Typer(no_args_is_help=True, help="The broker-reset check: the
 @broker_app.command("accept-reset")
 def broker_accept_reset(config: ConfigOpt = None) -> None:
     """After a broker lost data (workers exit with code 3 and refuse to start): forget the
-    offsets the group (CHURNWATCH_APP_ID) has seen, so workers start on the broker as it is.
+    offsets the group (CHURNWATCH_APP_ID) has seen and applied, so workers start on the broker
+    as it is.
     Decide first what to replay (`churnwatch replay`); replayed events are deduplicated."""
     from churnwatch.keys import Keys
 
     settings = load(config)
 
     async def work(client) -> int:  # type: ignore[no-untyped-def]
-        return await client.delete(Keys().broker_offsets(settings.app_id))
+        keys = Keys()  # one hash tag: the group's
+        return await client.delete(keys.broker_offsets(settings.app_id),
+                                   keys.applied_offsets(settings.app_id))
 
     forgot = with_redis(settings, work)
     err.print(f"group {settings.app_id}: "

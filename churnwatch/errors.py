@@ -23,3 +23,8 @@ class RulesError(ChurnwatchError):
 
 class StoreError(ChurnwatchError):
     """The feature store could not apply or read a batch."""
+
+
+class FencedError(StoreError):
+    """Another worker owns a partition of this batch now (this one stalled past its session
+    or lost a rebalance): nothing of the batch was written; its records are re-read."""

@@ -1,6 +1,7 @@
-"""Failpoints for crash tests: ``CHURNWATCH_FAILPOINT=<name>:<marker file>[:<n>]`` makes the
-worker kill itself (SIGKILL, no cleanup) the ``n``-th time (default: first) it reaches
-``<name>``; the marker file makes it fire once, so the restarted worker runs through.
+"""Failpoints for crash tests: ``CHURNWATCH_FAILPOINT=<name>:<marker file>[:<n>[:stop]]``
+makes the worker kill itself (SIGKILL, no cleanup) the ``n``-th time (default: first) it
+reaches ``<name>``; the marker file makes it fire once, so the restarted worker runs through.
+With ``stop`` it stops itself instead (SIGSTOP: a stalled worker, resumed by SIGCONT).
 Unset, a failpoint costs one dict lookup.
 
 Points, in the order a batch reaches them (``streams.pipeline`` and ``streams.app``):
@@ -33,9 +34,10 @@ def failpoint(name: str) -> None:
     point, _, rest = spec.partition(":")
     if point != name:
         return
-    marker, _, nth = rest.partition(":")
+    marker, _, rest = rest.partition(":")
+    nth, _, action = rest.partition(":")
     _reached[name] += 1
     if not marker or _reached[name] < int(nth or 1) or Path(marker).exists():
         return
     Path(marker).write_text(name)
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)

@@ -69,6 +69,16 @@ class Keys:
         ``dedup`` (the learner's dedup window, published with the head)."""
         return f"{self.prefix}:{{model}}:{name}"
 
+    def applied_offsets(self, group: str) -> str:
+        """Hash: ``<topic>:<partition>`` → the offset after the last record whose effects the
+        consumer group ``group`` stored (written with the states, in the same transaction)."""
+        return f"{self.prefix}:applied:{{{group}}}"
+
+    def partition_owners(self, group: str) -> str:
+        """Hash: ``<topic>:<partition>`` → the token of the worker of ``group`` that claimed
+        it last (``streams.ownership``: a former owner's commits are refused)."""
+        return f"{self.prefix}:owners:{{{group}}}"
+
     def broker_offsets(self, group: str) -> str:
         """Hash: highest ``end:<partition>`` and ``committed:<partition>`` offsets of
         churn.events the consumer group ``group`` has seen (``churnwatch.broker_guard``)."""

@@ -92,6 +92,10 @@ class Metrics:
         self.broker_reset = Gauge("churnwatch_broker_reset_detected", "1 once the broker lost "
                                   "data this worker had seen (the worker then stops)",
                                   registry=r)
+        self.fenced_batches = Counter("churnwatch_fenced_batches", "Batch commits refused "
+                                      "because another worker had claimed a partition of the "
+                                      "batch (a stalled former owner); the records are re-read",
+                                      registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version (always 1)",
                              ["version"], registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",

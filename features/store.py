@@ -285,12 +285,16 @@ class FeatureStore:
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""
         duplicates = np.flatnonzero(codes == ord(DUPLICATE)).tolist()
-        if not duplicates:
+        return await self.pending_alerts([events[i] for i in duplicates])
+
+    async def pending_alerts(self, events: Sequence[Event]) -> list[bytes]:
+        """The alerts decided on ``events`` (applied before) and not yet delivered."""
+        if not events:
             return []
         keys = self.config.keys
         pipe = self.redis.pipeline(transaction=False)
-        for i in duplicates:
-            pipe.hget(keys.ledger(events[i].subscriber_id), "p:" + events[i].event_id)
+        for ev in events:
+            pipe.hget(keys.ledger(ev.subscriber_id), "p:" + ev.event_id)
         return [alert for alert in await pipe.execute() if alert is not None]
 
     async def snapshot(self, subscriber_ids: Sequence[str], now_ms: int = 0) -> BatchFeatures:

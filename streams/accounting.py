@@ -52,3 +52,9 @@ def count_cache(metrics: Metrics, cache: StateCache) -> None:
         metrics.state_cache.labels("hit").inc(hits)
     if misses:
         metrics.state_cache.labels("miss").inc(misses)
+
+
+def count_replays(metrics: Metrics, events: list) -> None:
+    """Events of re-read records already applied (before their partition's applied offset):
+    counted as duplicates, by type."""
+    inc_counts(metrics.events, Counter((ev.type, "duplicate") for ev in events))

@@ -5,7 +5,6 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -17,7 +16,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
-import msgspec
 import redis as syncredis
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
@@ -30,9 +28,8 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch import gc_tuning
 from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
-from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
+from churnwatch.config import EVENTS_TOPIC, Settings
 from churnwatch.errors import ConfigError
-from churnwatch.failpoints import failpoint
 from churnwatch.kafka_auth import broker_credentials, client_options
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
@@ -51,9 +48,10 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules.engine import compile_ruleset
 from rules import registry
 from rules.ruleset import load_ruleset, parse_ruleset
-from streams.batching import InOrderAcks, micro_batches
+from streams.batch_loop import BatchLoop
+from streams.fetch import RecordBuffer
 from streams.pipeline import Pipeline
-from streams.records import DeadLetter, Record, is_retryable, split_by_size
+from streams.records import is_retryable
 from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp
@@ -111,9 +109,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                           "token_urlsafe(32))'`, or set CHURNWATCH_WEB_ENABLED=false to run "
                           "without the web server")
     metrics = metrics or Metrics()
+    records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
     app = ChurnApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        records=records,
+        record_topics=frozenset({EVENTS_TOPIC}),
         # no Faust tables: keep Faust's data directory out of the working directory
         datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
         broker=settings.broker,
@@ -128,49 +129,44 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
-        # on a rebalance, finish and ack the batch in flight before giving its partitions
-        # away: otherwise the old owner may commit a subscriber's state after the new owner
-        # committed newer events of that subscriber (a lost update)
-        stream_wait_empty=True,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
-        broker_commit_every=settings.batch_max,
         producer_acks=-1,
         producer_linger_ms=5,
         broker_credentials=broker_credentials(settings),
     )
     redis = connect(settings, health_check_interval=10)
     pipeline = build_pipeline(settings, redis, metrics)
+    pipeline.own_partitions(settings.app_id,
+                            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)
     except ValueError as exc:  # an unreadable webhook secret
         raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
-    events_topic = app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False)
+    # churn.events is consumed by the batch loop, a fetch at a time (streams/transport.py);
+    # the topic is registered so that Faust's consumer subscribes to it
+    app.topics.add(app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False))
+    loop = BatchLoop(records, pipeline, publisher,
+                     lambda offsets: app.consumer.commit_offsets(offsets))
 
     @app.on_partitions_revoked.connect
     async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        # finish the batches under way and commit their offsets before the partitions go:
+        # their next owner starts from there (what it re-reads is skipped as replays)
+        records.drop([(tp.topic, tp.partition) for tp in revoked])
+        if not await loop.settle(settings.session_timeout_s * 0.8):
+            log.warning("partitions revoked while a batch was still under way")
         pipeline.store.cache.clear()  # another worker may write these subscribers now
 
     @app.on_partitions_assigned.connect
     async def partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        pipeline.store.cache.clear()  # another worker may have written them meanwhile
+        records.drop()  # fetched before the assignment: Faust seeks to the committed offsets
+        await pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
+                                       if tp.topic in app.record_topics))
 
-    @app.agent(events_topic, concurrency=1)
-    async def score(stream: faust.StreamT) -> None:
-        source = stream.noack()  # acknowledged once a run's outputs are out (InOrderAcks)
-        acks = InOrderAcks(lambda events: _ack(source, events))
-        try:
-            async for batch in micro_batches(source.events(), settings.batch_max,
-                                             settings.batch_within_s):
-                records = [Record(e.message.topic, e.message.partition, e.message.offset,
-                                  e.value or b"", int(e.message.timestamp * 1000))
-                           for e in batch]
-                done = 0
-                for run in split_by_size(records, settings.batch_max_bytes):
-                    await _to_the_end(_start_batch(pipeline, publisher, run, acks,
-                                                   batch[done:done + len(run)]))
-                    done += len(run)
-        finally:  # stopping: the runs under way finish and are acknowledged, later ones not
-            await acks.close()
+    app.before_stop.append(loop.stop)
+
+    @app.task
+    async def consume() -> None:
+        await loop.run()
 
     @app.task
     async def serve_metrics() -> None:
@@ -310,54 +306,3 @@ async def _sweep_in_pages(pipeline: Pipeline, publisher: KafkaPublisher, partiti
         swept += due
         if due < limit:  # nobody else is due
             return
-
-
-async def _ack(stream: faust.StreamT, events: list[Any]) -> None:
-    """Acknowledge a processed run's events: Faust commits offsets only up to acked ones."""
-    failpoint("before_offset_commit")  # the run is done, its offsets not yet committable
-    for event in events:
-        await stream.ack(event)
-
-
-async def _to_the_end(batch: Awaitable[None]) -> None:
-    """Await ``batch`` even if the agent is cancelled meanwhile (SIGTERM: Faust cancels the
-    agent), so a stopping worker never leaves a batch half-processed; the cancellation is
-    raised once the batch is committed and its delivery handed to the acknowledgements."""
-    task = asyncio.ensure_future(batch)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        log.info("stopping: finishing the current batch first")
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
-        raise
-
-
-async def _start_batch(pipeline: Pipeline, publisher: KafkaPublisher, records: list[Record],
-                       acks: InOrderAcks, events: list[Any]) -> None:
-    """Process a batch up to its commit and have its ``events`` acknowledged once its outputs
-    are published. On an unexpected error, of either part, the batch's records are
-    dead-lettered instead of dropped."""
-    try:
-        delivery = await pipeline.start(records, publisher)
-    except Exception as exc:  # noqa: BLE001 - last line of defence before the acknowledgement
-        delivery = asyncio.get_running_loop().create_future()
-        delivery.set_exception(exc)
-    await acks.add(asyncio.ensure_future(_delivered(delivery, pipeline, publisher, records)),
-                   events)
-
-
-async def _delivered(delivery: Awaitable[Any], pipeline: Pipeline, publisher: KafkaPublisher,
-                     records: list[Record]) -> None:
-    try:
-        await delivery
-    except Exception as exc:  # noqa: BLE001 - last line of defence before the acknowledgement
-        log.exception("batch of %d records failed; sending them to %s", len(records), DLQ_TOPIC)
-        letters = [DeadLetter(f"internal error: {type(exc).__name__}", "internal", r.topic,
-                              r.partition, r.offset, -1, r.value.decode("utf-8", "replace"))
-                   for r in records]
-        pipeline.metrics.dead_letters.labels("internal").inc(len(letters))
-        await publisher.dead_letters([msgspec.json.encode(d) for d in letters])

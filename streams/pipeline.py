@@ -31,9 +31,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, ScoreRecord, to_json
@@ -45,10 +46,11 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
+from churnwatch.errors import FencedError
 from churnwatch.events import Event
 from churnwatch.failpoints import failpoint
 from churnwatch.metrics import Metrics
-from features.commits import CommitChain
+from features.commits import CommitChain, CommitChainBroken
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
@@ -57,12 +59,19 @@ from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
-from streams.accounting import count_alerts, count_cache, count_labels
+from streams.accounting import count_alerts, count_cache, count_labels, count_replays
 from streams.intake import activity, count_outcomes, decode_records, late_letters
-from streams.records import DeadLetter, Record, is_retryable
+from streams.ownership import PartitionOwners, WatchError
+from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """``exc`` is a fenced commit, or a batch staged on one."""
+    return isinstance(exc, FencedError) or (isinstance(exc, CommitChainBroken)
+                                            and isinstance(exc.__cause__, FencedError))
 
 
 @dataclass
@@ -122,6 +131,13 @@ class Pipeline:
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
+        # per (topic, partition): the offset after the last record applied, as stored with the
+        # states (load_applied); records before it are replays, skipped
+        self.applied: dict[tuple[str, int], int] = {}
+        self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
+        self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
+        self.assignment = 0  # assignments so far (assigned()); set, then replaced, by each
+        self.reassigned = asyncio.Event()
         self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
         self._lock = asyncio.Lock()  # one batch or sweep processed at a time
         self._outbox = asyncio.Lock()  # one publisher call sequence at a time
@@ -146,6 +162,55 @@ class Pipeline:
         old = self.model.version
         self.model = model
         self.metrics.set_version(self.metrics.model, model.version, old)
+
+    def own_partitions(self, group: str, member: str) -> None:
+        """Consume as ``member`` of the consumer group ``group``: store each partition's
+        applied offset with the batch's states (records before it are replays, skipped) and
+        fence the partitions' states against their former owners (``streams.ownership``)."""
+        keys = self.store.config.keys
+        self.applied_key = keys.applied_offsets(group)
+        self.owners = PartitionOwners(self.store.redis, keys.partition_owners(group), member)
+
+    async def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """After an assignment: claim ``partitions``, then read their applied offsets (in
+        that order: a former owner's commit either lands before the claim, and is read, or
+        is refused)."""
+        self.store.cache.clear()  # another worker may have written these subscribers
+        if self.commits.failure is not None:  # e.g. fenced: those batches are read again
+            self.commits = CommitChain(self.store)
+        async for attempt in self._retrying("assign"):
+            with attempt:
+                if self.owners is not None:
+                    await self.owners.claim(partitions)
+                await self._load_applied(partitions)
+        self.assignment += 1
+        self.reassigned.set()
+        self.reassigned = asyncio.Event()
+
+    async def _load_applied(self, partitions: Sequence[tuple[str, int]]) -> None:
+        self.applied = {}
+        if self.applied_key is None or not partitions:
+            return
+        values = await self.store.redis.hmget(self.applied_key,
+                                              [f"{t}:{p}" for t, p in partitions])
+        self.applied = {tp: int(v) for tp, v in zip(partitions, values) if v is not None}
+
+    def _split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
+        """The records not applied yet, and the replays: records before their partition's
+        applied offset (a re-read after a crash or a rebalance). Records of partitions this
+        worker does not own (any more) are neither: they are left to their owner."""
+        applied = self.applied
+        owned = self.owners.tokens if self.owners is not None else None
+        if not applied and owned is None:
+            return records, []
+        fresh: list[Record] = []
+        replayed: list[Record] = []
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            if owned is not None and tp not in owned:
+                continue
+            (replayed if rec.offset < applied.get(tp, -1) else fresh).append(rec)
+        return fresh, replayed
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
@@ -175,10 +240,14 @@ class Pipeline:
         oldest = min((r.timestamp_ms for r in records if r.timestamp_ms), default=None)
         if oldest is not None:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
-        events, origins, result.dead_letters = decode_records(records)
+        fresh, replayed = self._split_replays(records)
+        events, origins, result.dead_letters = decode_records(fresh)
         self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)
-        if self.commits.failure is not None:  # its batches were dead-lettered (streams/app.py)
+        if self.commits.failure is not None:
+            if is_fenced(self.commits.failure):  # until the next assignment re-reads them
+                raise FencedError("an earlier batch was fenced; waiting for the rebalance")
+            # its batches were dead-lettered (streams/batch_loop.py)
             log.warning("a batch commit failed; the next batches start again from Redis")
             self.commits = CommitChain(self.store)
         async for attempt in self._retrying("batch"):
@@ -191,7 +260,7 @@ class Pipeline:
                 decision = decide_alerts(
                     self._deciders(rules), [events[i] for i in rows], staged.matrix,
                     staged.attrs, staged.ledgers,
-                    [records[origins[i]].timestamp_ms for i in rows],
+                    [fresh[origins[i]].timestamp_ms for i in rows],
                     int(self.clock() * 1000), publisher.wants_scores)
                 t_labels = time.perf_counter()
                 resolved = resolve_batch(self.labels, events, staged,
@@ -200,13 +269,22 @@ class Pipeline:
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
-        active, gone = activity(events, origins, records, staged)
+        active, gone = activity(events, origins, fresh, staged)
+        result.dead_letters += late_letters(events, origins, fresh, staged.status)
+        letters = [msgspec.json.encode(d) for d in result.dead_letters]
+        applied = next_offsets(fresh)
+        self.applied.update(applied)
         landed = await self.commits.submit(
             staged, decision.entries,
-            lambda: self._commit(staged, decision, resolved.examples, active, gone))
-        result.dead_letters += late_letters(events, origins, records, staged.status)
+            lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
+                                 applied, publisher))
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
+        replays = decode_records(replayed)[0] if replayed else []
+        if replays:  # applied before: counted as duplicates, their undelivered alerts re-sent
+            count_replays(self.metrics, replays)
+            result.outcomes["duplicate"] += len(replays)
+            staged.pending_alerts.extend(await self.store.pending_alerts(replays))
         count_cache(self.metrics, self.store.cache)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
@@ -221,18 +299,28 @@ class Pipeline:
         return _Committed(records, result, decision, outcomes, started, landed)
 
     async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
-                      active: dict[int, dict[str, int]], gone: dict[int, list[str]]) -> None:
-        """Store a batch's effects in one round trip: the resolved examples first (a crash
-        before the rest re-appends the same ids, which the learner drops), then the new
-        states with the decided alerts as pending, the silence index, storm-held alerts, risk
-        history and expiries. Redis errors re-send the same writes until they land (the
-        next batch is staged on them meanwhile, see ``features.commits``)."""
+                      active: dict[int, dict[str, int]], gone: dict[int, list[str]],
+                      letters: list[bytes], applied: dict[tuple[str, int], int],
+                      publisher: Publisher) -> None:
+        """Store a batch's effects: its dead letters are published first (a crash before the
+        rest publishes them again: at least once, by their coordinates), then one Redis round
+        trip: the resolved examples (a crash before the rest re-appends the same ids, which
+        the learner drops), then the new states with the decided alerts as pending, the
+        partitions' applied offsets, the silence index, storm-held alerts, risk history and
+        expiries. Redis errors re-send the same writes until they land (the next batch is
+        staged on them meanwhile, see ``features.commits``)."""
         t0 = time.perf_counter()
+        if letters:
+            await publisher.dead_letters(letters)
         async for attempt in self._retrying("batch"):
             with attempt:
                 # one MULTI/EXEC on a single Redis; a cluster's writes span slots (the commit
                 # itself then runs as one script per node)
-                pipe = self.store.redis.pipeline(transaction=not self.ledger.router.cluster)
+                single = not self.ledger.router.cluster
+                pipe = self.store.redis.pipeline(transaction=single)
+                if single and self.owners is not None and applied:
+                    await self.owners.watch(pipe, list(applied))  # refused if claimed since
+                    pipe.multi()
                 append_examples(pipe, self.store.config.keys, examples)
                 await self.ledger.commit(decision.entries, decision.pending,
                                          pipe=pipe, states=staged.staged)
@@ -243,9 +331,26 @@ class Pipeline:
                 self.writes.hold(pipe, decision)
                 await self.risk.record(pipe, decision.risk)
                 self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
+                if single:  # in the transaction: the offsets land with the states
+                    self._store_applied(pipe, applied)
                 failpoint("before_redis_write")
-                await pipe.execute()
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    assert self.owners is not None
+                    if await self.owners.holds(applied):  # the connection failed meanwhile
+                        raise RedisConnectionError("connection lost during a watched commit")
+                    raise FencedError("a partition of the batch was claimed by another "
+                                      "worker while it was committed") from None
+                if not single and applied and self.applied_key:  # after the states
+                    await self._store_applied(self.store.redis, applied)
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+    def _store_applied(self, client: Any, applied: dict[tuple[str, int], int]) -> Any:
+        if self.applied_key is None or not applied:
+            return None
+        return client.hset(self.applied_key,
+                           mapping={f"{t}:{p}": offset for (t, p), offset in applied.items()})
 
     async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
                        batch: _Committed, publisher: Publisher) -> BatchResult:
@@ -367,8 +472,6 @@ class Pipeline:
         for rule, n in decision.rule_hits.items():
             if n:
                 self.metrics.rule_hits.labels(rule).inc(n)
-        if result.dead_letters:
-            await publisher.dead_letters([msgspec.json.encode(d) for d in result.dead_letters])
         if decision.alerts:
             failpoint("before_send")
             await publisher.alerts(decision.alerts, decision.payloads)

@@ -11,6 +11,7 @@ import pytest
 
 from alerting.alert import Alert
 from churnwatch.events import Event
+from churnwatch.keys import Keys
 from features.schema import DAY_MS
 from streams.records import Record
 from tests.label_oracle import Harness
@@ -73,21 +74,44 @@ def test_next_batch_is_processed_while_the_previous_one_publishes_in_order(
         h = Harness(redis_url)
         pipeline = await h.start()
         publisher = GatedPublisher()
-        first = await pipeline.start(_records(0, [b"not json"]), publisher)
-        await asyncio.sleep(0.05)
-        assert publisher.calls == ["start dead_letters"]  # blocked at the gate
-        # the next batch is processed (and committed) meanwhile ...
-        second = await asyncio.wait_for(
-            pipeline.start(_records(1, [b"{}", *_unhappy_downgrader()]), publisher), 30)
-        assert not first.done() and not second.done()
         publisher.gate("dead_letters").set()
+        first = await pipeline.start(_records(0, _unhappy_downgrader()), publisher)
+        await asyncio.sleep(0.05)
+        assert publisher.calls == ["start alerts"]  # c2's alert, blocked at the gate
+        # the next batch is processed and committed meanwhile (its dead letters are
+        # published before its commit) ...
+        second = await asyncio.wait_for(
+            pipeline.start(_records(4, [b"not json", b"{}"]), publisher), 30)
+        await asyncio.wait_for(pipeline.commits.drain(), 30)
+        assert not first.done() and not second.done()
+        assert publisher.calls == ["start alerts", "start dead_letters", "end dead_letters"]
         publisher.gate("alerts").set()
         await asyncio.wait_for(asyncio.gather(first, second), 30)
-        # ... and publishes only after the first batch's outputs are out
-        assert publisher.calls == ["start dead_letters", "end dead_letters",
-                                   "start dead_letters", "end dead_letters",
-                                   "start alerts", "end alerts"]
+        # ... and its delivery ends only after the first batch's outputs are out
+        assert publisher.calls[-1] == "end alerts"
         assert [a.event_id for a in publisher.sent] == ["c2"]
+        await h.stop()
+
+    asyncio.run(main())
+
+
+def test_dead_letters_are_published_before_the_batch_is_committed(redis_url: str) -> None:
+    """A crash after the commit must not lose them: the applied offset covers their records,
+    so a restarted worker skips those records as replays."""
+
+    async def main() -> None:
+        h = Harness(redis_url)
+        pipeline = await h.start()
+        publisher = GatedPublisher()  # the dead letters' gate stays closed
+        started = asyncio.ensure_future(
+            pipeline.start(_records(0, [b"not json", *_unhappy_downgrader()]), publisher))
+        await asyncio.sleep(0.2)
+        assert publisher.calls == ["start dead_letters"]
+        assert await h.client.exists(Keys().state(SUB)) == 0  # nothing written meanwhile
+        publisher.gate("dead_letters").set()
+        publisher.gate("alerts").set()
+        await asyncio.wait_for(await asyncio.wait_for(started, 30), 30)
+        assert await h.client.exists(Keys().state(SUB)) == 1
         await h.stop()
 
     asyncio.run(main())

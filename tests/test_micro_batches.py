@@ -1,138 +1,148 @@
-"""streams.batching: micro-batches (order, bounds, back-pressure, errors, batches formed
-while the previous one is processed) and in-order acknowledgements after delivery."""
+"""streams.fetch.RecordBuffer: micro-batches of fetched records (order, bounds in events and
+bytes, linger, back-pressure, rebalances); streams.batching: in-order acknowledgements."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from streams.batching import InOrderAcks, micro_batches
+from streams.batching import InOrderAcks
+from streams.fetch import RecordBuffer, estimate_events
+from streams.records import Record
 
 
-class Source:
-    """Items released by the test (``release``), then an optional error or the end."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
-        self.pulled = 0
-
-    def release(self, *items: object) -> None:
-        for item in items:
-            self.queue.put_nowait(item)
-
-    def __aiter__(self) -> AsyncIterator[object]:
-        return self._items()
-
-    async def _items(self) -> AsyncIterator[object]:
-        while True:
-            item = await self.queue.get()
-            if item is StopAsyncIteration:
-                return
-            if isinstance(item, Exception):
-                raise item
-            self.pulled += 1
-            yield item
+def _recs(partition: int, offsets: range, value: bytes = b'{"event_id":"x"}') -> list[Record]:
+    return [Record("churn.events", partition, o, value) for o in offsets]
 
 
-def test_what_arrives_while_a_batch_is_processed_is_the_next_batch_at_once() -> None:
-    """The linger is an hour: the first batch forms because it filled up; every later one
-    forms from what arrived while the previous batch was processed, without lingering."""
-
-    async def main() -> list[list[object]]:
-        source = Source()
-        source.release(*range(4))
-        batches = micro_batches(aiter(source), max_size=4, linger_s=3600)
-        out = [await anext(batches)]
-        source.release(4, 5, 6)  # arrive while batch 1 is "processed"
-        out.append(await asyncio.wait_for(anext(batches), 30))
-        source.release(7)
-        out.append(await asyncio.wait_for(anext(batches), 30))
-        await batches.aclose()
-        return out
-
-    assert asyncio.run(main()) == [[0, 1, 2, 3], [4, 5, 6], [7]]
+def test_estimate_events_counts_single_and_packed_values() -> None:
+    assert estimate_events(b'{"event_id":"a","type":"login"}') == 1
+    assert estimate_events(b'[{"event_id":"a"},{"event_id":"b"}]') == 2
+    assert estimate_events(b'{"event_id":"a"}\n{"event_id":"b"}\n') == 1  # starts as one object
+    assert estimate_events(b'  \n{"event_id":"a"}\n{"event_id":"b"}') == 2
+    assert estimate_events(b"not json") == 1
 
 
-def test_a_quiet_stream_lingers_for_company_then_yields_what_it_has() -> None:
-    async def main() -> list[object]:
-        source = Source()
-        batches = micro_batches(aiter(source), max_size=100, linger_s=0.05)
-        waiting = asyncio.ensure_future(anext(batches))
+def test_a_backlog_is_taken_at_once_up_to_the_event_bound() -> None:
+    async def main() -> list[list[int]]:
+        buf = RecordBuffer(max_events=4, max_bytes=1 << 20, linger_s=3600)
+        await buf.put(_recs(0, range(10)))
+        return [[r.offset for r in await buf.take()] for _ in range(3)]
+
+    assert asyncio.run(main()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_packed_records_count_their_events_and_bytes_bound_a_batch() -> None:
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        packed = b"[" + b",".join([b'{"event_id":"e"}'] * 3) + b"]"
+        buf = RecordBuffer(max_events=7, max_bytes=1 << 20, linger_s=3600)
+        await buf.put(_recs(0, range(4), packed))  # 3 events each: two fit under 7
+        by_events = [r.offset for r in await buf.take()]
+        small = RecordBuffer(max_events=1000, max_bytes=40, linger_s=3600)
+        await small.put(_recs(1, range(3), b"x" * 16))
+        by_bytes = [r.offset for r in await small.take()]
+        huge = RecordBuffer(max_events=1000, max_bytes=10, linger_s=3600)
+        await huge.put(_recs(2, range(2), b"y" * 50))  # larger than the bound: one at a time
+        alone = [r.offset for r in await huge.take()]
+        return by_events, by_bytes, alone
+
+    assert asyncio.run(main()) == ([0, 1], [0, 1], [0])
+
+
+def test_a_quiet_topic_lingers_for_company_then_yields_what_it_has() -> None:
+    async def main() -> list[int]:
+        buf = RecordBuffer(max_events=100, max_bytes=1 << 20, linger_s=0.05)
+
+        async def later() -> None:
+            await buf.put(_recs(0, range(1)))
+            await asyncio.sleep(0.01)
+            await buf.put(_recs(0, range(1, 3)))
+
+        feeder = asyncio.ensure_future(later())
+        batch = await buf.take()
+        await feeder
+        return [r.offset for r in batch]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_put_waits_for_room_and_a_rebalance_discards_what_waited() -> None:
+    async def main() -> tuple[bool, list[int], int]:
+        buf = RecordBuffer(max_events=2, max_bytes=1 << 20, linger_s=0,
+                           capacity_events=3)
+        await buf.put(_recs(0, range(3)))
+        waiting = asyncio.ensure_future(buf.put(_recs(0, range(3, 5))))
         await asyncio.sleep(0.01)
-        assert not waiting.done()  # nothing arrived yet
-        source.release("a", "b")
-        return await asyncio.wait_for(waiting, 30)
+        blocked = not waiting.done()
+        first = [r.offset for r in await buf.take()]  # room again: the put goes in
+        await asyncio.wait_for(waiting, 1)
+        stale = asyncio.ensure_future(buf.put(_recs(1, range(2)), epoch=buf.epoch))
+        await asyncio.sleep(0)
+        dropped = buf.drop([("churn.events", 0)])
+        await asyncio.wait_for(stale, 1)
+        return blocked, first, dropped + len(buf)
 
-    assert asyncio.run(main()) == ["a", "b"]
-
-
-def test_collector_stops_pulling_at_max_size() -> None:
-    async def main() -> None:
-        source = Source()
-        source.release(*range(50))
-        batches = micro_batches(aiter(source), max_size=8, linger_s=0)
-        first = await anext(batches)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert first == list(range(8))
-        assert source.pulled <= 8 + 8  # the batch out, at most one full buffer waiting
-        await batches.aclose()
-
-    asyncio.run(main())
+    blocked, first, left = asyncio.run(main())
+    assert blocked and first == [0, 1]
+    assert left == 3  # records 2, 3, 4 of partition 0 dropped; the stale put kept nothing
 
 
-def test_source_error_is_raised_after_the_items_before_it() -> None:
-    async def main() -> list[object]:
-        source = Source()
-        source.release(1, 2, RuntimeError("broker gone"))
-        got: list[object] = []
-        with pytest.raises(RuntimeError, match="broker gone"):
-            async for batch in micro_batches(aiter(source), max_size=10, linger_s=0.01):
-                got += batch
-        return got
+def test_drop_keeps_other_partitions_in_order() -> None:
+    async def main() -> list[tuple[int, int]]:
+        buf = RecordBuffer(max_events=100, max_bytes=1 << 20, linger_s=0)
+        for p in (0, 1, 2):
+            await buf.put(_recs(p, range(3)))
+        assert buf.drop([("churn.events", 1)]) == 3
+        assert buf.events == 6
+        return [(r.partition, r.offset) for r in await buf.take()]
 
-    assert asyncio.run(main()) == [1, 2]
-
-
-def test_rejects_an_empty_batch_size() -> None:
-    async def main() -> None:
-        with pytest.raises(ValueError, match="max_size"):
-            await anext(micro_batches(aiter(Source()), max_size=0, linger_s=0))
-
-    asyncio.run(main())
+    assert asyncio.run(main()) == [(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2)]
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 30), max_size=12), st.integers(1, 9),
-       st.lists(st.integers(0, 3), min_size=1, max_size=12))
-def test_every_item_once_in_order_within_the_bound(bursts: list[int], max_size: int,
-                                                   work: list[int]) -> None:
-    """Bursts of items arrive while batches take a varying number of loop turns to process."""
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 30), st.integers(1, 4)),
+                max_size=12),
+       st.integers(1, 9), st.integers(20, 400))
+def test_every_record_once_in_order_within_the_bounds(puts: list[tuple[int, int, int]],
+                                                      max_events: int, max_bytes: int) -> None:
+    """Whatever the puts (partition, records, events per record), the batches hand out every
+    record once, in put order, each batch within both bounds unless it is a single record."""
 
-    async def main() -> tuple[list[int], list[list[int]]]:
-        source = Source()
-        expected = list(range(sum(bursts)))
-        start = 0
-        batches: list[list[int]] = []
-        stream = micro_batches(aiter(source), max_size=max_size, linger_s=0.001)
-        for n, burst in enumerate(bursts):
-            source.release(*range(start, start + burst))
-            start += burst
-            for _ in range(work[n % len(work)]):
-                await asyncio.sleep(0)
-        source.release(StopAsyncIteration)
-        async for batch in stream:
+    async def main() -> tuple[list[Record], list[list[Record]]]:
+        buf = RecordBuffer(max_events, max_bytes, linger_s=0.001, capacity_events=50)
+        sent: list[Record] = []
+        next_offset = [0, 0, 0, 0]
+        for partition, n, per in puts:
+            value = b"[" + b",".join([b'{"event_id":"e"}'] * per) + b"]"
+            recs = _recs(partition, range(next_offset[partition], next_offset[partition] + n),
+                         value)
+            next_offset[partition] += n
+            sent += recs
+
+        async def produce() -> None:
+            i = 0
+            for partition, n, _ in puts:
+                await buf.put(sent[i:i + n])
+                i += n
+
+        producer = asyncio.ensure_future(produce())
+        batches: list[list[Record]] = []
+        got = 0
+        while got < len(sent):
+            batch = await buf.take()
             batches.append(batch)
-            for _ in range(work[len(batches) % len(work)]):
-                await asyncio.sleep(0)
-        return expected, batches
+            got += len(batch)
+        await producer
+        return sent, batches
 
-    expected, batches = asyncio.run(main())
-    assert [item for batch in batches for item in batch] == expected
-    assert all(1 <= len(batch) <= max_size for batch in batches)
+    sent, batches = asyncio.run(main())
+    assert [r for b in batches for r in b] == sent
+    for batch in batches:
+        if len(batch) > 1:
+            assert sum(estimate_events(r.value) for r in batch) <= max_events
+            assert sum(len(r.value) for r in batch) <= max_bytes
 
 
 def test_acks_in_order_once_each_delivery_is_done() -> None:
@@ -197,15 +207,3 @@ def test_a_failed_delivery_stops_the_acks_and_is_raised() -> None:
         return acked
 
     assert asyncio.run(main()) == []
-
-
-def test_closing_early_after_a_source_error_raises_nothing() -> None:
-    async def main() -> None:
-        source = Source()
-        source.release(1, RuntimeError("broker gone"))
-        batches = micro_batches(aiter(source), max_size=10, linger_s=0.01)
-        assert await anext(batches) == [1]
-        await asyncio.sleep(0.02)  # the collector has failed meanwhile
-        await batches.aclose()  # the consumer stops without asking for more
-
-    asyncio.run(main())
