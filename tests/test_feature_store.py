@@ -583,3 +583,38 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
           f"min {min(sizes)} B, mean {sum(sizes) / len(sizes):.0f} B, max {max(sizes)} B")
     assert max(sizes) < 1024
 
+
+# ------------------------------------------------------------------ older state formats
+def test_a_version_1_value_in_redis_is_read_staged_on_and_rewritten(redis_url: str) -> None:
+    """A value the previous release stored (codec version 1: day buckets) is read as if its
+    logins, spends and complaints happened at 00:00 UTC of their day; a batch staged on it is
+    exact for its own events, and the commit stores version 2."""
+    from features.codec import VERSION
+    from tests.test_exact_windows import _at_midnight, v1_value
+
+    rng = random.Random(9)
+    old = sorted((make_event(rng, n, "s", rng.choice(["login", "spend", "complaint", "usage"]),
+                             NOW - rng.randint(0, 40 * DAY_MS)) for n in range(80)),
+                 key=lambda e: e.ts)
+    clock = old[-1].ts
+    new = [make_event(rng, 500, "s", "login", clock - 7 * DAY_MS + 1),
+           make_event(rng, 501, "s", "complaint", clock + DAY_MS),
+           old[-3]]  # re-sent: a duplicate
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushall()
+        await client.set(Keys().state("s"), v1_value(old))
+        store, ledger = FeatureStore(client), AlertLedger(client)
+        oracle = Oracle()
+        for e in old:
+            oracle.ref.apply(_at_midnight(e), features=False)
+        oracle.ref.subscribers["s"].events.append(Event("clock", "s", "active", clock))
+        for now in (0, clock + 29 * DAY_MS):
+            row = (await store.read(["s"], now))["s"][0]
+            assert_same_rows(row[None, :], oracle.ref.features("s", now)[None, :], str(now))
+        await stage_and_check(store, ledger, oracle, new, "on version 1")
+        assert (await client.get(Keys().state("s")))[0] == VERSION
+        await client.aclose()
+
+    asyncio.run(go())
