@@ -19,7 +19,8 @@ from numba import njit
 
 from churnwatch.memcopy import copy
 from features.codec import (EMPTY_ATTRS, MAX_HEAD, VERSION, VERSION_1, attrs_start,
-                            decode_head, encode_head, get_seen, put_count, put_seen)
+                            decode_head, encode_head, entries_bound, get_seen, put_count,
+                            put_seen)
 from features.kernel import (APPLIED, AT, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE, WIDTH,
                              apply_event, clear_state, features, reserve)
 
@@ -74,8 +75,10 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
             if src[start] != VERSION and src[start] != VERSION_1:
                 return status, rows[:0], buf[:0], new_off, blob_len, clock_before, \
                     profile_before, old_tail, i
-            count, p, bits_box[0], e_ts, e_code, e_amt, n_e = decode_head(
-                src, start, st, e_ts, e_code, e_amt, 0)
+            bound = entries_bound(src, start, end, st) + first[i + 1] - first[i]
+            if bound > len(e_ts):
+                e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, 0, bound)
+            count, p, bits_box[0], n_e = decode_head(src, start, st, e_ts, e_code, e_amt, 0)
             if count + first[i + 1] - first[i] > cap:
                 while cap < count + first[i + 1] - first[i]:
                     cap *= 2
@@ -89,7 +92,8 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
                 cap *= 2
             seen_hash = np.empty(cap, np.int64)
             seen_ts = np.empty(cap, np.int64)
-        e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, n_e, first[i + 1] - first[i])
+        if n_e + first[i + 1] - first[i] > len(e_ts):  # (unknown subscriber)
+            e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, n_e, first[i + 1] - first[i])
         clock_before[i] = st[MX]
         profile_before[i] = st[AT]
         tenure = tenure_box[0]

@@ -47,7 +47,7 @@ from numba import njit
 from features.extension import MARK
 from features.kernel import (AT, D_SIZE, D_TAG, D_VAL, DAY_MS, E_LOGIN, E_SPEND, F0, F1, FD,
                              LC, LL, LS, LU, M_SIZE, M_TAG, M_VAL, MM, MX, NONE, T0, T1, TM,
-                             W30_MS, W35_MS, empty_states, reserve)
+                             W30_MS, W35_MS, empty_states, group_of, reserve, settle)
 
 VERSION = 2
 VERSION_1 = 1  # read, never written
@@ -187,38 +187,8 @@ def attrs_start(src, pos, end):  # type: ignore[no-untyped-def]
     return extension_at(src, pos, end)[1]
 
 
-# the counted events' groups, in the order they are stored
+# the counted events' groups, in the order they are kept and stored (kernel.group_of)
 _LOGINS, _SPENDS, _COMPLAINTS = 0, 1, 2
-
-
-@njit(cache=True)
-def _group(code):  # type: ignore[no-untyped-def]
-    if code == E_LOGIN:
-        return _LOGINS
-    if code == E_SPEND:
-        return _SPENDS
-    return _COMPLAINTS
-
-
-@njit(cache=True)
-def _sort_entries(e_ts, e_code, e_amt, n):  # type: ignore[no-untyped-def]
-    """Sort entries ``0:n`` in place by (group, event time): an insertion sort, as a decoded
-    list is already in that order and only the batch's new entries move."""
-    for i in range(1, n):
-        t, c, v = e_ts[i], e_code[i], e_amt[i]
-        g = _group(c)
-        j = i - 1
-        while j >= 0:
-            gj = _group(e_code[j])
-            if gj < g or (gj == g and e_ts[j] <= t):
-                break
-            e_ts[j + 1] = e_ts[j]
-            e_code[j + 1] = e_code[j]
-            e_amt[j + 1] = e_amt[j]
-            j -= 1
-        e_ts[j + 1] = t
-        e_code[j + 1] = c
-        e_amt[j + 1] = v
 
 
 @njit(cache=True)
@@ -248,9 +218,9 @@ def _put_group(buf, pos, e_ts, e_code, e_amt, lo, hi,  # type: ignore[no-untyped
 def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
                 e_ts, e_code, e_amt, n):
     """Write the blob of the known state ``st`` with its counted events ``0:n`` of the entry
-    arrays (sorted in place) at ``pos``, up to its seen ids (the caller writes their count
-    and entries, relative to the clock); returns the new position. At most
-    ``MAX_HEAD + 20 * n`` bytes."""
+    arrays (in order of (group, event time), as :func:`decode_head` and ``apply_event`` keep
+    them) at ``pos``, up to its seen ids (the caller writes their count and entries,
+    relative to the clock); returns the new position. At most ``MAX_HEAD + 20 * n`` bytes."""
     mx, mm = st[MX], st[MM]
     today = mx // DAY_MS
     buf[pos] = VERSION
@@ -283,11 +253,10 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
         pos = _put8(buf, _put(buf, pos, mm - st[TM]), tenure_bits)
     pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today, D_SIZE)
     pos = _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, M_SIZE)
-    _sort_entries(e_ts, e_code, e_amt, n)
     lo = 0
     for group in range(3):
         hi = lo
-        while hi < n and _group(e_code[hi]) == group:
+        while hi < n and group_of(e_code[hi]) == group:
             hi += 1
         horizon = mx - (W35_MS if group == _LOGINS else W30_MS)
         pos = _put_group(buf, pos, e_ts, e_code, e_amt, lo, hi, group, mx, horizon)
@@ -310,9 +279,8 @@ def put_count(buf, pos, count):  # type: ignore[no-untyped-def]
 def _get_group(buf, pos, group, clock,  # type: ignore[no-untyped-def]
                e_ts, e_code, e_amt, n):
     """Read one group written by :func:`_put_group` into the entry arrays after their ``n``
-    entries, oldest first; returns (arrays, new count, position)."""
+    entries, oldest first; returns (new count, position)."""
     count, pos = _uget(buf, pos)
-    e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, n, count)
     t = clock
     for j in range(n + count - 1, n - 1, -1):
         if group == _COMPLAINTS:
@@ -328,23 +296,15 @@ def _get_group(buf, pos, group, clock,  # type: ignore[no-untyped-def]
             if group == _SPENDS:
                 e_amt[j], pos = _get(buf, pos)
         e_ts[j] = t
-    return e_ts, e_code, e_amt, n + count, pos
-
-
-@njit(cache=True)
-def _add(e_ts, e_code, e_amt, n, t, code, amt):  # type: ignore[no-untyped-def]
-    e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, n, 1)
-    e_ts[n] = t
-    e_code[n] = code
-    e_amt[n] = amt
-    return e_ts, e_code, e_amt, n + 1
+    return n + count, pos
 
 
 @njit(cache=True)
 def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
-                    e_ts, e_code, e_amt, n):
+                    e_ts, e_code, e_amt, n, write):
     """Version 1's day buckets: usage into the usage ring, each login, spend and complaint
-    as an entry at its day's first millisecond (a day's cents on its first spend)."""
+    as an entry at its day's first millisecond (a day's cents on its first spend); returns
+    (new entry count, position). With ``write`` false, only counts the entries."""
     count = np.int64(buf[pos])
     pos += 1
     for _ in range(count):  # activity days: logins, data, voice
@@ -353,13 +313,17 @@ def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
         logins, pos = _get(buf, pos)
         data, pos = _get(buf, pos)
         voice, pos = _get(buf, pos)
-        if data != 0 or voice != 0:
+        if write and (data != 0 or voice != 0):
             s = day % D_SIZE
             st[D_TAG + s] = day
             st[D_VAL + 2 * s] = data
             st[D_VAL + 2 * s + 1] = voice
         for _ in range(logins):
-            e_ts, e_code, e_amt, n = _add(e_ts, e_code, e_amt, n, day * DAY_MS, E_LOGIN, 0)
+            if write:
+                e_ts[n] = day * DAY_MS
+                e_code[n] = E_LOGIN
+                e_amt[n] = 0
+            n += 1
     count = np.int64(buf[pos])
     pos += 1
     for _ in range(count):  # spend days: spends, cents
@@ -367,8 +331,11 @@ def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
         spends, pos = _get(buf, pos)
         cents, pos = _get(buf, pos)
         for k in range(spends):
-            e_ts, e_code, e_amt, n = _add(e_ts, e_code, e_amt, n, (today - age) * DAY_MS,
-                                          E_SPEND, cents if k == 0 else 0)
+            if write:
+                e_ts[n] = (today - age) * DAY_MS
+                e_code[n] = E_SPEND
+                e_amt[n] = cents if k == 0 else 0
+            n += 1
     count = np.int64(buf[pos])
     pos += 1
     for _ in range(count):  # complaint days: 4 category counts
@@ -376,18 +343,18 @@ def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
         for category in range(4):
             complaints, pos = _get(buf, pos)
             for _ in range(complaints):
-                e_ts, e_code, e_amt, n = _add(e_ts, e_code, e_amt, n,
-                                              (today - age) * DAY_MS, category, 0)
-    return e_ts, e_code, e_amt, n, pos
+                if write:
+                    e_ts[n] = (today - age) * DAY_MS
+                    e_code[n] = category
+                    e_amt[n] = 0
+                n += 1
+    return n, pos
 
 
 @njit(cache=True)
-def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untyped-def]
-    """Read a blob's state into the empty state ``st`` and its counted events after the
-    ``n`` entries of the entry arrays, up to its seen ids; returns (their count, the
-    position of the first, the tenure bits, the entry arrays (grown if need be), the new
-    entry count). ``buf[pos]`` must be VERSION or VERSION_1."""
-    version = buf[pos]
+def _get_scalars(buf, pos, st):  # type: ignore[no-untyped-def]
+    """The scalars of a blob (from its version byte) into ``st``: (position after them,
+    today, tenure bits)."""
     mx, pos = _get(buf, pos + 1)
     mm, pos = _get(buf, pos)
     today = mx // DAY_MS
@@ -416,18 +383,41 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
         age, pos = _get(buf, pos)
         st[TM] = mm - age
         tenure_bits, pos = _get8(buf, pos)
+    return pos, today, tenure_bits
+
+
+@njit(cache=True)
+def entries_bound(buf, pos, end, st):  # type: ignore[no-untyped-def]
+    """At most how many counted events :func:`decode_head` reads from the value
+    ``buf[pos:end]`` (``st``: scratch, overwritten): each takes a byte or more in version
+    2; version 1's day buckets are counted."""
+    if buf[pos] != VERSION_1:
+        return end - pos
+    pos, today, _ = _get_scalars(buf, pos, st)
+    return _get_v1_buckets(buf, pos, st, today, st, st, st, 0, False)[0]
+
+
+@njit(cache=True)
+def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untyped-def]
+    """Read a blob's state into the empty state ``st`` and its counted events after the
+    ``n`` entries of the entry arrays (which have room for :func:`entries_bound` more), up
+    to its seen ids; returns (their count, the position of the first, the tenure bits, the
+    new entry count). ``buf[pos]`` must be VERSION or VERSION_1."""
+    version = buf[pos]
+    pos, today, tenure_bits = _get_scalars(buf, pos, st)
     if version == VERSION_1:
-        e_ts, e_code, e_amt, n, pos = _get_v1_buckets(buf, pos, st, today,
-                                                      e_ts, e_code, e_amt, n)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
+        first = n
+        n, pos = _get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
+        for j in range(first + 1, n):  # (in ring order: put them in order)
+            settle(e_ts[first:], e_code[first:], e_amt[first:], j - first)
+        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
     else:
         pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
+        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
         for group in range(3):
-            e_ts, e_code, e_amt, n, pos = _get_group(buf, pos, group, mx,
-                                                     e_ts, e_code, e_amt, n)
+            n, pos = _get_group(buf, pos, group, st[MX], e_ts, e_code, e_amt, n)
     count, pos = _get(buf, pos)
-    return count, pos, tenure_bits, e_ts, e_code, e_amt, n
+    return count, pos, tenure_bits, n
 
 
 def readable(version: int) -> bool:
@@ -450,7 +440,7 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
     seen_hash = np.empty(len(buf) // 9 + 1, np.int64)
     seen_ts = np.empty(len(buf) // 9 + 1, np.int64)
     e_count = np.zeros(n + 1, np.int64)
-    e_ts = np.empty(len(buf) // 2 + 16, np.int64)
+    e_ts = np.empty(len(buf) // 4 + 16, np.int64)
     e_code = np.empty(len(e_ts), np.int64)
     e_amt = np.empty(len(e_ts), np.int64)
     m = 0
@@ -463,9 +453,11 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
         if buf[pos] != VERSION and buf[pos] != VERSION_1:
             return i, seen_hash[:0], seen_ts[:0], seen_count, e_ts[:0], e_code[:0], \
                 e_amt[:0], e_count
+        bound = entries_bound(buf, pos, off[i + 1], states[i])
+        if k + bound > len(e_ts):
+            e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, k, bound)
         before = k
-        count, pos, tenure_bits[i], e_ts, e_code, e_amt, k = decode_head(
-            buf, pos, states[i], e_ts, e_code, e_amt, k)
+        count, pos, tenure_bits[i], k = decode_head(buf, pos, states[i], e_ts, e_code, e_amt, k)
         e_count[i + 1] = k - before
         for _ in range(count):
             seen_hash[m], seen_ts[m], pos = get_seen(buf, pos, states[i, MX])

@@ -10,7 +10,8 @@ still see is kept; an older key is reset when a newer one takes its slot. ``NONE
 absent scalar or empty slot.
 
 The counted events are the logins, spends and complaints whose event time is still inside a
-window: one entry each (event time in ms, ``E_*`` code, spend cents), so the half-open
+window: one entry each (event time in ms, ``E_*`` code, spend cents), kept in order of
+(group: logins, spends, complaints; event time) for the codec, so the half-open
 millisecond windows ``(now − 7d, now]``, ``(now − 35d, now − 7d]`` and ``(now − 30d, now]``
 are a plain filter over them, exact whatever the arrival order. They are variable length per
 subscriber, as are the seen event ids (64-bit hashes, with their event times): arrays the
@@ -169,12 +170,43 @@ def features(st, tenure, now, nowmonth,  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def group_of(code):  # type: ignore[no-untyped-def]
+    """The group of an entry code, in the order entries are kept: logins 0, spends 1,
+    complaints 2."""
+    if code == E_LOGIN:
+        return 0
+    if code == E_SPEND:
+        return 1
+    return 2
+
+
+@njit(cache=True)
+def settle(e_ts, e_code, e_amt, j):  # type: ignore[no-untyped-def]
+    """Move entry ``j`` back to its place among the entries ``0:j``, which are in order of
+    (group, event time): one step of an insertion sort, a few moves for a new event."""
+    t, c, v = e_ts[j], e_code[j], e_amt[j]
+    g = group_of(c)
+    while j > 0:
+        gp = group_of(e_code[j - 1])
+        if gp < g or (gp == g and e_ts[j - 1] <= t):
+            break
+        e_ts[j] = e_ts[j - 1]
+        e_code[j] = e_code[j - 1]
+        e_amt[j] = e_amt[j - 1]
+        j -= 1
+    e_ts[j] = t
+    e_code[j] = c
+    e_amt[j] = v
+
+
+@njit(cache=True)
 def apply_event(st, tenure, k, t, d, month, a, b, ten,  # type: ignore[no-untyped-def]
                 e_ts, e_code, e_amt, n):
     """Apply one event (not late, not a duplicate) to state ``st`` and its ``n`` counted
-    events (the arrays have room for one more): type code ``k``, ts, day, month, payload
-    ``a``/``b`` (spend cents | complaint category | usage data, voice | plan fee cents) and
-    profile tenure ``ten`` (-1: none). Returns (the tenure after it, the entry count)."""
+    events (in order of (group, event time); the arrays have room for one more): type code
+    ``k``, ts, day, month, payload ``a``/``b`` (spend cents | complaint category | usage
+    data, voice | plan fee cents) and profile tenure ``ten`` (-1: none). Returns (the
+    tenure after it, the entry count)."""
     if st[MX] == NONE or t > st[MX]:
         st[MX] = t
         st[MM] = month
@@ -184,12 +216,14 @@ def apply_event(st, tenure, k, t, d, month, a, b, ten,  # type: ignore[no-untype
         e_ts[n] = t
         e_code[n] = E_LOGIN
         e_amt[n] = 0
+        settle(e_ts, e_code, e_amt, n)
         n += 1
         st[LL] = max(st[LL], d)
     elif k == SPEND:
         e_ts[n] = t
         e_code[n] = E_SPEND
         e_amt[n] = a
+        settle(e_ts, e_code, e_amt, n)
         n += 1
         p = _bucket(st, M_TAG, M_VAL, 1, M_SIZE, month)
         if p >= 0:
@@ -199,6 +233,7 @@ def apply_event(st, tenure, k, t, d, month, a, b, ten,  # type: ignore[no-untype
         e_ts[n] = t
         e_code[n] = a
         e_amt[n] = 0
+        settle(e_ts, e_code, e_amt, n)
         n += 1
         st[LC] = max(st[LC], d)
     elif k == USAGE:
