@@ -6,8 +6,9 @@ UTC days (``ts // 86_400_000``), months are UTC calendar months.
 
 The windows of counted events are half-open and exact to the millisecond, whatever the order
 events arrive in: ``logins_7d`` counts logins with ``now − 7d < ts <= now``, ``logins_prev28``
-those with ``now − 35d < ts <= now − 7d``; the ``complaints_*_30d`` and ``spend_*_30d``
-features take ``now − 30d < ts <= now`` (``d`` is 86,400,000 ms). So a login exactly 7 days
+those with ``now − 35d < ts <= now − 7d``; ``complaints_30d`` (and its per-category counts),
+``spend_count_30d`` and ``spend_amount_30d`` take ``now − 30d < ts <= now`` (``d`` is
+86,400,000 ms). So a login exactly 7 days
 before now is in ``logins_prev28``, one a millisecond later in ``logins_7d``, and at 00:00 UTC
 the last 7 days include all of the 7th day back.
 
