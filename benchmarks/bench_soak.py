@@ -48,7 +48,7 @@ from churnwatch.config import EVENTS_TOPIC
 from churnwatch.errors import ChurnwatchError
 from churnwatch.produce import EventProducer
 from churnwatch.simulate import SimConfig, Simulation
-from features.kernel import C_SIZE, D_SIZE, DAY_MS, M_SIZE, S_SIZE
+from features.kernel import D_SIZE, DAY_MS, M_SIZE, W35_MS
 
 SAMPLE_S = 5.0
 TICK_S = 0.1
@@ -60,8 +60,8 @@ WARMUP_BACKLOG = 2_000
 WARMUP_STALL_S = 180.0      # the worker processing nothing for this long fails the warm-up
 MARGIN_DAYS = 14
 # the longest state window, in days: the spend-months ring (M_SIZE calendar months of up to
-# 31 days) or a day ring, whichever is longer
-LONGEST_WINDOW_DAYS = max(M_SIZE * 31, D_SIZE, S_SIZE, C_SIZE)
+# 31 days), the usage-day ring or the counted events' 35 days, whichever is longer
+LONGEST_WINDOW_DAYS = max(M_SIZE * 31, D_SIZE, W35_MS // DAY_MS)
 WARMUP_DAYS = LONGEST_WINDOW_DAYS + MARGIN_DAYS
 MEASURED_DAYS = 200
 EVENTS_PER_SUBSCRIBER_DAY = 2.08    # the simulator's, faults included (measured: 400 days)

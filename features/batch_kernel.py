@@ -2,7 +2,8 @@
 subscriber at a time.
 
 For each subscriber of the batch, :func:`stage_values` decodes its stored value into one
-scratch state (``features.codec``), applies its events in arrival order
+scratch state and scratch lists of its counted events and seen ids (``features.codec``),
+applies its events in arrival order
 (``features.kernel.apply_event``) and encodes the new value at once, while that state is
 still in the CPU's cache: no state array for the whole batch, and no table of every seen id.
 An event is late if it is older than the subscriber's clock minus the lateness, and a
@@ -17,10 +18,11 @@ import numpy as np
 from numba import njit
 
 from churnwatch.memcopy import copy
-from features.codec import (EMPTY_ATTRS, VERSION, attrs_start, decode_head, encode_head,
-                            get_seen, put_count, put_seen)
-from features.kernel import (APPLIED, AT, DAY_MS, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE,
-                             WIDTH, apply_event, clear_state, features)
+from features.codec import (EMPTY_ATTRS, MAX_HEAD, VERSION, VERSION_1, attrs_start,
+                            decode_head, encode_head, entries_bound, get_seen, put_count,
+                            put_seen)
+from features.kernel import (APPLIED, AT, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE, WIDTH,
+                             apply_event, clear_state, features, reserve)
 
 __all__ = ["stage_values"]
 
@@ -36,7 +38,7 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
     values as one buffer with ``n + 1`` offsets and each one's blob length, each
     subscriber's clock and latest profile time before the batch (NONE: none), where each
     old value's tail starts in ``src``, and the index of the first subscriber whose value
-    is of another version (-1: none; nothing else is then valid))."""
+    is of a version it cannot read (-1: none; nothing else is then valid))."""
     n, n_ev = len(off) - 1, len(sub)
     order = np.argsort(sub, kind="mergesort")  # each subscriber's events, in arrival order
     first = np.zeros(n + 1, np.int64)
@@ -45,7 +47,7 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
     first = np.cumsum(first)
     size = 0
     for i in range(n):
-        size += off[i + 1] - off[i] + 4201 + 20 * (first[i + 1] - first[i])
+        size += off[i + 1] - off[i] + MAX_HEAD + 50 + 40 * (first[i + 1] - first[i])
     buf = np.empty(size, np.uint8)
     new_off = np.zeros(n + 1, np.int64)
     blob_len = np.zeros(n, np.int64)
@@ -60,17 +62,23 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
     cap = 64
     seen_hash = np.empty(cap, np.int64)
     seen_ts = np.empty(cap, np.int64)
+    e_ts = np.empty(cap, np.int64)
+    e_code = np.empty(cap, np.int64)
+    e_amt = np.empty(cap, np.int64)
     pos = 0
     for i in range(n):
         clear_state(st)
         tenure_box[0] = np.nan
         start, end = off[i], off[i + 1]
-        count, tail = 0, start
+        count, tail, n_e = 0, start, 0
         if start < end:
-            if src[start] != VERSION:
+            if src[start] != VERSION and src[start] != VERSION_1:
                 return status, rows[:0], buf[:0], new_off, blob_len, clock_before, \
                     profile_before, old_tail, i
-            count, p, bits_box[0] = decode_head(src, start, st)
+            bound = entries_bound(src, start, end, st) + first[i + 1] - first[i]
+            if bound > len(e_ts):
+                e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, 0, bound)
+            count, p, bits_box[0], n_e = decode_head(src, start, st, e_ts, e_code, e_amt, 0)
             if count + first[i + 1] - first[i] > cap:
                 while cap < count + first[i + 1] - first[i]:
                     cap *= 2
@@ -84,6 +92,8 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
                 cap *= 2
             seen_hash = np.empty(cap, np.int64)
             seen_ts = np.empty(cap, np.int64)
+        if n_e + first[i + 1] - first[i] > len(e_ts):  # (unknown subscriber)
+            e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, n_e, first[i + 1] - first[i])
         clock_before[i] = st[MX]
         profile_before[i] = st[AT]
         tenure = tenure_box[0]
@@ -106,12 +116,18 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
             seen_hash[count] = h
             seen_ts[count] = t
             count += 1
-            tenure = apply_event(st, tenure, kind[e], t, day[e], month[e], a[e], b[e], ten[e])
-            features(st, tenure, st[MX] // DAY_MS, st[MM], rows[e])
+            tenure, n_e = apply_event(st, tenure, kind[e], t, day[e], month[e], a[e], b[e],
+                                      ten[e], e_ts, e_code, e_amt, n_e)
+            features(st, tenure, st[MX], st[MM], e_ts, e_code, e_amt, 0, n_e, rows[e])
         new_off[i] = pos
         if st[MX] != NONE:  # (else nothing known, nothing applied: the value stays empty)
+            need = pos + MAX_HEAD + 20 * n_e + 10 + 18 * count + end - tail + 1
+            if need > len(buf):  # (a version 1 value's day buckets became many entries)
+                bigger = np.empty(max(need, 2 * len(buf)), np.uint8)
+                copy(bigger, 0, buf, 0, pos)
+                buf = bigger
             tenure_box[0] = tenure
-            pos = encode_head(buf, pos, st, bits_box[0])
+            pos = encode_head(buf, pos, st, bits_box[0], e_ts, e_code, e_amt, n_e)
             horizon = st[MX] - lateness
             kept = 0
             for j in range(count):

@@ -1,22 +1,40 @@
 """The per-subscriber state blob stored in Redis, and its batch codec (numba).
 
-Layout, version 1: byte ``0x01``, then zigzag LEB128 varints (small numbers take one byte)::
+Layout, version 2: byte ``0x02``, then LEB128 varints (zigzag for signed values: small
+numbers take one byte)::
 
     clock ts, clock month, today − first day, presence bits (0 last spend day, 1 last login
     day, 2 last complaint day, 3 last usage day, 4 latest plan, 5 previous plan, 6 profile,
     7 tenure), then each present one: today − day (×4), clock − ts and fee cents (×2 plans),
     clock − profile ts, clock month − tenure month and the tenure as 8 raw bytes (float64)
-    activity days within 35 days:   count, then (today − day, logins, data, voice) each
-    spend days within 30 days:      count, then (today − day, spends, cents) each
-    complaint days within 30 days:  count, then (today − day, 4 category counts) each
+    usage days within 35 days:      count, then (today − day, data, voice) each
     spend months, current and 5 before: count, then (clock month − month, cents) each
+    logins within 35 days:          count, then newest first each one's gap in ms to the
+                                    one before (to the clock for the first) as 4 raw bytes
+    spends within 30 days:          count, then (gap as 4 raw bytes, cents) each
+    complaints within 30 days:      count, then gap × 4 + category each (a varint)
     ids seen within the lateness:   count, then (8 raw bytes of the id hash, clock − ts) each
 
-Only non-empty buckets inside their window are written, so a blob is what the windows can
-still see and nothing more. The stored value is the blob, then its tail: an optional
-extension frame and the profile attributes (msgpack), see ``features.extension``; the codec
-carries the tail over unchanged. Python moves whole batches: values are joined into one
-buffer with offsets, both ways.
+"Within" a window means still countable from now on: a login is kept while clock − ts is
+below 35 days, a spend or complaint below 30 days, a usage day while today − day is below 35.
+Only non-empty buckets are written, so a blob is what the windows can still see and nothing
+more. Each counted event keeps its millisecond event time: a window boundary can fall inside
+any day, so every event it may still cut needs its time. (A gap is below 35 days, so 4 bytes
+hold it; as raw bytes it reads faster than a varint and is no longer for gaps of 35 minutes
+to 3 days, the usual ones.)
+
+Version 1 (``0x01``, written before the windows were exact) differs only in the middle: the
+usage days carried logins too, as (today − day, logins, data, voice) within 35 days, then came
+spend days (today − day, spends, cents) and complaint days (today − day, 4 category counts)
+within 30 days, then the spend months, and no event list. It is still read: each counted
+event of a day bucket becomes an entry at that day's first millisecond (00:00:00.000 UTC),
+which keeps every such event in exactly the windows the day-granular version counted it in
+(``(now − 7d, now]`` holds 00:00 of day D for every now before day D + 7, and so on); events
+applied after the upgrade are exact. The next write stores version 2.
+
+The stored value is the blob, then its tail: an optional extension frame and the profile
+attributes (msgpack), see ``features.extension``; the codec carries the tail over unchanged.
+Python moves whole batches: values are joined into one buffer with offsets, both ways.
 """
 
 from __future__ import annotations
@@ -27,18 +45,32 @@ import numpy as np
 from numba import njit
 
 from features.extension import MARK
-from features.kernel import (AT, C_SIZE, C_TAG, C_VAL, D_SIZE, D_TAG, D_VAL, DAY_MS, F0, F1,
-                             FD, LC, LL, LS, LU, M_SIZE, M_TAG, M_VAL, MM, MX, NONE, S_SIZE,
-                             S_TAG, S_VAL, T0, T1, TM, empty_states)
+from features.kernel import (AT, D_SIZE, D_TAG, D_VAL, DAY_MS, E_LOGIN, E_SPEND, F0, F1, FD,
+                             LC, LL, LS, LU, M_SIZE, M_TAG, M_VAL, MM, MX, NONE, T0, T1, TM,
+                             W30_MS, W35_MS, empty_states, group_of, reserve, settle)
 
-VERSION = 1
+VERSION = 2
+VERSION_1 = 1  # read, never written
 EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
+# the most bytes a blob takes before its counted events and seen ids (every varint 10 bytes)
+MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30
 
 
 @njit(cache=True)
 def _put(buf, pos, v):  # type: ignore[no-untyped-def]
     z = (v << 1) ^ (v >> 63)
+    while z >= 128:
+        buf[pos] = (z & 127) | 128
+        z >>= 7
+        pos += 1
+    buf[pos] = z
+    return pos + 1
+
+
+@njit(cache=True)
+def _uput(buf, pos, z):  # type: ignore[no-untyped-def]
+    """Write ``z`` >= 0 as an unsigned LEB128 varint."""
     while z >= 128:
         buf[pos] = (z & 127) | 128
         z >>= 7
@@ -73,6 +105,23 @@ def _put8(buf, pos, v):  # type: ignore[no-untyped-def]
     for k in range(8):
         buf[pos + k] = (v >> (8 * k)) & 255
     return pos + 8
+
+
+@njit(cache=True)
+def _put4(buf, pos, v):  # type: ignore[no-untyped-def]
+    """Write ``0 <= v < 2**32`` as 4 raw bytes, little-endian."""
+    buf[pos] = v & 255
+    buf[pos + 1] = (v >> 8) & 255
+    buf[pos + 2] = (v >> 16) & 255
+    buf[pos + 3] = (v >> 24) & 255
+    return pos + 4
+
+
+@njit(cache=True)
+def _get4(buf, pos):  # type: ignore[no-untyped-def]
+    v = (np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16)
+         | (np.int64(buf[pos + 3]) << 24))
+    return v, pos + 4
 
 
 @njit(cache=True)
@@ -138,10 +187,40 @@ def attrs_start(src, pos, end):  # type: ignore[no-untyped-def]
     return extension_at(src, pos, end)[1]
 
 
+# the counted events' groups, in the order they are kept and stored (kernel.group_of)
+_LOGINS, _SPENDS, _COMPLAINTS = 0, 1, 2
+
+
 @njit(cache=True)
-def encode_head(buf, pos, st, tenure_bits):  # type: ignore[no-untyped-def]
-    """Write the blob of the known state ``st`` at ``pos``, up to its seen ids (the caller
-    writes their count and entries, relative to the clock); returns the new position."""
+def _put_group(buf, pos, e_ts, e_code, e_amt, lo, hi,  # type: ignore[no-untyped-def]
+               group, clock, horizon):
+    """Write the entries ``lo:hi`` (one group, sorted by time) newer than ``horizon``: their
+    count, then newest first each one's gap to the one before (``clock`` for the first),
+    with its cents (spends) or category (complaints, ``gap × 4 + category``)."""
+    first = lo
+    while first < hi and e_ts[first] <= horizon:
+        first += 1
+    pos = _uput(buf, pos, hi - first)
+    before = clock
+    for j in range(hi - 1, first - 1, -1):
+        gap = before - e_ts[j]
+        before = e_ts[j]
+        if group == _COMPLAINTS:
+            pos = _uput(buf, pos, gap * 4 + e_code[j])
+        else:
+            pos = _put4(buf, pos, gap)
+            if group == _SPENDS:
+                pos = _put(buf, pos, e_amt[j])
+    return pos
+
+
+@njit(cache=True)
+def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
+                e_ts, e_code, e_amt, n):
+    """Write the blob of the known state ``st`` with its counted events ``0:n`` of the entry
+    arrays (in order of (group, event time), as :func:`decode_head` and ``apply_event`` keep
+    them) at ``pos``, up to its seen ids (the caller writes their count and entries,
+    relative to the clock); returns the new position. At most ``MAX_HEAD + 20 * n`` bytes."""
     mx, mm = st[MX], st[MM]
     today = mx // DAY_MS
     buf[pos] = VERSION
@@ -172,10 +251,17 @@ def encode_head(buf, pos, st, tenure_bits):  # type: ignore[no-untyped-def]
         pos = _put(buf, pos, mx - st[AT])
     if flags & 128:
         pos = _put8(buf, _put(buf, pos, mm - st[TM]), tenure_bits)
-    pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today, 35)
-    pos = _put_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today, 30)
-    pos = _put_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today, 30)
-    return _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, 6)
+    pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today, D_SIZE)
+    pos = _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, M_SIZE)
+    lo = 0
+    for group in range(3):
+        hi = lo
+        while hi < n and group_of(e_code[hi]) == group:
+            hi += 1
+        horizon = mx - (W35_MS if group == _LOGINS else W30_MS)
+        pos = _put_group(buf, pos, e_ts, e_code, e_amt, lo, hi, group, mx, horizon)
+        lo = hi
+    return pos
 
 
 @njit(cache=True)
@@ -190,9 +276,85 @@ def put_count(buf, pos, count):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def decode_head(buf, pos, st):  # type: ignore[no-untyped-def]
-    """Read a blob's state into the empty state ``st``, up to its seen ids; returns (their
-    count, the position of the first, the tenure bits). ``buf[pos]`` must be VERSION."""
+def _get_group(buf, pos, group, clock,  # type: ignore[no-untyped-def]
+               e_ts, e_code, e_amt, n):
+    """Read one group written by :func:`_put_group` into the entry arrays after their ``n``
+    entries, oldest first; returns (new count, position)."""
+    count, pos = _uget(buf, pos)
+    t = clock
+    for j in range(n + count - 1, n - 1, -1):
+        if group == _COMPLAINTS:
+            z, pos = _uget(buf, pos)
+            t -= z >> 2
+            e_code[j] = z & 3
+            e_amt[j] = 0
+        else:
+            z, pos = _get4(buf, pos)
+            t -= z
+            e_code[j] = E_LOGIN if group == _LOGINS else E_SPEND
+            e_amt[j] = 0
+            if group == _SPENDS:
+                e_amt[j], pos = _get(buf, pos)
+        e_ts[j] = t
+    return n + count, pos
+
+
+@njit(cache=True)
+def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
+                    e_ts, e_code, e_amt, n, write):
+    """Version 1's day buckets: usage into the usage ring, each login, spend and complaint
+    as an entry at its day's first millisecond (a day's cents on its first spend); returns
+    (new entry count, position). With ``write`` false, only counts the entries."""
+    count = np.int64(buf[pos])
+    pos += 1
+    for _ in range(count):  # activity days: logins, data, voice
+        age, pos = _get(buf, pos)
+        day = today - age
+        logins, pos = _get(buf, pos)
+        data, pos = _get(buf, pos)
+        voice, pos = _get(buf, pos)
+        if write and (data != 0 or voice != 0):
+            s = day % D_SIZE
+            st[D_TAG + s] = day
+            st[D_VAL + 2 * s] = data
+            st[D_VAL + 2 * s + 1] = voice
+        for _ in range(logins):
+            if write:
+                e_ts[n] = day * DAY_MS
+                e_code[n] = E_LOGIN
+                e_amt[n] = 0
+            n += 1
+    count = np.int64(buf[pos])
+    pos += 1
+    for _ in range(count):  # spend days: spends, cents
+        age, pos = _get(buf, pos)
+        spends, pos = _get(buf, pos)
+        cents, pos = _get(buf, pos)
+        for k in range(spends):
+            if write:
+                e_ts[n] = (today - age) * DAY_MS
+                e_code[n] = E_SPEND
+                e_amt[n] = cents if k == 0 else 0
+            n += 1
+    count = np.int64(buf[pos])
+    pos += 1
+    for _ in range(count):  # complaint days: 4 category counts
+        age, pos = _get(buf, pos)
+        for category in range(4):
+            complaints, pos = _get(buf, pos)
+            for _ in range(complaints):
+                if write:
+                    e_ts[n] = (today - age) * DAY_MS
+                    e_code[n] = category
+                    e_amt[n] = 0
+                n += 1
+    return n, pos
+
+
+@njit(cache=True)
+def _get_scalars(buf, pos, st):  # type: ignore[no-untyped-def]
+    """The scalars of a blob (from its version byte) into ``st``: (position after them,
+    today, tenure bits)."""
     mx, pos = _get(buf, pos + 1)
     mm, pos = _get(buf, pos)
     today = mx // DAY_MS
@@ -221,12 +383,46 @@ def decode_head(buf, pos, st):  # type: ignore[no-untyped-def]
         age, pos = _get(buf, pos)
         st[TM] = mm - age
         tenure_bits, pos = _get8(buf, pos)
-    pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 3, D_SIZE, today)
-    pos = _get_ring(buf, pos, st, S_TAG, S_VAL, 2, S_SIZE, today)
-    pos = _get_ring(buf, pos, st, C_TAG, C_VAL, 4, C_SIZE, today)
-    pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
+    return pos, today, tenure_bits
+
+
+@njit(cache=True)
+def entries_bound(buf, pos, end, st):  # type: ignore[no-untyped-def]
+    """At most how many counted events :func:`decode_head` reads from the value
+    ``buf[pos:end]`` (``st``: scratch, overwritten): each takes a byte or more in version
+    2; version 1's day buckets are counted."""
+    if buf[pos] != VERSION_1:
+        return end - pos
+    pos, today, _ = _get_scalars(buf, pos, st)
+    return _get_v1_buckets(buf, pos, st, today, st, st, st, 0, False)[0]
+
+
+@njit(cache=True)
+def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untyped-def]
+    """Read a blob's state into the empty state ``st`` and its counted events after the
+    ``n`` entries of the entry arrays (which have room for :func:`entries_bound` more), up
+    to its seen ids; returns (their count, the position of the first, the tenure bits, the
+    new entry count). ``buf[pos]`` must be VERSION or VERSION_1."""
+    version = buf[pos]
+    pos, today, tenure_bits = _get_scalars(buf, pos, st)
+    if version == VERSION_1:
+        first = n
+        n, pos = _get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
+        for j in range(first + 1, n):  # (in ring order: put them in order)
+            settle(e_ts[first:], e_code[first:], e_amt[first:], j - first)
+        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+    else:
+        pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+        for group in range(3):
+            n, pos = _get_group(buf, pos, group, st[MX], e_ts, e_code, e_amt, n)
     count, pos = _get(buf, pos)
-    return count, pos, tenure_bits
+    return count, pos, tenure_bits, n
+
+
+def readable(version: int) -> bool:
+    """Whether a blob starting with byte ``version`` can be decoded."""
+    return version in (VERSION, VERSION_1)
 
 
 @njit(cache=True)
@@ -243,36 +439,52 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
     seen_count = np.zeros(n + 1, np.int64)
     seen_hash = np.empty(len(buf) // 9 + 1, np.int64)
     seen_ts = np.empty(len(buf) // 9 + 1, np.int64)
+    e_count = np.zeros(n + 1, np.int64)
+    e_ts = np.empty(len(buf) // 4 + 16, np.int64)
+    e_code = np.empty(len(e_ts), np.int64)
+    e_amt = np.empty(len(e_ts), np.int64)
     m = 0
+    k = 0
     for i in range(n):
         pos = off[i]
         if pos == off[i + 1]:
             attrs_at[i] = pos
             continue
-        if buf[pos] != VERSION:
-            return i, seen_hash[:0], seen_ts[:0], seen_count
-        count, pos, tenure_bits[i] = decode_head(buf, pos, states[i])
+        if buf[pos] != VERSION and buf[pos] != VERSION_1:
+            return i, seen_hash[:0], seen_ts[:0], seen_count, e_ts[:0], e_code[:0], \
+                e_amt[:0], e_count
+        bound = entries_bound(buf, pos, off[i + 1], states[i])
+        if k + bound > len(e_ts):
+            e_ts, e_code, e_amt = reserve(e_ts, e_code, e_amt, k, bound)
+        before = k
+        count, pos, tenure_bits[i], k = decode_head(buf, pos, states[i], e_ts, e_code, e_amt, k)
+        e_count[i + 1] = k - before
         for _ in range(count):
             seen_hash[m], seen_ts[m], pos = get_seen(buf, pos, states[i, MX])
             m += 1
         seen_count[i + 1] = count
         attrs_at[i] = pos
-    return -1, seen_hash[:m], seen_ts[:m], np.cumsum(seen_count)
+    return -1, seen_hash[:m], seen_ts[:m], np.cumsum(seen_count), e_ts[:k], e_code[:k], \
+        e_amt[:k], np.cumsum(e_count)
 
 
 def decode_states(joined: bytes, lengths: np.ndarray) -> tuple[Any, ...]:
     """Concatenated values and their lengths (0: unknown subscriber) → (states, tenure, seen
-    hashes, seen event times, seen offsets, where each value's tail starts, the ``n + 1``
-    value offsets). The tail (extension frame, attributes msgpack) of value i is
-    ``joined[tail_at[i]:off[i + 1]]``. Raises ValueError on a blob of another version."""
+    hashes, seen event times, seen offsets, counted events as (event times, entry codes,
+    cents, offsets), where each value's tail starts, the ``n + 1`` value offsets). Value i's
+    counted events are ``e_off[i]:e_off[i + 1]`` of the entry arrays (in no particular
+    order), its tail (extension frame, attributes msgpack) ``joined[tail_at[i]:off[i + 1]]``.
+    Raises ValueError on a blob of a version it cannot read."""
     n = len(lengths)
     off = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=off[1:])
     buf = np.frombuffer(joined, np.uint8)
     states, tenure = empty_states(n)
     attrs_at = np.empty(n, np.int64)
-    bad, seen_hash, seen_ts, seen_off = _decode(buf, off, states, tenure.view(np.int64),
-                                                attrs_at)
+    bad, seen_hash, seen_ts, seen_off, e_ts, e_code, e_amt, e_off = _decode(
+        buf, off, states, tenure.view(np.int64), attrs_at)
     if bad >= 0:
-        raise ValueError(f"state blob of version {buf[off[bad]]}, expected {VERSION}")
-    return states, tenure, seen_hash, seen_ts, seen_off, attrs_at, off
+        raise ValueError(f"state blob of version {buf[off[bad]]}, expected {VERSION} "
+                         f"(or {VERSION_1})")
+    return (states, tenure, seen_hash, seen_ts, seen_off, e_ts, e_code, e_amt, e_off,
+            attrs_at, off)

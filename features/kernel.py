@@ -2,12 +2,20 @@
 features, with the semantics of DESIGN.md §3 and ``features.schema`` (a batch is applied by
 ``features.batch_kernel``).
 
-A state is one int64 row of ``WIDTH`` values (plus a float64 tenure): scalars, then ring
-buffers keyed by absolute day or month (``slot = key % size``, a tag per slot). A slot holds
-the newest key of its residue class, so every key a window can still see is kept; an older
-key is reset when a newer one takes its slot. ``NONE`` marks an absent scalar or empty slot.
-Seen event ids (64-bit hashes, with their event times) are variable length per subscriber:
-one concatenated array and ``n + 1`` offsets. Money is in cents and usage in thousandths.
+A state is one int64 row of ``WIDTH`` values (plus a float64 tenure), and a list of the
+subscriber's counted events. The row holds scalars, then ring buffers keyed by absolute day
+or month (``slot = key % size``, a tag per slot): usage totals per UTC day and spend per
+calendar month. A slot holds the newest key of its residue class, so every key a window can
+still see is kept; an older key is reset when a newer one takes its slot. ``NONE`` marks an
+absent scalar or empty slot.
+
+The counted events are the logins, spends and complaints whose event time is still inside a
+window: one entry each (event time in ms, ``E_*`` code, spend cents), kept in order of
+(group: logins, spends, complaints; event time) for the codec, so the half-open
+millisecond windows ``(now − 7d, now]``, ``(now − 35d, now − 7d]`` and ``(now − 30d, now]``
+are a plain filter over them, exact whatever the arrival order. They are variable length per
+subscriber, as are the seen event ids (64-bit hashes, with their event times): arrays the
+caller owns, grown by :func:`reserve`. Money is in cents and usage in thousandths.
 """
 
 from __future__ import annotations
@@ -20,18 +28,18 @@ NONE = -(1 << 62)
 APPLIED, DUPLICATE, LATE = ord("A"), ord("D"), ord("L")
 # event type codes (churnwatch.events.TYPE_CODE)
 SPEND, LOGIN, COMPLAINT, USAGE, PLAN, PROFILE = 0, 1, 2, 3, 4, 5
+# entry codes of counted events: a complaint's category (0-3), a spend, a login
+E_SPEND, E_LOGIN = 4, 5
+# how long a counted event stays in a window (ms): logins (now − 35d, now], the rest 30 days
+W7_MS, W30_MS, W35_MS = 7 * DAY_MS, 30 * DAY_MS, 35 * DAY_MS
 
 # scalars: clock ts and month, first day, last spend/login/complaint/usage day, latest two plan
 # changes (ts, fee cents), latest profile ts, month of the latest profile with a tenure
 MX, MM, FD, LS, LL, LC, LU, T1, F1, T0, F0, AT, TM = range(13)
-D_SIZE, S_SIZE, C_SIZE, M_SIZE = 35, 30, 30, 6
-D_TAG = 13                      # activity days: logins, data, voice
+D_SIZE, M_SIZE = 35, 6
+D_TAG = 13                      # usage days: data, voice
 D_VAL = D_TAG + D_SIZE
-S_TAG = D_VAL + 3 * D_SIZE      # spend days: count, cents
-S_VAL = S_TAG + S_SIZE
-C_TAG = S_VAL + 2 * S_SIZE      # complaint days: count per category (4)
-C_VAL = C_TAG + C_SIZE
-M_TAG = C_VAL + 4 * C_SIZE      # spend months: cents
+M_TAG = D_VAL + 2 * D_SIZE      # spend months: cents
 M_VAL = M_TAG + M_SIZE
 WIDTH = M_VAL + M_SIZE
 N_FEATURES = 27
@@ -41,10 +49,24 @@ def empty_states(n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` unknown subscribers: (states, tenure)."""
     states = np.zeros((n, WIDTH), dtype=np.int64)
     states[:, :D_VAL] = NONE
-    states[:, S_TAG:S_VAL] = NONE
-    states[:, C_TAG:C_VAL] = NONE
     states[:, M_TAG:M_VAL] = NONE
     return states, np.full(n, np.nan)
+
+
+@njit(cache=True)
+def reserve(e_ts, e_code, e_amt, n, extra):  # type: ignore[no-untyped-def]
+    """The entry arrays with room for ``n + extra`` entries (the first ``n`` kept): the same
+    arrays if they have it, else larger copies."""
+    if n + extra <= len(e_ts):
+        return e_ts, e_code, e_amt
+    cap = max(2 * len(e_ts), n + extra, 16)
+    ts2 = np.empty(cap, np.int64)
+    code2 = np.empty(cap, np.int64)
+    amt2 = np.empty(cap, np.int64)
+    ts2[:n] = e_ts[:n]
+    code2[:n] = e_code[:n]
+    amt2[:n] = e_amt[:n]
+    return ts2, code2, amt2
 
 
 @njit(cache=True)
@@ -53,10 +75,6 @@ def clear_state(st):  # type: ignore[no-untyped-def]
     is ever read: every scalar and ring tag NONE. (A slot's values are only read while its
     tag is a key inside a window, and reset when a key takes the slot.)"""
     for j in range(D_VAL):
-        st[j] = NONE
-    for j in range(S_TAG, S_VAL):
-        st[j] = NONE
-    for j in range(C_TAG, C_VAL):
         st[j] = NONE
     for j in range(M_TAG, M_VAL):
         st[j] = NONE
@@ -83,41 +101,50 @@ def _since(nowday, day):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def features(st, tenure, nowday, nowmonth, out):  # type: ignore[no-untyped-def]
-    """The 27 features (store units) of state ``st`` at (nowday, nowmonth) into ``out``."""
+def features(st, tenure, now, nowmonth,  # type: ignore[no-untyped-def]
+             e_ts, e_code, e_amt, lo, hi, out):
+    """The 27 features (store units) of state ``st`` with counted events ``lo:hi`` of the
+    entry arrays, at ``now`` (ms, not before the clock) and ``nowmonth``, into ``out``."""
+    nowday = now // DAY_MS
     for k in range(6):
         out[k] = 0.0
     for s in range(M_SIZE):
         k = nowmonth - st[M_TAG + s]
         if 0 <= k <= 5:
             out[k] += st[M_VAL + s]
-    l7 = l28 = d7 = d28 = v7 = v28 = 0
+    d7 = d28 = v7 = v28 = 0
     for s in range(D_SIZE):
         k = nowday - st[D_TAG + s]
-        p = D_VAL + 3 * s
+        p = D_VAL + 2 * s
         if 0 <= k < 7:
-            l7 += st[p]
-            d7 += st[p + 1]
-            v7 += st[p + 2]
+            d7 += st[p]
+            v7 += st[p + 1]
         elif 7 <= k <= 34:
-            l28 += st[p]
-            d28 += st[p + 1]
-            v28 += st[p + 2]
-    sn = sc = 0
-    for s in range(S_SIZE):
-        k = nowday - st[S_TAG + s]
-        if 0 <= k < 30:
-            sn += st[S_VAL + 2 * s]
-            sc += st[S_VAL + 2 * s + 1]
-    c0 = c1 = c2 = c3 = 0
-    for s in range(C_SIZE):
-        k = nowday - st[C_TAG + s]
-        if 0 <= k < 30:
-            p = C_VAL + 4 * s
-            c0 += st[p]
-            c1 += st[p + 1]
-            c2 += st[p + 2]
-            c3 += st[p + 3]
+            d28 += st[p]
+            v28 += st[p + 1]
+    l7 = l28 = sn = sc = c0 = c1 = c2 = c3 = 0
+    for j in range(lo, hi):
+        age = now - e_ts[j]  # in (now − w, now] ⟺ 0 <= age < w
+        if age < 0:
+            continue
+        code = e_code[j]
+        if code == E_LOGIN:
+            if age < W7_MS:
+                l7 += 1
+            elif age < W35_MS:
+                l28 += 1
+        elif age < W30_MS:
+            if code == E_SPEND:
+                sn += 1
+                sc += e_amt[j]
+            elif code == 0:
+                c0 += 1
+            elif code == 1:
+                c1 += 1
+            elif code == 2:
+                c2 += 1
+            else:
+                c3 += 1
     out[6] = l7
     out[7] = l28
     out[8] = c0 + c1 + c2 + c3
@@ -143,39 +170,77 @@ def features(st, tenure, nowday, nowmonth, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def apply_event(st, tenure, k, t, d, month, a, b, ten):  # type: ignore[no-untyped-def]
-    """Apply one event (not late, not a duplicate) to state ``st``: type code ``k``, ts, day,
-    month, payload ``a``/``b`` (spend cents | complaint category | usage data, voice | plan
-    fee cents) and profile tenure ``ten`` (-1: none). Returns the tenure after it."""
+def group_of(code):  # type: ignore[no-untyped-def]
+    """The group of an entry code, in the order entries are kept: logins 0, spends 1,
+    complaints 2."""
+    if code == E_LOGIN:
+        return 0
+    if code == E_SPEND:
+        return 1
+    return 2
+
+
+@njit(cache=True)
+def settle(e_ts, e_code, e_amt, j):  # type: ignore[no-untyped-def]
+    """Move entry ``j`` back to its place among the entries ``0:j``, which are in order of
+    (group, event time): one step of an insertion sort, a few moves for a new event."""
+    t, c, v = e_ts[j], e_code[j], e_amt[j]
+    g = group_of(c)
+    while j > 0:
+        gp = group_of(e_code[j - 1])
+        if gp < g or (gp == g and e_ts[j - 1] <= t):
+            break
+        e_ts[j] = e_ts[j - 1]
+        e_code[j] = e_code[j - 1]
+        e_amt[j] = e_amt[j - 1]
+        j -= 1
+    e_ts[j] = t
+    e_code[j] = c
+    e_amt[j] = v
+
+
+@njit(cache=True)
+def apply_event(st, tenure, k, t, d, month, a, b, ten,  # type: ignore[no-untyped-def]
+                e_ts, e_code, e_amt, n):
+    """Apply one event (not late, not a duplicate) to state ``st`` and its ``n`` counted
+    events (in order of (group, event time); the arrays have room for one more): type code
+    ``k``, ts, day, month, payload ``a``/``b`` (spend cents | complaint category | usage
+    data, voice | plan fee cents) and profile tenure ``ten`` (-1: none). Returns (the
+    tenure after it, the entry count)."""
     if st[MX] == NONE or t > st[MX]:
         st[MX] = t
         st[MM] = month
     if st[FD] == NONE or d < st[FD]:
         st[FD] = d
     if k == LOGIN:
-        p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
-        if p >= 0:
-            st[p] += 1
+        e_ts[n] = t
+        e_code[n] = E_LOGIN
+        e_amt[n] = 0
+        settle(e_ts, e_code, e_amt, n)
+        n += 1
         st[LL] = max(st[LL], d)
     elif k == SPEND:
-        p = _bucket(st, S_TAG, S_VAL, 2, S_SIZE, d)
-        if p >= 0:
-            st[p] += 1
-            st[p + 1] += a
+        e_ts[n] = t
+        e_code[n] = E_SPEND
+        e_amt[n] = a
+        settle(e_ts, e_code, e_amt, n)
+        n += 1
         p = _bucket(st, M_TAG, M_VAL, 1, M_SIZE, month)
         if p >= 0:
             st[p] += a
         st[LS] = max(st[LS], d)
     elif k == COMPLAINT:
-        p = _bucket(st, C_TAG, C_VAL, 4, C_SIZE, d)
-        if p >= 0:
-            st[p + a] += 1
+        e_ts[n] = t
+        e_code[n] = a
+        e_amt[n] = 0
+        settle(e_ts, e_code, e_amt, n)
+        n += 1
         st[LC] = max(st[LC], d)
     elif k == USAGE:
-        p = _bucket(st, D_TAG, D_VAL, 3, D_SIZE, d)
+        p = _bucket(st, D_TAG, D_VAL, 2, D_SIZE, d)
         if p >= 0:
-            st[p + 1] += a
-            st[p + 2] += b
+            st[p] += a
+            st[p + 1] += b
         st[LU] = max(st[LU], d)
     elif k == PLAN:
         if st[T1] == NONE or t >= st[T1]:
@@ -192,13 +257,15 @@ def apply_event(st, tenure, k, t, d, month, a, b, ten):  # type: ignore[no-untyp
             if ten >= 0:
                 tenure = ten
                 st[TM] = month
-    return tenure
+    return tenure, n
 
 
 @njit(cache=True)
-def read_features(states, tenure, day, month):  # type: ignore[no-untyped-def]
-    """Features of every known subscriber at (max(day, its clock day), max(month, its
-    month)); returns (known flags, one row per known subscriber)."""
+def read_features(states, tenure, now, month,  # type: ignore[no-untyped-def]
+                  e_ts, e_code, e_amt, e_off):
+    """Features of every known subscriber at (max(now, its clock), max(month, its month)),
+    subscriber i's counted events being ``e_off[i]:e_off[i + 1]`` of the entry arrays;
+    returns (known flags, one row per known subscriber)."""
     n = states.shape[0]
     known = np.zeros(n, np.bool_)
     rows = np.empty((n, N_FEATURES), np.float64)
@@ -208,7 +275,8 @@ def read_features(states, tenure, day, month):  # type: ignore[no-untyped-def]
         if st[MX] == NONE:
             continue
         known[i] = True
-        features(st, tenure[i], max(day, st[MX] // DAY_MS), max(month, st[MM]), rows[r])
+        features(st, tenure[i], max(now, st[MX]), max(month, st[MM]), e_ts, e_code, e_amt,
+                 e_off[i], e_off[i + 1], rows[r])
         r += 1
     return known, rows[:r]
 

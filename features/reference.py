@@ -1,7 +1,9 @@
 """The oracle: features recomputed plainly from the raw list of accepted events.
 
 Slow on purpose (every feature is a filter over the subscriber's whole history); it exists so
-tests can check the Redis store against an obviously-correct definition of each feature.
+tests can check the Redis store against an obviously-correct definition of each feature. The
+login, complaint and spend windows are the contract's half-open millisecond intervals, e.g.
+``now - 7 * DAY_MS < ts <= now``; usage windows are whole UTC days (``features.schema``).
 """
 
 from __future__ import annotations
@@ -38,13 +40,20 @@ def _latest(events: list[Event]) -> Event | None:
     return best
 
 
-def features_at(events: list[Event], now_day: int, now_month: int) -> np.ndarray:
-    """Every feature of FEATURES for one subscriber's accepted events, at (now_day, now_month)."""
+def features_at(events: list[Event], now: int, now_month: int) -> np.ndarray:
+    """Every feature of FEATURES for one subscriber's accepted events at ``now`` (epoch ms,
+    not before any of them) and ``now_month``."""
+    now_day = day_of(now)
+
+    def within(kind: str, newest: int, oldest: int) -> list[Event]:
+        """Events of ``kind`` in the half-open window (now − oldest, now − newest]."""
+        return [ev for ev in events if ev.type == kind and now - oldest < ev.ts <= now - newest]
 
     def days_ago(ev: Event) -> int:
         return now_day - day_of(ev.ts)
 
-    def of(kind: str, lo: int, hi: int) -> list[Event]:
+    def of_days(kind: str, lo: int, hi: int) -> list[Event]:
+        """Events of ``kind`` whose UTC day is ``lo`` to ``hi`` days before now's."""
         return [ev for ev in events if ev.type == kind and lo <= days_ago(ev) <= hi]
 
     spend_by_month = [
@@ -52,8 +61,8 @@ def features_at(events: list[Event], now_day: int, now_month: int) -> np.ndarray
             if ev.type == "spend" and month_of(ev.ts) == now_month - k)
         for k in range(6)
     ]
-    complaints = of("complaint", 0, 29)
-    spends = of("spend", 0, 29)
+    complaints = within("complaint", 0, 30 * DAY_MS)
+    spends = within("spend", 0, 30 * DAY_MS)
 
     def last_day(kind: str) -> float:
         days = [day_of(ev.ts) for ev in events if ev.type == kind]
@@ -79,12 +88,12 @@ def features_at(events: list[Event], now_day: int, now_month: int) -> np.ndarray
         tenure = latest_with_tenure.tenure_months + (now_month - month_of(latest_with_tenure.ts))
 
     def usage(attr: str, lo: int, hi: int) -> int:
-        return sum(to_milli(getattr(ev, attr)) for ev in of("usage", lo, hi))
+        return sum(to_milli(getattr(ev, attr)) for ev in of_days("usage", lo, hi))
 
     row = [
         *spend_by_month,
-        len(of("login", 0, 6)),
-        len(of("login", 7, 34)),
+        len(within("login", 0, 7 * DAY_MS)),
+        len(within("login", 7 * DAY_MS, 35 * DAY_MS)),
         len(complaints),
         *(sum(ev.category == c for ev in complaints)
           for c in ("network", "billing", "service", "other")),
@@ -133,7 +142,7 @@ class ReferenceStore:
         latest = _latest(hist.events)
         assert latest is not None
         month = max(month_of(clock), month_of(latest.ts))
-        return features_at(hist.events, day_of(clock), month)
+        return features_at(hist.events, clock, month)
 
     def attrs(self, subscriber_id: str) -> dict[str, float]:
         """Attributes of the latest profile event (by event time)."""

@@ -1,10 +1,21 @@
 """Feature names, units and window definitions shared by the store, the rules and the model.
 
-"now" for a subscriber is its event-time clock: the latest event time seen for it. Days are
-UTC days (``ts // 86_400_000``), months are UTC calendar months. Windows are day-granular:
-``7d`` covers now's day and the 6 days before it, ``prev28`` the 28 days before those,
-``30d`` now's day and the 29 before it. ``spend_mK`` is spend in the K-th complete calendar
-month before now's month (``spend_m0`` is the month to date).
+"now" for a subscriber is its event-time clock: the latest event time seen for it (epoch ms;
+a read at a later time, such as the silence sweep's watermark, moves it forward). Days are
+UTC days (``ts // 86_400_000``), months are UTC calendar months.
+
+The windows of counted events are half-open and exact to the millisecond, whatever the order
+events arrive in: ``logins_7d`` counts logins with ``now − 7d < ts <= now``, ``logins_prev28``
+those with ``now − 35d < ts <= now − 7d``; ``complaints_30d`` (and its per-category counts),
+``spend_count_30d`` and ``spend_amount_30d`` take ``now − 30d < ts <= now`` (``d`` is
+86,400,000 ms). So a login exactly 7 days
+before now is in ``logins_prev28``, one a millisecond later in ``logins_7d``, and at 00:00 UTC
+the last 7 days include all of the 7th day back.
+
+Usage totals (``data_mb_*``, ``voice_min_*``) are kept per UTC day: ``7d`` is now's day and the
+6 days before it, ``prev28`` the 28 days before those. ``spend_mK`` is spend in the K-th
+complete calendar month before now's month (``spend_m0`` is the month to date);
+``recency_days`` and ``days_since_*`` are differences of UTC day numbers.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 ``stage`` reads the batch's subscribers' state values and alert-ledger cooldown entries in
 one round trip (``read.lua``) and applies the batch with one numba kernel
 (``features.batch_kernel``: per subscriber, decode its value (``features.codec``), apply its
-events (lateness against its clock, dedup by ``event_id``, day and month buckets, a feature
-row right after each applied event, see ``features.kernel`` and ``features.schema``) and
-encode the new value). It writes nothing: the new values are returned as ``staged``
+events (lateness against its clock, dedup by ``event_id``, the event times of logins, spends
+and complaints for the millisecond windows, day and month buckets, a feature row right after
+each applied event, see ``features.kernel`` and ``features.schema``) and encode the new
+value). It writes nothing: the new values are returned as ``staged``
 (``features.values``) and the batch's commit (``alerting.ledger``) stores them atomically
 with the batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
 (their still-pending alerts). On a Redis Cluster the read is one script per node, sent
@@ -34,7 +35,7 @@ from churnwatch.resp import mset
 from churnwatch.script_router import ScriptRouter
 from features.cache import StateCache
 from features.batch_kernel import stage_values
-from features.codec import VERSION, attrs_start, decode_states
+from features.codec import VERSION, VERSION_1, attrs_start, decode_states
 from features.columns import encode_batch
 from features.kernel import MX, PROFILE, read_features
 from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
@@ -171,8 +172,9 @@ def warm_up() -> None:
     _, _, buf, off, blob_len, *_ = stage_values(
         np.frombuffer(b"", np.uint8), np.zeros(2, np.int64), cols.sub, cols.kind, cols.ts,
         cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
-    states, tenure, *_ = decode_states(buf.tobytes(), np.diff(off))
-    read_features(states, tenure, 0, 0)
+    states, tenure, _, _, _, e_ts, e_code, e_amt, e_off, _, _ = decode_states(
+        buf.tobytes(), np.diff(off))
+    read_features(states, tenure, 0, 0, e_ts, e_code, e_amt, e_off)
     _attributes(np.frombuffer(buf.tobytes(), np.uint8), off[:-1] + blob_len, off)
     values = StateValues(["warm-up"], buf.tobytes(), off, blob_len)
     mset(["warm-up"], *values.buffer())
@@ -266,7 +268,8 @@ class FeatureStore:
             src, off, c.sub, c.kind, c.ts, c.day, c.month, c.a, c.b, c.tenure, c.ids,
             self.config.lateness_ms)
         if bad >= 0:
-            raise StoreError(f"state blob of version {src[off[bad]]}, expected {VERSION}")
+            raise StoreError(f"state blob of version {src[off[bad]]}, expected {VERSION} (or "
+                             f"{VERSION_1})")
         before = _attributes(src, tail_at, off)
         clocks = dict(zip(subscribers, np.maximum(clock, 0).tolist()))
         status = codes.tobytes().decode("ascii")
@@ -306,9 +309,9 @@ class FeatureStore:
         if not subscriber_ids:
             return _empty()
         decoded, src, ledgers, attrs = await self._read_states(subscriber_ids)
-        states, tenure, _, _, _, tail_at, off = decoded
+        states, tenure, _, _, _, e_ts, e_code, e_amt, e_off, tail_at, off = decoded
         month = int(months_of(np.array([now_ms]))[0])
-        known, matrix = read_features(states, tenure, now_ms // DAY_MS, month)
+        known, matrix = read_features(states, tenure, now_ms, month, e_ts, e_code, e_amt, e_off)
         rows = np.flatnonzero(known)
         present = "".join(APPLIED if k else "-" for k in known.tolist())
         clocks = {subscriber_ids[i]: t for i, t in zip(rows.tolist(), states[rows, MX].tolist())}

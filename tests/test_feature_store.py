@@ -416,20 +416,44 @@ def test_lateness_edge_and_duplicates(redis_url: str) -> None:
     assert asyncio.run(go()) == "AA|DAD|A|ALAL|"
 
 
-def test_login_windows_are_day_granular(redis_url: str) -> None:
-    day = NOW - NOW % DAY_MS
+@pytest.mark.parametrize("now", [NOW, NOW - NOW % DAY_MS, NOW - NOW % DAY_MS - 1])
+def test_windows_are_half_open_to_the_millisecond(redis_url: str, now: int) -> None:
+    """(now − 7d, now], (now − 35d, now − 7d] and (now − 30d, now], at noon, at midnight and
+    1 ms before midnight: each edge is in the window it closes, 1 ms older is not."""
     events = [
-        ev(1, "s", "login", day - 35 * DAY_MS + DAY_MS - 1),  # day 35 before: in no window
-        ev(2, "s", "login", day - 34 * DAY_MS),  # first ms of day 34 before: prev28
-        ev(3, "s", "login", day - 7 * DAY_MS + DAY_MS - 1),  # last ms of day 7 before: prev28
-        ev(4, "s", "login", day - 6 * DAY_MS),  # first ms of day 6 before: 7d
-        ev(5, "s", "active", NOW),
+        ev(1, "s", "login", now - 35 * DAY_MS),  # in no window
+        ev(2, "s", "login", now - 35 * DAY_MS + 1),  # prev28
+        ev(3, "s", "login", now - 7 * DAY_MS),  # prev28
+        ev(4, "s", "login", now - 7 * DAY_MS + 1),  # 7d
+        ev(5, "s", "complaint", now - 30 * DAY_MS, category="network"),  # out
+        ev(6, "s", "complaint", now - 30 * DAY_MS + 1, category="billing"),  # in
+        ev(7, "s", "spend", now - 30 * DAY_MS, amount=7.0),  # out
+        ev(8, "s", "spend", now - 30 * DAY_MS + 1, amount=2.5),  # in
+        ev(9, "s", "active", now),
     ]
-    row = asyncio.run(_apply(redis_url, events))[-1]
-    assert (row["logins_7d"], row["logins_prev28"], row["days_since_login"]) == (1, 2, 6)
+    row = asyncio.run(_apply(redis_url, sorted(events, key=lambda e: e.ts)))[-1]
+    assert (row["logins_7d"], row["logins_prev28"]) == (1, 2)
+    assert (row["complaints_30d"], row["complaints_network_30d"],
+            row["complaints_billing_30d"]) == (1, 0, 1)
+    assert (row["spend_count_30d"], row["spend_amount_30d"]) == (1, 2.5)
+    assert row["days_since_login"] == (now // DAY_MS) - (now - 7 * DAY_MS + 1) // DAY_MS
     # 20 in prev28 is needed: 19 is not enough
     assert indicators({**row, "logins_prev28": 19.0, "logins_7d": 0.0})["login_drop"] is False
     assert indicators({**row, "logins_prev28": 20.0, "logins_7d": 0.0})["login_drop"] is True
+
+
+def test_midnight_counts_the_seventh_day_back(redis_url: str) -> None:
+    """The reported case: scored at 00:00 UTC, logins during the 7th day back are in the last
+    7 days (day-granular windows dropped them, and login_drop fired)."""
+    midnight = NOW - NOW % DAY_MS
+    events = [ev(k, "s", "login", midnight - (8 + k % 27) * DAY_MS + k * 60_000)
+              for k in range(20)]  # 20 logins in the 4 weeks before
+    events += [ev(100, "s", "login", midnight - 7 * DAY_MS + 1),  # 00:00:00.001, 7 days back
+               ev(101, "s", "login", midnight - 6 * DAY_MS - 1),  # 23:59:59.999, 7 days back
+               ev(102, "s", "active", midnight)]
+    row = asyncio.run(_apply(redis_url, sorted(events, key=lambda e: e.ts)))[-1]
+    assert (row["logins_7d"], row["logins_prev28"]) == (2, 20)
+    assert indicators(row)["login_drop"] is False
 
 
 @pytest.mark.parametrize(("first_days_ago", "count"), [(29, 2), (30, 1)])
@@ -558,3 +582,39 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
     print(f"\nMEMORY USAGE per state key over {len(sizes)} subscribers × 100 events: "
           f"min {min(sizes)} B, mean {sum(sizes) / len(sizes):.0f} B, max {max(sizes)} B")
     assert max(sizes) < 1024
+
+
+# ------------------------------------------------------------------ older state formats
+def test_a_version_1_value_in_redis_is_read_staged_on_and_rewritten(redis_url: str) -> None:
+    """A value the previous release stored (codec version 1: day buckets) is read as if its
+    logins, spends and complaints happened at 00:00 UTC of their day; a batch staged on it is
+    exact for its own events, and the commit stores version 2."""
+    from features.codec import VERSION
+    from tests.test_exact_windows import _at_midnight, v1_value
+
+    rng = random.Random(9)
+    old = sorted((make_event(rng, n, "s", rng.choice(["login", "spend", "complaint", "usage"]),
+                             NOW - rng.randint(0, 40 * DAY_MS)) for n in range(80)),
+                 key=lambda e: e.ts)
+    clock = old[-1].ts
+    new = [make_event(rng, 500, "s", "login", clock - 7 * DAY_MS + 1),
+           make_event(rng, 501, "s", "complaint", clock + DAY_MS),
+           old[-3]]  # re-sent: a duplicate
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushall()
+        await client.set(Keys().state("s"), v1_value(old))
+        store, ledger = FeatureStore(client), AlertLedger(client)
+        oracle = Oracle()
+        for e in old:
+            oracle.ref.apply(_at_midnight(e), features=False)
+        oracle.ref.subscribers["s"].events.append(Event("clock", "s", "active", clock))
+        for now in (0, clock + 29 * DAY_MS):
+            row = (await store.read(["s"], now))["s"][0]
+            assert_same_rows(row[None, :], oracle.ref.features("s", now)[None, :], str(now))
+        await stage_and_check(store, ledger, oracle, new, "on version 1")
+        assert (await client.get(Keys().state("s")))[0] == VERSION
+        await client.aclose()
+
+    asyncio.run(go())

@@ -92,10 +92,11 @@ def test_operator_rule_at_its_thresholds(any_worker: Worker, tmp_path: Path) -> 
     feed.spend("+447700900006", decline)
     feed.logins("+447700900006", 20, 0)
     feed.complaints("+447700900006", 1)
-    # second complaint 30 days before now: outside the 30-day window -> only 1 indicator
+    # the other complaint exactly 30 days before the one scored (NOW - 1 h): outside the
+    # half-open (now - 30 d, now] -> only 1 indicator
     feed.logins("+447700900007", 20, 1)
     feed.complaints("+447700900007", 1)
-    feed.add("+447700900007", "complaint", NOW - 30 * DAY, category="service")
+    feed.add("+447700900007", "complaint", NOW - 3600_000 - 30 * DAY, category="service")
     # all three, and more complaints after the first alert: one alert (7-day cooldown)
     feed.spend("+447700900008", decline)
     feed.logins("+447700900008", 20, 0)
