@@ -311,9 +311,11 @@ class Run:
         self.stack.close()
 
     def python_env(self, env: dict[str, str]) -> dict[str, str]:
-        """``env`` for a churnwatch-side Python child: with ``--without-cramjam``, a module
+        """``env`` for a churnwatch-side Python child: its temporary files in the run's
+        directory, and with ``--without-cramjam`` a module
         named cramjam that fails to import comes first on its path (aiokafka then reports
         snappy, lz4 and zstd as unavailable, as on an install without cramjam)."""
+        env["TMPDIR"] = str(self.workdir)  # Faust's data dirs go there, removed with it
         if not self.opts.without_cramjam:
             return env
         shim = self.workdir / "no-cramjam"
