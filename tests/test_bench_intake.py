@@ -45,3 +45,14 @@ def test_bench_intake_tiny(tmp_path: Path) -> None:
     assert set(summary["ratios"]) == {"churnwatch_over_naive", "churnwatch_over_quix",
                                       "packed_over_churnwatch"}
     assert summary["churnwatch"]["median_events_per_s"] > 0
+
+
+def test_crash_cause_names_the_missing_codec(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("starting\n  File \"aiokafka/record/_crecords/default_records.pyx\", line 125\n"
+                   "aiokafka.errors.UnsupportedCodecError: UnsupportedCodecError: Libraries for "
+                   "lz4 compression codec not found\nstopping\n")
+    cause = bench_intake.crash_cause(log)
+    assert cause is not None and "lz4" in cause and "UnsupportedCodecError" in cause
+    assert any("lz4" in line for line in bench_intake.log_excerpt(log))
+    assert bench_intake.crash_cause(tmp_path / "missing.log") is None
