@@ -296,7 +296,7 @@ async def drain(c: Consumer, bootstrap: str, ends: dict[int, int], opts: Options
     out["events_per_s_from_first"] = (
         round(min(done, total) / (p_time - first_s))
         if first_s is not None and p_time and p_time > first_s else None)
-    if outcome != "complete":
+    if outcome in ("crashed", "stalled"):
         out.update(cause=crash_cause(c.log), log=log_excerpt(c.log))
     return out
 
@@ -633,7 +633,7 @@ def print_summary(r: dict[str, Any]) -> None:
             caption=f"load average {run_.get('load_avg_1_5_15')}")
         for d in DESIGNS:
             x = run_.get(d) or {}
-            if x.get("outcome") not in (None, "complete"):
+            if x.get("outcome") in ("crashed", "stalled", "skipped"):
                 report.note(f"[bold]{d}: {x['outcome']}[/bold] {x.get('detail', '')} "
                             f"(exit code {x.get('exit_code')}; cause: {x.get('cause')})")
                 for line in x.get("log", []):
