@@ -89,6 +89,16 @@ def bench_soak(
 
 @app.command()
 def bench(
+    scenario: Annotated[str, typer.Option(
+        help="e2e: churnwatch's packed feed, throughput and latency, naive baseline; intake: "
+             "a standard producer's topic (confluent-kafka, lz4, one event per message) drained "
+             "by churnwatch, the naive design and Quix Streams, and the packed feed "
+             "(python -m benchmarks.bench_intake -h for all its options)")] = "e2e",
+    size: Annotated[str, typer.Option(help="intake: small (2,000 subscribers x 60 days) or "
+                                      "large (10,000 x 150, ~3M events)")] = "small",
+    compression: Annotated[str, typer.Option(help="intake: the producer's compression.type "
+                                             "(none, gzip, snappy, lz4, zstd)")] = "lz4",
+    repeat: Annotated[int, typer.Option(help="intake: whole runs; medians over them")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="~300 subscribers x 60 days, short "
                                         "latency window, naive capped at 25 s (< 2 minutes)")]
     = False,
@@ -101,7 +111,26 @@ def bench(
     json_out: JsonOpt = False,
 ) -> None:
     """End-to-end benchmark on a local broker and Redis: churnwatch's sustained events/s and
-    event-to-alert latency, and the naive per-event Faust design on the same feed (ratio)."""
+    event-to-alert latency, and the naive per-event Faust design on the same feed (ratio);
+    --scenario intake: the same designs and Quix Streams draining a topic written one event
+    per message by a standard producer."""
+    if scenario == "intake":
+        from benchmarks import bench_intake
+
+        argv = ["--size", size, "--compression", compression, "--repeat", str(repeat)]
+        if subscribers is not None:
+            argv += ["--subscribers", str(subscribers)]
+        if days is not None:
+            argv += ["--days", str(days)]
+        if json_out:
+            argv.append("--json")
+        try:
+            bench_intake.main(argv)
+        except ChurnwatchError as exc:
+            raise fail(exc) from None
+        return
+    if scenario != "e2e":
+        raise fail(ChurnwatchError(f"--scenario must be e2e or intake, not {scenario!r}"))
     from benchmarks import bench_e2e
 
     argv = ["--quick"] if quick else []

@@ -31,7 +31,7 @@ from churnwatch.embedded import create_topics
 from churnwatch.simulate import SimConfig, Simulation
 from tests.conftest import Worker
 from tests.history import check_history, oracle
-from tests.producers import produce_single
+from tests.producers import produce_events
 from tests.test_chaos_kills import PARTITIONS, group_of, produce, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -61,7 +61,7 @@ def test_kills_during_a_catch_up_lose_and_repeat_nothing(producer: str, broker, 
     if producer == "replay-packed":  # as `churnwatch replay` sends: 500 events a message
         produce(broker.bootstrap, lines, PARTITIONS, per_message=500)
     else:
-        produce_single(broker.bootstrap, EVENTS_TOPIC, lines, compression="lz4")
+        produce_events(broker.bootstrap, EVENTS_TOPIC, lines, compression="lz4")
     [worker] = group_of(1, broker, redis_url, tmp_path)
     worker.env["CHURNWATCH_BATCH_MAX"] = "500"
     rng = random.Random(KILLS * 7919 + SUBSCRIBERS)

@@ -19,7 +19,7 @@ from churnwatch.embedded import create_topics
 from churnwatch.keys import Keys
 from churnwatch.simulate import SimConfig, Simulation
 from tests.history import check_history, oracle
-from tests.producers import produce_single
+from tests.producers import produce_events
 from tests.test_chaos_kills import PARTITIONS, group_of, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -50,7 +50,7 @@ def test_a_stalled_former_owner_cannot_overwrite_newer_state(broker, redis_url,
     try:
         stalled.start()
         wait_serving(stalled)
-        produce_single(broker.bootstrap, EVENTS_TOPIC, lines, compression="lz4")
+        produce_events(broker.bootstrap, EVENTS_TOPIC, lines, compression="lz4")
         _wait(marker.exists, 60, "the stalled worker to stop itself")
         claims = client.hgetall(owners)
         other.start()  # takes every partition once the stalled one's session times out

@@ -18,7 +18,7 @@ from churnwatch.embedded import create_topics
 from churnwatch.simulate import SimConfig, Simulation
 from tests.conftest import Worker
 from tests.history import check_history, oracle
-from tests.producers import CODECS, key_of, produce_single
+from tests.producers import COMPRESSIONS, produce_events, subscriber_key
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -35,16 +35,16 @@ def test_one_event_per_message_in_every_codec_gives_the_oracles_history(
     assert len(expected.alert_ids) >= 5 and expected.invalid
     # five producers, one codec each, each owning a share of the subscribers (so each
     # subscriber's events keep their order); unkeyed lines go to the first one
-    shares: list[list[bytes]] = [[] for _ in CODECS]
+    shares: list[list[bytes]] = [[] for _ in COMPRESSIONS]
     for line in lines:
-        key = key_of(line)
-        shares[0 if key is None else zlib.crc32(key) % len(CODECS)].append(line)
+        key = subscriber_key(line)
+        shares[0 if key is None else zlib.crc32(key) % len(COMPRESSIONS)].append(line)
     worker = Worker(broker, redis_url, tmp_path, partitions=PARTITIONS,
                     CHURNWATCH_SILENCE_INTERVAL_S="3600", CHURNWATCH_WORK_QUEUES="true")
     try:
         worker.start()
-        for codec, share in zip(CODECS, shares):
-            placed = produce_single(broker.bootstrap, EVENTS_TOPIC, share, compression=codec)
+        for codec, share in zip(COMPRESSIONS, shares):
+            placed = produce_events(broker.bootstrap, EVENTS_TOPIC, share, compression=codec)
             assert len(placed) == len(share)
         worker.wait_caught_up(timeout=180)
         assert worker.metric("churnwatch_batch_events_count") >= 1
