@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
     app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
-    batch_max: int = Field(2000, ge=1, le=100_000, description="max Kafka messages per micro-batch")
+    batch_max: int = Field(10_000, ge=1, le=100_000, description="max events per micro-batch "
+                           "(estimated before decoding: 1 per JSON object, the event ids of "
+                           "an array)")
     batch_max_bytes: int = Field(8 << 20, ge=1024, le=1 << 30, description="a micro-batch "
                                  "whose messages hold more bytes runs through the pipeline in "
                                  "parts of at most this size (about 50k events at 8 MiB)")
