@@ -635,11 +635,11 @@ def print_summary(r: dict[str, Any]) -> None:
         ["design", "events", "to committed", "events/s", "to processed", "events/s (proc.)",
          "msgs"],
         [["churnwatch", f"{cw['events']:,}", f"{cw['elapsed_committed_s']:.2f} s",
-          f"{cw['events_per_s']:,}", _s(cw["elapsed_processed_s"]),
-          _n(cw["events_per_s_processed"]), f"{cw['messages']:,}"],
+          f"{cw['events_per_s']:,}", report.seconds(cw["elapsed_processed_s"]),
+          report.count(cw["events_per_s_processed"]), f"{cw['messages']:,}"],
          ["naive Faust" + (" (capped)" if nv["capped"] else ""), f"{nv['events_committed']:,}",
-          _s(nv["elapsed_committed_s"]), _n(nv["events_per_s"]), _s(nv["elapsed_processed_s"]),
-          _n(nv["events_per_s_processed"]), f"{nv['events_committed']:,}"]],
+          report.seconds(nv["elapsed_committed_s"]), report.count(nv["events_per_s"]), report.seconds(nv["elapsed_processed_s"]),
+          report.count(nv["events_per_s_processed"]), f"{nv['events_committed']:,}"]],
         caption=f"ratio churnwatch/naive: {r['ratio']}x to committed, "
                 f"{r['ratio_processed']}x processed")
     stages = cw["stages"]
@@ -670,14 +670,6 @@ def print_summary(r: dict[str, Any]) -> None:
         + ("" if lat["enough_alerts"] else
            f"; only {lat['alerts_with_ingested_at']} alerts in the window: the alert percentiles "
            "are thin, see the per-batch stage rows"))
-
-
-def _s(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f} s"
-
-
-def _n(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:,}"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

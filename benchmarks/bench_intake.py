@@ -618,11 +618,11 @@ def print_summary(r: dict[str, Any]) -> None:
             x = run_.get(d)
             if x is None:
                 continue
-            rows.append([d, x.get("outcome"), _n(x.get("events_committed")),
-                         _s(x.get("startup_s")), _s(x.get("elapsed_committed_s")),
-                         _n(x.get("events_per_s")), _n(x.get("events_per_s_processed")),
-                         _n(x.get("events_per_s_from_first")),
-                         _n(x.get("mean_events_per_batch"))])
+            rows.append([d, x.get("outcome"), report.count(x.get("events_committed")),
+                         report.seconds(x.get("startup_s")), report.seconds(x.get("elapsed_committed_s")),
+                         report.count(x.get("events_per_s")), report.count(x.get("events_per_s_processed")),
+                         report.count(x.get("events_per_s_from_first")),
+                         report.count(x.get("mean_events_per_batch"))])
         report.print_table(
             f"intake run {n}: {feed['events']:,} events ({feed['subscribers']:,} subscribers x "
             f"{feed['days']} days), {feed['partitions']} partitions; "
@@ -642,14 +642,6 @@ def print_summary(r: dict[str, Any]) -> None:
     report.note(f"churnwatch/naive: {rat['churnwatch_over_naive']}x, churnwatch/quix: "
                 f"{rat['churnwatch_over_quix']}x (quix does much less), packed/churnwatch: "
                 f"{rat['packed_over_churnwatch']}x ({s['ratios_basis']})")
-
-
-def _s(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f} s"
-
-
-def _n(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:,}"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -204,6 +204,16 @@ def si(value: float | None, unit: str = "", digits: int = 3) -> str:
 _console: Console | None = None
 
 
+def seconds(value: float | None) -> str:
+    """``1.23 s``, or ``n/a``."""
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def count(value: float | None) -> str:
+    """``12,345``, or ``n/a``."""
+    return "n/a" if value is None else f"{value:,}"
+
+
 def console() -> Console:
     global _console
     if _console is None:

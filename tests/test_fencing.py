@@ -10,17 +10,15 @@ import signal
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import redis
 
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import create_topics
 from churnwatch.keys import Keys
-from churnwatch.simulate import SimConfig, Simulation
 from tests.history import check_history, oracle
 from tests.producers import produce_events
-from tests.test_chaos_kills import PARTITIONS, group_of, wait_serving
+from tests.test_chaos_kills import PARTITIONS, feed, group_of, wait_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -36,9 +34,7 @@ def test_a_stalled_former_owner_cannot_overwrite_newer_state(broker, redis_url,
                                                             tmp_path: Path) -> None:
     asyncio.run(create_topics(broker.bootstrap, {t: PARTITIONS for t in (
         EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
-    sim = Simulation(SimConfig(subscribers=60, days=60, churn_rate=0.5, seed=3,
-                               duplicate_rate=0.01, out_of_order_rate=0.01, invalid_rate=0.002))
-    lines = [orjson.dumps(e) for e in sim.events()]
+    lines = feed(subscribers=60, seed=3)
     expected = oracle(lines)
     stalled, other = group_of(2, broker, redis_url, tmp_path)
     marker = tmp_path / "stalled"

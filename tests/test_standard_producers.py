@@ -15,10 +15,10 @@ import pytest
 
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import create_topics
-from churnwatch.simulate import SimConfig, Simulation
-from tests.conftest import Worker
+from tests.conftest import Worker, read_topic
 from tests.history import check_history, oracle
 from tests.producers import COMPRESSIONS, produce_events, subscriber_key
+from tests.test_chaos_kills import feed
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -28,9 +28,7 @@ def test_one_event_per_message_in_every_codec_gives_the_oracles_history(
         broker, redis_url, tmp_path: Path) -> None:
     asyncio.run(create_topics(broker.bootstrap, {t: PARTITIONS for t in (
         EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
-    sim = Simulation(SimConfig(subscribers=60, days=60, churn_rate=0.5, seed=7,
-                               duplicate_rate=0.01, out_of_order_rate=0.01, invalid_rate=0.002))
-    lines = [orjson.dumps(e) for e in sim.events()]
+    lines = feed(subscribers=60, seed=7)
     expected = oracle(lines)
     assert len(expected.alert_ids) >= 5 and expected.invalid
     # five producers, one codec each, each owning a share of the subscribers (so each
@@ -53,7 +51,6 @@ def test_one_event_per_message_in_every_codec_gives_the_oracles_history(
     history = check_history(broker.bootstrap, redis_url, worker.app_id, expected)
     assert history.lost == 0 and history.duplicated_actions == 0
     assert history.extra["late_after_replay"] == 0
-    counts = Counter(orjson.loads(m)["kind"] for m in asyncio.run(
-        __import__("tests.conftest", fromlist=["read_topic"]).read_topic(
-            broker.bootstrap, DLQ_TOPIC)))
+    counts = Counter(orjson.loads(m)["kind"]
+                     for m in asyncio.run(read_topic(broker.bootstrap, DLQ_TOPIC)))
     assert counts["invalid"] == sum(expected.invalid.values())
