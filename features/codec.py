@@ -59,13 +59,8 @@ MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30
 
 @njit(cache=True)
 def _put(buf, pos, v):  # type: ignore[no-untyped-def]
-    z = (v << 1) ^ (v >> 63)
-    while z >= 128:
-        buf[pos] = (z & 127) | 128
-        z >>= 7
-        pos += 1
-    buf[pos] = z
-    return pos + 1
+    """Write ``v`` as a zigzag (signed) LEB128 varint."""
+    return _uput(buf, pos, (v << 1) ^ (v >> 63))
 
 
 @njit(cache=True)
