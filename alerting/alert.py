@@ -1,4 +1,4 @@
-"""Alert and score records (DESIGN.md §4) and their deterministic identifiers."""
+"""Alert and score records (docs/contract.md §4) and their deterministic identifiers."""
 
 from __future__ import annotations
 

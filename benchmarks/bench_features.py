@@ -21,11 +21,11 @@ For each population size the benchmark starts its own redis-server (``EmbeddedRe
    so a small population's stream covers more days): ``FeatureStore.stage`` and
    ``AlertLedger.commit(subscribers, {}, {})`` (plus the staged state blobs, for a store that
    returns them), one round trip each per batch; (b) :class:`NaivePerEventStore`, the
-   DESIGN §7 "naive design": one pipelined Redis round trip per event;
+   "naive design" (docs/benchmarks.md): one pipelined Redis round trip per event;
 4. splits the batch path's time (redis-server time in scripts per stage / commit call, the
    client side, and a cProfile of the client side; extra passes, not timed).
 
-Targets (DESIGN): >= 150,000 events/s for feature updates, <= 1 KB Redis memory per subscriber.
+Targets: >= 150,000 events/s for feature updates, <= 1 KB Redis memory per subscriber.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class LiveStream:
 
 # ---------------------------------------------------------------------------- naive store
 class NaivePerEventStore:
-    """The DESIGN §7 "naive design": one pipelined Redis round trip per event.
+    """The "naive design" (docs/benchmarks.md): one pipelined Redis round trip per event.
 
     Per event, one non-transactional pipeline: ``SADD`` the event id to the subscriber's dedup
     set (+ ``EXPIRE``), ``HINCRBY`` the event's day-bucket (and month) fields of the
@@ -1122,7 +1122,7 @@ async def run(cfg: Config) -> dict[str, Any]:
             "subscribers uniformly at random",
             "naive = NaivePerEventStore: one pipelined round trip per event "
             "(SADD+EXPIRE dedup, HINCRBY day buckets, HSET clocks+EXPIRE, HGETALL) and features "
-            "computed in Python from the hash (DESIGN §7 'naive design')",
+            "computed in Python from the hash (the naive design, docs/benchmarks.md)",
             "rates are medians over measured rounds (a warm-up round is discarded); batch and "
             "naive rounds are interleaved in the same run against the same redis-server",
             "redis-server is EmbeddedRedis: AOF on (appendfsync as reported), RDB off",

@@ -3,7 +3,7 @@
     NAIVE_BROKER=kafka://127.0.0.1:9092 NAIVE_REDIS_URL=redis://127.0.0.1:6379/0 \\
     NAIVE_TOPIC=bench.naive.events NAIVE_STATS=/tmp/naive.json python -m benchmarks.naive_faust
 
-The design DESIGN.md §7 measures at ~2,900–3,500 events/s: Faust's default settings, one Kafka
+The design docs/benchmarks.md measures at ~2,900–3,500 events/s: Faust's default settings, one Kafka
 message per event (``async for value in stream``), and per event
 
 1. decode and validate the JSON event (``churnwatch.events.decode_event``, the engine's own

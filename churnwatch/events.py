@@ -1,4 +1,4 @@
-"""The event contract (DESIGN.md §2): decode, validate and normalise subscriber events.
+"""The event contract (docs/contract.md §2): decode, validate and normalise subscriber events.
 
 A Kafka message or HTTP body holds one JSON event, a JSON array of events, or NDJSON.
 :func:`decode_payload` turns such bytes into valid :class:`Event` records and

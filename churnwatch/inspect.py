@@ -22,7 +22,7 @@ from rules.ruleset import SEVERITIES, load_ruleset, parse_ruleset
 
 async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
                              now_ms: int | None = None) -> dict[str, Any]:
-    """A JSON-ready report (DESIGN.md §5); ``known`` is false for a subscriber never seen.
+    """A JSON-ready report (docs/contract.md §5); ``known`` is false for a subscriber never seen.
     Uses the ruleset and model the workers publish in Redis."""
     sid = normalise_subscriber(subscriber)
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS)))

@@ -1,6 +1,6 @@
 """Producing events to churn.events: many events per Kafka message, per-subscriber order kept.
 
-The Faust consumer pays ~70 µs per Kafka *message* (DESIGN.md §7), so producers pack up to
+The Faust consumer pays ~70 µs per Kafka *message* (docs/benchmarks.md), so producers pack up to
 ``per_message`` events of one partition into one JSON-array message. Each event goes to the
 partition Kafka's default partitioner would choose for its normalised subscriber id, so
 single-event producers keyed by subscriber and this packer agree on placement and order.

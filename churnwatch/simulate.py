@@ -1,6 +1,6 @@
 """Synthetic telecom telemetry feed with designed churners (demo, tests, benchmarks).
 
-Events follow DESIGN.md §2. Churners show the §3 warning signs in exactly the windows the
+Events follow docs/contract.md §2. Churners show the §3 warning signs in exactly the windows the
 indicators look at, so the 2-of-3 rule can be checked against a known ground truth (`Truth`).
 Events are produced day by day (lazily) in non-decreasing event time, deterministically for a
 seed; optional faults (duplicates, late events, invalid events) are injected on request.

@@ -1,5 +1,5 @@
 """The feature kernels (numba): apply one event to a decoded subscriber state, and read its
-features, with the semantics of DESIGN.md §3 and ``features.schema`` (a batch is applied by
+features, with the semantics of docs/contract.md §3 and ``features.schema`` (a batch is applied by
 ``features.batch_kernel``).
 
 A state is one int64 row of ``WIDTH`` values (plus a float64 tenure), and a list of the

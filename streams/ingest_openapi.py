@@ -1,6 +1,6 @@
 """The hand-written OpenAPI 3.1 document of the HTTP ingest front door (``GET /openapi.json``).
 
-It mirrors the event contract of DESIGN.md §2 (``churnwatch.events``) and the responses of
+It mirrors the event contract of docs/contract.md §2 (``churnwatch.events``) and the responses of
 ``streams.ingest``; tests run schemathesis against it.
 """
 

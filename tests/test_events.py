@@ -1,4 +1,4 @@
-"""The event contract (DESIGN.md §2): decoding, validation, normalisation, never raising."""
+"""The event contract (docs/contract.md §2): decoding, validation, normalisation, never raising."""
 
 from __future__ import annotations
 

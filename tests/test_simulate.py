@@ -37,7 +37,7 @@ def num(x, lo=0.0) -> bool:
 
 
 def is_valid(ev: dict) -> bool:
-    """The DESIGN §2 contract, checked field by field."""
+    """The contract (docs/contract.md §2), checked field by field."""
     eid, sid, typ = ev.get("event_id"), ev.get("subscriber_id"), ev.get("type")
     if not (isinstance(eid, str) and 1 <= len(eid) <= 128 and isinstance(sid, str)):
         return False
@@ -150,7 +150,7 @@ def month_back(y: int, m: int, k: int) -> tuple[int, int]:
 
 
 def indicators(rec: dict, now: int) -> set[str]:
-    """DESIGN §3, written plainly: calendar months in UTC, windows in days."""
+    """docs/contract.md §3, written plainly: calendar months in UTC, windows in days."""
     t = datetime.fromtimestamp(now / 1000, timezone.utc)
     month_spend = defaultdict(float)
     for ts, amount in rec["spend"]:
