@@ -25,12 +25,13 @@ from redis.exceptions import WatchError
 
 from churnwatch.errors import FencedError
 
-__all__ = ["PartitionOwners", "WatchError"]
+__all__ = ["PartitionOwners", "WatchError", "partition_field"]
 
 Partition = tuple[str, int]
 
 
-def _field(tp: Partition) -> str:
+def partition_field(tp: Partition) -> str:
+    """The hash field of a partition: ``<topic>:<partition>`` (claims and applied offsets)."""
     return f"{tp[0]}:{tp[1]}"
 
 
@@ -52,14 +53,19 @@ class PartitionOwners:
         token = f"{self.member}:{uuid.uuid4().hex[:12]}"
         self.tokens = {tp: token for tp in partitions}
         if self.tokens:
-            await self.redis.hset(self.key, mapping={_field(tp): token for tp in self.tokens})
+            await self.redis.hset(self.key,
+                                  mapping={partition_field(tp): token for tp in self.tokens})
+
+    def _lost(self, tps: list[Partition], current: list[bytes | None]) -> list[Partition]:
+        """Of ``tps``, those whose current claim (``current``, as read) is not this worker's."""
+        return [tp for tp, value in zip(tps, current)
+                if tp not in self.tokens or value is None or value.decode() != self.tokens[tp]]
 
     async def holds(self, partitions: Iterable[Partition]) -> bool:
         """Whether this worker's claims on ``partitions`` are still the current ones."""
         tps = list(partitions)
-        current = await self.redis.hmget(self.key, [_field(tp) for tp in tps])
-        return all(tp in self.tokens and value is not None and value.decode() == self.tokens[tp]
-                   for tp, value in zip(tps, current))
+        return not self._lost(tps, await self.redis.hmget(self.key,
+                                                          [partition_field(tp) for tp in tps]))
 
     async def watch(self, pipe: Any, partitions: Iterable[Partition]) -> None:
         """``WATCH`` the claims on ``pipe`` (a transaction pipeline) and check that this
@@ -67,11 +73,8 @@ class PartitionOwners:
         batch. Raises :class:`FencedError` (after resetting ``pipe``) if it does not."""
         tps = list(partitions)
         await pipe.watch(self.key)
-        current = await pipe.hmget(self.key, [_field(tp) for tp in tps])
-        lost = [tp for tp, value in zip(tps, current)
-                if tp not in self.tokens or value is None
-                or value.decode() != self.tokens[tp]]
+        lost = self._lost(tps, await pipe.hmget(self.key, [partition_field(tp) for tp in tps]))
         if lost:
             await pipe.reset()
             raise FencedError("partitions claimed by another worker: "
-                              + ", ".join(_field(tp) for tp in lost))
+                              + ", ".join(partition_field(tp) for tp in lost))

@@ -61,7 +61,7 @@ from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
 from streams.intake import activity, count_outcomes, decode_records, late_letters
-from streams.ownership import PartitionOwners, WatchError
+from streams.ownership import PartitionOwners, WatchError, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.side_writes import SideWrites
 
@@ -192,7 +192,7 @@ class Pipeline:
         if self.applied_key is None or not partitions:
             return
         values = await self.store.redis.hmget(self.applied_key,
-                                              [f"{t}:{p}" for t, p in partitions])
+                                              [partition_field(tp) for tp in partitions])
         self.applied = {tp: int(v) for tp, v in zip(partitions, values) if v is not None}
 
     def _split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
@@ -350,7 +350,7 @@ class Pipeline:
         if self.applied_key is None or not applied:
             return None
         return client.hset(self.applied_key,
-                           mapping={f"{t}:{p}": offset for (t, p), offset in applied.items()})
+                           mapping={partition_field(tp): offset for tp, offset in applied.items()})
 
     async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
                        batch: _Committed, publisher: Publisher) -> BatchResult:
