@@ -29,7 +29,7 @@ from alerting.storm import StormGuard
 from churnwatch import gc_tuning
 from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.config import EVENTS_TOPIC, Settings
-from churnwatch.errors import ConfigError
+from churnwatch.errors import ConfigError, FencedError
 from churnwatch.kafka_auth import broker_credentials, client_options
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
@@ -151,6 +151,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
         # finish the batches under way and commit their offsets before the partitions go:
         # their next owner starts from there (what it re-reads is skipped as replays)
+        pipeline.revoking()
         records.drop([(tp.topic, tp.partition) for tp in revoked])
         if not await loop.settle(settings.session_timeout_s * 0.8):
             log.warning("partitions revoked while a batch was still under way")
@@ -158,7 +159,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        records.drop()  # fetched before the assignment: Faust seeks to the committed offsets
+        # Faust's recovery may already have sought to the committed offsets and fetched
+        # again: the buffer is kept, and batches wait until the claims are loaded
         await pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
                                        if tp.topic in app.record_topics))
 
@@ -223,6 +225,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         again on its next tick) and gives False. Other errors, bugs included, propagate."""
         try:
             await work
+        except FencedError:  # the partition moved to another worker: it sweeps it now
+            log.info("%s: the partition was claimed by another worker", what)
+            return False
         except syncredis.RedisError as exc:
             if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
                 raise

@@ -78,6 +78,9 @@ class BatchLoop:
                 records = await self.records.take()
                 if not records:
                     continue
+                # after a rebalance, the partitions' claims and applied offsets first (the
+                # records may be fetched before they are loaded): what was applied is skipped
+                await self.pipeline.ready.wait()
                 self._unsettled += 1
                 self._settled.clear()
                 await _to_the_end(self._start(_Batch(records, self.pipeline.assignment), acks))

@@ -13,19 +13,28 @@ in between, the commit is refused (:class:`~churnwatch.errors.FencedError`) and 
 is written. redis-py also reports a connection lost while watching as a ``WatchError``: the
 claims are then read again, and the commit is retried if they are still this worker's. On a
 single Redis only (a Redis Cluster cannot watch a key across slots).
+
+The same transaction fences the worker's own earlier attempts. A commit whose reply was lost
+(a timeout, a dropped connection) is sent again, but its first copy may still be on its way:
+held by a proxy or a stalled link, it can reach Redis after the retry, and after later
+batches, and would put their subscribers' states back. So :class:`WriteFence` also
+``WATCH``es the partitions' applied offsets (``Keys.applied_offsets``), and every fenced write
+bumps a counter in that hash: of the copies of one write, the first to run makes every other
+one abort, and a copy whose retry finds the batch's offsets already stored knows it landed.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
 from churnwatch.errors import FencedError
 
-__all__ = ["PartitionOwners", "WatchError", "partition_field"]
+__all__ = ["PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 
 Partition = tuple[str, int]
 
@@ -56,7 +65,7 @@ class PartitionOwners:
             await self.redis.hset(self.key,
                                   mapping={partition_field(tp): token for tp in self.tokens})
 
-    def _lost(self, tps: list[Partition], current: list[bytes | None]) -> list[Partition]:
+    def lost(self, tps: list[Partition], current: list[bytes | None]) -> list[Partition]:
         """Of ``tps``, those whose current claim (``current``, as read) is not this worker's."""
         return [tp for tp, value in zip(tps, current)
                 if tp not in self.tokens or value is None or value.decode() != self.tokens[tp]]
@@ -64,17 +73,68 @@ class PartitionOwners:
     async def holds(self, partitions: Iterable[Partition]) -> bool:
         """Whether this worker's claims on ``partitions`` are still the current ones."""
         tps = list(partitions)
-        return not self._lost(tps, await self.redis.hmget(self.key,
+        return not self.lost(tps, await self.redis.hmget(self.key,
                                                           [partition_field(tp) for tp in tps]))
 
-    async def watch(self, pipe: Any, partitions: Iterable[Partition]) -> None:
-        """``WATCH`` the claims on ``pipe`` (a transaction pipeline) and check that this
-        worker holds ``partitions``; the caller then calls ``pipe.multi()`` and queues the
-        batch. Raises :class:`FencedError` (after resetting ``pipe``) if it does not."""
-        tps = list(partitions)
-        await pipe.watch(self.key)
-        lost = self._lost(tps, await pipe.hmget(self.key, [partition_field(tp) for tp in tps]))
+
+WRITES_FIELD = "writes"  # the applied-offsets hash's counter of fenced writes
+
+
+class WriteFence:
+    """Makes each of the worker's writes one ``MULTI``/``EXEC`` that runs at most once and
+    only while this worker holds the partitions: it ``WATCH``es the claims (``owners``) and
+    the applied offsets (the hash ``applied_key``) and bumps that hash's write counter.
+
+    Use: ``if await fence.open(pipe, partitions, target):`` queue the writes, then
+    :meth:`close` and ``pipe.execute()``; on :class:`WatchError` call :meth:`refused`.
+    """
+
+    def __init__(self, owners: PartitionOwners, applied_key: str) -> None:
+        self.owners = owners
+        self.applied_key = applied_key
+
+    async def open(self, pipe: Any, partitions: Iterable[Partition],
+                   target: Mapping[Partition, int]) -> bool:
+        """Watch, check and start the transaction on ``pipe`` (a transaction pipeline) for a
+        write to ``partitions`` that stores the applied offsets ``target``. False if a
+        copy of this write already landed (every offset of ``target`` is stored: nothing to
+        do). Raises :class:`FencedError` (after resetting ``pipe``) if another worker claimed
+        one of the partitions, or if a partition's stored offset is past ``target``."""
+        tps = sorted(set(partitions) | set(target))
+        await pipe.watch(self.owners.key, self.applied_key)
+        fields = [partition_field(tp) for tp in tps]
+        lost = self.owners.lost(tps, await pipe.hmget(self.owners.key, fields)) if tps else []
         if lost:
             await pipe.reset()
             raise FencedError("partitions claimed by another worker: "
                               + ", ".join(partition_field(tp) for tp in lost))
+        if target:
+            stored = dict(zip(tps, await pipe.hmget(self.applied_key, fields)))
+            now = {tp: int(stored[tp]) if stored[tp] is not None else -1 for tp in target}
+            if all(now[tp] == offset for tp, offset in target.items()):
+                await pipe.reset()
+                return False
+            ahead = [tp for tp, offset in target.items() if now[tp] > offset]
+            if ahead:
+                await pipe.reset()
+                raise FencedError("records past this batch were applied to "
+                                  + ", ".join(partition_field(tp) for tp in ahead))
+        pipe.multi()
+        return True
+
+    def close(self, pipe: Any, target: Mapping[Partition, int]) -> None:
+        """Queue, last in the transaction: the applied offsets ``target`` and the bump of
+        the write counter (which makes every other copy of this write abort)."""
+        if target:
+            pipe.hset(self.applied_key,
+                      mapping={partition_field(tp): offset for tp, offset in target.items()})
+        pipe.hincrby(self.applied_key, WRITES_FIELD, 1)
+
+    async def refused(self, partitions: Iterable[Partition]) -> Exception:
+        """The error for a transaction refused by its ``WATCH``: a connection error (retry:
+        a lost connection, or another copy of the write ran) while this worker holds
+        ``partitions``, else :class:`FencedError`."""
+        if await self.owners.holds(partitions):
+            return RedisConnectionError("the watched keys changed or the connection was lost "
+                                        "during a fenced write; trying again")
+        return FencedError("a partition was claimed by another worker during a fenced write")

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, ScoreRecord, to_json
@@ -61,7 +60,7 @@ from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
 from streams.intake import activity, count_outcomes, decode_records, late_letters
-from streams.ownership import PartitionOwners, WatchError, partition_field
+from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.side_writes import SideWrites
 
@@ -136,8 +135,13 @@ class Pipeline:
         self.applied: dict[tuple[str, int], int] = {}
         self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
         self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
+        self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
         self.assignment = 0  # assignments so far (assigned()); set, then replaced, by each
         self.reassigned = asyncio.Event()
+        # set while the partitions' claims and applied offsets are loaded (own_partitions:
+        # from the first assignment on; cleared while a rebalance is under way)
+        self.ready = asyncio.Event()
+        self.ready.set()
         self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
         self._lock = asyncio.Lock()  # one batch or sweep processed at a time
         self._outbox = asyncio.Lock()  # one publisher call sequence at a time
@@ -170,6 +174,13 @@ class Pipeline:
         keys = self.store.config.keys
         self.applied_key = keys.applied_offsets(group)
         self.owners = PartitionOwners(self.store.redis, keys.partition_owners(group), member)
+        self.fence = WriteFence(self.owners, self.applied_key)
+        self.ready.clear()  # until the first assignment
+
+    def revoking(self) -> None:
+        """A rebalance began: no batch is started until :meth:`assigned` is done."""
+        if self.owners is not None:
+            self.ready.clear()
 
     async def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
         """After an assignment: claim ``partitions``, then read their applied offsets (in
@@ -186,10 +197,11 @@ class Pipeline:
         self.assignment += 1
         self.reassigned.set()
         self.reassigned = asyncio.Event()
+        self.ready.set()
 
     async def _load_applied(self, partitions: Sequence[tuple[str, int]]) -> None:
-        self.applied = {}
         if self.applied_key is None or not partitions:
+            self.applied = {}
             return
         values = await self.store.redis.hmget(self.applied_key,
                                               [partition_field(tp) for tp in partitions])
@@ -314,37 +326,65 @@ class Pipeline:
             await publisher.dead_letters(letters)
         async for attempt in self._retrying("batch"):
             with attempt:
-                # one MULTI/EXEC on a single Redis; a cluster's writes span slots (the commit
-                # itself then runs as one script per node)
-                single = not self.ledger.router.cluster
-                pipe = self.store.redis.pipeline(transaction=single)
-                if single and self.owners is not None and applied:
-                    await self.owners.watch(pipe, list(applied))  # refused if claimed since
-                    pipe.multi()
-                append_examples(pipe, self.store.config.keys, examples)
-                await self.ledger.commit(decision.entries, decision.pending,
-                                         pipe=pipe, states=staged.staged)
-                for partition, clocks in active.items():
-                    self.silence.record(pipe, partition, clocks)
-                for partition, left in gone.items():
-                    self.silence.forget(pipe, partition, left)
-                self.writes.hold(pipe, decision)
-                await self.risk.record(pipe, decision.risk)
-                self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
-                if single:  # in the transaction: the offsets land with the states
-                    self._store_applied(pipe, applied)
-                failpoint("before_redis_write")
-                try:
-                    await pipe.execute()
-                except WatchError:
-                    assert self.owners is not None
-                    if await self.owners.holds(applied):  # the connection failed meanwhile
-                        raise RedisConnectionError("connection lost during a watched commit")
-                    raise FencedError("a partition of the batch was claimed by another "
-                                      "worker while it was committed") from None
-                if not single and applied and self.applied_key:  # after the states
-                    await self._store_applied(self.store.redis, applied)
+                await self._commit_once(staged, decision, examples, active, gone, applied)
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+    def _transaction(self) -> tuple[Any, WriteFence | None]:
+        """A pipeline for one write, and its fence: on a single Redis one ``MULTI``/``EXEC``,
+        fenced if the partitions are owned (``own_partitions``); a cluster's writes span
+        slots (the commit itself then runs as one script per node)."""
+        single = not self.ledger.router.cluster
+        return (self.store.redis.pipeline(transaction=single),
+                self.fence if single else None)
+
+    async def _commit_once(self, staged: BatchFeatures, decision: Decision,
+                           examples: list[Example], active: dict[int, dict[str, int]],
+                           gone: dict[int, list[str]],
+                           applied: dict[tuple[str, int], int]) -> None:
+        pipe, fence = self._transaction()
+        if fence is not None and not await fence.open(pipe, applied, applied):
+            return  # an earlier attempt landed, its reply was lost
+        append_examples(pipe, self.store.config.keys, examples)
+        await self.ledger.commit(decision.entries, decision.pending,
+                                 pipe=pipe, states=staged.staged)
+        for partition, clocks in active.items():
+            self.silence.record(pipe, partition, clocks)
+        for partition, left in gone.items():
+            self.silence.forget(pipe, partition, left)
+        self.writes.hold(pipe, decision)
+        await self.risk.record(pipe, decision.risk)
+        self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
+        if fence is not None:  # in the transaction: the offsets land with the states
+            fence.close(pipe, applied)
+        failpoint("before_redis_write")
+        try:
+            await pipe.execute()
+        except WatchError:
+            assert fence is not None
+            raise await fence.refused(applied) from None
+        if fence is None and self.applied_key:  # a cluster: after the states
+            await self._store_applied(self.store.redis, applied)
+
+    async def _fenced_write(self, partition: int, written: list[str],
+                            queue: Callable[[Any], Any]) -> None:
+        """One write of a sweep (``queue`` fills the pipeline), fenced like a batch commit
+        when the partitions are owned; the cached copies of ``written`` are forgotten."""
+        pipe, fence = self._transaction()
+        tps = [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
+        try:
+            if fence is not None:
+                await fence.open(pipe, tps, {})
+            if (pending := queue(pipe)) is not None:
+                await pending
+            if fence is not None:
+                fence.close(pipe, {})
+            try:
+                await pipe.execute()
+            except WatchError:
+                assert fence is not None
+                raise await fence.refused(tps) from None
+        finally:  # written (or maybe, if the write failed)
+            self.store.forget(written)
 
     def _store_applied(self, client: Any, applied: dict[tuple[str, int], int]) -> Any:
         if self.applied_key is None or not applied:
@@ -407,7 +447,10 @@ class Pipeline:
                     idle_ms = self.store.config.ttl_s * 1000
                     expired = [sid for sid, t in snap.clocks.items() if t + idle_ms < watermark]
                     if expired:
-                        await self.writes.expire(partition, expired)
+                        await self._fenced_write(
+                            partition, expired,
+                            lambda pipe: self.writes.expire(pipe, partition, expired))
+                        self.metrics.expired.inc(len(expired))
                         due = sorted(set(due) - set(expired))
                         if not due:
                             return result
@@ -423,19 +466,17 @@ class Pipeline:
                     resolved, writes = resolve_sweep(self.labels, snap, watermark,
                                                      alert_marks(decision.alerts),
                                                      trigger_id)
-                    pipe = self.store.redis.pipeline(transaction=False)
-                    append_examples(pipe, self.store.config.keys, resolved.examples)
-                    await self.ledger.commit(decision.entries, decision.pending,
-                                             pipe=pipe)
-                    await self.writes.write_tails(pipe, writes)
-                    self.silence.reschedule(pipe, partition, known, watermark)
-                    self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
-                    self.writes.hold(pipe, decision)
-                    await self.risk.record(pipe, decision.risk)
-                    try:
-                        await pipe.execute()
-                    finally:  # written by the sweep (or maybe, if the write failed)
-                        self.store.forget(known + [w.subscriber_id for w in writes])
+                    async def queue(pipe: Any) -> None:
+                        append_examples(pipe, self.store.config.keys, resolved.examples)
+                        await self.ledger.commit(decision.entries, decision.pending, pipe=pipe)
+                        await self.writes.write_tails(pipe, writes)
+                        self.silence.reschedule(pipe, partition, known, watermark)
+                        self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
+                        self.writes.hold(pipe, decision)
+                        await self.risk.record(pipe, decision.risk)
+
+                    await self._fenced_write(
+                        partition, known + [w.subscriber_id for w in writes], queue)
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)

@@ -32,18 +32,13 @@ class SideWrites:
             pipe.expire(keys.state(sid), ttl)
             pipe.expire(keys.risk(sid), ttl)
 
-    async def expire(self, partition: int, subscribers: list[str]) -> None:
-        """Remove subscribers idle for longer than the state TTL (in event time)."""
+    def expire(self, pipe: Any, partition: int, subscribers: list[str]) -> None:
+        """Queue the removal of subscribers idle for longer than the state TTL (in event
+        time); the caller forgets their cached copies once it ran."""
         keys = self.store.config.keys
-        pipe = self.store.redis.pipeline(transaction=False)
         for sid in subscribers:
             pipe.delete(keys.state(sid), keys.ledger(sid), keys.risk(sid), keys.alerts(sid))
         self.silence.forget(pipe, partition, subscribers)
-        try:
-            await pipe.execute()
-        finally:
-            self.store.forget(subscribers)
-        self.metrics.expired.inc(len(subscribers))
 
     async def write_tails(self, pipe: Any, writes: list[SweepWrite]) -> None:
         """Queue the sweep's snapshot-record updates (compare-and-set on each value's tail)."""
