@@ -192,9 +192,10 @@ def worker(config: ConfigOpt = None) -> None:
 
 
 def _topics(settings: Settings) -> dict[str, int]:
-    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC
+    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, home_topic
 
-    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}
+    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC,
+                                             home_topic(settings.app_id))}
 
 
 @app.command()

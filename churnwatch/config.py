@@ -23,6 +23,14 @@ EVENTS_TOPIC = "churn.events"
 ALERTS_TOPIC = "churn.alerts"
 SCORES_TOPIC = "churn.scores"
 DLQ_TOPIC = "churn.dlq"
+
+
+def home_topic(app_id: str) -> str:
+    """The internal topic where a worker group forwards events that arrived away from their
+    subscriber's home partition (``streams.repartition``); as many partitions as
+    ``churn.events``."""
+    return f"{app_id}.churn.events.home"
+
 ENV_PREFIX = "CHURNWATCH_"
 _OTHER_ENV = {"config", "redis_server_bin", "failpoint", "send_token"}  # read elsewhere: config file path,
 # embedded redis, `churnwatch send --token`
@@ -42,7 +50,9 @@ class Settings(BaseSettings):
                                    "retried")
     alerts_jsonl: Path | None = Field(None, description="append alerts to this JSONL file")
     scores_jsonl: Path | None = Field(None, description="append score records to this JSONL file")
-    app_id: str = Field("churnwatch", min_length=1, description="Kafka consumer group / Faust app id")
+    app_id: str = Field("churnwatch", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$",
+                        description="Kafka consumer group / Faust app id (letters, digits, "
+                                    "'.', '_', '-': it also names an internal topic)")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
     batch_max: int = Field(10_000, ge=1, le=100_000, description="max events per micro-batch "
                            "(estimated before decoding: 1 per JSON object, the event ids of "

@@ -35,7 +35,7 @@ from rich.table import Table
 from churnwatch.config import (ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings)
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.errors import ChurnwatchError
-from churnwatch.offsets import group_lag, topic_size
+from churnwatch.offsets import topic_size, worker_lag
 from churnwatch.produce import EventProducer
 from churnwatch.render import alert_line
 from churnwatch.simulate import SimConfig, Simulation, Truth
@@ -140,7 +140,7 @@ async def _drive(console: Console, bootstrap: str, app_id: str, partitions: int,
             sent = await producer.send_events(sim.events(), lambda n: bar.advance(task, n))
     produced = time.perf_counter() - start
     deadline = time.monotonic() + timeout_s
-    while await group_lag(bootstrap, app_id, EVENTS_TOPIC) > 0:
+    while await worker_lag(bootstrap, app_id) > 0:
         if worker.poll() is not None:
             raise ChurnwatchError("the worker exited before processing the feed")
         if time.monotonic() > deadline:

@@ -96,6 +96,10 @@ class Metrics:
                                       "because another worker had claimed a partition of the "
                                       "batch (a stalled former owner); the records are re-read",
                                       registry=r)
+        self.forwarded = Counter("churnwatch_forwarded_events", "Events of churn.events that "
+                                 "arrived away from their subscriber's home partition and were "
+                                 "forwarded to it (the internal topic <app_id>.churn.events.home)",
+                                 registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version (always 1)",
                              ["version"], registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from churnwatch.config import EVENTS_TOPIC, home_topic
+
 
 async def high_watermarks(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
     """The true end offset of every partition of ``topic`` (consumer must be started)."""
@@ -43,6 +45,13 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
         return lag
     finally:
         await consumer.stop()
+
+
+async def worker_lag(bootstrap: str, group: str) -> int:
+    """Records a worker group (``app_id``) has not committed yet: of ``churn.events`` and of
+    the internal topic of events forwarded to their home partitions."""
+    return (await group_lag(bootstrap, group, EVENTS_TOPIC)
+            + await group_lag(bootstrap, group, home_topic(group)))
 
 
 async def topic_size(bootstrap: str, topic: str) -> int:

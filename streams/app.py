@@ -28,7 +28,7 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch import gc_tuning
 from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
-from churnwatch.config import EVENTS_TOPIC, Settings
+from churnwatch.config import EVENTS_TOPIC, Settings, home_topic
 from churnwatch.errors import ConfigError, FencedError
 from churnwatch.kafka_auth import broker_credentials, client_options
 from churnwatch.keys import Keys
@@ -52,6 +52,7 @@ from streams.batch_loop import BatchLoop
 from streams.fetch import RecordBuffer
 from streams.pipeline import Pipeline
 from streams.records import is_retryable
+from streams.repartition import Homes
 from streams.lag import LagGauge, consumer_lags
 from streams.publisher import KafkaPublisher
 from streams.transport import ChurnApp
@@ -114,7 +115,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         records=records,
-        record_topics=frozenset({EVENTS_TOPIC}),
+        record_topics=frozenset({EVENTS_TOPIC, home_topic(settings.app_id)}),
         # no Faust tables: keep Faust's data directory out of the working directory
         datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
         broker=settings.broker,
@@ -141,9 +142,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         publisher = KafkaPublisher(app, settings, redis, metrics)
     except ValueError as exc:  # an unreadable webhook secret
         raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
-    # churn.events is consumed by the batch loop, a fetch at a time (streams/transport.py);
-    # the topic is registered so that Faust's consumer subscribes to it
-    app.topics.add(app.topic(EVENTS_TOPIC, partitions=settings.partitions, internal=False))
+    # churn.events and the events forwarded to their home partitions (streams/repartition.py)
+    # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
+    # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
+    # p of both goes to one worker)
+    homes = Homes(EVENTS_TOPIC, home_topic(settings.app_id), settings.partitions)
+    pipeline.homes = homes
+    for topic in (homes.source, homes.topic):
+        app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
     loop = BatchLoop(records, pipeline, publisher,
                      lambda offsets: app.consumer.commit_offsets(offsets))
 
@@ -283,7 +289,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.timer(interval=2.0)
     async def refresh_lag() -> None:
-        lag.update(consumer_lags(app.consumer, EVENTS_TOPIC, pipeline.positions))
+        lag.update(consumer_lags(app.consumer, app.record_topics, pipeline.positions))
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app

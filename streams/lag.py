@@ -9,7 +9,7 @@ shows 0 before any record arrives).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from faust.exceptions import ConsumerNotStarted
@@ -35,11 +35,12 @@ def partition_lags(assigned: Iterable[Any], highwater: Callable[[Any], int | Non
     return out
 
 
-def consumer_lags(consumer: Any, topic: str,
+def consumer_lags(consumer: Any, topics: Collection[str],
                   processed: Mapping[tuple[str, int], int]) -> dict[Partition, int]:
-    """Lags of the partitions of ``topic`` assigned to a Faust consumer ({} before it starts)."""
+    """Lags of the partitions of ``topics`` assigned to a Faust consumer ({} before it
+    starts)."""
     try:
-        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
     except ConsumerNotStarted:
         return {}
 

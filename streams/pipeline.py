@@ -62,6 +62,7 @@ from streams.accounting import count_alerts, count_cache, count_labels, count_re
 from streams.intake import activity, count_outcomes, decode_records, late_letters
 from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
+from streams.repartition import Forward, Homes
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -102,6 +103,7 @@ class Publisher(Protocol):
     wants_scores: bool
 
     async def dead_letters(self, payloads: list[bytes]) -> None: ...
+    async def forward(self, topic: str, messages: list[Forward]) -> None: ...
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None: ...
     async def scores(self, payloads: list[bytes]) -> None: ...
 
@@ -136,6 +138,7 @@ class Pipeline:
         self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
         self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
         self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
+        self.homes: Homes | None = None  # forwards events away from home (None: applies all)
         self.assignment = 0  # assignments so far (assigned()); set, then replaced, by each
         self.reassigned = asyncio.Event()
         # set while the partitions' claims and applied offsets are loaded (own_partitions:
@@ -254,6 +257,9 @@ class Pipeline:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
         fresh, replayed = self._split_replays(records)
         events, origins, result.dead_letters = decode_records(fresh)
+        forwards: list[Forward] = []
+        if self.homes is not None:
+            events, origins, forwards = self.homes.split(events, origins, fresh)
         self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)
         if self.commits.failure is not None:
@@ -289,7 +295,7 @@ class Pipeline:
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
-                                 applied, publisher))
+                                 forwards, applied, publisher))
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
         replays = decode_records(replayed)[0] if replayed else []
@@ -312,10 +318,11 @@ class Pipeline:
 
     async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
                       active: dict[int, dict[str, int]], gone: dict[int, list[str]],
-                      letters: list[bytes], applied: dict[tuple[str, int], int],
-                      publisher: Publisher) -> None:
-        """Store a batch's effects: its dead letters are published first (a crash before the
-        rest publishes them again: at least once, by their coordinates), then one Redis round
+                      letters: list[bytes], forwards: list[Forward],
+                      applied: dict[tuple[str, int], int], publisher: Publisher) -> None:
+        """Store a batch's effects: its dead letters and the events it forwards to their home
+        partitions are published first (a crash before the rest publishes them again: at
+        least once; dead letters by their coordinates, events by their ids), then one Redis round
         trip: the resolved examples (a crash before the rest re-appends the same ids, which
         the learner drops), then the new states with the decided alerts as pending, the
         partitions' applied offsets, the silence index, storm-held alerts, risk history and
@@ -324,6 +331,10 @@ class Pipeline:
         t0 = time.perf_counter()
         if letters:
             await publisher.dead_letters(letters)
+        if forwards:
+            assert self.homes is not None
+            await publisher.forward(self.homes.topic, forwards)
+            self.metrics.forwarded.inc(sum(f.events for f in forwards))
         async for attempt in self._retrying("batch"):
             with attempt:
                 await self._commit_once(staged, decision, examples, active, gone, applied)

@@ -23,6 +23,7 @@ from alerting.workqueue import TeamQueues
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
 from churnwatch.metrics import Metrics
 from streams.records import DeadLetter, is_retryable
+from streams.repartition import Forward
 
 
 class KafkaPublisher:
@@ -53,6 +54,12 @@ class KafkaPublisher:
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
         await self._send(DLQ_TOPIC, [(None, p) for p in payloads])
+
+    async def forward(self, topic: str, messages: list[Forward]) -> None:
+        producer = self.app.producer
+        futures = [await producer.send(topic, None, m.value, m.partition, None, None)
+                   for m in messages]
+        await asyncio.gather(*futures)
 
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
         actions = self.metrics.actions

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.embedded_cluster import EmbeddedRedisCluster
-from churnwatch.offsets import group_lag, high_watermarks
+from churnwatch.offsets import high_watermarks, worker_lag
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -223,12 +223,13 @@ class Worker:
         raise AssertionError(f"timed out waiting for {what}:\n{self.log_path.read_text()[-3000:]}")
 
     def wait_caught_up(self, timeout: float = 90.0) -> None:
-        """Until the worker's group has committed every offset of churn.events."""
+        """Until the worker's group has committed every offset of churn.events and of
+        the events it forwarded to their home partitions."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"worker exited:\n{self.log_path.read_text()[-3000:]}")
-            if asyncio.run(group_lag(self.broker.bootstrap, self.app_id, EVENTS_TOPIC)) == 0:
+            if asyncio.run(worker_lag(self.broker.bootstrap, self.app_id)) == 0:
                 return
             time.sleep(0.5)
         raise AssertionError(f"worker did not catch up:\n{self.log_path.read_text()[-3000:]}")

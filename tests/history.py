@@ -23,10 +23,11 @@ from aiokafka import AIOKafkaConsumer
 
 from alerting.alert import alert_id
 from alerting.webhook import verify_signature
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC
+from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, home_topic
 from churnwatch.events import decode_payload
 from churnwatch.offsets import high_watermarks
 from features.reference import ReferenceStore
+from features.schema import FEATURES
 from features.store import FeatureStore
 from rules.dryrun import dry_run
 from rules.engine import compile_ruleset
@@ -137,8 +138,9 @@ def check_history(bootstrap: str, redis_url: str, group: str, expected: Oracle,
                   receiver: HookReceiver | None = None, work_queues: bool = True) -> History:
     """Assert every whole-history invariant; return the run's counts."""
     h = History(events=expected.events)
-    lags = asyncio.run(partition_lag(bootstrap, group))
-    assert lags and all(lag == 0 for lag in lags.values()), f"lag per partition: {lags}"
+    for topic in (EVENTS_TOPIC, home_topic(group)):
+        lags = asyncio.run(partition_lag(bootstrap, group, topic))
+        assert lags and all(lag == 0 for lag in lags.values()), f"{topic} lag: {lags}"
 
     published = [orjson.loads(m) for m in asyncio.run(read_topic(bootstrap, ALERTS_TOPIC))]
     ids = {a["alert_id"] for a in published}
@@ -180,7 +182,10 @@ def check_history(bootstrap: str, redis_url: str, group: str, expected: Oracle,
     stored = asyncio.run(_read_features(redis_url, ids_))
     assert sorted(stored) == ids_
     for sid in ids_:
-        assert np.array_equal(stored[sid], expected.reference.features(sid), equal_nan=True), sid
+        want = expected.reference.features(sid)
+        assert np.array_equal(stored[sid], want, equal_nan=True), (sid, {
+            name: (got, exp) for name, got, exp in zip(FEATURES, stored[sid].tolist(),
+                                                       want.tolist()) if got != exp})
     return h
 
 

@@ -23,7 +23,7 @@ import pytest
 from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.embedded import create_topics
 from churnwatch.keys import Keys
-from churnwatch.offsets import group_lag, group_members
+from churnwatch.offsets import group_members, worker_lag
 from churnwatch.produce import EventProducer, partition_for
 from tests.conftest import RedisTarget, SimulatedFeed, Worker, make_feed, read_topic
 from tests.test_cluster_e2e import assert_features_equal
@@ -127,7 +127,7 @@ def test_fleet_with_rebalance_and_a_killed_worker(broker, redis_cluster_server,
         feeder.join(120)
         _wait(lambda: _applied(c) > 0, 120, "c to process events of its partitions")
         b.wait_caught_up(timeout=240)
-        assert asyncio.run(group_lag(broker.bootstrap, group, EVENTS_TOPIC)) == 0
+        assert asyncio.run(worker_lag(broker.bootstrap, group)) == 0
 
         published = [orjson.loads(m) for m in asyncio.run(read_topic(broker.bootstrap,
                                                                       ALERTS_TOPIC))]

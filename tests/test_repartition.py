@@ -1,0 +1,131 @@
+"""One writer per subscriber whatever the producers do (``streams.repartition``).
+
+Unit: which events a batch keeps and which it forwards, packed per home partition.
+
+Fleet: two workers share four partitions; one feed is sent through three producers that place
+a subscriber on different partitions: confluent-kafka with librdkafka's default partitioner
+(CRC32) keyed by the id as written, confluent-kafka with murmur2 keyed by the id as written,
+and ``churnwatch replay``'s packer (murmur2 of the normalised id). The ids are written in
+several formats (``+44 7954 288876``, ``00447954288876``). Each slice of the feed gives each
+subscriber to one producer and one format, and the next slice starts once the group caught
+up, so every subscriber's events arrive in the feed's order but on several partitions,
+owned by both workers. Features, alerts, dead letters and work queues must equal the
+oracle's: no update is lost to a second writer."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.embedded import create_topics
+from churnwatch.events import Event, decode_payload
+from churnwatch.produce import EventProducer, partition_for
+from streams.records import Record
+from streams.repartition import Homes
+from tests.history import check_history, oracle
+from tests.producers import produce_events
+from tests.test_chaos_kills import PARTITIONS, feed, group_of, wait_serving
+
+SOURCE, HOME = "churn.events", "app.churn.events.home"
+
+
+def _event(i: int, sid: str) -> Event:
+    return Event(event_id=f"e{i}", subscriber_id=sid, type="login", ts=1_767_225_600_000 + i)
+
+
+def test_events_away_from_home_are_forwarded_packed_per_partition() -> None:
+    homes = Homes(SOURCE, HOME, 4, per_message=2)
+    sids = [f"+4477009001{k:02d}" for k in range(12)]
+    events = [_event(i, sid) for i, sid in enumerate(sids * 2)]
+    # every event arrives on partition 0 of the source, and the last two on the home topic
+    records = [Record(SOURCE, 0, 100, b"", 0), Record(HOME, 3, 7, b"", 0)]
+    origins = [0] * (len(events) - 2) + [1, 1]
+    kept, kept_origins, forwards = homes.split(events, origins, records)
+
+    at_home = [ev for ev in events[:-2] if partition_for(ev.subscriber_id, 4) == 0]
+    assert kept == at_home + events[-2:]
+    assert kept_origins == [0] * len(at_home) + [1, 1]
+    away = [ev for ev in events[:-2] if partition_for(ev.subscriber_id, 4) != 0]
+    assert away and sum(f.events for f in forwards) == len(away)
+    assert all(f.events <= 2 for f in forwards)
+    assert [f.partition for f in forwards] == sorted(f.partition for f in forwards)
+    sent = []
+    for f in forwards:
+        decoded, rejected = decode_payload(f.value)
+        assert not rejected and len(decoded) == f.events
+        assert {partition_for(ev.subscriber_id, 4) for ev in decoded} == {f.partition}
+        sent += decoded
+    assert sorted(sent, key=lambda e: e.event_id) == sorted(away, key=lambda e: e.event_id)
+
+
+def test_a_batch_at_home_is_returned_as_it_is() -> None:
+    homes = Homes(SOURCE, HOME, 4)
+    events = [_event(i, "+447700900123") for i in range(3)]
+    p = partition_for("+447700900123", 4)
+    records = [Record(SOURCE, p, 0, b"", 0)]
+    assert homes.split(events, [0, 0, 0], records) == (events, [0, 0, 0], [])
+
+
+def _variant(line: bytes, k: int) -> bytes:
+    """The line with its subscriber id written in format ``k`` (a valid event only: invalid
+    records are dead-lettered by their payload, which must not change)."""
+    valid, rejected = decode_payload(line)
+    if len(valid) != 1 or rejected or not valid[0].subscriber_id.startswith("+44"):
+        return line
+    doc = orjson.loads(line)
+    digits = valid[0].subscriber_id[3:]
+    doc["subscriber_id"] = (f"+44{digits}", f"+44 {digits[:4]} {digits[4:]}",
+                            f"0044{digits}")[k]
+    return orjson.dumps(doc)
+
+
+def _subscriber(line: bytes) -> str:
+    """The normalised subscriber id of a valid event, else the line (sent alone)."""
+    valid, rejected = decode_payload(line)
+    return valid[0].subscriber_id if len(valid) == 1 and not rejected else line.hex()
+
+
+@pytest.mark.integration
+@pytest.mark.chaos
+def test_three_partitioners_and_id_formats_lose_no_update_in_a_fleet(
+        broker, redis_url, tmp_path: Path) -> None:
+    asyncio.run(create_topics(broker.bootstrap, {t: PARTITIONS for t in (
+        EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
+    lines = feed(subscribers=40, days=45, seed=8)
+    expected = oracle(lines)
+    workers = group_of(2, broker, redis_url, tmp_path)
+    slices = 6
+    size = -(-len(lines) // slices)
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            wait_serving(w)
+        for k in range(slices):
+            by_producer: list[list[bytes]] = [[], [], []]
+            for line in lines[k * size:(k + 1) * size]:
+                h = zlib.crc32(_subscriber(line).encode())
+                by_producer[(h + k) % 3].append(_variant(line, (h // 3 + k) % 3))
+            produce_events(broker.bootstrap, EVENTS_TOPIC, by_producer[0], compression="lz4",
+                           partitioner="consistent_random", key="raw")
+            produce_events(broker.bootstrap, EVENTS_TOPIC, by_producer[1], compression="zstd",
+                           partitioner="murmur2", key="raw")
+
+            async def packed(chunk: list[bytes] = by_producer[2]) -> None:
+                async with EventProducer(broker.bootstrap, EVENTS_TOPIC, PARTITIONS, 10) as p:
+                    await p.send_lines(chunk)
+
+            asyncio.run(packed())
+            workers[0].wait_caught_up(timeout=180)
+        forwarded = sum(w.metric("churnwatch_forwarded_events_total") or 0 for w in workers)
+        assert forwarded > len(lines) / 4  # most of the confluent-kafka producers' events
+    finally:
+        for w in workers:
+            w.stop()
+    history = check_history(broker.bootstrap, redis_url, workers[0].app_id, expected)
+    assert history.alerts > 0
