@@ -42,7 +42,7 @@ D_VAL = D_TAG + D_SIZE
 M_TAG = D_VAL + 2 * D_SIZE      # spend months: cents
 M_VAL = M_TAG + M_SIZE
 WIDTH = M_VAL + M_SIZE
-N_FEATURES = 27
+N_FEATURES = 28
 
 
 def empty_states(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +103,7 @@ def _since(nowday, day):  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def features(st, tenure, now, nowmonth,  # type: ignore[no-untyped-def]
              e_ts, e_code, e_amt, lo, hi, out):
-    """The 27 features (store units) of state ``st`` with counted events ``lo:hi`` of the
+    """The 28 features (store units) of state ``st`` with counted events ``lo:hi`` of the
     entry arrays, at ``now`` (ms, not before the clock) and ``nowmonth``, into ``out``."""
     nowday = now // DAY_MS
     for k in range(6):
@@ -167,6 +167,7 @@ def features(st, tenure, now, nowmonth,  # type: ignore[no-untyped-def]
     out[24] = _since(nowday, st[LL])
     out[25] = _since(nowday, st[LC])
     out[26] = _since(nowday, st[LU])
+    out[27] = float(nowday - st[FD])
 
 
 @njit(cache=True)

@@ -111,6 +111,7 @@ def features_at(events: list[Event], now: int, now_month: int) -> np.ndarray:
         last_day("login"),
         last_day("complaint"),
         last_day("usage"),
+        now_day - min(day_of(ev.ts) for ev in events),
     ]
     assert len(row) == len(FEATURES)
     return np.array(row, dtype=np.float64) / DIVISOR

@@ -15,7 +15,8 @@ the last 7 days include all of the 7th day back.
 Usage totals (``data_mb_*``, ``voice_min_*``) are kept per UTC day: ``7d`` is now's day and the
 6 days before it, ``prev28`` the 28 days before those. ``spend_mK`` is spend in the K-th
 complete calendar month before now's month (``spend_m0`` is the month to date);
-``recency_days`` and ``days_since_*`` are differences of UTC day numbers.
+``recency_days``, ``days_since_*`` and ``history_days`` (since the day of the earliest event the
+store holds for the subscriber: how long it has watched it) are differences of UTC day numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ FEATURES: tuple[str, ...] = (
     "days_since_login",
     "days_since_complaint",
     "days_since_usage",
+    "history_days",
 )
 INDEX = {name: i for i, name in enumerate(FEATURES)}
 
