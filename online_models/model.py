@@ -17,13 +17,13 @@ from features.schema import FEATURES, INDEX
 
 # Features that describe the state, not identity or bookkeeping, are stored in snapshots.
 SNAPSHOT_FEATURES = tuple(f for f in FEATURES if f != "days_since_plan_change")
-# The model's inputs leave out those that look back further than a subscriber's first snapshot
-# (taken after ``LabelPolicy.history_ms``, 35 days) can guarantee: spend 2-5 months back and
-# the days since the last complaint (unbounded). Until the stream has watched a subscriber
-# that long they read 0 / large because nothing was seen yet, so in the first months they
-# drift with the time since the stream began and the model learnt *when* a snapshot was taken
-# (README: "Does the model add recall on the demo?"). Still stored, so this set can change
-# without touching stored snapshots.
+# The model's inputs leave out those that look back further than the longest day window
+# (35 days, ``FULL_HISTORY_DAYS`` below): spend 2-5 months back and the days since the last
+# complaint (unbounded). Until the stream has watched a subscriber that long they read 0 /
+# large because nothing was seen yet, so in the first months they drift with the time since
+# the stream began and the model learnt *when* a snapshot was taken (docs/model.md: "Does the
+# model add recall on the demo?"). Still stored, so this set can change without touching
+# stored snapshots.
 TIME_LEAKING = frozenset({"spend_m2", "spend_m3", "spend_m4", "spend_m5",
                           "days_since_complaint"})
 MODEL_FEATURES = tuple(f for f in SNAPSHOT_FEATURES if f not in TIME_LEAKING)
@@ -37,10 +37,36 @@ TRENDS = (("data_trend", "data_mb_7d", "data_mb_prev28", 1.0),
           ("voice_trend", "voice_min_7d", "voice_min_prev28", 1.0),
           ("logins_trend", "logins_7d", "logins_prev28", 0.2))
 FEE_CHANGE = "fee_change"
+# How long the store has watched the subscriber. A subscriber the operator already knows (its
+# profile carries a tenure) is learned from its first snapshot, when its windows are still
+# filling: a window needing more days than the store has watched reads low for lack of
+# history, not for lack of activity, so the model reads it as missing (left out: it adds
+# nothing to the score), and ``recency_days`` too when no spend was seen since the store began
+# watching (it then only says how long that was). ``history_days`` itself is not an input (it
+# grows with the time since the stream began); ``history_seen``, the share of the longest window
+# watched (capped at 1), is, so the model can learn how new subscribers differ. From
+# ``FULL_HISTORY_DAYS`` on nothing is left out. Calendar months count as needing the full span.
+HISTORY, HISTORY_SEEN = "history_days", "history_seen"
+FULL_HISTORY_DAYS = 35  # the longest day window, logins_prev28, reaches 34 days back
+WINDOW_DAYS = {"spend_m0": 35, "spend_m1": 35, "logins_7d": 7, "data_mb_7d": 7,
+               "voice_min_7d": 7, "complaints_30d": 30, "complaints_network_30d": 30,
+               "complaints_billing_30d": 30, "complaints_service_30d": 30,
+               "complaints_other_30d": 30, "spend_count_30d": 30, "spend_amount_30d": 30,
+               "logins_prev28": 35, "data_mb_prev28": 35, "voice_min_prev28": 35}
 
 
 def with_derived(x: dict[str, float]) -> dict[str, float]:
-    """Add the derived inputs to a model input dict (in place; missing inputs: left out)."""
+    """Add the derived inputs to a model input dict and leave out the windows still filling
+    (in place; missing inputs: left out)."""
+    history = x.pop(HISTORY, None)
+    if history is not None:
+        if history < FULL_HISTORY_DAYS:
+            for name, days in WINDOW_DAYS.items():
+                if history < days:
+                    x.pop(name, None)
+            if x.get("recency_days", -1.0) >= history:
+                x.pop("recency_days", None)
+        x[HISTORY_SEEN] = min(history, FULL_HISTORY_DAYS) / FULL_HISTORY_DAYS
     for name, recent, before, floor in TRENDS:
         if recent in x and before in x:
             x[name] = math.log((max(x[recent], 0.0) / 7 + floor)
@@ -60,9 +86,27 @@ def model_input(row: np.ndarray, attrs: Mapping[str, float]) -> dict[str, float]
     return with_derived(x)
 
 
+def _filling_masked(matrix: np.ndarray) -> np.ndarray:
+    """A copy of feature rows with the windows still filling set missing (NaN), as
+    :func:`with_derived` leaves them out."""
+    out = matrix.copy()
+    history = matrix[:, INDEX[HISTORY]]  # NaN (unknown) compares False: nothing masked
+    with np.errstate(invalid="ignore"):
+        short = history < FULL_HISTORY_DAYS
+        if short.any():
+            for name, days in WINDOW_DAYS.items():
+                out[history < days, INDEX[name]] = np.nan
+            recency = INDEX["recency_days"]
+            out[short & (matrix[:, recency] >= history), recency] = np.nan
+    return out
+
+
 def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
                      ) -> tuple[list[str], np.ndarray]:
-    """:func:`with_derived` for a matrix of feature rows (NaN where an input is missing)."""
+    """:func:`with_derived` for a matrix of feature rows, windows still filling already set
+    missing (NaN where an input is missing)."""
+    history = matrix[:, INDEX[HISTORY]]
+    seen = np.minimum(history, FULL_HISTORY_DAYS) / FULL_HISTORY_DAYS  # NaN stays NaN
     col = {name: np.maximum(matrix[:, INDEX[name]], 0.0) for name in  # NaN stays NaN
            ("monthly_fee", *(n for _, r, b, _ in TRENDS for n in (r, b)))}
     out = [np.log((col[r] / 7 + f) / (col[b] / 28 + f)) for _, r, b, f in TRENDS]
@@ -70,7 +114,8 @@ def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
         else np.full(len(matrix), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         out.append(np.where(base != 0, matrix[:, INDEX["monthly_fee"]] / base - 1.0, np.nan))
-    return [name for name, *_ in TRENDS] + [FEE_CHANGE], np.column_stack(out)
+    out.append(seen)
+    return [name for name, *_ in TRENDS] + [FEE_CHANGE, HISTORY_SEEN], np.column_stack(out)
 
 
 _INPUTS = frozenset(MODEL_FEATURES)
@@ -109,7 +154,8 @@ class ChurnModel:
         weights and clamped sigmoid as River's pipeline, without building per-row dicts."""
         means, vars_ = self.scaler.means, self.scaler.vars
         weights = self.classifier.weights
-        cols = [i for i, name in enumerate(FEATURES) if name in MODEL_FEATURES]
+        cols = [i for i, name in enumerate(FEATURES) if name in _INPUTS and name != HISTORY]
+        matrix = _filling_masked(matrix)
         derived_names, derived = _derived_columns(matrix, attrs)
         names = [FEATURES[i] for i in cols] + derived_names
         mean = np.array([means.get(n, 0.0) for n in names])

@@ -434,18 +434,20 @@ def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> No
     import numpy as np
 
     from features.schema import FEATURES
-    from online_models.model import (MODEL_FEATURES, SNAPSHOT_FEATURES, TIME_LEAKING, TRENDS,
-                                     model_input)
+    from online_models.model import (HISTORY, HISTORY_SEEN, MODEL_FEATURES, SNAPSHOT_FEATURES,
+                                     TIME_LEAKING, TRENDS, model_input)
     from online_models.snapshots import model_features
 
     assert TIME_LEAKING and TIME_LEAKING <= set(SNAPSHOT_FEATURES)
     stored = model_features(list(range(len(SNAPSHOT_FEATURES))))
     assert set(stored) == set(MODEL_FEATURES) and not set(stored) & TIME_LEAKING
     assert all(stored[name] == SNAPSHOT_FEATURES.index(name) for name in stored)
-    live = model_input(np.arange(len(FEATURES), dtype=float), {"age": 30.0})
+    row = np.arange(len(FEATURES), dtype=float)
+    row[FEATURES.index("history_days")] = 40.0  # watched long enough: no window still filling
+    live = model_input(row, {"age": 30.0})
     trends = {name for name, *_ in TRENDS}  # derived only from model features
     assert {source for _, *sources, _ in TRENDS for source in sources} <= set(MODEL_FEATURES)
-    assert set(live) == set(MODEL_FEATURES) | {"attr_age"} | trends
+    assert set(live) == (set(MODEL_FEATURES) - {HISTORY}) | {"attr_age", HISTORY_SEEN} | trends
 
 
 def test_learner_gives_the_event_loop_turns_while_learning_a_backlog(redis_url: str) -> None:

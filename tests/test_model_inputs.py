@@ -66,3 +66,41 @@ def test_the_learner_sees_the_derived_inputs_of_the_stored_snapshot() -> None:
     assert learned.keys() == scored.keys()
     for name in ("data_trend", "voice_trend", "logins_trend", "fee_change"):
         assert learned[name] == pytest.approx(scored[name], abs=0.08)  # one-byte codes: ±6 %
+
+
+def test_windows_still_filling_are_left_out_and_the_history_watched_is_an_input() -> None:
+    row = _row(logins_7d=3.0, logins_prev28=0.0, data_mb_7d=500.0, data_mb_prev28=0.0,
+               complaints_30d=0.0, spend_count_30d=0.0, recency_days=9.0, tenure_months=20.0,
+               history_days=9.0)
+    x = model_input(row, {"monthly_charges": 70.0})
+    # 9 days watched: the 7-day windows are complete, the 28 days before them and the 30-day
+    # counts are not; recency (no spend since the store began watching) says only "≥ 9 days"
+    assert x["logins_7d"] == 3.0 and x["data_mb_7d"] == 500.0
+    assert not {"logins_prev28", "data_mb_prev28", "complaints_30d", "spend_count_30d",
+                "recency_days", "data_trend", "logins_trend", "history_days"} & set(x)
+    assert x["history_seen"] == pytest.approx(9 / 35)
+    assert x["tenure_months"] == 20.0 and x["attr_monthly_charges"] == 70.0
+    spent = model_input(_row(recency_days=2.0, history_days=9.0), {})
+    assert spent["recency_days"] == 2.0  # a spend seen 2 days ago: observed, kept
+    full = model_input(_row(logins_prev28=0.0, recency_days=40.0, history_days=60.0), {})
+    assert full["logins_prev28"] == 0.0 and full["recency_days"] == 40.0
+    assert full["history_seen"] == 1.0  # capped: no drift with the stream's age
+    unknown = model_input(_row(logins_prev28=4.0), {})  # a snapshot stored without it
+    assert unknown["logins_prev28"] == 4.0 and "history_seen" not in unknown
+
+
+def test_vectorised_scores_leave_out_the_same_filling_windows() -> None:
+    rng = np.random.default_rng(11)
+    n = 400
+    rows = np.abs(rng.normal(20, 15, size=(n, len(FEATURES)))).round()
+    rows[:, INDEX["history_days"]] = rng.choice([0, 3, 8, 20, 31, 34, 35, 90, np.nan], size=n)
+    rows[:, INDEX["recency_days"]] = np.minimum(rows[:, INDEX["recency_days"]],
+                                                np.nan_to_num(rows[:, INDEX["history_days"]],
+                                                              nan=1e9))
+    model = ChurnModel()
+    for i in range(300):  # learns from the filling windows' absence too
+        model.learn(model_input(rows[i], {}), bool(rows[i, INDEX["logins_prev28"]] < 15))
+    assert "history_seen" in model.classifier.weights
+    expected = model.score([model_input(r, {}) for r in rows])
+    assert np.allclose(model.score_matrix(rows, [{}] * n), expected, rtol=0, atol=1e-12)
+    assert len(np.unique(expected.round(6))) > 50
