@@ -139,8 +139,10 @@ class Settings(BaseSettings):
                                         "action, a subscriber's snapshots are not learned for "
                                         "this many days (the action confounds the label)")
     model_history_days: float = Field(35, ge=0, le=365, description="a subscriber new to the "
-                                      "store gets no model snapshot for this many days (its "
-                                      "feature windows are still filling)")
+                                      "store whose profile gave no tenure_months gets no model "
+                                      "snapshot for this many days; one with a tenure is "
+                                      "learned from its first (windows still filling are "
+                                      "read as missing)")
     holdout_fraction: float = Field(0.05, ge=0, le=1, description="share of subscribers whose "
                                     "alerts get no retention action (chosen by a hash of the "
                                     "id), to measure the actions' effect")

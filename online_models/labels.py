@@ -15,8 +15,8 @@ from alerting.alert import Alert
 from churnwatch.events import Event
 from features.extension import frame
 from features.store import BatchFeatures
-from online_models.snapshots import (Book, LabelPolicy, Resolved, due_of, quantise,
-                                     stored_values)
+from online_models.snapshots import (Book, LabelPolicy, Resolved, due_of, learnable,
+                                     quantise, stored_values)
 
 LABEL_TYPES = ("churn", "active")
 
@@ -54,6 +54,7 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
     if not rows:
         return out
     quantised = quantise(staged.matrix)
+    ready = learnable(staged.matrix, policy).tolist()
 
     def row_values(j: int) -> list[int | None]:
         return stored_values(quantised[j].tolist())
@@ -79,27 +80,25 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
             continue  # nothing can change before the record's due time
         after = staged.attrs[js[-1]]  # the attributes stored with the new value
         book = Book.decode(old, staged.previous_attrs.get(sid, after))
-        before = staged.clocks.get(sid, 0)
-        if not before:  # new to the store: its windows only start filling now
-            book.first_seen(events[rows[js[0]]].ts, policy)
-        book.clock = max(book.clock, before)
+        book.clock = max(book.clock, staged.clocks.get(sid, 0))
         book.rows = row_values
         for j in js:
-            _step(book, policy, events[rows[j]], j, staged.attrs[j], marks, out)
+            _step(book, policy, events[rows[j]], j, ready[j], staged.attrs[j], marks, out)
         body = book.encode(policy, after)
         if body != old:
             values.replace_extension(sid, body)
     return out
 
 
-def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, attrs: dict[str, float],
-          marks: Mapping[tuple[str, str], bool], out: Resolved) -> None:
-    """One applied event of a subscriber, in order."""
+def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, ready: bool,
+          attrs: dict[str, float], marks: Mapping[tuple[str, str], bool],
+          out: Resolved) -> None:
+    """One applied event of a subscriber, in order (``ready``: its row is learnable)."""
     sid = ev.subscriber_id
     book.advance(ev.ts, policy, sid, attrs, out)
     if ev.type in LABEL_TYPES:
         book.label(ev.type == "churn", ev.ts, policy, sid, attrs, out)
-    else:
+    elif ready:
         book.take(j, attrs, policy, out)
     held_out = marks.get((sid, ev.event_id))
     if held_out is not None:
@@ -114,13 +113,15 @@ def resolve_sweep(policy: LabelPolicy, snap: BatchFeatures, watermark: int,
     out = Resolved()
     writes: list[SweepWrite] = []
     quantised = quantise(snap.matrix)
+    ready = learnable(snap.matrix, policy).tolist()
     for j, k in enumerate(snap.rows.tolist()):
         sid = snap.subscribers[k]
         _, old, attrs_raw = snap.staged.parts(sid)
         attrs = snap.attrs[j]
         book = Book.decode(old, attrs)
         book.advance(watermark, policy, sid, attrs, out)
-        book.take(stored_values(quantised[j].tolist()), attrs, policy, out)
+        if ready[j]:
+            book.take(stored_values(quantised[j].tolist()), attrs, policy, out)
         held_out = marks.get((sid, trigger_id))
         if held_out is not None:
             book.alerted(book.clock, held_out, policy, out)

@@ -13,10 +13,14 @@ Pending snapshots are resolved into labelled :class:`Example` s:
   negative. The lateness margin makes this final: any churn event still accepted has
   T ≥ c − lateness, outside the snapshot's horizon.
 
-A subscriber first seen at F gets no snapshot before F + ``history_ms`` (35 days: the
-longest day window, ``logins_prev28``, reaches 34 days back). Before that its windows are
-empty because the stream had not seen it yet, not because it was idle; such snapshots would
-teach the model how long a subscriber has been watched instead of how it behaves.
+New to the engine is not new to the operator. A scored row may become a snapshot when the
+operator's profile gave the subscriber's tenure (``tenure_months``), however recently the
+store first saw it: a feed of one profile per subscriber, its label a month or two later, is
+learned from that first snapshot. The windows still filling are read as missing by the model,
+next to how long the store has watched (``history_days``, see ``online_models.model``). A
+subscriber without a known tenure gets no snapshot until the store has watched it for
+``history_ms`` (35 days: the longest day window, ``logins_prev28``, reaches 34 days back,
+counted in UTC days from its earliest event): nothing then says it is not brand new.
 
 Retention actions confound labels (an offer may keep a subscriber who would have left), so a
 subscriber who receives one has every pending snapshot dropped and no snapshot is taken for
@@ -62,7 +66,7 @@ _NAN = -128  # not a code: read back as missing
 @dataclass(frozen=True)
 class LabelPolicy:
     """Label horizon, snapshot period, allowed lateness, post-action exclusion and the
-    history a new subscriber needs before its first snapshot (ms)."""
+    history a subscriber without a known tenure needs before its first snapshot (ms)."""
 
     horizon_ms: int = 60 * DAY_MS
     every_ms: int = 14 * DAY_MS
@@ -83,6 +87,17 @@ class Example(msgspec.Struct, frozen=True, array_like=True):
     churned: bool
     values: list[int | None]
     attrs: dict[str, float]
+
+
+_TENURE, _HISTORY = INDEX["tenure_months"], INDEX["history_days"]
+
+
+def learnable(matrix: np.ndarray, policy: LabelPolicy) -> np.ndarray:
+    """Which feature rows may become snapshots: the profile gave a tenure, or the store has
+    watched the subscriber for ``policy.history_ms`` (whole UTC days)."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(matrix[:, _TENURE]) | (matrix[:, _HISTORY] * DAY_MS
+                                                 >= policy.history_ms)
 
 
 def quantise(matrix: np.ndarray) -> np.ndarray:
@@ -187,16 +202,13 @@ class Book:
         while self.snaps and self.snaps[0].ts <= ts:
             self._emit(self.snaps.pop(0), sid, ts, False, attrs, out)
 
-    def first_seen(self, ts: int, policy: LabelPolicy) -> None:
-        """A subscriber new to the store at ``ts``: no snapshot until its history fills."""
-        self.no_snapshot_until = max(self.no_snapshot_until, ts + policy.history_ms)
-
     def take(self, values: list[int | None] | int, attrs: Mapping[str, float],
              policy: LabelPolicy, out: Resolved) -> None:
-        """A scored row (with the profile attributes it was scored with) at the clock becomes
-        the period's snapshot (unless excluded)."""
+        """A learnable scored row (:func:`learnable`, with the profile attributes it was
+        scored with) at the clock becomes the period's snapshot (unless excluded)."""
         if self.clock < self.no_snapshot_until:
-            return  # history warm-up, or excluded after a retention action (not counted)
+            return  # excluded after a retention action (or, in records stored by earlier
+            # releases, a new subscriber's history warm-up): not counted
         if self.snaps and self.snaps[-1].ts // policy.every_ms == self.clock // policy.every_ms:
             return  # the period already has its snapshot
         self.snaps.append(Snapshot(self.clock, values, attrs))

@@ -24,7 +24,7 @@ from churnwatch.events import Event
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from features.reference import ReferenceStore
-from features.schema import FEATURES
+from features.schema import DAY_MS, FEATURES
 from features.store import FeatureStore, StoreConfig
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example, LabelPolicy
@@ -71,8 +71,9 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
         if status != "A":
             continue
         sid = ev.subscriber_id
-        if sid not in clock:  # first seen: no snapshot until its history fills
-            until[sid] = ev.ts + policy.history_ms
+        # learnable: the profile gave a tenure, or the store has watched it long enough
+        known = not math.isnan(row[FEATURES.index("tenure_months")])
+        watched = row[FEATURES.index("history_days")] * DAY_MS >= policy.history_ms
         now = clock[sid] = max(clock.get(sid, 0), ev.ts)
         snaps = pending.setdefault(sid, [])
         for snap in [s for s in snaps if s[0] + policy.horizon_ms < now - policy.lateness_ms]:
@@ -87,7 +88,7 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
             for snap in [s for s in snaps if s[0] <= ev.ts]:
                 out[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
                 snaps.remove(snap)
-        elif now >= until.get(sid, 0):
+        elif (known or watched) and now >= until.get(sid, 0):
             if not snaps or snaps[-1][0] // policy.every_ms != now // policy.every_ms:
                 # the period's first scored row, with the attributes it was scored with
                 snaps.append([now, quantised(row), dict(store.attrs(sid))])

@@ -18,7 +18,7 @@ from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from features.schema import DAY_MS
 from online_models.learner import Learner, example_input
-from online_models.model import ChurnModel
+from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Book, LabelPolicy
 from online_models.versions import ModelVersions
 from tests.label_oracle import Harness, reference_labels, stream_examples
@@ -124,9 +124,16 @@ def test_random_streams_with_replays_and_restarts_match_the_reference(
         assert _as_labels(examples) == want
         first = {}
         for ev in events:
-            first.setdefault(ev.subscriber_id, ev.ts)
-        assert all(ex.snapshot_ts >= first[ex.subscriber_id] + policy.history_ms
-                   for ex in examples)
+            first[ev.subscriber_id] = min(ev.ts, first.get(ev.subscriber_id, ev.ts))
+        tenure = SNAPSHOT_FEATURES.index("tenure_months")
+        early = [ex for ex in examples
+                 if (ex.snapshot_ts // DAY_MS - first[ex.subscriber_id] // DAY_MS) * DAY_MS
+                 < policy.history_ms]
+        # before the store has watched them for history_ms, only subscribers whose profile
+        # gave a tenure have snapshots
+        assert all(ex.values[tenure] is not None for ex in early)
+        if policy.history_ms:
+            assert early, "no subscriber with a known tenure was learned early"
         assert sum(1 for v in want.values() if v[1]) >= 3
         assert sum(1 for v in want.values() if not v[1]) >= 10
         await h.stop()
