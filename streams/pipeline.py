@@ -59,7 +59,8 @@ from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
-from streams.intake import activity, count_outcomes, decode_records, late_letters
+from streams.intake import (activity, count_outcomes, decode_records, future_letters,
+                            late_letters)
 from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.repartition import Forward, Homes
@@ -257,6 +258,9 @@ class Pipeline:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
         fresh, replayed = self._split_replays(records)
         events, origins, result.dead_letters = decode_records(fresh)
+        events, origins, ahead = future_letters(
+            events, origins, fresh, int(self.clock() * 1000) + self.store.config.future_ms)
+        result.dead_letters += ahead
         forwards: list[Forward] = []
         if self.homes is not None:
             events, origins, forwards = self.homes.split(events, origins, fresh)
