@@ -357,26 +357,28 @@ class Pipeline:
                            gone: dict[int, list[str]],
                            applied: dict[tuple[str, int], int]) -> None:
         pipe, fence = self._transaction()
-        if fence is not None and not await fence.open(pipe, applied, applied):
-            return  # an earlier attempt landed, its reply was lost
-        append_examples(pipe, self.store.config.keys, examples)
-        await self.ledger.commit(decision.entries, decision.pending,
-                                 pipe=pipe, states=staged.staged)
-        for partition, clocks in active.items():
-            self.silence.record(pipe, partition, clocks)
-        for partition, left in gone.items():
-            self.silence.forget(pipe, partition, left)
-        self.writes.hold(pipe, decision)
-        await self.risk.record(pipe, decision.risk)
-        self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
-        if fence is not None:  # in the transaction: the offsets land with the states
-            fence.close(pipe, applied)
-        failpoint("before_redis_write")
         try:
+            if fence is not None and not await fence.open(pipe, applied, applied):
+                return  # an earlier attempt landed, its reply was lost
+            append_examples(pipe, self.store.config.keys, examples)
+            await self.ledger.commit(decision.entries, decision.pending,
+                                     pipe=pipe, states=staged.staged)
+            for partition, clocks in active.items():
+                self.silence.record(pipe, partition, clocks)
+            for partition, left in gone.items():
+                self.silence.forget(pipe, partition, left)
+            self.writes.hold(pipe, decision)
+            await self.risk.record(pipe, decision.risk)
+            self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
+            if fence is not None:  # in the transaction: the offsets land with the states
+                fence.close(pipe, applied)
+            failpoint("before_redis_write")
             await pipe.execute()
-        except WatchError:
+        except WatchError:  # (also a connection lost while watching, before the EXEC)
             assert fence is not None
             raise await fence.refused(applied) from None
+        finally:
+            await pipe.reset()
         if fence is None and self.applied_key:  # a cluster: after the states
             await self._store_applied(self.store.redis, applied)
 
@@ -393,12 +395,12 @@ class Pipeline:
                 await pending
             if fence is not None:
                 fence.close(pipe, {})
-            try:
-                await pipe.execute()
-            except WatchError:
-                assert fence is not None
-                raise await fence.refused(tps) from None
+            await pipe.execute()
+        except WatchError:  # (also a connection lost while watching, before the EXEC)
+            assert fence is not None
+            raise await fence.refused(tps) from None
         finally:  # written (or maybe, if the write failed)
+            await pipe.reset()
             self.store.forget(written)
 
     def _store_applied(self, client: Any, applied: dict[tuple[str, int], int]) -> Any:
