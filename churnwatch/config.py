@@ -62,6 +62,10 @@ class Settings(BaseSettings):
                                  "parts of at most this size (about 50k events at 8 MiB)")
     batch_within_s: float = Field(0.02, gt=0, le=10, description="max wait to fill a micro-batch")
     lateness_days: float = Field(7, ge=0, le=30, description="allowed event lateness")
+    future_tolerance_s: float = Field(86_400, ge=0, le=10 * 365 * 86_400, description="an event "
+                                      "whose ts is further ahead of the worker's clock goes to "
+                                      "churn.dlq as `future` (a producer's broken clock must "
+                                      "not move a subscriber's or a partition's event time)")
     state_ttl_days: int = Field(400, ge=1, description="a subscriber's state is dropped after "
                                 "this many days without events (event time, by the silence "
                                 "sweep), or after a churn event")

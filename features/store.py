@@ -51,11 +51,13 @@ _attribute_maps = msgspec.msgpack.Decoder(list[dict[str, float]]).decode
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """How long events may arrive late and how long idle state is kept (``ttl_s``: after the
-    subscriber's last event, in event time, see ``Pipeline.sweep``; after a churn event, in
-    wall-clock time, as a key expiry)."""
+    """How long events may arrive late, how far ahead of the wall clock their time may be
+    (``future_ms``: further ahead is a broken clock, see ``Pipeline``) and how long idle state
+    is kept (``ttl_s``: after the subscriber's last event, in event time, see
+    ``Pipeline.sweep``; after a churn event, in wall-clock time, as a key expiry)."""
 
     lateness_ms: int = 7 * DAY_MS
+    future_ms: int = DAY_MS
     ttl_s: int = 400 * 86_400
     keys: Keys = Keys()
 

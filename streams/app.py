@@ -63,6 +63,7 @@ log = logging.getLogger("churnwatch.worker")
 def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
     """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
+                                            future_ms=int(settings.future_tolerance_s * 1000),
                                             ttl_s=settings.state_ttl_days * 86_400),
                          StateCache(settings.state_cache_size))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)

@@ -2,6 +2,7 @@
 
 - :func:`decode_records`: Kafka records → valid events (with the record each came from) and
   dead letters for the invalid ones;
+- :func:`future_letters`: dead letters for events from a clock ahead of the worker's;
 - :func:`late_letters`: dead letters for events older than their subscriber's clock minus
   the allowed lateness;
 - :func:`count_outcomes`: events by type and outcome, dead letters by kind (metrics);
@@ -38,6 +39,29 @@ def decode_records(records: Sequence[Record]) -> tuple[list[Event], list[int], l
                 rej.reason, "invalid", rec.topic, rec.partition, rec.offset, rej.index,
                 rej.raw.decode("utf-8", "replace")))
     return events, origins, letters
+
+
+def future_letters(events: list[Event], origins: list[int], records: Sequence[Record],
+                   limit_ms: int) -> tuple[list[Event], list[int], list[DeadLetter]]:
+    """The events whose time is at most ``limit_ms`` (with their records' indices), and dead
+    letters for the others: their producer's clock is ahead of the worker's by more than
+    the tolerance (``StoreConfig.future_ms``)."""
+    if all(ev.ts <= limit_ms for ev in events):
+        return events, origins, []
+    kept: list[Event] = []
+    kept_origins: list[int] = []
+    letters: list[DeadLetter] = []
+    for ev, n in zip(events, origins):
+        if ev.ts <= limit_ms:
+            kept.append(ev)
+            kept_origins.append(n)
+            continue
+        rec = records[n]
+        letters.append(DeadLetter(
+            "future: ts is ahead of the worker's clock by more than the tolerance "
+            "(CHURNWATCH_FUTURE_TOLERANCE_S); fix the producer's clock", "future",
+            rec.topic, rec.partition, rec.offset, -1, msgspec.json.encode(ev).decode()))
+    return kept, kept_origins, letters
 
 
 def late_letters(events: Sequence[Event], origins: Sequence[int], records: Sequence[Record],

@@ -59,10 +59,11 @@ from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
-from streams.intake import activity, count_outcomes, decode_records, late_letters
+from streams.intake import (activity, count_outcomes, decode_records, future_letters,
+                            late_letters)
 from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
-from streams.repartition import Forward, Homes
+from streams.repartition import Forward, Homes, Seen
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -136,6 +137,7 @@ class Pipeline:
         # states (load_applied); records before it are replays, skipped
         self.applied: dict[tuple[str, int], int] = {}
         self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
+        self.seen: Seen = {}  # of home partitions: the forwarded events applied (repartition)
         self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
         self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
         self.homes: Homes | None = None  # forwards events away from home (None: applies all)
@@ -203,12 +205,18 @@ class Pipeline:
         self.ready.set()
 
     async def _load_applied(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """The partitions' applied offsets and, of home partitions, the highest source
+        positions of the forwarded events applied (``streams.repartition``)."""
         if self.applied_key is None or not partitions:
-            self.applied = {}
+            self.applied, self.seen = {}, {}
             return
-        values = await self.store.redis.hmget(self.applied_key,
-                                              [partition_field(tp) for tp in partitions])
-        self.applied = {tp: int(v) for tp, v in zip(partitions, values) if v is not None}
+        keys = self.homes.seen_keys(partitions) if self.homes is not None else []
+        fields = [partition_field(tp) for tp in partitions]
+        fields += [self.homes.seen_field(key) for key in keys] if self.homes else []
+        values = await self.store.redis.hmget(self.applied_key, fields)
+        n = len(partitions)
+        self.applied = {tp: int(v) for tp, v in zip(partitions, values[:n]) if v is not None}
+        self.seen = {key: int(v) for key, v in zip(keys, values[n:]) if v is not None}
 
     def _split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
         """The records not applied yet, and the replays: records before their partition's
@@ -258,8 +266,15 @@ class Pipeline:
         fresh, replayed = self._split_replays(records)
         events, origins, result.dead_letters = decode_records(fresh)
         forwards: list[Forward] = []
-        if self.homes is not None:
+        forwarded_again: list[Event] = []
+        seen: Seen = {}
+        if self.homes is not None:  # (streams/repartition.py)
+            events, origins, forwarded_again, seen = self.homes.replays(
+                events, origins, fresh, self.seen)
             events, origins, forwards = self.homes.split(events, origins, fresh)
+        events, origins, ahead = future_letters(
+            events, origins, fresh, int(self.clock() * 1000) + self.store.config.future_ms)
+        result.dead_letters += ahead
         self.metrics.batch_events.observe(len(events))
         stage.labels("decode").observe(time.perf_counter() - started)
         if self.commits.failure is not None:
@@ -292,13 +307,14 @@ class Pipeline:
         letters = [msgspec.json.encode(d) for d in result.dead_letters]
         applied = next_offsets(fresh)
         self.applied.update(applied)
+        self.seen.update(seen)
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
-                                 forwards, applied, publisher))
+                                 forwards, applied, seen, publisher))
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
-        replays = decode_records(replayed)[0] if replayed else []
+        replays = (decode_records(replayed)[0] if replayed else []) + forwarded_again
         if replays:  # applied before: counted as duplicates, their undelivered alerts re-sent
             count_replays(self.metrics, replays)
             result.outcomes["duplicate"] += len(replays)
@@ -319,7 +335,8 @@ class Pipeline:
     async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
                       active: dict[int, dict[str, int]], gone: dict[int, list[str]],
                       letters: list[bytes], forwards: list[Forward],
-                      applied: dict[tuple[str, int], int], publisher: Publisher) -> None:
+                      applied: dict[tuple[str, int], int], seen: Seen,
+                      publisher: Publisher) -> None:
         """Store a batch's effects: its dead letters and the events it forwards to their home
         partitions are published first (a crash before the rest publishes them again: at
         least once; dead letters by their coordinates, events by their ids), then one Redis round
@@ -337,7 +354,8 @@ class Pipeline:
             self.metrics.forwarded.inc(sum(f.events for f in forwards))
         async for attempt in self._retrying("batch"):
             with attempt:
-                await self._commit_once(staged, decision, examples, active, gone, applied)
+                await self._commit_once(staged, decision, examples, active, gone, applied,
+                                        seen)
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
     def _transaction(self) -> tuple[Any, WriteFence | None]:
@@ -351,30 +369,35 @@ class Pipeline:
     async def _commit_once(self, staged: BatchFeatures, decision: Decision,
                            examples: list[Example], active: dict[int, dict[str, int]],
                            gone: dict[int, list[str]],
-                           applied: dict[tuple[str, int], int]) -> None:
+                           applied: dict[tuple[str, int], int], seen: Seen) -> None:
         pipe, fence = self._transaction()
-        if fence is not None and not await fence.open(pipe, applied, applied):
-            return  # an earlier attempt landed, its reply was lost
-        append_examples(pipe, self.store.config.keys, examples)
-        await self.ledger.commit(decision.entries, decision.pending,
-                                 pipe=pipe, states=staged.staged)
-        for partition, clocks in active.items():
-            self.silence.record(pipe, partition, clocks)
-        for partition, left in gone.items():
-            self.silence.forget(pipe, partition, left)
-        self.writes.hold(pipe, decision)
-        await self.risk.record(pipe, decision.risk)
-        self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
-        if fence is not None:  # in the transaction: the offsets land with the states
-            fence.close(pipe, applied)
-        failpoint("before_redis_write")
         try:
+            if fence is not None and not await fence.open(pipe, applied, applied):
+                return  # an earlier attempt landed, its reply was lost
+            append_examples(pipe, self.store.config.keys, examples)
+            await self.ledger.commit(decision.entries, decision.pending,
+                                     pipe=pipe, states=staged.staged)
+            for partition, clocks in active.items():
+                self.silence.record(pipe, partition, clocks)
+            for partition, left in gone.items():
+                self.silence.forget(pipe, partition, left)
+            self.writes.hold(pipe, decision)
+            await self.risk.record(pipe, decision.risk)
+            self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
+            if fence is not None:  # in the transaction: the offsets land with the states
+                self._store_seen(pipe, seen)
+                fence.close(pipe, applied)
+            failpoint("before_redis_write")
             await pipe.execute()
-        except WatchError:
+        except WatchError:  # (also a connection lost while watching, before the EXEC)
             assert fence is not None
             raise await fence.refused(applied) from None
+        finally:
+            await pipe.reset()
         if fence is None and self.applied_key:  # a cluster: after the states
             await self._store_applied(self.store.redis, applied)
+            if seen:
+                await self._store_seen(self.store.redis, seen)
 
     async def _fenced_write(self, partition: int, written: list[str],
                             queue: Callable[[Any], Any]) -> None:
@@ -389,13 +412,19 @@ class Pipeline:
                 await pending
             if fence is not None:
                 fence.close(pipe, {})
-            try:
-                await pipe.execute()
-            except WatchError:
-                assert fence is not None
-                raise await fence.refused(tps) from None
+            await pipe.execute()
+        except WatchError:  # (also a connection lost while watching, before the EXEC)
+            assert fence is not None
+            raise await fence.refused(tps) from None
         finally:  # written (or maybe, if the write failed)
+            await pipe.reset()
             self.store.forget(written)
+
+    def _store_seen(self, client: Any, seen: Seen) -> Any:
+        if self.applied_key is None or self.homes is None or not seen:
+            return None
+        return client.hset(self.applied_key, mapping={self.homes.seen_field(key): position
+                                                      for key, position in seen.items()})
 
     def _store_applied(self, client: Any, applied: dict[tuple[str, int], int]) -> Any:
         if self.applied_key is None or not applied:

@@ -57,7 +57,7 @@ class KafkaPublisher:
 
     async def forward(self, topic: str, messages: list[Forward]) -> None:
         producer = self.app.producer
-        futures = [await producer.send(topic, None, m.value, m.partition, None, None)
+        futures = [await producer.send(topic, None, m.value, m.partition, None, m.headers)
                    for m in messages]
         await asyncio.gather(*futures)
 

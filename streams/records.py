@@ -26,6 +26,7 @@ class Record(NamedTuple):
     offset: int
     value: bytes
     timestamp_ms: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

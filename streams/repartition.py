@@ -14,8 +14,15 @@ packed per partition, to the same partition number of an internal topic with as 
 partitions (:func:`churnwatch.config.home_topic`), and applied by that partition's owner.
 Faust's assignor gives both topics' partition ``p`` to one worker (they are co-partitioned),
 so one worker writes each subscriber. Forwarded messages are published before the batch's
-Redis commit (a crash in between forwards them again: event ids make the copies
-duplicates), and the source offsets advance over them like over applied events.
+Redis commit, and the source offsets advance over them like over applied events.
+
+A crash between the two forwards them again, possibly months of event time later (a
+catch-up), when their ids may have expired from the subscriber's state. So each forwarded
+message carries its events' source partition and positions (the ``cw-source`` header), and
+the home partition's owner stores, with its states, the highest source position (offset,
+then index in the record) it applied from each source partition (:meth:`Homes.seen_field`):
+a copy of an event at or below it is a replay, skipped like a record re-read below the
+applied offset.
 """
 
 from __future__ import annotations
@@ -24,31 +31,63 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
+import numpy as np
 
 from churnwatch.events import Event
 from churnwatch.produce import partition_for
 from streams.records import Record
 
-__all__ = ["Forward", "Homes"]
+__all__ = ["HEADER", "Forward", "Homes", "Seen"]
 
 _encode = msgspec.json.Encoder().encode
 
 
 class Forward(msgspec.Struct, frozen=True):
-    """One message for the internal topic: a JSON array of events of one home partition."""
+    """One message for the internal topic: a JSON array of events of one home partition,
+    from one source partition, with their source positions (``header``)."""
 
     partition: int
     value: bytes
     events: int
+    header: bytes
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(HEADER, self.header)]
+
+
+HEADER = "cw-source"  # b"<source partition>:" then each event's source position, int64 LE
+Seen = dict[tuple[str, int, int], int]  # (home topic, home partition, source partition) →
+# the highest source position applied from it
+
+
+def position(offset: int, index: int) -> int:
+    """An event's position in its source partition: its record's offset, then its index
+    among the record's valid events (a record is decoded the same way every time)."""
+    return (offset << 16) | min(index, 0xFFFF)
+
+
+def _header(partition: int, positions: list[int]) -> bytes:
+    return b"%d:" % partition + np.asarray(positions, "<i8").tobytes()
+
+
+def _source(headers: Sequence[tuple[str, bytes]]) -> tuple[int, np.ndarray] | None:
+    for name, value in headers:
+        if name == HEADER and value:
+            head, sep, body = bytes(value).partition(b":")
+            if sep and head.isdigit() and len(body) % 8 == 0:
+                return int(head), np.frombuffer(body, "<i8")
+    return None
 
 
 @dataclass
 class Homes:
-    """Splits a batch's events into those at home and those to forward.
+    """Splits a batch's events into those at home and those to forward, and finds the
+    replayed copies among forwarded events.
 
-    ``source``: the topic producers write (``churn.events``); ``partitions``: its partition
-    count (the internal topic has as many); ``per_message``: events packed per forwarded
-    message. Events of other topics (the internal one) are always at home."""
+    ``source``: the topic producers write (``churn.events``); ``topic``: the internal topic
+    of forwarded events; ``partitions``: their partition count; ``per_message``: events
+    packed per forwarded message."""
 
     source: str
     topic: str
@@ -72,20 +111,71 @@ class Homes:
         forward the others to their home partitions."""
         kept: list[Event] = []
         kept_origins: list[int] = []
-        away: dict[int, list[Event]] = {}
+        away: dict[tuple[int, int], tuple[list[Event], list[int]]] = {}
         source, home = self.source, self.home
+        last, index = -1, 0  # the record of the previous event, and the event's index in it
         for ev, n in zip(events, origins):
+            index = index + 1 if n == last else 0
+            last = n
             rec = records[n]
             if rec.topic == source:
                 p = home(ev.subscriber_id)
                 if p != rec.partition:
-                    away.setdefault(p, []).append(ev)
+                    evs, positions = away.setdefault((p, rec.partition), ([], []))
+                    evs.append(ev)
+                    positions.append(position(rec.offset, index))
                     continue
             kept.append(ev)
             kept_origins.append(n)
         if not away:
             return events, origins, []
         step = self.per_message
-        forwards = [Forward(p, _encode(evs[i:i + step]), len(evs[i:i + step]))
-                    for p, evs in sorted(away.items()) for i in range(0, len(evs), step)]
+        forwards = [Forward(p, _encode(evs[i:i + step]), len(evs[i:i + step]),
+                            _header(src, positions[i:i + step]))
+                    for (p, src), (evs, positions) in sorted(away.items())
+                    for i in range(0, len(evs), step)]
         return kept, kept_origins, forwards
+
+    def seen_field(self, key: tuple[str, int, int]) -> str:
+        """The applied-offsets hash field of a (home topic, home partition, source
+        partition) key."""
+        return f"{key[0]}:{key[1]}<{key[2]}"
+
+    def seen_keys(self, partitions: Sequence[tuple[str, int]]) -> list[tuple[str, int, int]]:
+        """The keys of the home partitions among ``partitions``, one per source partition."""
+        return [(t, h, p) for t, h in partitions if t == self.topic
+                for p in range(self.partitions)]
+
+    def replays(self, events: list[Event], origins: list[int], records: Sequence[Record],
+                seen: Seen) -> tuple[list[Event], list[int], list[Event], Seen]:
+        """Of the batch's events, those not forwarded before (with their records' indices),
+        the copies of forwarded events already applied (at or below ``seen``), and the
+        highest source positions of the fresh forwarded events (to store with the batch).
+        Events of records without a well-formed ``cw-source`` header are fresh."""
+        fresh: list[Event] = []
+        fresh_origins: list[int] = []
+        replayed: list[Event] = []
+        advanced: Seen = {}
+        topic = self.topic
+        k = 0  # event index within its record
+        last = -1
+        offsets: np.ndarray | None = None
+        key: tuple[str, int, int] | None = None
+        for ev, n in zip(events, origins):
+            if n != last:  # the first event of record n
+                last, k, rec = n, 0, records[n]
+                offsets, key = None, None
+                if rec.topic == topic and (src := _source(rec.headers)) is not None:
+                    key = (topic, rec.partition, src[0])
+                    offsets = src[1]
+            if key is not None and offsets is not None and k < len(offsets):
+                at = int(offsets[k])
+                if at <= advanced.get(key, seen.get(key, -1)):
+                    replayed.append(ev)
+                    k += 1
+                    continue
+                advanced[key] = at
+            fresh.append(ev)
+            fresh_origins.append(n)
+            k += 1
+        return fresh, fresh_origins, replayed, advanced

@@ -72,7 +72,7 @@ class _Consumer(faust_aiokafka.Consumer):
                 continue
             if tp.topic in own:
                 await buffer.put([Record(r.topic, r.partition, r.offset, r.value or b"",
-                                         r.timestamp) for r in fetched], epoch)
+                                         r.timestamp, r.headers) for r in fetched], epoch)
             else:
                 for record in fetched:
                     yield tp, self._to_message(tp, record)

@@ -56,6 +56,7 @@ def test_events_wait_for_redis_and_nothing_is_lost(broker, tmp_path: Path) -> No
 
 
 def _lag_gauge(worker: Worker) -> float | None:
-    """The worker's churnwatch_consumer_lag_records summed over both partitions."""
-    values = [worker.metric("churnwatch_consumer_lag_records", partition=str(p)) for p in (0, 1)]
+    """The worker's churnwatch_consumer_lag_records of churn.events, both partitions."""
+    values = [worker.metric("churnwatch_consumer_lag_records", topic=EVENTS_TOPIC,
+                            partition=str(p)) for p in (0, 1)]
     return None if None in values else sum(values)

@@ -71,6 +71,60 @@ def test_a_batch_at_home_is_returned_as_it_is() -> None:
     assert homes.split(events, [0, 0, 0], records) == (events, [0, 0, 0], [])
 
 
+def _forwarded(homes: Homes, events: list[Event], records: list[Record],
+               origins: list[int], home_offset: int = 0) -> list[Record]:
+    """The records of the internal topic that forward ``events`` (as the broker gives them
+    back to the home partition's owner)."""
+    _, _, forwards = homes.split(events, origins, records)
+    return [Record(HOME, f.partition, home_offset + n, f.value, None, f.headers)
+            for n, f in enumerate(forwards)]
+
+
+def _decoded(records: list[Record]) -> tuple[list[Event], list[int]]:
+    events, origins = [], []
+    for n, rec in enumerate(records):
+        valid, _ = decode_payload(rec.value)
+        events += valid
+        origins += [n] * len(valid)
+    return events, origins
+
+
+def test_copies_of_forwarded_events_are_replays_whatever_their_batches() -> None:
+    """A source partition re-read after a crash forwards its events again, cut into other
+    messages: at home, exactly the events at or below the highest source position applied
+    are replays, also when one source record held several of them."""
+    homes = Homes(SOURCE, HOME, 2, per_message=3)
+    away = [sid for sid in (f"+4477009001{k:02d}" for k in range(40))
+            if partition_for(sid, 2) == 1][:4]
+    # source partition 0: record 10 holds three events (one message of three events),
+    # records 11-14 one each
+    events = [_event(i, away[i % len(away)]) for i in range(7)]
+    records = [Record(SOURCE, 0, 10 + n, b"", 0) for n in range(5)]
+    origins = [0, 0, 0, 1, 2, 3, 4]
+    first = _forwarded(homes, events, records, origins)
+    assert [len(decode_payload(r.value)[0]) for r in first] == [3, 3, 1]
+
+    # the first two messages were applied at home
+    got, got_origins = _decoded(first[:2])
+    fresh, _, replayed, seen = homes.replays(got, got_origins, first[:2], {})
+    assert [e.event_id for e in fresh] == [f"e{i}" for i in range(6)] and not replayed
+    # the source is re-read from record 10 and forwards everything again, in messages of 2
+    again = _forwarded(Homes(SOURCE, HOME, 2, per_message=2), events, records, origins, 3)
+    later = first[2:] + again
+    got, got_origins = _decoded(later)
+    fresh, _, replayed, advanced = homes.replays(got, got_origins, later, seen)
+    assert [e.event_id for e in fresh] == ["e6"]
+    assert sorted(e.event_id for e in replayed) == [f"e{i}" for i in range(7)]
+    assert advanced == {(HOME, 1, 0): max(seen.values()) + (1 << 16)}
+
+
+def test_forwarded_events_without_a_source_header_are_fresh() -> None:
+    homes = Homes(SOURCE, HOME, 2)
+    events = [_event(0, "+447700900123")]
+    records = [Record(HOME, 1, 0, b"", None, [("other", b"x")])]
+    assert homes.replays(events, [0], records, {(HOME, 1, 0): 10**12}) == (events, [0], [], {})
+
+
 def _variant(line: bytes, k: int) -> bytes:
     """The line with its subscriber id written in format ``k`` (a valid event only: invalid
     records are dead-lettered by their payload, which must not change)."""
