@@ -152,11 +152,13 @@ class Homes:
         the copies of forwarded events already applied (at or below ``seen``), and the
         highest source positions of the fresh forwarded events (to store with the batch).
         Events of records without a well-formed ``cw-source`` header are fresh."""
+        topic = self.topic
+        if not any(rec.topic == topic for rec in records):  # nothing forwarded in the batch
+            return events, origins, [], {}
         fresh: list[Event] = []
         fresh_origins: list[int] = []
         replayed: list[Event] = []
         advanced: Seen = {}
-        topic = self.topic
         k = 0  # event index within its record
         last = -1
         offsets: np.ndarray | None = None
