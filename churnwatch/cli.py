@@ -375,4 +375,7 @@ def evaluate(
 
 
 def main() -> None:
+    from churnwatch import kernel_cache
+
+    kernel_cache.configure()  # before any kernel is imported (churnwatch/kernel_cache.py)
     app()

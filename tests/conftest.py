@@ -22,7 +22,11 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch import kernel_cache
+
+kernel_cache.configure()  # before any kernel is imported (churnwatch/kernel_cache.py)
+
+from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC  # noqa: E402
 from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from churnwatch.embedded_cluster import EmbeddedRedisCluster
 from churnwatch.offsets import high_watermarks, worker_lag
