@@ -1,7 +1,7 @@
 """A batch's records in, and what the pipeline records about its events. Pure.
 
 - :func:`decode_records`: Kafka records → valid events (with the record each came from) and
-  dead letters for the invalid ones;
+  dead letters for the invalid ones (and for the markers of undecodable record batches);
 - :func:`future_letters`: dead letters for events from a clock ahead of the worker's;
 - :func:`late_letters`: dead letters for events older than their subscriber's clock minus
   the allowed lateness;
@@ -21,6 +21,7 @@ from churnwatch.events import Event, decode_payload
 from churnwatch.metrics import Metrics, inc_counts
 from features.store import LATE, BatchFeatures
 from streams.records import DeadLetter, Record
+from streams.undecodable import reason_of
 
 _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
@@ -31,6 +32,11 @@ def decode_records(records: Sequence[Record]) -> tuple[list[Event], list[int], l
     origins: list[int] = []
     letters: list[DeadLetter] = []
     for n, rec in enumerate(records):
+        if not rec.value and rec.headers and (why := reason_of(rec.headers)) is not None:
+            letters.append(DeadLetter(
+                f"undecodable: the Kafka client could not decode its record batch ({why})",
+                "undecodable", rec.topic, rec.partition, rec.offset, -1, ""))
+            continue
         valid, rejected = decode_payload(rec.value)
         events += valid
         origins += [n] * len(valid)

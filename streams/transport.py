@@ -12,6 +12,9 @@ things of its aiokafka driver are changed, and only these:
   Faust never tracks, acknowledges or commits them: the worker's batch loop
   (``streams.batch_loop``) commits their offsets itself, in order, once a batch's effects
   are durable. Other topics go through Faust as usual.
+- **Undecodable record batches.** A batch aiokafka cannot decode becomes marker records,
+  dead-lettered by the pipeline (``streams.undecodable``), instead of an error that stops
+  the partition.
 - **Fetch wait.** Faust hard-codes ``fetch_max_wait_ms=1500``. Tansu (the embedded broker)
   holds a fetch that finds nothing until that wait runs out, so a record produced just after
   an empty fetch would wait up to 1.5 s; ``fetch_max_wait_ms`` sets it.
@@ -27,6 +30,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams import undecodable
 from streams.fetch import RecordBuffer
 from streams.records import Record
 
@@ -35,6 +39,7 @@ __all__ = ["ChurnApp"]
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
+        undecodable.install()  # a batch the client cannot decode: markers, not an error
         consumer = super()._create_worker_consumer(transport)
         if not hasattr(consumer, "_fetch_max_wait_ms"):  # guards the pinned aiokafka internals
             raise RuntimeError("aiokafka no longer has _fetch_max_wait_ms; "
