@@ -97,8 +97,8 @@ class EmbeddedRedisCluster:
 
     def start(self) -> EmbeddedRedisCluster:
         try:
-            for node in self.nodes:
-                node.start()
+            for i in range(len(self.nodes)):
+                self._start_node(i)
             self.cli(self.nodes[0].port, "--cluster", "create",
                      *(f"{_HOST}:{n.port}" for n in self.nodes),
                      "--cluster-replicas", "0", "--cluster-yes")
@@ -112,6 +112,18 @@ class EmbeddedRedisCluster:
             self.stop()
             raise
         return self
+
+    def _start_node(self, i: int, attempts: int = 5) -> None:
+        """Start node ``i``; a port taken by another process since it was chosen (the check
+        and the bind are apart) is replaced by another one."""
+        for attempt in range(attempts):
+            try:
+                self.nodes[i].start()
+                return
+            except EmbeddedRuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.nodes[i] = _ClusterNode(cluster_port(), binary=self.server_bin)
 
     def flushall(self) -> None:
         """Empty every node (a clean cluster for the next test)."""
