@@ -191,13 +191,14 @@ class Settings(BaseSettings):
     ingest_produce_timeout_s: float = Field(30, gt=0, le=600, description="wait for broker "
                                             "acks before answering 503")
     web_enabled: bool = Field(True, description="serve /healthz, /readyz and the retention "
-                              "team's page and API from each worker (needs web_token)")
+                              "team's page and API from each worker (the page and API need "
+                              "web_token)")
     web_host: str = Field("127.0.0.1", description="bind address of the worker's web server")
     web_port: int = Field(8090, ge=0, le=65535, description="port of the worker's web server "
                           "(0 = any free)")
     web_token: SecretStr = Field(SecretStr(""), description="token of the retention team's page "
-                                 "and API (at least 16 characters); required unless "
-                                 "web_enabled is false")
+                                 "and API (at least 16 characters); without it the web "
+                                 "server serves /healthz and /readyz only")
     web_feed_maxlen: int = Field(10_000, ge=100, le=10_000_000, description="approximate "
                                  "number of recent alerts kept in the global feed cw:feed")
     risk_history: int = Field(100, ge=0, le=10_000, description="risk-score points kept per "

@@ -35,7 +35,8 @@ from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from churnwatch.produce import partition_for
 from churnwatch.redis_connect import connect, connect_sync
-from churnwatch.web.server import ReadyProbe, build_app as build_web_app, start as start_web
+from churnwatch.web.server import (ReadyProbe, build_probes_app, start as start_web,
+                                    build_app as build_web_app)
 from churnwatch.web.worker import worker_deps
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
@@ -104,12 +105,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     if settings.webhook_url and not settings.webhook_secret.get_secret_value():
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
                           "Fix: set the receiver's signing secret (whsec_<base64> or text)")
-    if settings.web_enabled and not settings.web_token.get_secret_value():
-        raise ConfigError("CHURNWATCH_WEB_TOKEN is empty, and the worker's web server (health "
-                          "probes, the retention team's page) needs it. Fix: set it to a long "
-                          "random string, e.g. `python -c 'import secrets; print(secrets."
-                          "token_urlsafe(32))'`, or set CHURNWATCH_WEB_ENABLED=false to run "
-                          "without the web server")
     metrics = metrics or Metrics()
     records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
     app = ChurnApp(
@@ -196,9 +191,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         def assigned() -> bool:
             return any(tp.topic == EVENTS_TOPIC for tp in app.consumer.assignment())
 
-        web_app = build_web_app(settings.web_token.get_secret_value(),
-                                worker_deps(settings, redis, pipeline, send_event),
-                                ReadyProbe(redis, assigned))
+        probe = ReadyProbe(redis, assigned)
+        token = settings.web_token.get_secret_value()
+        if not token:  # the contract's stable keys alone start a worker: probes only
+            _, port = await start_web(build_probes_app(probe), settings.web_host,
+                                      settings.web_port)
+            log.warning("web on http://%s:%d/: /healthz and /readyz only; the retention "
+                        "team's page and API are off because CHURNWATCH_WEB_TOKEN is empty. "
+                        "Fix: set it to a long random string, e.g. `python -c 'import "
+                        "secrets; print(secrets.token_urlsafe(32))'`", settings.web_host, port)
+            return
+        web_app = build_web_app(token, worker_deps(settings, redis, pipeline, send_event), probe)
         _, port = await start_web(web_app, settings.web_host, settings.web_port)
         log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
                  settings.web_host, port)

@@ -223,13 +223,43 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
     run(redis_url, body)
 
 
-def test_the_web_server_refuses_an_empty_or_short_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.app import create_app
-
-    for key in ("CHURNWATCH_WEB_TOKEN", "CHURNWATCH_WEB_ENABLED", "CHURNWATCH_CONFIG"):
-        monkeypatch.delenv(key, raising=False)
-    settings = load_settings(broker="kafka://127.0.0.1:1", redis_url="redis://127.0.0.1:1/0")
-    with pytest.raises(ConfigError, match="CHURNWATCH_WEB_TOKEN is empty.*WEB_ENABLED=false"):
-        create_app(settings)
+def test_the_web_server_refuses_a_short_token() -> None:
     with pytest.raises(ConfigError, match="web-token.*at least 16"):
         load_settings(web_token="short")
+
+
+@pytest.mark.integration
+def test_the_contracts_stable_keys_alone_start_a_worker_with_probes_only(
+        broker, redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The contract's stable keys do not include CHURNWATCH_WEB_TOKEN: a worker without it
+    starts, serves its health probes, and no page or API (no token to guard them)."""
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import Worker
+
+    worker = Worker(broker, redis_url, tmp_path)
+    del worker.env["CHURNWATCH_WEB_TOKEN"]
+    try:
+        worker.start()
+        worker.wait_for(lambda: worker.metric("churnwatch_ruleset_info") is not None, 90,
+                        "the worker to start")
+        base = f"http://127.0.0.1:{worker.web_port}"
+        worker.wait_for(lambda: _answers(f"{base}/healthz"), 30, "/healthz")
+        for path in ("/", "/api/meta"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(base + path, timeout=5)
+            assert err.value.code == 404
+        assert "CHURNWATCH_WEB_TOKEN is empty" in worker.log_path.read_text()
+    finally:
+        worker.stop()
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=5).status == 200
+    except (urllib.error.URLError, OSError):
+        return False

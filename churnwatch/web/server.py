@@ -74,11 +74,8 @@ async def _headers(request: web.Request, handler: Callable[[web.Request],
     return response
 
 
-def build_app(token: str, deps: ApiDeps, probe: ReadyProbe) -> web.Application:
-    """The aiohttp application; ``token`` must not be empty."""
-    auth = TokenAuth(token)
-    app = web.Application(middlewares=[_headers, auth.middleware], client_max_size=64 * 1024)
-
+def _probes(probe: ReadyProbe) -> list[web.RouteDef]:
+    """``/healthz`` (the process answers) and ``/readyz`` (Redis answers, partitions held)."""
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -88,13 +85,28 @@ def build_app(token: str, deps: ApiDeps, probe: ReadyProbe) -> web.Application:
             return web.json_response({"status": "not ready", "reason": reason}, status=503)
         return web.json_response({"status": "ready"})
 
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
+
+
+def build_probes_app(probe: ReadyProbe) -> web.Application:
+    """The health probes alone: a worker without a web token serves no page and no API."""
+    app = web.Application(middlewares=[_headers], client_max_size=1024)
+    app.add_routes(_probes(probe))
+    return app
+
+
+def build_app(token: str, deps: ApiDeps, probe: ReadyProbe) -> web.Application:
+    """The aiohttp application; ``token`` must not be empty."""
+    auth = TokenAuth(token)
+    app = web.Application(middlewares=[_headers, auth.middleware], client_max_size=64 * 1024)
+
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             return web.Response(text=_STATIC.joinpath(name).read_text(),
                                 content_type="text/html")
         return handler
 
-    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz),
+    app.add_routes([*_probes(probe),
                     web.get("/", page("index.html")), web.get("/login", page("login.html")),
                     web.post("/login", auth.login), web.post("/logout", auth.logout),
                     web.static("/static", str(_STATIC)), *Api(deps).routes()])
