@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -358,22 +358,11 @@ class Pipeline:
                                         seen)
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
-    def _transaction(self) -> tuple[Any, WriteFence | None]:
-        """A pipeline for one write, and its fence: on a single Redis one ``MULTI``/``EXEC``,
-        fenced if the partitions are owned (``own_partitions``); a cluster's writes span
-        slots (the commit itself then runs as one script per node)."""
-        single = not self.ledger.router.cluster
-        return (self.store.redis.pipeline(transaction=single),
-                self.fence if single else None)
-
     async def _commit_once(self, staged: BatchFeatures, decision: Decision,
                            examples: list[Example], active: dict[int, dict[str, int]],
                            gone: dict[int, list[str]],
                            applied: dict[tuple[str, int], int], seen: Seen) -> None:
-        pipe, fence = self._transaction()
-        try:
-            if fence is not None and not await fence.open(pipe, applied, applied):
-                return  # an earlier attempt landed, its reply was lost
+        async def queue(pipe: Any, fenced: bool) -> None:
             append_examples(pipe, self.store.config.keys, examples)
             await self.ledger.commit(decision.entries, decision.pending,
                                      pipe=pipe, states=staged.staged)
@@ -384,40 +373,50 @@ class Pipeline:
             self.writes.hold(pipe, decision)
             await self.risk.record(pipe, decision.risk)
             self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
-            if fence is not None:  # in the transaction: the offsets land with the states
+            if fenced:  # in the transaction: the offsets land with the states
                 self._store_seen(pipe, seen)
-                fence.close(pipe, applied)
             failpoint("before_redis_write")
-            await pipe.execute()
-        except WatchError:  # (also a connection lost while watching, before the EXEC)
-            assert fence is not None
-            raise await fence.refused(applied) from None
-        finally:
-            await pipe.reset()
-        if fence is None and self.applied_key:  # a cluster: after the states
+
+        fenced = await self._write(list(applied), applied, queue)
+        if fenced is None and self.applied_key:  # not fenced (a cluster): after the states
             await self._store_applied(self.store.redis, applied)
             if seen:
                 await self._store_seen(self.store.redis, seen)
 
-    async def _fenced_write(self, partition: int, written: list[str],
-                            queue: Callable[[Any], Any]) -> None:
-        """One write of a sweep (``queue`` fills the pipeline), fenced like a batch commit
-        when the partitions are owned; the cached copies of ``written`` are forgotten."""
-        pipe, fence = self._transaction()
-        tps = [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
+    async def _write(self, partitions: Sequence[tuple[str, int]],
+                     target: dict[tuple[str, int], int],
+                     queue: Callable[[Any, bool], Awaitable[None]]) -> bool | None:
+        """One write to Redis; ``queue(pipe, fenced)`` fills the pipeline. On a single Redis
+        it is one ``MULTI``/``EXEC``, fenced (``streams.ownership.WriteFence``) if the
+        partitions are owned, and stores the applied offsets ``target`` with the rest; a
+        cluster's writes span slots (the commit itself then runs as one script per node).
+        Returns True once a fenced write ran, False if a copy of it had landed already (its
+        reply was lost), None for a write that is not fenced."""
+        single = not self.ledger.router.cluster
+        fence = self.fence if single else None
+        pipe = self.store.redis.pipeline(transaction=single)
         try:
+            if fence is not None and not await fence.open(pipe, partitions, target):
+                return False
+            await queue(pipe, fence is not None)
             if fence is not None:
-                await fence.open(pipe, tps, {})
-            if (pending := queue(pipe)) is not None:
-                await pending
-            if fence is not None:
-                fence.close(pipe, {})
+                fence.close(pipe, target)
             await pipe.execute()
         except WatchError:  # (also a connection lost while watching, before the EXEC)
             assert fence is not None
-            raise await fence.refused(tps) from None
-        finally:  # written (or maybe, if the write failed)
+            raise await fence.refused(partitions) from None
+        finally:
             await pipe.reset()
+        return True if fence is not None else None
+
+    async def _sweep_write(self, partition: int, written: list[str],
+                           queue: Callable[[Any, bool], Awaitable[None]]) -> None:
+        """A sweep's write to ``partition``'s subscribers (fenced on the partition's claims
+        when owned); the cached copies of ``written`` are forgotten."""
+        tps = [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
+        try:
+            await self._write(tps, {}, queue)
+        finally:  # written (or maybe, if the write failed)
             self.store.forget(written)
 
     def _store_seen(self, client: Any, seen: Seen) -> Any:
@@ -487,9 +486,10 @@ class Pipeline:
                     idle_ms = self.store.config.ttl_s * 1000
                     expired = [sid for sid, t in snap.clocks.items() if t + idle_ms < watermark]
                     if expired:
-                        await self._fenced_write(
-                            partition, expired,
-                            lambda pipe: self.writes.expire(pipe, partition, expired))
+                        async def expire(pipe: Any, _: bool) -> None:
+                            self.writes.expire(pipe, partition, expired)
+
+                        await self._sweep_write(partition, expired, expire)
                         self.metrics.expired.inc(len(expired))
                         due = sorted(set(due) - set(expired))
                         if not due:
@@ -506,7 +506,7 @@ class Pipeline:
                     resolved, writes = resolve_sweep(self.labels, snap, watermark,
                                                      alert_marks(decision.alerts),
                                                      trigger_id)
-                    async def queue(pipe: Any) -> None:
+                    async def queue(pipe: Any, _: bool) -> None:
                         append_examples(pipe, self.store.config.keys, resolved.examples)
                         await self.ledger.commit(decision.entries, decision.pending, pipe=pipe)
                         await self.writes.write_tails(pipe, writes)
@@ -515,7 +515,7 @@ class Pipeline:
                         self.writes.hold(pipe, decision)
                         await self.risk.record(pipe, decision.risk)
 
-                    await self._fenced_write(
+                    await self._sweep_write(
                         partition, known + [w.subscriber_id for w in writes], queue)
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)

@@ -28,7 +28,7 @@ applied offset.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
@@ -80,7 +80,7 @@ def _source(headers: Sequence[tuple[str, bytes]]) -> tuple[int, np.ndarray] | No
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Homes:
     """Splits a batch's events into those at home and those to forward, and finds the
     replayed copies among forwarded events.
@@ -93,17 +93,10 @@ class Homes:
     topic: str
     partitions: int
     per_message: int = 500
-    _cache: dict[str, int] = field(default_factory=dict, repr=False)
 
     def home(self, subscriber_id: str) -> int:
-        """The home partition of a normalised subscriber id."""
-        cache = self._cache
-        p = cache.get(subscriber_id)
-        if p is None:
-            if len(cache) >= 1 << 20:
-                cache.clear()
-            p = cache[subscriber_id] = partition_for(subscriber_id, self.partitions)
-        return p
+        """The home partition of a normalised subscriber id (``partition_for`` caches it)."""
+        return partition_for(subscriber_id, self.partitions)
 
     def split(self, events: list[Event], origins: list[int], records: Sequence[Record]
               ) -> tuple[list[Event], list[int], list[Forward]]:
