@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -71,3 +72,14 @@ def to_json(record: msgspec.Struct) -> bytes:
 def alert_from_json(raw: bytes) -> Alert:
     """Parse an alert published by churnwatch."""
     return msgspec.json.decode(raw, type=Alert)
+
+
+def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
+    """(subscriber, event) → held out, for alerts that acted on a subscriber (or would have,
+    but for the holdout). Alerts whose every action was withheld (contact policy, storm
+    hold) touched nobody and do not count."""
+    marks: dict[tuple[str, str], bool] = {}
+    for alert in alerts:
+        if alert.holdout or alert.actions:
+            marks[(alert.subscriber_id, alert.event_id)] = alert.holdout
+    return marks

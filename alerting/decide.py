@@ -6,8 +6,8 @@ The same decision serves the event path (one row per applied event) and the sile
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -20,7 +20,7 @@ from alerting.holdout import Holdout
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy, apply_policy
 from alerting.storm import HOUR_MS, StormGuard, storm_alert
-from churnwatch.events import Event
+from churnwatch.core.events import Event
 from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
 from rules.engine import CompiledRuleset, explain, with_model_inputs

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from churnwatch.keys import Keys
+from churnwatch.core.keys import Keys
 
 SEVERITIES = ("high", "medium", "low")
 

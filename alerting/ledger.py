@@ -4,7 +4,7 @@
 and records its cooldown entries and decided alerts (as *pending*) atomically, so a crash at
 any point either loses the whole batch's effects (and the replay redoes them) or none of
 them: on a single Redis one ``MULTI``/``EXEC`` of an ``MSET`` and the ledger script, on a
-Redis Cluster one script per node (``churnwatch.script_router``; every subscriber's effects
+Redis Cluster one script per node (``churnwatch.infra.redis.script_router``; every subscriber's effects
 stay in one script). ``mark_delivered`` moves an alert from pending to the subscriber's
 recent alerts once every sink has it; a replayed duplicate event gets its still-pending
 alert back from ``FeatureStore.stage``, to be sent again.
@@ -18,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from churnwatch.keys import Keys
-from churnwatch.redis_connect import sends_packed
-from churnwatch.script_router import ScriptRouter
+from churnwatch.core.keys import Keys
+from churnwatch.infra.redis.connect import sends_packed
+from churnwatch.infra.redis.script_router import ScriptRouter
 from features.values import StateValues
 
 _packer = msgspec.msgpack.Encoder()

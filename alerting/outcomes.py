@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from churnwatch.events import Event
-from churnwatch.keys import Keys
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
 
 RESULTS = ("accepted", "declined", "no_contact")
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from alerting.alert import Action
-from churnwatch.errors import RulesError
+from churnwatch.core.errors import RulesError
 from features.schema import FEATURES
 from rules import expr
 from rules.ruleset import SEVERITIES

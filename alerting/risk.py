@@ -6,7 +6,7 @@ appended to one string per subscriber and cut to the last ``cap`` points, so 100
 about 700 bytes of Redis. A batch's points for a day the history already ends with replace
 that last point; points for earlier days (late events) are ignored. All points of a batch are
 written by one script call queued on the batch's commit pipeline: no extra round trip (on a
-Redis Cluster, one call per node, see ``churnwatch.script_router``). The key has no expiry of
+Redis Cluster, one call per node, see ``churnwatch.infra.redis.script_router``). The key has no expiry of
 its own (an EXPIRE per subscriber and batch was a quarter of the script's work): the silence
 sweep deletes it with the rest of an idle subscriber, and a churn gives it the state's TTL.
 """
@@ -17,8 +17,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from churnwatch.keys import Keys
-from churnwatch.script_router import ScriptRouter
+from churnwatch.core.keys import Keys
+from churnwatch.infra.redis.script_router import ScriptRouter
 
 _POINT = struct.Struct("<IHB")
 _SEVERITY = ("", "low", "medium", "high")

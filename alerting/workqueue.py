@@ -23,7 +23,7 @@ from typing import Any
 import redis.exceptions
 
 from alerting.alert import Alert
-from churnwatch.script_router import ScriptRouter
+from churnwatch.infra.redis.script_router import ScriptRouter
 
 # KEYS[1] = team stream, KEYS[1 + i] = guard of entry i; ARGV = maxlen, guard TTL seconds,
 # then 5 values per entry: alert_id, action_id, team, deadline_ms, payload.

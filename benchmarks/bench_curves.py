@@ -27,8 +27,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import report, summary
 from benchmarks.bench_e2e import CODE_PATHS, Bench, Options, _encode, stop_process
-from churnwatch.errors import ChurnwatchError
-from churnwatch.simulate import SimConfig, Simulation
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.simulate import SimConfig, Simulation
 
 
 @dataclass(frozen=True)

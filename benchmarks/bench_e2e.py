@@ -53,13 +53,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks import report, summary
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
-from churnwatch.errors import ChurnwatchError, EventError
-from churnwatch.events import normalise_subscriber
-from churnwatch.offsets import high_watermarks
-from churnwatch.produce import EventProducer, partition_for
-from churnwatch.simulate import SimConfig, Simulation
+from churnwatch.core.errors import ChurnwatchError, EventError
+from churnwatch.core.events import normalise_subscriber
+from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.offsets import high_watermarks
+from churnwatch.infra.kafka.produce import EventProducer, partition_for
+from churnwatch.infra.kafka.topics import create_topics
 
 NAIVE_TOPIC = "bench.naive.events"
 CODE_PATHS = ("streams", "features", "rules", "alerting", "online_models", "churnwatch",

@@ -49,21 +49,21 @@ from typing import Any, Sequence
 import numpy as np
 import redis.asyncio as aioredis
 
+import features.store as features_store
 from alerting.ledger import AlertLedger
 from benchmarks import report
-from churnwatch import gc_tuning
-from churnwatch.embedded import EmbeddedRedis
-from churnwatch.events import COMPLAINT_CATEGORIES, Event
-from churnwatch.keys import Keys
-from churnwatch.redis_connect import hiredis_packing
-from features.schema import DAY_MS, month_of, to_cents, to_milli
-import features.store as features_store
+from churnwatch.core.events import COMPLAINT_CATEGORIES, Event
+from churnwatch.core.keys import Keys
+from churnwatch.dev.embedded import EmbeddedRedis
+from churnwatch.infra.redis.connect import hiredis_packing
+from churnwatch.infra.runtime import gc_tuning
 from features.cache import StateCache
 from features.commits import CommitChain
+from features.schema import DAY_MS, month_of, to_cents, to_milli
 from features.store import APPLIED, FeatureStore, encode_batch
 
-CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/keys.py",
-              "churnwatch/resp.py", "churnwatch/memcopy.py")
+CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/core/keys.py",
+              "churnwatch/infra/redis/resp.py", "churnwatch/core/memcopy.py")
 TARGET_EVENTS_PER_S = 150_000
 TARGET_BYTES_PER_SUBSCRIBER = 1024
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -85,7 +85,7 @@ def subscriber_id(n: int) -> str:
 
 
 class EventFactory:
-    """Deterministic synthetic events (``churnwatch.events.Event``) with unique ids."""
+    """Deterministic synthetic events (``churnwatch.core.events.Event``) with unique ids."""
 
     def __init__(self, seed: int = 7) -> None:
         self.rng = np.random.default_rng(seed)

@@ -120,7 +120,7 @@ def run(seconds: float, batches: list[int], concurrency: dict[int, int], partiti
         warmup: float) -> dict[str, Any]:
     import httpx
 
-    from churnwatch.embedded import EmbeddedBroker, free_port
+    from churnwatch.dev.embedded import EmbeddedBroker, free_port
 
     results = []
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:

@@ -80,10 +80,11 @@ from benchmarks.bench_e2e import (
     stop_process,
 )
 from benchmarks.standard_producer import COMPRESSIONS, PARTITIONERS, produce
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
-from churnwatch.errors import ChurnwatchError
-from churnwatch.simulate import SimConfig, Simulation
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
 
 SIZES = {"tiny": (60, 40), "small": (2000, 60), "large": (10_000, 150)}
 DESIGNS = ("churnwatch", "naive", "quix", "packed")
@@ -480,7 +481,7 @@ class Run:
 
         async def ends() -> dict[int, int]:
             async with CommitWatch(bootstrap, "churnwatch-bench-intake-ends", EVENTS_TOPIC) as w:
-                from churnwatch.offsets import high_watermarks
+                from churnwatch.infra.kafka.offsets import high_watermarks
 
                 return {tp.partition: n for tp, n in
                         (await high_watermarks(w.consumer, EVENTS_TOPIC)).items()}

@@ -1,6 +1,6 @@
 """Does the online model add recall to the rules at the same precision? (demo generator)
 
-Replays the simulated operator (``churnwatch.simulate``, the demo's feed) through the real
+Replays the simulated operator (``churnwatch.dev.simulate``, the demo's feed) through the real
 pipeline on its own ``redis-server`` (no Kafka): features, rules, delayed labels on stored
 snapshots, and the fleet learner, stepped after every batch, publishing a version that the
 pipeline switches to — the model scores every event with what it has learned from labels
@@ -42,8 +42,8 @@ import functools
 import hashlib
 import re
 import time
-from importlib import resources
 from collections.abc import Callable, Sequence
+from importlib import resources
 from typing import Any
 
 import msgspec
@@ -56,12 +56,19 @@ from alerting.alert import Alert, ScoreRecord
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
-from benchmarks.model_alerts import Rows, ScoreLog, THRESHOLDS, at_threshold, pr, with_model
-from churnwatch.embedded import EmbeddedRedis
-from churnwatch.events import Event, decode_payload
-from churnwatch.keys import Keys
-from churnwatch.metrics import Metrics
-from churnwatch.simulate import SimConfig, Simulation
+from benchmarks.model_alerts import (
+    THRESHOLDS,
+    Rows,
+    ScoreLog,
+    at_threshold,
+    pr,
+    with_model,
+)
+from churnwatch.core.events import Event, decode_payload
+from churnwatch.core.keys import Keys
+from churnwatch.dev.embedded import EmbeddedRedis
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.runtime.metrics import Metrics
 from features.codec import decode_states
 from features.extension import split
 from features.store import FeatureStore

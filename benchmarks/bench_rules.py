@@ -64,7 +64,7 @@ def feature_matrix(rows: int, seed: int = 7) -> np.ndarray:
     def nan_where(name: str, p: float) -> None:
         X[rng.random(n) < p, INDEX[name]] = np.nan
 
-    # personas as in churnwatch.simulate: share, monthly spend range, payments a month
+    # personas as in churnwatch.dev.simulate: share, monthly spend range, payments a month
     personas = ((0.10, 800, 1500, 5), (0.25, 240, 380, 3), (0.25, 125, 190, 2),
                 (0.38, 15, 85, 1), (0.02, 10, 30, 0))
     persona = rng.choice(len(personas), n, p=[x[0] for x in personas])

@@ -5,7 +5,7 @@ Redis and on a 3-master Redis Cluster.
                                        [--subscribers N] [--days D] [--partitions P]
 
 Each (Redis, workers) run gets a fresh embedded broker and a fresh Redis (single, or the
-cluster of ``churnwatch.embedded_cluster``), starts the workers, waits until the group is
+cluster of ``churnwatch.dev.embedded_cluster``), starts the workers, waits until the group is
 stable with every worker in it, then produces the same simulator feed (faults on) in
 multi-event messages and times it from the first produced event to (a) every event counted in
 the workers' /metrics (summed: the processing rate) and (b) every offset committed (Faust
@@ -42,13 +42,14 @@ from benchmarks.bench_e2e import (
     scrape,
     stop_process,
 )
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
-from churnwatch.embedded_cluster import EmbeddedRedisCluster
-from churnwatch.errors import ChurnwatchError
-from churnwatch.offsets import group_members
-from churnwatch.produce import EventProducer
-from churnwatch.simulate import SimConfig, Simulation
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from churnwatch.dev.embedded_cluster import EmbeddedRedisCluster
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.offsets import group_members
+from churnwatch.infra.kafka.produce import EventProducer
+from churnwatch.infra.kafka.topics import create_topics
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,20 @@ import numpy as np
 import redis
 
 from benchmarks import report
-from benchmarks.bench_e2e import (CODE_PATHS, Bench, Options, _encode, processed_count, scrape,
-                                  stop_process, wait_for_group)
-from churnwatch.config import EVENTS_TOPIC
-from churnwatch.errors import ChurnwatchError
-from churnwatch.produce import EventProducer
-from churnwatch.simulate import SimConfig, Simulation
+from benchmarks.bench_e2e import (
+    CODE_PATHS,
+    Bench,
+    Options,
+    _encode,
+    processed_count,
+    scrape,
+    stop_process,
+    wait_for_group,
+)
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import EVENTS_TOPIC
+from churnwatch.infra.kafka.produce import EventProducer
 from features.kernel import D_SIZE, DAY_MS, M_SIZE, W35_MS
 
 SAMPLE_S = 5.0

@@ -48,9 +48,9 @@ from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from benchmarks import report
-from churnwatch.embedded import EmbeddedRedis
-from churnwatch.events import Event
-from churnwatch.metrics import Metrics
+from churnwatch.core.events import Event
+from churnwatch.dev.embedded import EmbeddedRedis
+from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
 from features.schema import DAY_MS
 from features.store import FeatureStore

@@ -6,7 +6,7 @@
 The design docs/benchmarks.md measures at ~2,900–3,500 events/s: Faust's default settings, one Kafka
 message per event (``async for value in stream``), and per event
 
-1. decode and validate the JSON event (``churnwatch.events.decode_event``, the engine's own
+1. decode and validate the JSON event (``churnwatch.core.events.decode_event``, the engine's own
    decoder; invalid events are counted and skipped),
 2. one pipelined Redis round trip that updates the subscriber's state and reads it back
    (:class:`benchmarks.bench_features.NaivePerEventStore`: dedup set, day-bucket counters,
@@ -34,8 +34,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from benchmarks.bench_features import NaivePerEventStore
-from churnwatch.errors import EventError
-from churnwatch.events import Event, decode_event
+from churnwatch.core.errors import EventError
+from churnwatch.core.events import Event, decode_event
 from features.schema import DAY_MS, month_of
 
 # positions in NaivePerEventStore.features(): spend_m0..m5, logins_7d, logins_prev28, complaints_30d

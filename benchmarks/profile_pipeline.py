@@ -3,7 +3,7 @@
     python -m benchmarks.profile_pipeline [--subscribers N] [--days D] [--batch EVENTS]
                                           [--pstats FILE]
 
-Builds the worker's pipeline (``streams.app.build_pipeline``: same rules, model, playbook,
+Builds the worker's pipeline (``churnwatch.worker.build_pipeline``: same rules, model, playbook,
 store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
 events, ``--batch`` events per batch, started (``Pipeline.start``) while the previous batch's
 delivery finishes, as the Faust agent does (one delivery ahead), and publishes to a publisher
@@ -36,13 +36,13 @@ from typing import Any
 import msgspec
 
 from benchmarks import report
-from churnwatch import gc_tuning
-from churnwatch.config import Settings
-from churnwatch.embedded import EmbeddedRedis
-from churnwatch.redis_connect import connect
-from churnwatch.metrics import Metrics
-from churnwatch.simulate import SimConfig, Simulation
-from streams.app import build_pipeline
+from churnwatch.dev.embedded import EmbeddedRedis
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import Settings
+from churnwatch.infra.redis.connect import connect
+from churnwatch.infra.runtime import gc_tuning
+from churnwatch.infra.runtime.metrics import Metrics
+from churnwatch.worker import build_pipeline
 from streams.records import Record
 
 _encode = msgspec.json.Encoder().encode
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--days", type=int, default=150)
     p.add_argument("--batch", type=int, default=5000, help="events per pipeline run")
     p.add_argument("--gc", choices=("worker", "default"), default="worker",
-                   help="the worker's collector settings (churnwatch.gc_tuning) or CPython's")
+                   help="the worker's collector settings (churnwatch.infra.runtime.gc_tuning) or CPython's")
     p.add_argument("--pstats", default=None, metavar="FILE",
                    help="also write the cProfile stats (read with `python -m pstats FILE`)")
     p.add_argument("--out-dir", default=None)

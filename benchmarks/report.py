@@ -92,7 +92,7 @@ def redis_server_version(binary: str | None = None) -> str | None:
     """``redis-server --version`` of the binary the embedded runtime would use."""
     try:
         if binary is None:
-            from churnwatch.embedded import find_redis_server
+            from churnwatch.dev.embedded import find_redis_server
 
             binary = find_redis_server()
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)

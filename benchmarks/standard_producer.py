@@ -1,12 +1,12 @@
 """A third-party producer of churn.events: confluent-kafka (librdkafka), one event per message.
 
 What an operator's own systems would write, as opposed to churnwatch's packer
-(:class:`churnwatch.produce.EventProducer`, many events per message): each event is one Kafka
+(:class:`churnwatch.infra.kafka.produce.EventProducer`, many events per message): each event is one Kafka
 message (its JSON object), keyed by its subscriber id, partitioned by librdkafka's partitioner
 (default ``consistent_random``: CRC32 of the key, random for unkeyed messages; not the Java
 client's murmur2 that churnwatch's own producer uses), optionally compressed.
 
-Used by ``benchmarks/bench_intake.py`` and by the tests (``tests/producers.py``). Needs the
+Used by ``benchmarks/bench_intake.py`` and by the tests (``tests/support/producers.py``). Needs the
 ``confluent-kafka`` package (optional dependency groups ``bench`` and ``test``); librdkafka
 2.16 talks to the embedded Tansu broker, much older ones do not.
 """
@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
-from churnwatch.errors import ChurnwatchError, EventError
-from churnwatch.events import normalise_subscriber
+from churnwatch.core.errors import ChurnwatchError, EventError
+from churnwatch.core.events import normalise_subscriber
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 #: librdkafka's partitioners (``partitioner`` property); ``consistent_random`` is its default

@@ -1,3 +1,3 @@
-from churnwatch.cli import main
+from churnwatch.cli.main import main
 
 main()

@@ -32,13 +32,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churnwatch.config import (ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC, Settings)
-from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
-from churnwatch.errors import ChurnwatchError
-from churnwatch.offsets import topic_size, worker_lag
-from churnwatch.produce import EventProducer
-from churnwatch.render import alert_line
-from churnwatch.simulate import SimConfig, Simulation, Truth
+from churnwatch.cli.render import alert_line
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from churnwatch.dev.simulate import SimConfig, Simulation, Truth
+from churnwatch.infra.config import (
+    ALERTS_TOPIC,
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    SCORES_TOPIC,
+    Settings,
+)
+from churnwatch.infra.kafka.offsets import topic_size, worker_lag
+from churnwatch.infra.kafka.produce import EventProducer
+from churnwatch.infra.kafka.topics import create_topics
 
 DAY_MS = 86_400_000
 

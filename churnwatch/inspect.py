@@ -9,14 +9,14 @@ import numpy as np
 import orjson
 
 from alerting.ledger import AlertLedger
-from churnwatch.config import Settings
-from churnwatch.events import normalise_subscriber
+from churnwatch.core.events import normalise_subscriber
+from churnwatch.infra.config import Settings
 from features.schema import DAY_MS, FEATURES
 from features.store import FeatureStore, StoreConfig
 from online_models.model import ChurnModel, model_input
 from online_models.versions import ModelVersions
-from rules.engine import CompiledRuleset, compile_ruleset
 from rules import registry
+from rules.engine import CompiledRuleset, compile_ruleset
 from rules.ruleset import SEVERITIES, load_ruleset, parse_ruleset
 
 

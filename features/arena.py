@@ -22,7 +22,7 @@ records than ``keep`` and its batch is not pinned. So eviction goes roughly by a
 write, a moved record counting as written when moved. ``ValueArena`` (below) grows the log
 so that at most 80 % of it is live (to 65 % when it grows): the log takes 1.25-1.55 times
 the live records, and moving costs at most four bytes per byte written (a ``memcpy``, see
-``churnwatch.memcopy``). A marker of size 0 means "continue at offset 0".
+``churnwatch.core.memcopy``). A marker of size 0 means "continue at offset 0".
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from churnwatch.memcopy import copy
+from churnwatch.core.memcopy import copy
 from features.kernel import string_hashes
 
 __all__ = ["ValueArena", "encode_keys", "interleave"]

@@ -17,12 +17,35 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from churnwatch.memcopy import copy
-from features.codec import (EMPTY_ATTRS, MAX_HEAD, VERSION, VERSION_1, attrs_start,
-                            decode_head, encode_head, entries_bound, get_seen, put_count,
-                            put_seen)
-from features.kernel import (APPLIED, AT, DUPLICATE, LATE, MM, MX, N_FEATURES, NONE, WIDTH,
-                             apply_event, clear_state, features, reserve)
+from churnwatch.core.memcopy import copy
+from features.codec import (
+    EMPTY_ATTRS,
+    MAX_HEAD,
+    VERSION,
+    VERSION_1,
+    attrs_start,
+    decode_head,
+    encode_head,
+    entries_bound,
+    get_seen,
+    put_count,
+    put_seen,
+)
+from features.kernel import (
+    APPLIED,
+    AT,
+    DUPLICATE,
+    LATE,
+    MM,
+    MX,
+    N_FEATURES,
+    NONE,
+    WIDTH,
+    apply_event,
+    clear_state,
+    features,
+    reserve,
+)
 
 __all__ = ["stage_values"]
 

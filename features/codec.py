@@ -45,9 +45,37 @@ import numpy as np
 from numba import njit
 
 from features.extension import MARK
-from features.kernel import (AT, D_SIZE, D_TAG, D_VAL, DAY_MS, E_LOGIN, E_SPEND, F0, F1, FD,
-                             LC, LL, LS, LU, M_SIZE, M_TAG, M_VAL, MM, MX, NONE, T0, T1, TM,
-                             W30_MS, W35_MS, empty_states, group_of, reserve, settle)
+from features.kernel import (
+    AT,
+    D_SIZE,
+    D_TAG,
+    D_VAL,
+    DAY_MS,
+    E_LOGIN,
+    E_SPEND,
+    F0,
+    F1,
+    FD,
+    LC,
+    LL,
+    LS,
+    LU,
+    M_SIZE,
+    M_TAG,
+    M_VAL,
+    MM,
+    MX,
+    NONE,
+    T0,
+    T1,
+    TM,
+    W30_MS,
+    W35_MS,
+    empty_states,
+    group_of,
+    reserve,
+    settle,
+)
 
 VERSION = 2
 VERSION_1 = 1  # read, never written

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from churnwatch.events import COMPLAINT_CATEGORIES, TYPE_CODE, Event
+from churnwatch.core.events import COMPLAINT_CATEGORIES, TYPE_CODE, Event
 from features.kernel import COMPLAINT, PLAN, PROFILE, SPEND, USAGE, string_hashes
 from features.schema import DAY_MS, months_of
 

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from churnwatch.errors import StoreError
+from churnwatch.core.errors import StoreError
 from features.store import BatchFeatures, FeatureStore
 
 __all__ = ["CommitChain", "CommitChainBroken"]

@@ -26,7 +26,7 @@ from numba import njit
 DAY_MS = 86_400_000
 NONE = -(1 << 62)
 APPLIED, DUPLICATE, LATE = ord("A"), ord("D"), ord("L")
-# event type codes (churnwatch.events.TYPE_CODE)
+# event type codes (churnwatch.core.events.TYPE_CODE)
 SPEND, LOGIN, COMPLAINT, USAGE, PLAN, PROFILE = 0, 1, 2, 3, 4, 5
 # entry codes of counted events: a complaint's category (0-3), a spend, a login
 E_SPEND, E_LOGIN = 4, 5

@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from churnwatch.events import Event
-from features.schema import DAY_MS, DIVISOR, FEATURES, day_of, month_of, to_cents, to_milli
+from churnwatch.core.events import Event
+from features.schema import (
+    DAY_MS,
+    DIVISOR,
+    FEATURES,
+    day_of,
+    month_of,
+    to_cents,
+    to_milli,
+)
 
 NAN = math.nan
 
@@ -156,7 +164,7 @@ def replay_lines(lines: Iterable[bytes], store: ReferenceStore,
                  outcomes: Counter[str]) -> Iterator[tuple[int, Event, np.ndarray]]:
     """Decode NDJSON lines into ``store`` in order, counting every event's outcome (applied,
     duplicate, late, invalid); yields (line number from 1, event, features) per applied event."""
-    from churnwatch.events import decode_payload
+    from churnwatch.core.events import decode_payload
 
     names = {"A": "applied", "D": "duplicate", "L": "late"}
     for n, line in enumerate(lines, start=1):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from churnwatch.keys import Keys
+from churnwatch.core.keys import Keys
 from features.schema import DAY_MS
 
 

@@ -10,7 +10,7 @@ value). It writes nothing: the new values are returned as ``staged``
 (``features.values``) and the batch's commit (``alerting.ledger``) stores them atomically
 with the batch's alert decisions. Only a batch with duplicates costs a second, read-only round trip
 (their still-pending alerts). On a Redis Cluster the read is one script per node, sent
-concurrently (``churnwatch.script_router``).
+concurrently (``churnwatch.infra.redis.script_router``).
 
 With a :class:`~features.cache.StateCache` the worker keeps what its commits stored, and
 only subscribers it has not cached are read; :meth:`FeatureStore.remember` records a
@@ -27,14 +27,14 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from churnwatch.errors import StoreError
-from churnwatch.events import Event
-from churnwatch.keys import Keys
-from churnwatch.memcopy import copy
-from churnwatch.resp import mset
-from churnwatch.script_router import ScriptRouter
-from features.cache import StateCache
+from churnwatch.core.errors import StoreError
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
+from churnwatch.core.memcopy import copy
+from churnwatch.infra.redis.resp import mset
+from churnwatch.infra.redis.script_router import ScriptRouter
 from features.batch_kernel import stage_values
+from features.cache import StateCache
 from features.codec import VERSION, VERSION_1, attrs_start, decode_states
 from features.columns import encode_batch
 from features.kernel import MX, PROFILE, read_features

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 from numba import njit
 
-from churnwatch.resp import Packed, mset
+from churnwatch.infra.redis.resp import Packed, mset
 from features.codec import extension_at
 from features.extension import frame, split
 

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from churnwatch.errors import ChurnwatchError
+from churnwatch.core.errors import ChurnwatchError
 
 _FORMAT = "dedup/1"
 

@@ -11,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from alerting.alert import Alert
-from churnwatch.events import Event
+from churnwatch.core.events import Event
 from features.extension import frame
 from features.store import BatchFeatures
-from online_models.snapshots import (Book, LabelPolicy, Resolved, due_of, learnable,
-                                     quantise, stored_values)
+from online_models.snapshots import (
+    Book,
+    LabelPolicy,
+    Resolved,
+    due_of,
+    learnable,
+    quantise,
+    stored_values,
+)
 
 LABEL_TYPES = ("churn", "active")
 
@@ -28,17 +34,6 @@ class SweepWrite:
     subscriber_id: str
     old: bytes
     new: bytes
-
-
-def alert_marks(alerts: Sequence[Alert]) -> dict[tuple[str, str], bool]:
-    """(subscriber, event) → held out, for alerts that acted on a subscriber (or would have,
-    but for the holdout). Alerts whose every action was withheld (contact policy, storm
-    hold) touched nobody and do not count."""
-    marks: dict[tuple[str, str], bool] = {}
-    for alert in alerts:
-        if alert.holdout or alert.actions:
-            marks[(alert.subscriber_id, alert.event_id)] = alert.holdout
-    return marks
 
 
 def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFeatures,

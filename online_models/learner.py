@@ -24,8 +24,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from churnwatch.keys import Keys
-from churnwatch.metrics import Metrics
+from churnwatch.core.keys import Keys
+from churnwatch.infra.runtime.metrics import Metrics
 from online_models.dedup import DedupWindow, fingerprints
 from online_models.model import ChurnModel, with_derived
 from online_models.quality import ProgressiveValidation

@@ -20,6 +20,7 @@ from river.drift import ADWIN
 from online_models.evaluate import LOG_LOSS_EPS, precision_at_k, roc_auc
 from online_models.model import ChurnModel
 
+
 @dataclass(frozen=True)
 class QualitySnapshot:
     labels: int

@@ -23,8 +23,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from churnwatch.errors import ChurnwatchError
-from churnwatch.keys import Keys
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.core.keys import Keys
 from online_models.model import ChurnModel
 
 LEGACY_CHECKPOINT = "cw:model:checkpoint"  # single checkpoint of earlier releases

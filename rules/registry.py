@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from churnwatch.errors import RulesError
+from churnwatch.core.errors import RulesError
 from rules.engine import CompiledRuleset, compile_ruleset
 from rules.ruleset import Ruleset, parse_ruleset
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from churnwatch.errors import RulesError
+from churnwatch.core.errors import RulesError
 from features.schema import FEATURES
 
 # What the online model adds to every row before the rules run (so rules can combine both):

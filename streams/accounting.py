@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from alerting.alert import Alert
-from churnwatch.metrics import WITHHELD_REASONS, Metrics, inc_counts
+from churnwatch.infra.runtime.metrics import WITHHELD_REASONS, Metrics, inc_counts
 from features.cache import StateCache
 from online_models.snapshots import Resolved
 from rules.ruleset import SEVERITY_RANK, Ruleset

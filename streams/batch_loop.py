@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from churnwatch.config import DLQ_TOPIC
-from churnwatch.failpoints import failpoint
+from churnwatch.infra.config import DLQ_TOPIC
+from churnwatch.infra.runtime.failpoints import failpoint
 from streams.batching import InOrderAcks
 from streams.fetch import RecordBuffer
 from streams.pipeline import Pipeline, Publisher, is_fenced

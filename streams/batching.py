@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-
 class InOrderAcks:
     """Acknowledges batches in order, each once its delivery (an awaitable) is done, so
     the next batch can be processed while the previous one's outputs are published.

@@ -8,9 +8,9 @@ broker's acknowledgement.
 Per request: bearer token → feed (401); Content-Type (415); body size (413); bounded requests
 in flight (503 + Retry-After); events per request (413); the feed's token bucket (429 +
 Retry-After); then every record is validated with the event contract
-(:func:`churnwatch.events.decode_event`, exactly as ``decode_payload`` does). Valid events get
+(:func:`churnwatch.core.events.decode_event`, exactly as ``decode_payload`` does). Valid events get
 a ``"feed"`` field and are packed per partition (Kafka's default partitioner on the normalised
-subscriber id, :func:`churnwatch.produce.partition_for`) into JSON-array messages of up to
+subscriber id, :func:`churnwatch.infra.kafka.produce.partition_for`) into JSON-array messages of up to
 ``ingest_per_message`` events; invalid ones become :class:`streams.records.DeadLetter`
 records on ``churn.dlq``. The response is sent only after the broker acknowledged both
 (acks=all), so "accepted" means durable; a broker error or timeout answers 503 (retry the
@@ -33,11 +33,11 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
-from churnwatch.errors import ConfigError, EventError
-from churnwatch.events import MAX_EVENT_BYTES, decode_event, split_records
-from churnwatch.metrics import IngestMetrics
-from churnwatch.produce import partition_for
+from churnwatch.core.errors import ConfigError, EventError
+from churnwatch.core.events import MAX_EVENT_BYTES, decode_event, split_records
+from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
+from churnwatch.infra.kafka.produce import partition_for
+from churnwatch.infra.runtime.metrics import IngestMetrics
 from streams.ingest_auth import InFlight, RateLimiter, TokenStore
 from streams.ingest_openapi import openapi_document, reason_kind
 from streams.records import DeadLetter
@@ -274,7 +274,7 @@ def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run ``churnwatch ingest`` until SIGINT/SIGTERM; in-flight requests finish first."""
-    from churnwatch.embedded import create_topics
+    from churnwatch.infra.kafka.topics import create_topics
 
     if not settings.broker:
         raise ConfigError("churnwatch ingest needs CHURNWATCH_BROKER (e.g. kafka://127.0.0.1:9092)")

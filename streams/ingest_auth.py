@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from churnwatch.errors import ConfigError
+from churnwatch.core.errors import ConfigError
 
 log = logging.getLogger("churnwatch.ingest")
 

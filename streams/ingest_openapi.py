@@ -1,6 +1,6 @@
 """The hand-written OpenAPI 3.1 document of the HTTP ingest front door (``GET /openapi.json``).
 
-It mirrors the event contract of docs/contract.md §2 (``churnwatch.events``) and the responses of
+It mirrors the event contract of docs/contract.md §2 (``churnwatch.core.events``) and the responses of
 ``streams.ingest``; tests run schemathesis against it.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from churnwatch.events import COMPLAINT_CATEGORIES, MAX_TS_MS, MIN_TS_MS
+from churnwatch.core.events import COMPLAINT_CATEGORIES, MAX_TS_MS, MIN_TS_MS
 
 _NONNEG = {"type": "number", "minimum": 0, "maximum": 1e9}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 64}

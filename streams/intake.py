@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from churnwatch.events import Event, decode_payload
-from churnwatch.metrics import Metrics, inc_counts
+from churnwatch.core.events import Event, decode_payload
+from churnwatch.infra.runtime.metrics import Metrics, inc_counts
 from features.store import LATE, BatchFeatures
 from streams.records import DeadLetter, Record
 from streams.undecodable import reason_of

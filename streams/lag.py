@@ -2,7 +2,7 @@
 
 The end of a partition is the high watermark of the consumer's own fetches (Tansu answers
 ListOffsets with the base offset of the last record batch, not the true end: see
-``churnwatch.offsets``). What is done is the later of the next offset the pipeline will
+``churnwatch.infra.kafka.offsets``). What is done is the later of the next offset the pipeline will
 process and the group's committed offset (so a partition assigned while already caught up
 shows 0 before any record arrives).
 """

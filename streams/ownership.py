@@ -9,7 +9,7 @@ So every assignment *claims* its partitions: a fresh token per worker and assign
 written to one hash (``Keys.partition_owners``) before anything is read. Every batch commit
 ``WATCH``es that hash, checks that it still holds this worker's token for each partition of
 the batch, and writes the batch in ``MULTI``/``EXEC``: if another worker claimed one of them
-in between, the commit is refused (:class:`~churnwatch.errors.FencedError`) and nothing of it
+in between, the commit is refused (:class:`~churnwatch.core.errors.FencedError`) and nothing of it
 is written. redis-py also reports a connection lost while watching as a ``WatchError``: the
 claims are then read again, and the commit is retried if they are still this worker's. On a
 single Redis only (a Redis Cluster cannot watch a key across slots).
@@ -32,7 +32,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
-from churnwatch.errors import FencedError
+from churnwatch.core.errors import FencedError
 
 __all__ = ["PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from alerting.alert import Alert, ScoreRecord, to_json
+from alerting.alert import Alert, ScoreRecord, alert_marks, to_json
 from alerting.decide import Deciders, Decision, decide_alerts
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
@@ -45,22 +45,27 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
-from churnwatch.errors import FencedError
-from churnwatch.events import Event
-from churnwatch.failpoints import failpoint
-from churnwatch.metrics import Metrics
+from churnwatch.core.errors import FencedError
+from churnwatch.core.events import Event
+from churnwatch.infra.runtime.failpoints import failpoint
+from churnwatch.infra.runtime.metrics import Metrics
 from features.commits import CommitChain, CommitChainBroken
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
-from online_models.labels import alert_marks, resolve_batch, resolve_sweep
+from online_models.labels import resolve_batch, resolve_sweep
 from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
-from streams.intake import (activity, count_outcomes, decode_records, future_letters,
-                            late_letters)
+from streams.intake import (
+    activity,
+    count_outcomes,
+    decode_records,
+    future_letters,
+    late_letters,
+)
 from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.repartition import Forward, Homes, Seen

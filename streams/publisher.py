@@ -20,8 +20,8 @@ from alerting.feed import AlertFeed
 from alerting.sinks import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
-from churnwatch.metrics import Metrics
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
+from churnwatch.infra.runtime.metrics import Metrics
 from streams.records import DeadLetter, is_retryable
 from streams.repartition import Forward
 

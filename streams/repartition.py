@@ -11,7 +11,7 @@ So each subscriber has a *home partition*: Kafka's default (murmur2) partition o
 normalised id, the one ``churnwatch replay``, the HTTP ingest and the web API produce to. An
 event of ``churn.events`` that arrives elsewhere is not applied there: it is forwarded,
 packed per partition, to the same partition number of an internal topic with as many
-partitions (:func:`churnwatch.config.home_topic`), and applied by that partition's owner.
+partitions (:func:`churnwatch.infra.config.home_topic`), and applied by that partition's owner.
 Faust's assignor gives both topics' partition ``p`` to one worker (they are co-partitioned),
 so one worker writes each subscriber. Forwarded messages are published before the batch's
 Redis commit, and the source offsets advance over them like over applied events.
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from churnwatch.events import Event
-from churnwatch.produce import partition_for
+from churnwatch.core.events import Event
+from churnwatch.infra.kafka.produce import partition_for
 from streams.records import Record
 
 __all__ = ["HEADER", "Forward", "Homes", "Seen"]

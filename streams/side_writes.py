@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Any
 
 from alerting.decide import Decision
-from churnwatch.metrics import Metrics
+from churnwatch.infra.runtime.metrics import Metrics
 from features.silence import SilenceIndex
 from features.store import FeatureStore
 from online_models.labels import SweepWrite

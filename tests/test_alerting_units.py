@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerting.alert import alert_id
 from alerting.cooldown import decide, decode_entry, encode_entry
 from alerting.playbook import load_playbook, parse_playbook
-from churnwatch.config import load_settings
-from churnwatch.errors import ConfigError, RulesError
+from churnwatch.core.errors import ConfigError, RulesError
+from churnwatch.infra.config import load_settings
 from features.schema import FEATURES, INDEX
 
 DAY = 86_400_000
@@ -344,7 +345,7 @@ def test_bad_config_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_playbook_segments_must_exist_in_the_ruleset() -> None:
     from alerting.playbook import load_playbook, parse_playbook
-    from churnwatch.errors import RulesError
+    from churnwatch.core.errors import RulesError
     from rules.ruleset import load_ruleset
 
     book = parse_playbook('[[actions]]\nid = "a"\nteam = "t"\nsegments = ["silnet"]\n', "pb.toml")
@@ -354,8 +355,8 @@ def test_playbook_segments_must_exist_in_the_ruleset() -> None:
 
 
 def test_unknown_environment_variable_is_refused(monkeypatch) -> None:
-    from churnwatch.config import load_settings
-    from churnwatch.errors import ConfigError
+    from churnwatch.core.errors import ConfigError
+    from churnwatch.infra.config import load_settings
 
     monkeypatch.setenv("CHURNWATCH_REDIS_ULR", "redis://x")
     with pytest.raises(ConfigError, match="CHURNWATCH_REDIS_ULR"):

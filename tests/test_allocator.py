@@ -1,4 +1,4 @@
-"""The worker's malloc settings (churnwatch/allocator.py), in fresh interpreters."""
+"""The worker's malloc settings (churnwatch/infra/runtime/allocator.py), in fresh interpreters."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from churnwatch.config import load_settings
-from churnwatch.errors import ConfigError
-from churnwatch.memtrace import _mallinfo
+from churnwatch.core.errors import ConfigError
+from churnwatch.infra.config import load_settings
+from churnwatch.infra.runtime.memtrace import _mallinfo
 
 PROBE = """
-from churnwatch.allocator import fix_mmap_threshold
-from churnwatch.memtrace import _mallinfo
+from churnwatch.infra.runtime.allocator import fix_mmap_threshold
+from churnwatch.infra.runtime.memtrace import _mallinfo
 info = _mallinfo()
 applied = fix_mmap_threshold({size})
 big = bytes(4_000_000)  # a mapped block; freeing it raises glibc's dynamic threshold
@@ -27,7 +27,7 @@ print(applied, info().hblkhd - before)
 # then glibc's own report (malloc_info) counts the arenas: one <heap nr=...> each
 ARENAS_PROBE = """
 import ctypes, ctypes.util, os, tempfile, threading
-from churnwatch.allocator import limit_arenas
+from churnwatch.infra.runtime.allocator import limit_arenas
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)

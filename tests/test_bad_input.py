@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC
-from churnwatch.events import decode_payload
-from tests.conftest import Worker, read_topic
-from tests.test_stream_e2e import NOW, Feed
+from churnwatch.core.events import decode_payload
+from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 PHONE = "+447700900123"

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from benchmarks.bench_scaling import cpu_seconds, parse_args
-from churnwatch.errors import ChurnwatchError
+from churnwatch.core.errors import ChurnwatchError
 
 
 def test_options() -> None:

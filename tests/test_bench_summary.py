@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench_soak, summary
-from churnwatch.errors import ChurnwatchError
-from churnwatch.simulate import SimConfig, Simulation
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev.simulate import SimConfig, Simulation
 from features.kernel import DAY_MS
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from churnwatch.broker_guard import EXIT_CODE, Offsets, regressions
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.keys import Keys
-from tests.conftest import Worker
-from tests.history import error_lines
-from tests.test_chaos_kills import feed, produce
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.broker_guard import EXIT_CODE, Offsets, regressions
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import feed, produce
+from tests.support.history import error_lines
+from tests.support.worker import Worker
 
 
 def _topics(bootstrap: str) -> None:

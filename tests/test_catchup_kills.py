@@ -26,13 +26,13 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.simulate import SimConfig, Simulation
-from tests.conftest import Worker
-from tests.history import check_history, oracle
-from tests.producers import produce_events
-from tests.test_chaos_kills import PARTITIONS, group_of, produce, wait_serving
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import PARTITIONS, group_of, produce, wait_serving
+from tests.support.history import check_history, oracle
+from tests.support.producers import produce_events
+from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SUBSCRIBERS = int(os.environ.get("CATCHUP_SUBSCRIBERS", "120"))

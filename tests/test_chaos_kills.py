@@ -1,7 +1,7 @@
 """Kill loop: 1, 2 or 3 workers in one group are SIGKILLed again and again mid-batch, at
 every failpoint (before/after the Redis write, before/after the alert send, before the offset
 commit) and at random times, while numbered events keep arriving. The whole history must
-still match an offline oracle (tests/history.py).
+still match an offline oracle (tests/support/history.py).
 
 ``CHAOS_WORKERS`` lists the worker counts (default ``2``) and ``CHAOS_KILLS`` the kills per
 worker count (default 1), so the default run stays short; the full run (RELIABILITY.md) is
@@ -21,76 +21,36 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.failpoints import POINTS
-from churnwatch.produce import EventProducer
-from churnwatch.simulate import SimConfig, Simulation
-from tests.conftest import Worker
-from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from churnwatch.infra.runtime.failpoints import POINTS
+from tests.support.fleet import (
+    PARTITIONS,
+    feed,
+    group_of,
+    produce,
+    wait_serving,
+)
+from tests.support.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle
+from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 KILLS = int(os.environ.get("CHAOS_KILLS", "1"))
 WORKER_COUNTS = [int(n) for n in os.environ.get("CHAOS_WORKERS", "2").split(",")]
 REPORT = os.environ.get("CHAOS_REPORT")
-PARTITIONS = 4
 CHUNKS_PER_KILL = 2
 
 
-def feed(subscribers: int, days: int = 60, seed: int = 1) -> list[bytes]:
-    """Numbered events (unique ids) with duplicates, late and invalid records mixed in."""
-    sim = Simulation(SimConfig(subscribers=subscribers, days=days, churn_rate=0.5, seed=seed,
-                               duplicate_rate=0.01, out_of_order_rate=0.01, invalid_rate=0.002))
-    return [orjson.dumps(e) for e in sim.events()]
 
 
-def produce(bootstrap: str, lines: list[bytes], partitions: int, per_message: int = 10) -> None:
-    """Send ``lines`` to churn.events (acks=all), packed as the replay command packs them."""
-    async def go() -> None:
-        async with EventProducer(bootstrap, EVENTS_TOPIC, partitions, per_message) as producer:
-            await producer.send_lines(lines)
-
-    asyncio.run(go())
 
 
-def group_of(n: int, broker, redis_url: str, tmp: Path, **env: str) -> list[Worker]:
-    """``n`` workers (not started) sharing one consumer group, each with its own log."""
-    group = f"chaos-{os.urandom(4).hex()}"
-    out = []
-    for i in range(n):
-        (tmp / f"w{i}").mkdir()
-        w = Worker(broker, redis_url, tmp / f"w{i}", partitions=PARTITIONS,
-                   CHURNWATCH_SILENCE_INTERVAL_S="3600", CHURNWATCH_WORK_QUEUES="true",
-                   CHURNWATCH_BATCH_MAX="20", **env)
-        w.app_id = w.env["CHURNWATCH_APP_ID"] = group
-        out.append(w)
-    return out
 
 
-def _startup_failure(log: str) -> str:
-    """A dead worker's log lines at error level or with a traceback (a crash's cause is
-    often far above the shutdown lines), then the log's last lines."""
-    causes = [line for line in log.splitlines()
-              if any(mark in line for mark in ('"level": "error"', '"level": "critical"',
-                                               '"exception"', "Traceback", "Error"))]
-    return "\n".join(causes)[-6000:] + "\n...\n" + log[-3000:]
 
 
-def wait_serving(w: Worker, timeout: float = 90) -> None:
-    """Until the worker's app is up (its metrics endpoint answers) or an armed failpoint
-    killed it first."""
-    deadline = time.monotonic() + timeout
-    while w.metric("churnwatch_ruleset_info") is None:
-        assert w.proc is not None
-        code = w.proc.poll()
-        if code == -signal.SIGKILL and "CHURNWATCH_FAILPOINT" in w.env:
-            return
-        assert code is None and time.monotonic() < deadline, \
-            f"worker did not start ({code}):\n{_startup_failure(w.log_path.read_text())}"
-        time.sleep(0.25)
 
 
 class KillLoop:

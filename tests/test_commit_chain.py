@@ -10,19 +10,19 @@ from collections.abc import Sequence
 import pytest
 
 from alerting.ledger import AlertLedger
-from churnwatch.errors import ChurnwatchError
-from churnwatch.events import Event
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.core.events import Event
 from features.cache import StateCache
 from features.commits import CommitChain, CommitChainBroken
 from features.store import FeatureStore
-from tests.conftest import RedisTarget
-from tests.test_feature_store import (
+from tests.support.feature_oracle import (
     MANY_SUBS,
     Oracle,
     assert_same_rows,
     batches,
     random_stream,
 )
+from tests.support.redis_target import RedisTarget
 
 
 class Boom(ChurnwatchError):

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import Worker
-from tests.test_stream_e2e import NOW, Feed
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ marking it delivered) neither loses nor repeats the action after a restart."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,10 +14,10 @@ import orjson
 import pytest
 import redis
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from tests.conftest import Worker, read_topic
-from tests.test_stream_e2e import Feed
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -9,17 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.outcomes import OutcomeTracker
-from churnwatch.metrics import LATENCY_BUCKETS, Metrics
+from churnwatch.infra.runtime.metrics import LATENCY_BUCKETS, Metrics
 from online_models.model import ChurnModel
 from online_models.quality import ProgressiveValidation
-from faust.exceptions import ConsumerNotStarted
-
 from streams.lag import LagGauge, Partition, consumer_lags, partition_lags
-from tests.promql_names import dashboard_queries, metric_names, missing_metrics
-from tests.promtool import promtool_problems
+from tests.support.promql_names import dashboard_queries, metric_names, missing_metrics
+from tests.support.promtool import promtool_problems
 
 DASHBOARD = Path(__file__).parent.parent / "deploy/grafana/dashboards/churnwatch.json"
 

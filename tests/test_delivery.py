@@ -10,11 +10,11 @@ import msgspec
 import pytest
 
 from alerting.alert import Alert
-from churnwatch.events import Event
-from churnwatch.keys import Keys
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
 from features.schema import DAY_MS
 from streams.records import Record
-from tests.label_oracle import Harness
+from tests.support.label_oracle import Harness
 
 pytestmark = pytest.mark.integration
 T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC

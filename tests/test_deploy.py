@@ -18,9 +18,9 @@ import tomllib
 import pytest
 import yaml
 
-from tests import deploy_checks as dc
-from tests import deploy_k8s as kc
-from tests.deploy_checks import DEPLOY, K8S, ROOT
+from tests.support import deploy_checks as dc
+from tests.support import deploy_k8s as kc
+from tests.support.deploy_checks import DEPLOY, K8S, ROOT
 
 # Settings the artefacts use that concurrent branches of issue #11 add (name -> branch).
 # Until those branches merge, test_env_vars_are_real_settings fails naming them; after the
@@ -160,7 +160,7 @@ def test_no_secret_literals_in_compose_or_manifests() -> None:
 
 
 def test_topic_job_creates_churnwatch_topics() -> None:
-    from churnwatch import config
+    from churnwatch.infra import config
 
     script = (DEPLOY / "kafka" / "create-topics.sh").read_text()
     topics = set(re.search(r"for topic in ([^;]+);", script).group(1).split())
@@ -224,8 +224,8 @@ def test_env_vars_are_real_settings() -> None:
     unknown = dc.unknown_settings(used)
     expected = {n: ASSUMED_SETTINGS[n] for n in unknown if n in ASSUMED_SETTINGS}
     typos = {n: used[n] for n in unknown if n not in ASSUMED_SETTINGS}
-    assert not typos, f"not settings in churnwatch/config.py (typos?): {typos}"
-    assert not expected, ("settings not (yet) in churnwatch/config.py, expected from these "
+    assert not typos, f"not settings in churnwatch/infra/config.py (typos?): {typos}"
+    assert not expected, ("settings not (yet) in churnwatch/infra/config.py, expected from these "
                           f"branches: {expected}")
 
 

@@ -18,15 +18,15 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from churnwatch import embedded
-from churnwatch.embedded import (
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.dev import embedded
+from churnwatch.dev.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
     EmbeddedRuntimeError,
-    create_topics,
     find_redis_server,
 )
-from churnwatch.errors import ChurnwatchError
+from churnwatch.infra.kafka.topics import TopicsError, create_topics
 
 # Tansu holds JoinGroup for session_timeout/2, so a short session keeps the join ~1.5 s.
 GROUP_OPTS = dict(session_timeout_ms=3000, heartbeat_interval_ms=1000)
@@ -82,9 +82,9 @@ def test_broker_create_topics_and_metadata(broker):
             await admin.close()
         assert sorted(p["partition"] for p in described["t.a"]["partitions"]) == [0, 1, 2]
         assert len(described["t.b"]["partitions"]) == 1
-        with pytest.raises(EmbeddedRuntimeError, match="t.a"):  # exists with 3, not 5
+        with pytest.raises(TopicsError, match="t.a"):  # exists with 3, not 5
             await create_topics(broker.bootstrap, {"t.a": 5}, timeout=0.5)
-        with pytest.raises(EmbeddedRuntimeError, match=">= 1"):
+        with pytest.raises(TopicsError, match=">= 1"):
             await create_topics(broker.bootstrap, {"t.zero": 0})
 
     asyncio.run(scenario())
@@ -156,7 +156,7 @@ def test_broker_start_fails_clearly_when_port_taken():
 def test_children_die_when_parent_is_sigkilled():
     script = textwrap.dedent("""
         import sys, time
-        from churnwatch.embedded import EmbeddedBroker, EmbeddedRedis
+        from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis
         r, b = EmbeddedRedis().start(), EmbeddedBroker().start()
         print(r.pid, b.pid, r.dir, b.dir, flush=True)
         time.sleep(60)
@@ -200,7 +200,7 @@ def test_find_redis_server_nothing_available(monkeypatch):
 def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
     import socket
 
-    from churnwatch.embedded import _ephemeral_range, free_port
+    from churnwatch.dev.embedded import _ephemeral_range, free_port
 
     low, high = _ephemeral_range()
     for _ in range(20):

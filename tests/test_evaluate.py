@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from churnwatch.cli import app
-from churnwatch.events import decode_payload, normalise_subscriber
+from churnwatch.cli.main import app
+from churnwatch.core.events import decode_payload, normalise_subscriber
 from online_models.evaluate import (
     calibration,
     evaluate,
@@ -29,7 +29,13 @@ from online_models.evaluate import (
     precision_at_k,
     roc_auc,
 )
-from online_models.telco import ATTRS, T0_MS, pseudonym, telco_events, write_telco_ndjson
+from online_models.telco import (
+    ATTRS,
+    T0_MS,
+    pseudonym,
+    telco_events,
+    write_telco_ndjson,
+)
 
 TELCO_ROWS, TELCO_CHURNED = 7043, 1869
 _TELCO_IN_SHARED = "data/ibm_telco/Telco-Customer-Churn.csv"

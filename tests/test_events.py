@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from churnwatch.errors import EventError
-from churnwatch.events import (
+from churnwatch.core.errors import EventError
+from churnwatch.core.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     Event,
@@ -343,7 +344,7 @@ def test_fuzz_arrays_and_ndjson_counts_add_up(items: list[tuple[str, object]],
 
 
 def test_braces_and_overlong_numbers_are_rejected() -> None:
-    from churnwatch.errors import EventError
+    from churnwatch.core.errors import EventError
 
     for bad in ("a{b}", "}", "+4479111234567890", "0044791112345678901"):
         with pytest.raises(EventError):

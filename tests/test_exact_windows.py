@@ -9,21 +9,26 @@ import random
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-import msgspec
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from churnwatch.events import COMPLAINT_CATEGORIES, Event
+from churnwatch.core.events import Event
 from features.batch_kernel import stage_values
-from features.codec import VERSION, VERSION_1, decode_states
+from features.codec import VERSION, decode_states
 from features.columns import encode_batch
-from features.kernel import read_features, string_hashes
+from features.kernel import read_features
 from features.reference import ReferenceStore
-from features.schema import DAY_MS, DIVISOR, FEATURES, month_of, months_of, to_cents, to_milli
-from tests.test_feature_store import assert_same_rows, make_event
+from features.schema import (
+    DAY_MS,
+    DIVISOR,
+    FEATURES,
+    months_of,
+)
+from tests.support.feature_oracle import assert_same_rows, make_event
+from tests.support.windows import LATENESS, _at_midnight, v1_value
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-LATENESS = 7 * DAY_MS
 EDGE_DAYS = (0, 1, 6, 7, 8, 29, 30, 31, 34, 35, 36)
 MONTH_STARTS = [int(datetime(2026 + m // 12, m % 12 + 1, 1, tzinfo=timezone.utc).timestamp())
                 * 1000 for m in range(24)]
@@ -170,81 +175,8 @@ def test_many_logins_in_one_millisecond_and_one_day() -> None:
 
 
 # ------------------------------------------------------------------ version 1 states
-def _zz(v: int) -> bytes:
-    z = v * 2 if v >= 0 else -v * 2 - 1
-    out = bytearray()
-    while z >= 128:
-        out.append((z & 127) | 128)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
-def v1_value(events: Sequence[Event]) -> bytes:
-    """The value the store wrote before the windows were exact (codec version 1, no
-    attributes) for these accepted events of one subscriber (in arrival order, no profile)."""
-    mx = max(ev.ts for ev in events)
-    today, mm = mx // DAY_MS, month_of(mx)
-    days = {k: [ev.ts // DAY_MS for ev in events if ev.type == k]
-            for k in ("spend", "login", "complaint", "usage")}
-    plans: list[Event] = []
-    for ev in events:  # the latest two plan changes, by time (ties: arrival)
-        if ev.type == "plan_change":
-            plans = sorted(plans + [ev], key=lambda e: e.ts)[-2:]
-    flags = sum(1 << k for k, name in enumerate(days) if days[name])
-    flags |= (16 if plans else 0) | (32 if len(plans) == 2 else 0)
-    out = bytearray([VERSION_1]) + _zz(mx) + _zz(mm)
-    out += _zz(today - min(ev.ts // DAY_MS for ev in events)) + _zz(flags)
-    for name in days:
-        if days[name]:
-            out += _zz(today - max(days[name]))
-    for plan in reversed(plans):
-        out += _zz(mx - plan.ts) + _zz(to_cents(plan.monthly_fee))
-
-    def ring(buckets: dict[int, list[int]], now: int, size: int) -> bytes:
-        """Non-empty buckets by age, in the kernel's ring order (slot ``key % size``)."""
-        kept = sorted((age, vals) for age, vals in buckets.items() if any(vals))
-        kept.sort(key=lambda item: (now - item[0]) % size)
-        return bytes([len(kept)]) + b"".join(_zz(age) + b"".join(map(_zz, vals))
-                                             for age, vals in kept)
-
-    activity: dict[int, list[int]] = {}
-    spends: dict[int, list[int]] = {}
-    complaints: dict[int, list[int]] = {}
-    months: dict[int, list[int]] = {}
-    for ev in events:
-        age = today - ev.ts // DAY_MS
-        if ev.type in ("login", "usage") and age < 35:
-            bucket = activity.setdefault(age, [0, 0, 0])
-            if ev.type == "login":
-                bucket[0] += 1
-            else:
-                bucket[1] += to_milli(ev.data_mb or 0)
-                bucket[2] += to_milli(ev.voice_min or 0)
-        elif ev.type == "complaint" and age < 30:
-            complaints.setdefault(age, [0, 0, 0, 0])[COMPLAINT_CATEGORIES.index(ev.category)] += 1
-        if ev.type == "spend":
-            if age < 30:
-                bucket = spends.setdefault(age, [0, 0])
-                bucket[0] += 1
-                bucket[1] += to_cents(ev.amount)
-            if mm - month_of(ev.ts) < 6:
-                months.setdefault(mm - month_of(ev.ts), [0])[0] += to_cents(ev.amount)
-    out += (ring(activity, today, 35) + ring(spends, today, 30) + ring(complaints, today, 30)
-            + ring(months, mm, 6))
-    seen = [ev for ev in events if ev.ts >= mx - LATENESS]
-    out += _zz(len(seen))
-    hashes = string_hashes([ev.event_id for ev in seen])[2].tolist()
-    for ev, h in zip(seen, hashes):
-        out += h.to_bytes(8, "little", signed=True) + _zz(mx - ev.ts)
-    return bytes(out) + b"\x80"
-
-
-def _at_midnight(ev: Event) -> Event:
-    """``ev`` as version 1 kept it: a counted event at its day's first millisecond."""
-    if ev.type not in ("login", "spend", "complaint"):
-        return ev
-    return msgspec.structs.replace(ev, ts=ev.ts - ev.ts % DAY_MS)
 
 
 @st.composite

@@ -7,138 +7,50 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alerting.ledger import AlertLedger
-from churnwatch.events import COMPLAINT_CATEGORIES, Event
-from churnwatch.keys import Keys
-from features.reference import ReferenceStore
-from features.schema import DAY_MS, FEATURES, as_dict
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
 from features.cache import StateCache
+from features.schema import DAY_MS, FEATURES, as_dict
 from features.store import APPLIED, DUPLICATE, LATE, FeatureStore
 from rules.engine import evaluate_reference
 from rules.ruleset import load_ruleset
-from tests.conftest import RedisTarget
+from tests.support.feature_oracle import (
+    KIND_WEIGHTS,
+    MANY_SUBS,
+    SUBS,
+    T0,
+    Oracle,
+    assert_same_rows,
+    batches,
+    ev,
+    make_event,
+    random_stream,
+    utc,
+)
+from tests.support.redis_target import RedisTarget
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-SUBS = ("+447911123456", "+12025550123", "pseudo-7f3a", "tok:b6")
-KIND_WEIGHTS = {"login": 8, "spend": 5, "usage": 4, "complaint": 2, "plan_change": 1,
-                "profile": 1, "churn": 0.3, "active": 0.3, "outcome": 0.3}
 
 
-def utc(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()) * 1000
 
 
-def make_event(rng: random.Random, n: int, sub: str, kind: str, ts: int) -> Event:
-    """A valid event of ``kind`` with values in exact units (cents / thousandths)."""
-    common = {"event_id": f"ev-{n}", "subscriber_id": sub, "type": kind, "ts": ts}
-    if kind == "spend":
-        return Event(**common, amount=rng.choice([0, rng.randint(1, 50_000)]) / 100)
-    if kind == "complaint":
-        return Event(**common, category=rng.choice(COMPLAINT_CATEGORIES))
-    if kind == "usage":
-        return Event(**common, data_mb=rng.randint(0, 5_000_000) / 1000,
-                     voice_min=rng.randint(0, 600_000) / 1000, sms=rng.randint(0, 9))
-    if kind == "plan_change":
-        return Event(**common, plan=rng.choice(["s", "m", "l"]),
-                     monthly_fee=rng.randint(0, 12_000) / 100)
-    if kind == "profile":
-        tenure = rng.choice([None, 0, rng.randint(0, 240), rng.randint(0, 2400) / 10,
-                             rng.uniform(0, 1200)])
-        attrs = rng.choice([None, {"arpu": rng.randint(0, 9000) / 100,
-                                   "devices": float(rng.randint(1, 5))}])
-        return Event(**common, plan=rng.choice([None, "family"]), tenure_months=tenure,
-                     attrs=attrs)
-    if kind == "churn":
-        return Event(**common, reason=rng.choice([None, "port-out"]))
-    if kind == "outcome":
-        return Event(**common, alert_id="a" * 8, result="declined")
-    return Event(**common)
 
 
-def random_stream(seed: int, subscribers: Sequence[str], n_events: int,
-                  span_days: int = 150) -> list[Event]:
-    """Event-time ordered mostly, with in-lateness and beyond-lateness stragglers, events
-    straddling midnight / month starts / window edges, and exact duplicates re-sent later."""
-    rng = random.Random(seed)
-    kinds, weights = zip(*KIND_WEIGHTS.items())
-    # anchors: month starts and exact window distances, where off-by-one errors live
-    month_starts = [utc(f"2026-{m:02d}-01T00:00:00") for m in range(1, 13)]
-    cursor = {s: T0 + rng.randint(0, 20) * DAY_MS for s in subscribers}
-    out: list[Event] = []
-    for n in range(n_events):
-        if out and rng.random() < 0.08:  # an exact duplicate, re-sent later (mostly recent)
-            out.append(rng.choice(out[-30:] if rng.random() < 0.7 else out))
-            continue
-        sub = rng.choice(subscribers)
-        roll = rng.random()
-        mine = [e.ts for e in out[-40:] if e.subscriber_id == sub]
-        if mine and rng.random() < 0.08:  # the same instant as an earlier event: ties
-            kind = rng.choice(["plan_change", "profile", rng.choices(kinds, weights)[0]])
-            out.append(make_event(rng, n, sub, kind, rng.choice(mine)))
-            continue
-        if roll < 0.05:  # land on a month start (±1 ms)
-            ts = min((m for m in month_starts if m > cursor[sub] - 3 * DAY_MS),
-                     default=cursor[sub]) + rng.choice([-1, 0, 1])
-        elif roll < 0.10:  # exactly 7 / 30 / 35 days (± 1 ms) before this subscriber's clock
-            ts = cursor[sub] - rng.choice([7, 30, 35]) * DAY_MS + rng.choice([-1, 0, 1])
-        elif roll < 0.20:  # out of order within the lateness
-            ts = cursor[sub] - rng.randint(0, 7 * DAY_MS)
-        elif roll < 0.25:  # beyond the lateness
-            ts = cursor[sub] - rng.randint(7 * DAY_MS + 1, 40 * DAY_MS)
-        else:  # forward, sometimes a long silence
-            step = rng.choice([rng.randint(0, DAY_MS // 2), rng.randint(0, 3 * DAY_MS),
-                               rng.randint(0, span_days // 6 * DAY_MS)]
-                              if rng.random() < 0.1 else [rng.randint(0, DAY_MS // 2)])
-            ts = cursor[sub] + step
-        ts = max(ts, T0 - 60 * DAY_MS)
-        cursor[sub] = max(cursor[sub], ts)
-        out.append(make_event(rng, n, sub, rng.choices(kinds, weights)[0], ts))
-    return out
 
 
-def batches(events: Sequence[Event], rng: random.Random, max_size: int = 40) -> list[list[Event]]:
-    out, i = [], 0
-    while i < len(events):
-        size = rng.choice([1, 2, rng.randint(1, max_size), rng.randint(1, max_size)])
-        out.append(list(events[i:i + size]))
-        i += size
-    return out
 
 
-class Oracle:
-    """ReferenceStore plus the expected per-event answers."""
-
-    def __init__(self) -> None:
-        self.ref = ReferenceStore()
-
-    def apply(self, batch: Sequence[Event]) -> tuple[str, np.ndarray, list[dict]]:
-        status, rows, attrs = [], [], []
-        for ev in batch:
-            s, row = self.ref.apply(ev)
-            status.append(s)
-            if s == APPLIED:
-                rows.append(row)
-                attrs.append(self.ref.attrs(ev.subscriber_id))
-        matrix = np.array(rows).reshape(len(rows), len(FEATURES))
-        return "".join(status), matrix, attrs
 
 
-def assert_same_rows(got: np.ndarray, want: np.ndarray, context: str) -> None:
-    assert got.shape == want.shape, context
-    if not np.array_equal(got, want, equal_nan=True):
-        bad = np.argwhere(~((got == want) | (np.isnan(got) & np.isnan(want))))
-        r, c = bad[0]
-        raise AssertionError(f"{context}: row {r} feature {FEATURES[c]}: store {got[r, c]!r} "
-                             f"!= reference {want[r, c]!r} ({len(bad)} cells differ)")
 
 
 async def stage_and_check(store: FeatureStore, ledger: AlertLedger, oracle: Oracle,
@@ -220,8 +132,6 @@ def flat(outputs: list) -> tuple[str, np.ndarray, list]:
     return status, matrix, attrs
 
 
-# ------------------------------------------------------------------ oracle: seeded streams
-MANY_SUBS = SUBS + tuple(f"+4479111{k:05d}" for k in range(36))  # spread over cluster nodes
 
 
 @pytest.mark.parametrize("cache_size", [0, 5, 10_000])
@@ -336,9 +246,6 @@ def test_hypothesis_streams_match_reference(redis_url: str, events: list[Event],
     asyncio.run(run_stream(redis_url, events, seed, cache_size=cache_size))
 
 
-# ------------------------------------------------------------------ hand-computed thresholds
-def ev(n: int, sub: str, kind: str, ts: int, **kw: object) -> Event:
-    return Event(event_id=f"h{n}", subscriber_id=sub, type=kind, ts=ts, **kw)
 
 
 async def _apply(url: str, events: Sequence[Event]) -> list[dict[str, float]]:
@@ -590,7 +497,7 @@ def test_a_version_1_value_in_redis_is_read_staged_on_and_rewritten(redis_url: s
     logins, spends and complaints happened at 00:00 UTC of their day; a batch staged on it is
     exact for its own events, and the commit stores version 2."""
     from features.codec import VERSION
-    from tests.test_exact_windows import _at_midnight, v1_value
+    from tests.support.windows import _at_midnight, v1_value
 
     rng = random.Random(9)
     old = sorted((make_event(rng, n, "s", rng.choice(["login", "spend", "complaint", "usage"]),

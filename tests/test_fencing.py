@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.keys import Keys
-from tests.history import check_history, oracle
-from tests.producers import produce_events
-from tests.test_chaos_kills import PARTITIONS, feed, group_of, wait_serving
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import PARTITIONS, feed, group_of, wait_serving
+from tests.support.history import check_history, oracle
+from tests.support.producers import produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

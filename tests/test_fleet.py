@@ -20,13 +20,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.keys import Keys
-from churnwatch.offsets import group_members, worker_lag
-from churnwatch.produce import EventProducer, partition_for
-from tests.conftest import RedisTarget, SimulatedFeed, Worker, make_feed, read_topic
-from tests.test_cluster_e2e import assert_features_equal
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.offsets import group_members, worker_lag
+from churnwatch.infra.kafka.produce import EventProducer, partition_for
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.compare import assert_features_equal
+from tests.support.feeds import SimulatedFeed, make_feed
+from tests.support.redis_target import RedisTarget
+from tests.support.worker import Worker, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.fleet]
 PARTITIONS = 12

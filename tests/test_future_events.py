@@ -10,11 +10,11 @@ import asyncio
 import msgspec
 import pytest
 
-from churnwatch.events import Event
+from churnwatch.core.events import Event
 from features.schema import DAY_MS
 from streams.intake import future_letters
 from streams.records import Record
-from tests.label_oracle import Collector, Harness
+from tests.support.label_oracle import Collector, Harness
 
 NOW_MS = 1_790_000_000_000
 SUB, OTHER = "+447700900123", "+447700900456"
@@ -73,7 +73,7 @@ def test_an_event_from_2099_changes_no_clock_and_expires_nobody(redis_url: str) 
 
 
 def test_the_tolerance_is_one_day_by_default_and_configurable() -> None:
-    from churnwatch.config import Settings
+    from churnwatch.infra.config import Settings
     from features.store import StoreConfig
 
     assert StoreConfig().future_ms == DAY_MS

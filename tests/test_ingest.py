@@ -21,16 +21,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
-from churnwatch.embedded import EmbeddedBroker, create_topics, free_port
-from churnwatch.events import normalise_subscriber
-from churnwatch.offsets import high_watermarks
-from churnwatch.produce import partition_for
-from churnwatch.send import send_stream
+from churnwatch.cli.send import send_stream
+from churnwatch.core.events import normalise_subscriber
+from churnwatch.dev.embedded import EmbeddedBroker, free_port
+from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
+from churnwatch.infra.kafka.offsets import high_watermarks
+from churnwatch.infra.kafka.produce import partition_for
+from churnwatch.infra.kafka.topics import create_topics
 from streams.ingest import KafkaIngestProducer, create_ingest_app
 from streams.ingest_auth import RateLimiter, TokenStore
-from tests.conftest import Worker, read_topic
-from tests.test_stream_e2e import NOW, Feed
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -409,13 +410,15 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(
         topics: EmbeddedBroker, tmp_path: Path) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given
-    from hypothesis import strategies as st
     from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance,
-                                                   response_headers_conformance,
-                                                   response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     env = dict(os.environ, CHURNWATCH_BROKER=topics.url, CHURNWATCH_PARTITIONS="2",
                CHURNWATCH_INGEST_TOKENS_FILE=str(_tokens(tmp_path / "t.toml", {TOKEN: FEED})),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from churnwatch.events import Event
-from churnwatch.metrics import Metrics
+from churnwatch.core.events import Event
+from churnwatch.infra.runtime.metrics import Metrics
 from streams.intake import activity, count_outcomes, decode_records, late_letters
 from streams.records import Record
 

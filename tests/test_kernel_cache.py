@@ -1,11 +1,11 @@
-"""numba's kernel cache is kept per version of the sources (churnwatch/kernel_cache.py): a
+"""numba's kernel cache is kept per version of the sources (churnwatch/infra/runtime/kernel_cache.py): a
 change in any module, also one a cached kernel only calls, selects a fresh directory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from churnwatch import kernel_cache
+from churnwatch.infra.runtime import kernel_cache
 
 
 def _tree(root: Path) -> None:

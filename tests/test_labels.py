@@ -1,5 +1,5 @@
 """Delayed labels on stored snapshots, through the real pipeline and Redis, against a plain
-recomputation from the raw event list (tests/label_oracle.py): horizon edges, replays,
+recomputation from the raw event list (tests/support/label_oracle.py): horizon edges, replays,
 restarts, a crash between the examples' append and the batch commit, and treated vs held-out
 subscribers."""
 
@@ -13,15 +13,15 @@ import pytest
 import redis as syncredis
 
 import streams.pipeline as pipeline_module
-from churnwatch.events import Event
-from churnwatch.keys import Keys
-from churnwatch.metrics import Metrics
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
+from churnwatch.infra.runtime.metrics import Metrics
 from features.schema import DAY_MS
 from online_models.learner import Learner, example_input
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Book, LabelPolicy
 from online_models.versions import ModelVersions
-from tests.label_oracle import Harness, reference_labels, stream_examples
+from tests.support.label_oracle import Harness, reference_labels, stream_examples
 
 T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC
 SHORT = LabelPolicy(horizon_ms=20 * DAY_MS, every_ms=5 * DAY_MS, lateness_ms=3 * DAY_MS,
@@ -441,8 +441,15 @@ def test_model_leaves_out_time_leaking_inputs_that_snapshots_still_store() -> No
     import numpy as np
 
     from features.schema import FEATURES
-    from online_models.model import (HISTORY, HISTORY_SEEN, MODEL_FEATURES, SNAPSHOT_FEATURES,
-                                     TIME_LEAKING, TRENDS, model_input)
+    from online_models.model import (
+        HISTORY,
+        HISTORY_SEEN,
+        MODEL_FEATURES,
+        SNAPSHOT_FEATURES,
+        TIME_LEAKING,
+        TRENDS,
+        model_input,
+    )
     from online_models.snapshots import model_features
 
     assert TIME_LEAKING and TIME_LEAKING <= set(SNAPSHOT_FEATURES)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from churnwatch.config import Settings
-from churnwatch.logs import PHONE, SECRET, Redactor, configure_logging, settings_secrets
+from churnwatch.cli.common import settings_secrets
+from churnwatch.infra.config import Settings
+from churnwatch.infra.runtime.logs import PHONE, SECRET, Redactor, configure_logging
 
 PHONES = ["+44 7700 900001", "+447700900001", "+44-7700-900001", "+1 (415) 555-0100",
           "07700 900001", "(415) 555-0100", "415-555-0100", "415.555.0100",
@@ -116,7 +117,7 @@ def test_reconfiguring_replaces_only_its_own_handler_and_follows_stderr(
 
 
 def test_a_phone_number_inside_a_longer_digit_run_is_redacted() -> None:
-    from churnwatch.logs import PHONE, Redactor
+    from churnwatch.infra.runtime.logs import PHONE, Redactor
 
     redact = Redactor()
     text = 'rejected {"subscriber_id":"+44 7700 900199 1234567890"}'

@@ -1,4 +1,4 @@
-"""The numba memcpy intrinsic (churnwatch/memcopy.py) against slice assignment."""
+"""The numba memcpy intrinsic (churnwatch/core/memcopy.py) against slice assignment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from numba import njit
 from numba.core.errors import TypingError
 
-from churnwatch.memcopy import copy
+from churnwatch.core.memcopy import copy
 
 
 @njit(cache=False)

@@ -8,9 +8,9 @@ import tracemalloc
 
 import pytest
 
-from churnwatch import memtrace
-from churnwatch.config import Settings, load_settings
-from churnwatch.errors import ConfigError
+from churnwatch.core.errors import ConfigError
+from churnwatch.infra.config import Settings, load_settings
+from churnwatch.infra.runtime import memtrace
 
 
 class Grower:

@@ -15,13 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics, free_port
-from churnwatch.events import EVENT_TYPES
-from tests.conftest import DAY, Worker
-from tests.promql_names import missing_metrics
-from tests.promtool import promtool, promtool_problems
-from tests.test_stream_e2e import NOW, Feed
+from churnwatch.core.events import EVENT_TYPES
+from churnwatch.dev.embedded import free_port
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.feeds import DAY
+from tests.support.promql_names import missing_metrics
+from tests.support.promtool import promtool, promtool_problems
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

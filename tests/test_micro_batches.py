@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.batching import InOrderAcks
 from streams.fetch import RecordBuffer, estimate_events

@@ -12,14 +12,14 @@ import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
 from alerting.holdout import Holdout
-from churnwatch.cli import app
-from churnwatch.keys import Keys
-from churnwatch.metrics import Metrics
+from churnwatch.cli.main import app
+from churnwatch.core.keys import Keys
+from churnwatch.infra.runtime.metrics import Metrics
 from online_models.learner import Learner, ModelWatcher, append_examples
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example
 from online_models.versions import Checkpoint, ModelVersions, VersionError
-from tests.conftest import RedisTarget
+from tests.support.redis_target import RedisTarget
 
 K = Keys()
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from tests.conftest import DAY, Worker
-from tests.test_stream_e2e import NOW, Feed
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.feeds import DAY
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Network faults between the worker and Redis, and between the worker and the broker, through
-a TCP proxy (tests/tcp_proxy.py): delay, dropped connections, a blackhole, an unreachable
+a TCP proxy (tests/support/tcp_proxy.py): delay, dropped connections, a blackhole, an unreachable
 Redis (``CHAOS_OUTAGE_S`` seconds, default 5; RELIABILITY.md's full run uses 30) and a Redis
 out of memory. Events wait, nothing is acknowledged without its feature write (a worker
 killed during the outage loses nothing), and the worker recovers by itself once the fault
@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import struct
 import socket
+import struct
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedBroker, create_topics, free_port
-from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, oracle, partition_lag
-from tests.tcp_proxy import TcpProxy
-from tests.test_chaos_kills import PARTITIONS, feed, group_of, produce, wait_serving
+from churnwatch.dev.embedded import EmbeddedBroker, free_port
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import PARTITIONS, feed, group_of, produce, wait_serving
+from tests.support.history import (
+    WEBHOOK_SECRET,
+    HookReceiver,
+    check_history,
+    oracle,
+    partition_lag,
+)
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 OUTAGE_S = float(os.environ.get("CHAOS_OUTAGE_S", "5"))

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from alerting.outcomes import OutcomeTracker, RetentionRate
-from churnwatch.events import Event
-from churnwatch.keys import Keys
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
 
 pytestmark = pytest.mark.integration
 

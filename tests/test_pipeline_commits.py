@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
-from churnwatch.events import Event
-from churnwatch.metrics import Metrics
+from churnwatch.core.events import Event
+from churnwatch.infra.runtime.metrics import Metrics
 from features.cache import StateCache
 from features.commits import CommitChainBroken
 from features.reference import ReferenceStore
@@ -22,7 +22,7 @@ from features.store import FeatureStore
 from online_models.model import ChurnModel
 from streams.pipeline import Pipeline
 from streams.records import Record
-from tests.label_oracle import RULES, Collector
+from tests.support.label_oracle import RULES, Collector
 
 pytestmark = pytest.mark.integration
 T0 = 1_778_371_200_000
@@ -65,7 +65,7 @@ def test_a_commit_that_fails_for_good_does_not_stop_later_batches(redis_url: str
             await (await pipeline.start(_records(12, batches[2]), publisher))
         await first
         with pytest.raises(ValueError):
-            await failing  # (the worker dead-letters both batches' records, streams/app.py)
+            await failing  # (the worker dead-letters both batches' records, churnwatch/worker.py)
         await (await pipeline.start(_records(18, batches[3]), publisher))
         # Redis holds batches 0 and 3 only, and the pipeline read batch 3 from it
         ref = ReferenceStore()

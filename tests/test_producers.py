@@ -1,4 +1,4 @@
-"""tests/producers.py: one event per message, every compression and a few partitioners, each
+"""tests/support/producers.py: one event per message, every compression and a few partitioners, each
 event's (partition, offset) returned; a subscriber's events share a partition."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import zlib
 
 import pytest
 
-from churnwatch.embedded import EmbeddedBroker, create_topics
-from churnwatch.events import normalise_subscriber
-from tests.producers import COMPRESSIONS, produce_events, subscriber_key
+from churnwatch.core.events import normalise_subscriber
+from churnwatch.dev.embedded import EmbeddedBroker
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.producers import COMPRESSIONS, produce_events, subscriber_key
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 
-from churnwatch.config import load_settings
-from churnwatch.errors import ConfigError
-from churnwatch.redis_connect import connect
-from churnwatch.script_router import ScriptRouter
+from churnwatch.core.errors import ConfigError
+from churnwatch.infra.config import load_settings
+from churnwatch.infra.redis.connect import connect
+from churnwatch.infra.redis.script_router import ScriptRouter
 
 
 @pytest.mark.parametrize(("url", "message"), [

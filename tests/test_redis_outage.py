@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import EmbeddedRedis, create_topics
-from churnwatch.offsets import group_lag
-from tests.conftest import Worker
-from tests.test_stream_e2e import Feed
+from churnwatch.dev.embedded import EmbeddedRedis
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.offsets import group_lag
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

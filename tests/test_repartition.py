@@ -21,15 +21,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.events import Event, decode_payload
-from churnwatch.produce import EventProducer, partition_for
+from churnwatch.core.events import Event, decode_payload
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.produce import EventProducer, partition_for
+from churnwatch.infra.kafka.topics import create_topics
 from streams.records import Record
 from streams.repartition import Homes
-from tests.history import check_history, oracle
-from tests.producers import produce_events
-from tests.test_chaos_kills import PARTITIONS, feed, group_of, wait_serving
+from tests.support.fleet import PARTITIONS, feed, group_of, wait_serving
+from tests.support.history import check_history, oracle
+from tests.support.producers import produce_events
 
 SOURCE, HOME = "churn.events", "app.churn.events.home"
 

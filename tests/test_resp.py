@@ -1,4 +1,4 @@
-"""The batch commit's MSET packed in one pass (churnwatch/resp.py): the bytes hiredis would
+"""The batch commit's MSET packed in one pass (churnwatch/infra/redis/resp.py): the bytes hiredis would
 send, and the same values stored through a real Redis as the plain client's MSET."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.ledger import AlertLedger
-from churnwatch.config import load_settings
-from churnwatch.keys import Keys
-from churnwatch.redis_connect import connect, sends_packed
-from churnwatch.resp import mset
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import load_settings
+from churnwatch.infra.redis.connect import connect, sends_packed
+from churnwatch.infra.redis.resp import mset
 from features.values import StateValues
 
 pairs = st.lists(st.tuples(st.text(min_size=1, max_size=12), st.binary(max_size=300)),

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from alerting.decide import _risk
 from alerting.risk import RiskHistory
-from churnwatch.events import Event
-from churnwatch.keys import Keys
+from churnwatch.core.events import Event
+from churnwatch.core.keys import Keys
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # a UTC midnight

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
 
-from churnwatch.errors import RulesError
+from churnwatch.core.errors import RulesError
 from features.schema import FEATURES, INDEX
 from rules.engine import compile_ruleset, evaluate_reference, explain
 from rules.ruleset import load_ruleset, parse_ruleset

@@ -3,14 +3,14 @@ alert carries the ruleset version that decided it, and an invalid ruleset is ref
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import orjson
 import pytest
-from importlib import resources
 
-from tests.conftest import Worker
-from tests.test_stream_e2e import Feed
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

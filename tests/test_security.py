@@ -21,12 +21,12 @@ import orjson
 import pytest
 import redis
 
-from churnwatch.config import DLQ_TOPIC, EVENTS_TOPIC, load_settings
-from churnwatch.embedded import EmbeddedRedis, free_port
-from churnwatch.errors import ConfigError
-from tests.conftest import Worker, read_topic
-from tests.history import WEBHOOK_SECRET, HookReceiver
-from tests.test_stream_e2e import Feed
+from churnwatch.core.errors import ConfigError
+from churnwatch.dev.embedded import EmbeddedRedis, free_port
+from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, load_settings
+from tests.support.history import WEBHOOK_SECRET, HookReceiver
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker, read_topic
 
 REDIS_PASSWORD = "rEd1s-pa55w0rd-7f3c9a"
 INGEST_TOKEN = "ingest-t0ken-5b8e1d"
@@ -118,7 +118,7 @@ def test_servers_bind_loopback_only_and_ingest_needs_its_token(worker: Worker, r
 
 # ------------------------------------------------------------------ Kafka security settings
 def test_kafka_sasl_ssl_settings_reach_faust_and_aiokafka(tmp_path: Path) -> None:
-    from churnwatch.kafka_auth import broker_credentials, client_options
+    from churnwatch.infra.kafka.auth import broker_credentials, client_options
 
     settings = load_settings(broker="kafka://k.example:9093", kafka_security_protocol="SASL_SSL",
                              kafka_sasl_mechanism="SCRAM-SHA-512", kafka_username="churn",
@@ -137,8 +137,9 @@ def test_kafka_sasl_ssl_settings_reach_faust_and_aiokafka(tmp_path: Path) -> Non
     assert client_options(load_settings())["security_protocol"] == "PLAINTEXT"
     assert client_options(load_settings(kafka_security_protocol="SSL"))["ssl_context"]
 
-    from streams.app import create_app  # noqa: F401 - Faust receives the same credentials
     import faust
+
+    from churnwatch.worker import create_app  # noqa: F401 - Faust receives the same credentials
 
     app = faust.App("sec-test", broker="kafka://k.example:9093", broker_credentials=creds)
     assert app.conf.broker_credentials is creds

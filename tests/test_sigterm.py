@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from tests.history import WEBHOOK_SECRET, HookReceiver, check_history, error_lines, oracle
-from tests.test_chaos_kills import PARTITIONS, feed, group_of, produce, wait_serving
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import PARTITIONS, feed, group_of, produce, wait_serving
+from tests.support.history import (
+    WEBHOOK_SECRET,
+    HookReceiver,
+    check_history,
+    error_lines,
+    oracle,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 TERMS = 3

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from churnwatch.produce import partition_for
-from tests.conftest import DAY, Worker
-from tests.test_stream_e2e import NOW, Feed
+from churnwatch.infra.kafka.produce import partition_for
+from tests.support.feeds import DAY
+from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,15 @@ def _same_partition(sub: str, partitions: int, *exclude: str) -> str:
 
 
 def test_quiet_subscriber_is_caught_by_the_sweep(broker, redis_url, tmp_path: Path) -> None:
-    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-    from churnwatch.embedded import create_topics
     import asyncio
+
+    from churnwatch.infra.config import (
+        ALERTS_TOPIC,
+        DLQ_TOPIC,
+        EVENTS_TOPIC,
+        SCORES_TOPIC,
+    )
+    from churnwatch.infra.kafka.topics import create_topics
 
     asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
                                                                SCORES_TOPIC, DLQ_TOPIC)}))

@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic telemetry feed (churnwatch.simulate)."""
+"""Unit tests for the synthetic telemetry feed (churnwatch.dev.simulate)."""
 from __future__ import annotations
 
 import math
@@ -8,10 +8,20 @@ from datetime import datetime, timezone
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from churnwatch.simulate import (QUIET_SHARE, RENEWAL_MONTHS, SIGNS, USAGE_DIP_SHARE,
-                                 WARMUP_DAYS, SimConfig, Simulation, generate, write_ndjson)
+from churnwatch.dev.simulate import (
+    QUIET_SHARE,
+    RENEWAL_MONTHS,
+    SIGNS,
+    USAGE_DIP_SHARE,
+    WARMUP_DAYS,
+    SimConfig,
+    Simulation,
+    generate,
+    write_ndjson,
+)
 
 DAY = 86_400_000
 TYPES = {"spend", "login", "complaint", "usage", "plan_change", "profile", "churn", "active", "outcome"}

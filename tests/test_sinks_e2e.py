@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from alerting.webhook import verify_signature
-from tests.conftest import Worker
-from tests.test_stream_e2e import Feed
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -34,8 +34,13 @@ class Receiver(BaseHTTPRequestHandler):
 def test_alert_reaches_webhook_and_team_queues(broker, redis_url, tmp_path: Path) -> None:
     import asyncio
 
-    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-    from churnwatch.embedded import create_topics
+    from churnwatch.infra.config import (
+        ALERTS_TOPIC,
+        DLQ_TOPIC,
+        EVENTS_TOPIC,
+        SCORES_TOPIC,
+    )
+    from churnwatch.infra.kafka.topics import create_topics
 
     asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
                                                                SCORES_TOPIC, DLQ_TOPIC)}))

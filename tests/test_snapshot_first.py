@@ -12,15 +12,15 @@ import msgspec
 import numpy as np
 
 from alerting.alert import ScoreRecord
-from churnwatch.events import Event
-from churnwatch.metrics import Metrics
+from churnwatch.core.events import Event
+from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
 from features.schema import DAY_MS
 from online_models.learner import Learner, ModelWatcher, example_input
 from online_models.model import ChurnModel, model_input
 from online_models.snapshots import LabelPolicy
 from online_models.versions import ModelVersions
-from tests.label_oracle import Collector, Harness, stream_examples
+from tests.support.label_oracle import Collector, Harness, stream_examples
 
 T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC
 SHIPPED = LabelPolicy()  # model_history_days 35, horizon 60 days, one snapshot per 14 days

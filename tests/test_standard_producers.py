@@ -13,12 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from tests.conftest import Worker, read_topic
-from tests.history import check_history, oracle
-from tests.producers import COMPRESSIONS, produce_events, subscriber_key
-from tests.test_chaos_kills import feed
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import feed
+from tests.support.history import check_history, oracle
+from tests.support.producers import COMPRESSIONS, produce_events, subscriber_key
+from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4

@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from benchmarks.profile_pipeline import CountingPublisher
-from churnwatch.config import Settings
-from churnwatch.keys import Keys
-from churnwatch.metrics import Metrics
-from churnwatch.redis_connect import connect
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import Settings
+from churnwatch.infra.redis.connect import connect
+from churnwatch.infra.runtime.metrics import Metrics
+from churnwatch.worker import build_pipeline
 from features.schema import DAY_MS
-from streams.app import build_pipeline
 from streams.records import Record
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import numpy as np
 from alerting.decide import Deciders, decide_alerts
 from alerting.playbook import load_playbook
 from alerting.storm import HOUR_MS, StormGuard, released_copy
-from churnwatch.events import Event
+from churnwatch.core.events import Event
 from features.schema import FEATURES, INDEX
 from online_models.model import ChurnModel
 from rules.engine import compile_ruleset

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import Worker
-from tests.test_stream_e2e import Feed
+from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +17,13 @@ pytestmark = pytest.mark.integration
 def test_storm_holds_then_releases(broker, redis_url, tmp_path: Path) -> None:
     import asyncio
 
-    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-    from churnwatch.embedded import create_topics
+    from churnwatch.infra.config import (
+        ALERTS_TOPIC,
+        DLQ_TOPIC,
+        EVENTS_TOPIC,
+        SCORES_TOPIC,
+    )
+    from churnwatch.infra.kafka.topics import create_topics
 
     asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
                                                                SCORES_TOPIC, DLQ_TOPIC)}))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from streams.app import _sweep_in_pages
+from churnwatch.worker import _sweep_in_pages
 from streams.pipeline import BatchResult
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from churnwatch.config import Settings
-from streams.app import create_app
+from churnwatch.infra.config import Settings
+from churnwatch.worker import create_app
 
 
 def _worker_consumer(settings: Settings):

@@ -17,13 +17,13 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
-from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
-from churnwatch.embedded import create_topics
-from churnwatch.simulate import SimConfig, Simulation
-from tests.conftest import read_topic
-from tests.history import check_history, oracle
-from tests.producers import produce_events
-from tests.test_chaos_kills import PARTITIONS, group_of, wait_serving
+from churnwatch.dev.simulate import SimConfig, Simulation
+from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.topics import create_topics
+from tests.support.fleet import PARTITIONS, group_of, wait_serving
+from tests.support.history import check_history, oracle
+from tests.support.producers import produce_events
+from tests.support.worker import read_topic
 
 LZ4 = 3  # the codec bits of a record batch's attributes
 

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from alerting.feed import AlertFeed
 from alerting.risk import RiskHistory
-from churnwatch.config import load_settings
-from churnwatch.embedded import free_port
-from churnwatch.errors import ConfigError
-from churnwatch.keys import Keys
+from churnwatch.core.errors import ConfigError
+from churnwatch.core.keys import Keys
+from churnwatch.dev.embedded import free_port
+from churnwatch.infra.config import load_settings
 from churnwatch.web.api import ApiDeps
 from churnwatch.web.auth import COOKIE
 from churnwatch.web.server import RUNNER_OPTIONS, ReadyProbe, build_app
@@ -236,7 +236,7 @@ def test_the_contracts_stable_keys_alone_start_a_worker_with_probes_only(
     import urllib.error
     import urllib.request
 
-    from tests.conftest import Worker
+    from tests.support.worker import Worker
 
     worker = Worker(broker, redis_url, tmp_path)
     del worker.env["CHURNWATCH_WEB_TOKEN"]

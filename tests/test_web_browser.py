@@ -22,9 +22,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from churnwatch.config import EVENTS_TOPIC
-from churnwatch.produce import EventProducer
-from tests.conftest import DAY, Worker
+from churnwatch.infra.config import EVENTS_TOPIC
+from churnwatch.infra.kafka.produce import EventProducer
+from tests.support.feeds import DAY
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

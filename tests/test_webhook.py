@@ -16,8 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from alerting.alert import Action, Alert, to_json
-from alerting.webhook import WebhookReport, WebhookSink, secret_key, sign, verify_signature
-from churnwatch.embedded import free_port
+from alerting.webhook import (
+    WebhookReport,
+    WebhookSink,
+    secret_key,
+    sign,
+    verify_signature,
+)
+from churnwatch.dev.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

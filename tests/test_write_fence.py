@@ -10,7 +10,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from churnwatch.errors import FencedError
+from churnwatch.core.errors import FencedError
 from streams.ownership import PartitionOwners, WatchError, WriteFence
 
 OWNERS, APPLIED, STATE = "t:owners", "t:applied", "t:state"

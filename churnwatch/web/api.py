@@ -15,9 +15,9 @@ from aiohttp import web
 
 from alerting.feed import SEVERITIES, AlertFeed
 from alerting.risk import RiskHistory
-from churnwatch.errors import EventError
-from churnwatch.events import decode_payload, normalise_subscriber
-from churnwatch.keys import Keys
+from churnwatch.core.errors import EventError
+from churnwatch.core.events import decode_payload, normalise_subscriber
+from churnwatch.core.keys import Keys
 
 
 @dataclass(frozen=True)

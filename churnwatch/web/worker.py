@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from alerting.feed import AlertFeed
-from churnwatch.config import Settings
+from churnwatch.infra.config import Settings
+from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.inspect import describe
-from churnwatch.produce import partition_for
 from churnwatch.web.api import ApiDeps
 
 

@@ -14,9 +14,14 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from churnwatch.events import (EVENT_TYPES, MAX_TS_MS, MIN_TS_MS, decode_payload,
-                                   normalise_subscriber)
-    from churnwatch.errors import EventError
+    from churnwatch.core.errors import EventError
+    from churnwatch.core.events import (
+        EVENT_TYPES,
+        MAX_TS_MS,
+        MIN_TS_MS,
+        decode_payload,
+        normalise_subscriber,
+    )
 
 
 def check(data: bytes) -> None:

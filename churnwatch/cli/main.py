@@ -1,0 +1,392 @@
+"""The `churnwatch` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from churnwatch.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    err,
+    fail,
+    load,
+    require_redis,
+    with_redis,
+)
+from churnwatch.cli.model import model_app
+from churnwatch.cli.ops import broker_app, dnc_app, rules_app, storm_app
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.infra.config import EVENTS_TOPIC, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Real-time churn early warning for telecom operators.")
+app.add_typer(rules_app, name="rules")
+app.add_typer(dnc_app, name="dnc")
+app.add_typer(storm_app, name="storm")
+app.add_typer(model_app, name="model")
+app.add_typer(broker_app, name="broker")
+
+
+@app.command()
+def demo(
+    subscribers: Annotated[int, typer.Option(help="synthetic population size")] = 1000,
+    days: Annotated[int, typer.Option(help="days of telemetry to simulate")] = 150,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    churn_rate: Annotated[float, typer.Option(help="share of subscribers who churn")] = 0.08,
+    faults: Annotated[bool, typer.Option(help="inject duplicates, late and invalid events")] = True,
+    keep_serving: Annotated[bool, typer.Option(help="after the summary, keep the worker and the "
+                                               "retention team's page running until Ctrl-C")]
+    = False,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Start a local broker and Redis (unless configured), a worker and a synthetic feed;
+    show alerts live and end with a summary."""
+    from churnwatch.demo import DemoOptions, run_demo
+
+    settings = load(config)
+    options = DemoOptions(subscribers=subscribers, days=days, seed=seed, churn_rate=churn_rate,
+                          faults=faults, json_output=json_out, keep_serving=keep_serving)
+    try:
+        summary = run_demo(settings, options)
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def run_benchmark(module: str, argv: list[str]) -> None:
+    """Run ``python -m benchmarks.<module>`` in a child process and exit with its status.
+
+    The benchmarks live in the source tree, not in the installed package: the bench
+    commands work from a checkout (the working directory holding ``benchmarks/``)."""
+    if not (Path.cwd() / "benchmarks" / f"{module}.py").is_file():
+        raise fail(ChurnwatchError(
+            f"benchmarks/{module}.py not found under {Path.cwd()}: the bench commands run "
+            "from a churnwatch source checkout (cd into it and run the command again)"))
+    rc = subprocess.call([sys.executable, "-m", f"benchmarks.{module}", *argv])
+    if rc:
+        raise typer.Exit(rc)
+
+
+@app.command("bench-curves")
+def bench_curves(
+    quick: Annotated[bool, typer.Option("--quick", help="two points per curve, small feeds "
+                                        "(a few minutes)")] = False,
+) -> None:
+    """Scaling curves: end-to-end events/s by subscribers, events per Kafka message and
+    partitions; writes a
+    JSON report, a markdown summary and PNG plots under reports/."""
+    run_benchmark("bench_curves", ["--quick"] if quick else [])
+
+
+@app.command("bench-soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="the measured phase's length")] = 10.0,
+    rate: Annotated[float, typer.Option(help="offered events/s")] = 5000.0,
+) -> None:
+    """Soak one worker at a fixed offered load, after a warm-up over the longest state
+    window, and report whether its memory grows (RSS samples and slope over the measured
+    phase; JSON report under reports/; more options: python -m benchmarks.bench_soak -h)."""
+    run_benchmark("bench_soak", ["--minutes", str(minutes), "--rate", str(rate)])
+
+
+@app.command()
+def bench(
+    scenario: Annotated[str, typer.Option(
+        help="e2e: churnwatch's packed feed, throughput and latency, naive baseline; intake: "
+             "a standard producer's topic (confluent-kafka, lz4, one event per message) drained "
+             "by churnwatch, the naive design and Quix Streams, and the packed feed "
+             "(python -m benchmarks.bench_intake -h for all its options)")] = "e2e",
+    size: Annotated[str, typer.Option(help="intake: small (2,000 subscribers x 60 days) or "
+                                      "large (10,000 x 150, ~3M events)")] = "small",
+    compression: Annotated[str, typer.Option(help="intake: the producer's compression.type "
+                                             "(none, gzip, snappy, lz4, zstd)")] = "lz4",
+    repeat: Annotated[int, typer.Option(help="intake: whole runs; medians over them")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="~300 subscribers x 60 days, short "
+                                        "latency window, naive capped at 25 s (< 2 minutes)")]
+    = False,
+    subscribers: Annotated[Optional[int], typer.Option(help="simulated population "
+                                                       "(default 1000; quick 300)")] = None,
+    days: Annotated[Optional[int], typer.Option(help="days simulated (default 150; quick 60)")]
+    = None,
+    latency_subscribers: Annotated[Optional[int], typer.Option(
+        help="subscribers of the latency feed (default: the throughput feed's)")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """End-to-end benchmark on a local broker and Redis: churnwatch's sustained events/s and
+    event-to-alert latency, and the naive per-event Faust design on the same feed (ratio);
+    --scenario intake: the same designs and Quix Streams draining a topic written one event
+    per message by a standard producer."""
+    if scenario == "intake":
+        argv = ["--size", size, "--compression", compression, "--repeat", str(repeat)]
+        if subscribers is not None:
+            argv += ["--subscribers", str(subscribers)]
+        if days is not None:
+            argv += ["--days", str(days)]
+        if json_out:
+            argv.append("--json")
+        run_benchmark("bench_intake", argv)
+        return
+    if scenario != "e2e":
+        raise fail(ChurnwatchError(f"--scenario must be e2e or intake, not {scenario!r}"))
+    argv = ["--quick"] if quick else []
+    if subscribers is not None:
+        argv += ["--subscribers", str(subscribers)]
+    if days is not None:
+        argv += ["--days", str(days)]
+    if latency_subscribers is not None:
+        argv += ["--latency-subscribers", str(latency_subscribers)]
+    if json_out:
+        argv.append("--json")
+    run_benchmark("bench_e2e", argv)
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run a stream worker against the configured Kafka and Redis."""
+    from churnwatch.infra.runtime import allocator
+
+    settings = load(config, service=True)
+    allocator.limit_arenas(settings.malloc_arena_max)  # before the imports below start threads
+    from churnwatch.infra.kafka.broker_guard import (
+        EXIT_CODE,
+        BrokerResetError,
+        check_at_startup,
+    )
+    from churnwatch.infra.kafka.topics import create_topics
+    from churnwatch.infra.runtime import gc_tuning, memtrace
+    from churnwatch.worker import create_app
+
+    try:
+        if settings.broker and settings.redis_url:  # else create_app says what is missing
+            asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic
+        app_ = create_app(settings)
+        asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+    except BrokerResetError as exc:
+        fail(exc)
+        raise typer.Exit(EXIT_CODE) from None
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+    import faust
+
+    gc_tuning.tune()  # full collections of the heap were the p99 latency tail
+    allocator.fix_mmap_threshold(settings.malloc_mmap_threshold_kb * 1024)  # RSS creep
+    try:
+        memtrace.start(settings.memtrace_file, settings.memtrace_interval_s)  # off by default
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+    # logging stays as load() configured it (JSON or readable, redacted); no spinner codes
+    runner = faust.Worker(app_, loglevel=settings.log_level.upper(), quiet=True,
+                          override_logging=False)
+    runner.spinner = None
+    try:
+        runner.execute_from_commandline()
+    except SystemExit:
+        if getattr(app_, "churnwatch_exit_code", None):  # stopped on a broker reset
+            raise SystemExit(app_.churnwatch_exit_code) from None
+        raise
+
+
+def _topics(settings: Settings) -> dict[str, int]:
+    from churnwatch.infra.config import (
+        ALERTS_TOPIC,
+        DLQ_TOPIC,
+        SCORES_TOPIC,
+        home_topic,
+    )
+
+    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC,
+                                             home_topic(settings.app_id))}
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
+    per_message: Annotated[int, typer.Option(help="events packed per Kafka message")] = 500,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Push an NDJSON event file into churn.events."""
+    from churnwatch.infra.kafka.produce import EventProducer
+    from churnwatch.infra.kafka.topics import create_topics
+
+    settings = load(config)
+    if not settings.broker:
+        raise fail(ChurnwatchError("set CHURNWATCH_BROKER (e.g. kafka://127.0.0.1:9092)"))
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise fail(exc) from None
+
+    async def main() -> int:
+        await create_topics(settings.bootstrap, _topics(settings))
+        async with EventProducer(settings.bootstrap, EVENTS_TOPIC, settings.partitions,
+                                 per_message) as producer:
+            with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed} events"),
+                          TimeElapsedColumn(), console=err, disable=json_out) as bar:
+                task = bar.add_task("replay", total=None)
+                return await producer.send_lines(stream, lambda n: bar.advance(task, n))
+
+    with stream:
+        try:
+            sent = asyncio.run(main())
+        except ChurnwatchError as exc:
+            raise fail(exc) from None
+    if json_out:
+        print(orjson.dumps({"sent": sent, "topic": EVENTS_TOPIC}).decode())
+    else:
+        err.print(f"sent {sent} events to {EVENTS_TOPIC}")
+
+
+@app.command()
+def ingest(
+    host: Annotated[Optional[str], typer.Option(help="bind address (CHURNWATCH_INGEST_HOST, "
+                                                     "default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (CHURNWATCH_INGEST_PORT, default "
+                                                     "8080)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the HTTP ingest (POST /v1/events) in its own process, separate from the workers,
+    so it scales independently and a slow pipeline never blocks HTTP."""
+    from streams.ingest import serve
+
+    settings = load(config, service=True, ingest_host=host, ingest_port=port)
+    try:
+        asyncio.run(serve(settings))
+    except ChurnwatchError as exc:
+        raise fail(exc) from None
+
+
+@app.command()
+def send(
+    file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
+    url: Annotated[str, typer.Option(help="ingest URL, e.g. http://127.0.0.1:8080")],
+    token: Annotated[str, typer.Option(envvar="CHURNWATCH_SEND_TOKEN", show_envvar=True,
+                                       help="bearer token of the feed")],
+    batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="events per request")] = 1000,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="requests in flight (above 1, "
+                                             "batches may arrive out of order)")] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Post an NDJSON event file to `churnwatch ingest` in batches, retrying 429/503."""
+    from churnwatch.cli.send import send_stream
+
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise fail(exc) from None
+
+    async def main():  # type: ignore[no-untyped-def]
+        with Progress(TextColumn("send"), BarColumn(), TextColumn("{task.completed} events"),
+                      TimeElapsedColumn(), console=err, disable=json_out) as bar:
+            task = bar.add_task("send", total=None)
+            return await send_stream(stream, url, token, batch=batch, concurrency=concurrency,
+                                     progress=lambda n: bar.advance(task, n))
+
+    with stream:
+        try:
+            report = asyncio.run(main())
+        except ChurnwatchError as exc:
+            raise fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report.as_dict()).decode())
+        return
+    err.print(f"sent {report.events} events in {report.batches} requests: accepted "
+              f"{report.accepted}, rejected {report.rejected}, retries {report.retries} "
+              f"({report.elapsed_s:.1f} s)")
+    for item in report.rejections[:20]:
+        err.print(f"  line {item['line']}: {item['reason']}")
+
+
+@app.command()
+def inspect(
+    subscriber: Annotated[str, typer.Argument(help="phone number or subscriber id")],
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Features, indicators, segment, score and recent alerts of one subscriber."""
+
+    from churnwatch.inspect import inspect_subscriber
+
+    settings = load(config)
+    require_redis(settings)
+
+    report = with_redis(settings, lambda client: inspect_subscriber(settings, client, subscriber))
+    if json_out:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    from churnwatch.cli.render import render_inspect
+
+    render_inspect(Console(), report)
+
+
+@app.command()
+def evaluate(
+    file: Annotated[Path, typer.Argument(help="NDJSON events with churn/active labels "
+                                              "('-' for stdin)")],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                             help="score at or above which churn is predicted")]
+    = 0.5,
+    bins: Annotated[int, typer.Option(min=1, max=1000, help="calibration bins")] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Prequential quality of the online model on an event file: at each label it scores
+    first, then learns (no Kafka/Redis)."""
+    from online_models.evaluate import evaluate as run_evaluation
+
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+        with stream:
+            report = run_evaluation(stream, threshold=threshold, bins=bins)
+    except OSError as exc:
+        raise fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report).decode())
+        return
+    from rich.table import Table
+
+    def fmt(value: object, digits: int = 4) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    ev, overall, second = report["events"], report["overall"], report["second_half"]
+    err.print(f"events applied {ev['applied']}  duplicate {ev['duplicate']}  late {ev['late']}  "
+              f"invalid {ev['invalid']}  model {report['model_version']}")
+    if not overall["n"]:
+        err.print("[yellow]no churn/active label events: nothing to evaluate[/]")
+        return
+    table = Table(title=f"prequential evaluation (score, then learn) at threshold {threshold:g}")
+    table.add_column("metric")
+    table.add_column("all labels", justify="right")
+    table.add_column(f"second half (from #{second['from_label'] + 1})", justify="right")
+    for label, key in (("labels", "n"), ("churned", "positives")):
+        table.add_row(label, str(overall[key]), str(second[key]))
+    for label, key in (("ROC AUC", "roc_auc"), ("log loss", "log_loss"), ("Brier", "brier"),
+                       ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+                       ("precision@k (k = churned)", "precision_at_k"), ("ECE", "ece")):
+        table.add_row(label, fmt(overall[key]), fmt(second[key]))
+    err.print(table)
+    calib = Table(title="calibration (all labels)")
+    for column in ("bin", "count", "mean predicted", "observed rate"):
+        calib.add_column(column, justify="right")
+    for row in overall["calibration"]:
+        close = "]" if row["hi"] >= 1.0 else ")"
+        calib.add_row(f"[{row['lo']:.2f}, {row['hi']:.2f}{close}", str(row["count"]),
+                      fmt(row["mean_predicted"], 3), fmt(row["observed_rate"], 3))
+    err.print(calib)
+
+
+def main() -> None:
+    from churnwatch.infra.runtime import kernel_cache
+
+    kernel_cache.configure()  # before any kernel is imported (churnwatch/infra/runtime/kernel_cache.py)
+    app()

@@ -1,0 +1,273 @@
+"""The event contract (docs/contract.md §2): decode, validate and normalise subscriber events.
+
+A Kafka message or HTTP body holds one JSON event, a JSON array of events, or NDJSON.
+:func:`decode_payload` turns such bytes into valid :class:`Event` records and
+:class:`Rejected` entries (index + reason) without ever raising on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Annotated, Literal, Union
+
+import msgspec
+import orjson
+
+from churnwatch.core.errors import EventError
+
+MAX_EVENT_BYTES = 64 * 1024
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MAX_AMOUNT = 1e9
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+EVENT_TYPES = (
+    "spend",
+    "login",
+    "complaint",
+    "usage",
+    "plan_change",
+    "profile",
+    "churn",
+    "active",
+    "outcome",
+)
+TYPE_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
+COMPLAINT_CATEGORIES = ("network", "billing", "service", "other")
+
+_Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+_Ts = Union[int, str]
+_EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_SubscriberId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _Base(msgspec.Struct, tag_field="type", frozen=True, forbid_unknown_fields=False):
+    event_id: _EventId
+    subscriber_id: _SubscriberId
+    ts: _Ts
+
+
+class _Spend(_Base, tag="spend", frozen=True):
+    amount: _Amount
+    kind: Literal["recharge", "bill", "purchase"] | None = None
+
+
+class _Login(_Base, tag="login", frozen=True):
+    channel: Literal["app", "web"] | None = None
+
+
+class _Complaint(_Base, tag="complaint", frozen=True):
+    category: Literal["network", "billing", "service", "other"]
+
+
+class _Usage(_Base, tag="usage", frozen=True):
+    data_mb: _Amount = 0.0
+    voice_min: _Amount = 0.0
+    sms: _Amount = 0.0
+
+
+class _PlanChange(_Base, tag="plan_change", frozen=True):
+    plan: _Name
+    monthly_fee: _Amount
+
+
+class _Profile(_Base, tag="profile", frozen=True):
+    plan: _Name | None = None
+    tenure_months: Annotated[float, msgspec.Meta(ge=0, le=1200)] | None = None
+    attrs: dict[_Name, Annotated[float, msgspec.Meta(ge=-1e12, le=1e12)]] = {}
+
+
+class _Churn(_Base, tag="churn", frozen=True):
+    reason: str | None = None
+
+
+class _Active(_Base, tag="active", frozen=True):
+    pass
+
+
+class _Outcome(_Base, tag="outcome", frozen=True):
+    alert_id: _Name
+    result: Literal["accepted", "declined", "no_contact"]
+
+
+_AnyEvent = Union[
+    _Spend, _Login, _Complaint, _Usage, _PlanChange, _Profile, _Churn, _Active, _Outcome
+]
+
+
+class Event(msgspec.Struct, frozen=True):
+    """A valid, normalised event. ``ts`` is epoch milliseconds (UTC)."""
+
+    event_id: str
+    subscriber_id: str
+    type: str
+    ts: int
+    amount: float = 0.0
+    category: str | None = None
+    data_mb: float = 0.0
+    voice_min: float = 0.0
+    sms: float = 0.0
+    plan: str | None = None
+    monthly_fee: float | None = None
+    tenure_months: float | None = None
+    attrs: dict[str, float] | None = None
+    reason: str | None = None
+    alert_id: str | None = None
+    result: str | None = None
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """An input record that is not a valid event: its position and why."""
+
+    index: int
+    reason: str
+    raw: bytes
+
+
+_decoder = msgspec.json.Decoder(_AnyEvent)
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_value_decoder = msgspec.json.Decoder(msgspec.Raw)
+_TOO_DEEP = "JSON nested too deeply"
+_PHONE_CHARS = re.compile(r"^\(?\+?[0-9][0-9 ()./-]*$")
+_NON_DIGITS = re.compile(r"[^0-9]")
+
+
+@lru_cache(maxsize=1 << 17)  # ids repeat in every batch; the regexes cost ~3 µs an event
+def normalise_subscriber(raw: str) -> str:
+    """Canonical subscriber id: phone numbers become ``+digits``; pseudonyms are kept.
+
+    ``+44 7911-123456``, ``(+44) 7911 123456``, ``0044 7911 123456`` and ``+447911123456``
+    are one subscriber.
+    A number without an international prefix keeps its digits only (no country is guessed).
+    """
+    value = raw.strip()
+    if not value:
+        raise EventError("subscriber_id is empty")
+    if _PHONE_CHARS.match(value):
+        digits = _NON_DIGITS.sub("", value)
+        if value.lstrip("(").startswith("+"):
+            canonical = "+" + digits
+        elif digits.startswith("00"):
+            canonical = "+" + digits[2:]
+        else:
+            canonical = digits
+        if not 5 <= len(canonical.lstrip("+")) <= 15:
+            raise EventError("subscriber_id is not a valid phone number (5-15 digits)")
+        return canonical
+    if any(ch.isspace() or ord(ch) < 32 or ch in "{}" for ch in value):
+        raise EventError("subscriber_id contains whitespace, control characters or braces")
+    return value
+
+
+def parse_ts(value: int | str) -> int:
+    """Epoch milliseconds from an int (ms) or an RFC 3339 string; range 2000..2100."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not (20 <= len(text) <= 40) or text[10:11] not in ("T", "t", " "):
+            raise EventError("ts is not an RFC 3339 timestamp")
+        if text[-1] in "zZ":
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise EventError("ts is not an RFC 3339 timestamp") from None
+        if parsed.tzinfo is None:
+            raise EventError("ts has no UTC offset (RFC 3339 requires one)")
+        # exact integer arithmetic: int(timestamp() * 1000) loses a millisecond to float
+        # rounding for some instants (e.g. ...865.353 → ...865352)
+        ms = (parsed - _EPOCH) // timedelta(milliseconds=1)
+    else:
+        ms = value
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise EventError("ts out of range (2000-01-01 .. 2100-01-01, epoch milliseconds)")
+    return ms
+
+
+def _normalise(ev: _AnyEvent) -> Event:
+    head = (ev.event_id, normalise_subscriber(ev.subscriber_id),
+            type(ev).__struct_config__.tag, parse_ts(ev.ts))
+    if isinstance(ev, _Usage):  # the commonest types first
+        return Event(*head, data_mb=ev.data_mb, voice_min=ev.voice_min, sms=ev.sms)
+    if isinstance(ev, _Spend):
+        return Event(*head, amount=ev.amount)
+    if isinstance(ev, _Complaint):
+        return Event(*head, category=ev.category)
+    if isinstance(ev, _PlanChange):
+        return Event(*head, plan=ev.plan, monthly_fee=ev.monthly_fee)
+    if isinstance(ev, _Profile):
+        return Event(*head, plan=ev.plan, tenure_months=ev.tenure_months,
+                     attrs=dict(ev.attrs) or None)
+    if isinstance(ev, _Churn):
+        return Event(*head, reason=ev.reason)
+    if isinstance(ev, _Outcome):
+        return Event(*head, alert_id=ev.alert_id, result=ev.result)
+    return Event(*head)
+
+
+def _reason(exc: msgspec.ValidationError | msgspec.DecodeError) -> str:
+    return str(exc).replace("\n", " ")[:200]
+
+
+def decode_event(raw: bytes) -> Event:
+    """Decode and validate one JSON event; raise :class:`EventError` with the reason."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"event larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        ev = _decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise EventError(_reason(exc)) from None
+    except RecursionError:
+        raise EventError(_TOO_DEEP) from None
+    except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
+        raise EventError("not valid UTF-8") from None
+    return _normalise(ev)
+
+
+def split_records(payload: bytes) -> list[bytes]:
+    """One JSON object, a JSON array of objects, or NDJSON → raw records.
+
+    Array elements are sliced out as their original bytes (nothing is re-encoded, so each
+    element is validated exactly as if it had been sent alone). A payload that is not valid
+    JSON as a whole array raises EventError. A single object spread over several lines
+    (pretty-printed) is one record, not NDJSON.
+    """
+    body = payload.strip()
+    if body.startswith(b"["):
+        try:
+            return [bytes(item) for item in _array_decoder.decode(body)]
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise EventError(f"invalid JSON array: {_reason(exc)}") from None
+        except RecursionError:
+            raise EventError(f"invalid JSON array: {_TOO_DEEP}") from None
+        except UnicodeDecodeError:
+            raise EventError("invalid JSON array: not valid UTF-8") from None
+    if b"\n" in body:
+        try:
+            _value_decoder.decode(body)
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return [line for line in body.split(b"\n") if line.strip()]
+    return [body]
+
+
+def decode_payload(payload: bytes) -> tuple[list[Event], list[Rejected]]:
+    """Decode a message/body into valid events and rejected records (never raises)."""
+    events: list[Event] = []
+    rejected: list[Rejected] = []
+    try:
+        records = split_records(payload)
+    except EventError as exc:
+        return events, [Rejected(index=0, reason=exc.reason, raw=payload.strip()[:MAX_EVENT_BYTES])]
+    for index, raw in enumerate(records):
+        try:
+            events.append(decode_event(raw))
+        except EventError as exc:
+            rejected.append(Rejected(index=index, reason=exc.reason, raw=raw[:MAX_EVENT_BYTES]))
+    return events, rejected
+
+
+def encode_events(events: list[dict]) -> bytes:
+    """Pack raw event dicts into one multi-event message (a JSON array)."""
+    return orjson.dumps(events)

@@ -1,0 +1,2 @@
+"""Infrastructure: settings, Redis, Kafka and the process runtime (logging, metrics,
+allocator, compiled-kernel cache). Imports the core only, never a domain package."""

@@ -1,0 +1,1 @@
+"""Kafka clients: security settings, topics, producers, committed offsets, the broker guard."""

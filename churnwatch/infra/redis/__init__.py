@@ -1,0 +1,1 @@
+"""Redis clients: connection from settings, the RESP encoder and Lua script routing."""

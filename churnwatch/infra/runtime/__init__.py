@@ -1,0 +1,1 @@
+"""The process runtime: logging, metrics, allocator and GC tuning, failpoints, memory traces."""

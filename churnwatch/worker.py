@@ -1,0 +1,324 @@
+"""The Faust app: wires the topics, one batching agent, the pipeline and the sinks.
+
+Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import tempfile
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+import redis as syncredis
+from aiokafka.errors import KafkaError
+from prometheus_client import start_http_server
+
+from alerting.holdout import Holdout
+from alerting.ledger import AlertLedger
+from alerting.playbook import load_playbook
+from alerting.policy import ContactPolicy
+from alerting.risk import RiskHistory
+from alerting.storm import StormGuard
+from churnwatch.core.errors import ConfigError, FencedError
+from churnwatch.core.keys import Keys
+from churnwatch.infra.config import EVENTS_TOPIC, Settings, home_topic
+from churnwatch.infra.kafka.auth import broker_credentials, client_options
+from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
+from churnwatch.infra.kafka.produce import partition_for
+from churnwatch.infra.redis.connect import connect, connect_sync
+from churnwatch.infra.runtime import gc_tuning
+from churnwatch.infra.runtime.metrics import Metrics
+from churnwatch.web.server import ReadyProbe, build_probes_app
+from churnwatch.web.server import build_app as build_web_app
+from churnwatch.web.server import start as start_web
+from churnwatch.web.worker import worker_deps
+from features.cache import StateCache
+from features.schema import DAY_MS
+from features.silence import SilenceIndex
+from features.store import FeatureStore, StoreConfig, warm_up
+from online_models.learner import Learner, ModelWatcher
+from online_models.model import ChurnModel
+from online_models.snapshots import LabelPolicy
+from online_models.versions import ModelVersions, active_model_sync
+from rules import registry
+from rules.engine import compile_ruleset
+from rules.ruleset import load_ruleset, parse_ruleset
+from streams.batch_loop import BatchLoop
+from streams.fetch import RecordBuffer
+from streams.lag import LagGauge, consumer_lags
+from streams.pipeline import Pipeline
+from streams.publisher import KafkaPublisher
+from streams.records import is_retryable
+from streams.repartition import Homes
+from streams.transport import ChurnApp
+
+log = logging.getLogger("churnwatch.worker")
+
+
+def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
+    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
+    store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
+                                            future_ms=int(settings.future_tolerance_s * 1000),
+                                            ttl_s=settings.state_ttl_days * 86_400),
+                         StateCache(settings.state_cache_size))
+    ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
+    sync = connect_sync(settings)
+    published = registry.decode(sync.get(registry.ACTIVE_KEY))
+    ruleset = (parse_ruleset(published.text, published.source) if published
+               else load_ruleset(settings.rules_file))
+    rules = compile_ruleset(ruleset)
+    warm_up()
+    model = active_model_sync(sync)
+    do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
+    sync.close()
+    silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
+                           every_ms=int(settings.silence_every_days * DAY_MS))
+    playbook = load_playbook(settings.playbook_file)
+    playbook.check_segments(rules.ruleset.segment_names)
+    policy = ContactPolicy(settings.max_contacts_per_month, settings.max_offers_per_month,
+                           settings.quiet_start_hour, settings.quiet_end_hour, settings.timezone)
+    labels = LabelPolicy(horizon_ms=int(settings.model_horizon_days * DAY_MS),
+                         every_ms=int(settings.model_snapshot_every_days * DAY_MS),
+                         lateness_ms=int(settings.lateness_days * DAY_MS),
+                         exclusion_ms=int(settings.model_exclusion_days * DAY_MS),
+                         history_ms=int(settings.model_history_days * DAY_MS))
+    pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
+                        policy, labels=labels,
+                        holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
+                        risk=RiskHistory(redis, cap=settings.risk_history))
+    pipeline.do_not_contact = do_not_contact
+    pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
+    return pipeline
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
+    """A Faust app consuming churn.events in micro-batches through the pipeline."""
+    if not settings.broker or not settings.redis_url:
+        raise ConfigError("the worker needs CHURNWATCH_BROKER and CHURNWATCH_REDIS_URL "
+                          "(or run `churnwatch demo`, which starts local ones)")
+    if settings.webhook_url and not settings.webhook_secret.get_secret_value():
+        raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
+                          "Fix: set the receiver's signing secret (whsec_<base64> or text)")
+    metrics = metrics or Metrics()
+    records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
+    app = ChurnApp(
+        settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        records=records,
+        record_topics=frozenset({EVENTS_TOPIC, home_topic(settings.app_id)}),
+        # no Faust tables: keep Faust's data directory out of the working directory
+        datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
+        broker=settings.broker,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        web_bind="127.0.0.1",
+        web_tables_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+        producer_acks=-1,
+        producer_linger_ms=5,
+        broker_credentials=broker_credentials(settings),
+    )
+    redis = connect(settings, health_check_interval=10)
+    pipeline = build_pipeline(settings, redis, metrics)
+    pipeline.own_partitions(settings.app_id,
+                            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    try:
+        publisher = KafkaPublisher(app, settings, redis, metrics)
+    except ValueError as exc:  # an unreadable webhook secret
+        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
+    # churn.events and the events forwarded to their home partitions (streams/repartition.py)
+    # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
+    # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
+    # p of both goes to one worker)
+    homes = Homes(EVENTS_TOPIC, home_topic(settings.app_id), settings.partitions)
+    pipeline.homes = homes
+    for topic in (homes.source, homes.topic):
+        app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
+    loop = BatchLoop(records, pipeline, publisher,
+                     lambda offsets: app.consumer.commit_offsets(offsets))
+
+    @app.on_partitions_revoked.connect
+    async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        # finish the batches under way and commit their offsets before the partitions go:
+        # their next owner starts from there (what it re-reads is skipped as replays)
+        pipeline.revoking()
+        records.drop([(tp.topic, tp.partition) for tp in revoked])
+        if not await loop.settle(settings.session_timeout_s * 0.8):
+            log.warning("partitions revoked while a batch was still under way")
+        pipeline.store.cache.clear()  # another worker may write these subscribers now
+
+    @app.on_partitions_assigned.connect
+    async def partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        # Faust's recovery may already have sought to the committed offsets and fetched
+        # again: the buffer is kept, and batches wait until the claims are loaded
+        await pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
+                                       if tp.topic in app.record_topics))
+
+    app.before_stop.append(loop.stop)
+
+    @app.task
+    async def consume() -> None:
+        await loop.run()
+
+    @app.task
+    async def serve_metrics() -> None:
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
+                                      registry=metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    @app.task
+    async def serve_web() -> None:
+        if not settings.web_enabled:
+            return
+
+        async def send_event(subscriber_id: str, payload: bytes) -> None:
+            await (await app.producer.send(
+                EVENTS_TOPIC, subscriber_id.encode(), payload,
+                partition_for(subscriber_id, settings.partitions), None, None))
+
+        def assigned() -> bool:
+            return any(tp.topic == EVENTS_TOPIC for tp in app.consumer.assignment())
+
+        probe = ReadyProbe(redis, assigned)
+        token = settings.web_token.get_secret_value()
+        if not token:  # the contract's stable keys alone start a worker: probes only
+            _, port = await start_web(build_probes_app(probe), settings.web_host,
+                                      settings.web_port)
+            log.warning("web on http://%s:%d/: /healthz and /readyz only; the retention "
+                        "team's page and API are off because CHURNWATCH_WEB_TOKEN is empty. "
+                        "Fix: set it to a long random string, e.g. `python -c 'import "
+                        "secrets; print(secrets.token_urlsafe(32))'`", settings.web_host, port)
+            return
+        web_app = build_web_app(token, worker_deps(settings, redis, pipeline, send_event), probe)
+        _, port = await start_web(web_app, settings.web_host, settings.web_port)
+        log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
+                 settings.web_host, port)
+
+    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
+                        pipeline.store.config.keys.broker_offsets(settings.app_id),
+                        client_options(settings))
+
+    @app.timer(interval=settings.broker_check_interval_s)
+    async def check_broker() -> None:
+        try:
+            await guard.check()
+        except BrokerResetError as exc:
+            _stop_for_broker_reset(app, metrics, exc)
+        except (syncredis.RedisError, KafkaError, OSError) as exc:  # checked again next time
+            log.warning("broker check skipped: %s", type(exc).__name__)
+
+    watcher = registry.RulesWatcher(redis, pipeline)
+    versions = ModelVersions(redis)
+    model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
+    learner = Learner(redis, versions, metrics,
+                      f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                      publish_every_s=settings.model_publish_interval_s,
+                      auto_promote=settings.model_auto_promote,
+                      keep_versions=settings.model_keep_versions,
+                      dedup_window_ms=int(settings.model_dedup_window_s * 1000),
+                      dedup_capacity=settings.model_dedup_capacity)
+
+    async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
+        """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
+        again on its next tick) and gives False. Other errors, bugs included, propagate."""
+        try:
+            await work
+        except FencedError:  # the partition moved to another worker: it sweeps it now
+            log.info("%s: the partition was claimed by another worker", what)
+            return False
+        except syncredis.RedisError as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
+            metrics.redis_errors.labels(operation).inc()
+            log.warning("%s: %s", what, type(exc).__name__)
+            return False
+        return True
+
+    @app.timer(interval=settings.silence_interval_s)
+    async def sweep_silence() -> None:
+        for tp in sorted(app.consumer.assignment()):
+            if tp.topic == EVENTS_TOPIC:
+                ok = await survive_redis("sweep", "silence sweep skipped",
+                                         _sweep_in_pages(pipeline, publisher, tp.partition,
+                                                         settings.silence_page,
+                                                         settings.silence_per_tick))
+                metrics.silence_sweeps.labels("ok" if ok else "error").inc()
+
+    async def refresh_do_not_contact() -> None:
+        members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
+        pipeline.do_not_contact = frozenset(m.decode() for m in members)
+
+    @app.timer(interval=10.0)
+    async def refresh() -> None:
+        if learner.leading:
+            learner.quality.snapshot()  # refreshes the model-quality gauges
+        await survive_redis("dnc_refresh", "cannot refresh the do-not-contact list",
+                            refresh_do_not_contact())
+
+    @app.timer(interval=2.0)
+    async def release_held() -> None:
+        await survive_redis("release", "cannot release held alerts", pipeline.release(publisher))
+
+    @app.timer(interval=1.0)
+    async def watch_rules() -> None:
+        await survive_redis("rules_poll", "cannot poll the published ruleset", watcher.poll())
+
+    @app.timer(interval=2.0)
+    async def watch_model() -> None:
+        await survive_redis("model_poll", "cannot poll the active model version",
+                            model_watcher.poll())
+
+    if settings.model_learner:
+        @app.timer(interval=1.0)
+        async def learn() -> None:
+            await survive_redis("learner", "learner step skipped", learner.step())
+
+    @app.timer(interval=settings.gc_interval_s)
+    async def collect_garbage() -> None:
+        gc_tuning.collect()  # cycles that outlived a young collection (churnwatch/infra/runtime/gc_tuning.py)
+
+    lag = LagGauge(metrics.consumer_lag)
+
+    @app.timer(interval=2.0)
+    async def refresh_lag() -> None:
+        lag.update(consumer_lags(app.consumer, app.record_topics, pipeline.positions))
+
+    app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
+    """Report loudly, stop consuming, and stop the worker gracefully with exit code 3."""
+    metrics.broker_reset.set(1)
+    log.error("%s", exc)
+    app.churnwatch_exit_code = EXIT_CODE  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):  # best effort: the stop below is what matters
+        app.consumer.pause_partitions(app.consumer.assignment())
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def _sweep_in_pages(pipeline: Pipeline, publisher: KafkaPublisher, partition: int,
+                          page: int, most: int) -> None:
+    """Sweep a partition a page at a time, up to ``most`` subscribers: batches waiting for
+    the pipeline run between pages (one 1,000-subscriber sweep held them ~25 ms a partition,
+    the tail of the latency benchmark)."""
+    swept = 0
+    while swept < most:
+        limit = min(page, most - swept)
+        due = (await pipeline.sweep(partition, publisher, limit=limit)).outcomes["due"]
+        swept += due
+        if due < limit:  # nobody else is due
+            return
