@@ -19,12 +19,12 @@ from alerting.cooldown import decide
 from alerting.holdout import Holdout
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy, apply_policy
-from alerting.storm import HOUR_MS, StormGuard, storm_alert
+from alerting.storm import StormGuard, storm_alert
 from churnwatch.core.events import Event
-from features.schema import DAY_MS
+from churnwatch.core.severity import SEVERITIES, SEVERITY_RANK
+from churnwatch.core.units import DAY_MS, HOUR_MS
 from online_models.model import ChurnModel, model_input
 from rules.engine import CompiledRuleset, explain, with_model_inputs
-from rules.ruleset import SEVERITIES, SEVERITY_RANK
 
 
 @dataclass

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from alerting.cooldown import decide
+from churnwatch.core.severity import SEVERITIES, SEVERITY_RANK
+from churnwatch.core.units import DAY_MS
 from features.reference import ReferenceStore, replay_lines
-from features.schema import DAY_MS
 from rules.engine import CompiledRuleset
-from rules.ruleset import SEVERITIES, SEVERITY_RANK
 
 
 def dry_run(compiled: CompiledRuleset, lines: Iterable[bytes],

@@ -15,8 +15,6 @@ import orjson
 
 from churnwatch.core.keys import Keys
 
-SEVERITIES = ("high", "medium", "low")
-
 
 class AlertFeed:
     """Appends delivered alerts to ``Keys.feed()`` and reads them back filtered."""

@@ -15,10 +15,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from churnwatch.core.events import Event
+from churnwatch.core.events import OUTCOME_RESULTS, Event
 from churnwatch.core.keys import Keys
-
-RESULTS = ("accepted", "declined", "no_contact")
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class OutcomeTracker:
         self._results = Counter("churnwatch_action_outcomes", "Outcome events matched to their "
                                 "alert, by result; retention rate = accepted / (accepted + "
                                 "declined)", ["result"], registry=registry)
-        for result in RESULTS:
+        for result in OUTCOME_RESULTS:
             self._results.labels(result)
         self.unmatched = 0
 
@@ -89,5 +87,5 @@ class OutcomeTracker:
         table: dict[tuple[str, str, str], dict[str, int]] = {}
         for field, count in raw.items():
             rule, segment, action, result = field.decode().split("|")
-            table.setdefault((rule, segment, action), dict.fromkeys(RESULTS, 0))[result] = int(count)
+            table.setdefault((rule, segment, action), dict.fromkeys(OUTCOME_RESULTS, 0))[result] = int(count)
         return [RetentionRate(*k, **v) for k, v in sorted(table.items())]

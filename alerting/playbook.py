@@ -13,9 +13,9 @@ import numpy as np
 
 from alerting.alert import Action
 from churnwatch.core.errors import RulesError
+from churnwatch.core.severity import SEVERITIES
 from features.schema import FEATURES
 from rules import expr
-from rules.ruleset import SEVERITIES
 
 _FIELDS = {"id", "description", "team", "severities", "segments", "exclude_segments", "when",
            "deadline_hours", "params", "channel", "offer"}

@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from alerting.alert import Action, Alert
+from churnwatch.core.units import HOUR_MS
 
-HOUR_MS = 3_600_000
 STORM_TEAM = "retention-ops"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import redis.exceptions
 
 from alerting.alert import Alert
+from churnwatch.core.units import HOUR_MS
 from churnwatch.infra.redis.script_router import ScriptRouter
 
 # KEYS[1] = team stream, KEYS[1 + i] = guard of entry i; ARGV = maxlen, guard TTL seconds,
@@ -98,7 +99,7 @@ class TeamQueues:
             for action in alert.actions:
                 keys, args = per_team[action.team]
                 keys.append(self.guard(action.team, alert.alert_id, action.id))
-                deadline = alert.detected_at + round(action.deadline_hours * 3_600_000)
+                deadline = alert.detected_at + round(action.deadline_hours * HOUR_MS)
                 args += [alert.alert_id, action.id, action.team, deadline, payload]
         if not per_team:
             return 0

@@ -54,12 +54,13 @@ from alerting.ledger import AlertLedger
 from benchmarks import report
 from churnwatch.core.events import COMPLAINT_CATEGORIES, Event
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.dev.embedded import EmbeddedRedis
 from churnwatch.infra.redis.connect import hiredis_packing
 from churnwatch.infra.runtime import gc_tuning
 from features.cache import StateCache
 from features.commits import CommitChain
-from features.schema import DAY_MS, month_of, to_cents, to_milli
+from features.schema import month_of, to_cents, to_milli
 from features.store import APPLIED, FeatureStore, encode_batch
 
 CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/core/keys.py",

@@ -49,10 +49,10 @@ from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from benchmarks import report
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from churnwatch.dev.embedded import EmbeddedRedis
 from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
-from features.schema import DAY_MS
 from features.store import FeatureStore
 from online_models.evaluate import roc_auc
 from online_models.learner import Learner, ModelWatcher

@@ -36,7 +36,8 @@ import redis.asyncio as aioredis
 from benchmarks.bench_features import NaivePerEventStore
 from churnwatch.core.errors import EventError
 from churnwatch.core.events import Event, decode_event
-from features.schema import DAY_MS, month_of
+from churnwatch.core.units import DAY_MS
+from features.schema import month_of
 
 # positions in NaivePerEventStore.features(): spend_m0..m5, logins_7d, logins_prev28, complaints_30d
 _SPEND_M1, _SPEND_M2, _SPEND_M3, _SPEND_M4 = 1, 2, 3, 4

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from churnwatch.cli.render import alert_line
 from churnwatch.core.errors import ChurnwatchError
+from churnwatch.core.units import DAY_MS
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from churnwatch.dev.simulate import SimConfig, Simulation, Truth
 from churnwatch.infra.config import (
@@ -46,8 +47,6 @@ from churnwatch.infra.config import (
 from churnwatch.infra.kafka.offsets import topic_size, worker_lag
 from churnwatch.infra.kafka.produce import EventProducer
 from churnwatch.infra.kafka.topics import create_topics
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

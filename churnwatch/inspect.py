@@ -10,14 +10,16 @@ import orjson
 
 from alerting.ledger import AlertLedger
 from churnwatch.core.events import normalise_subscriber
+from churnwatch.core.severity import SEVERITIES
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
-from features.schema import DAY_MS, FEATURES
+from features.schema import FEATURES
 from features.store import FeatureStore, StoreConfig
 from online_models.model import ChurnModel, model_input
 from online_models.versions import ModelVersions
 from rules import registry
 from rules.engine import CompiledRuleset, compile_ruleset
-from rules.ruleset import SEVERITIES, load_ruleset, parse_ruleset
+from rules.ruleset import load_ruleset, parse_ruleset
 
 
 async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,

@@ -28,6 +28,7 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch.core.errors import ConfigError, FencedError
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import EVENTS_TOPIC, Settings, home_topic
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
@@ -40,7 +41,6 @@ from churnwatch.web.server import build_app as build_web_app
 from churnwatch.web.server import start as start_web
 from churnwatch.web.worker import worker_deps
 from features.cache import StateCache
-from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.learner import Learner, ModelWatcher

@@ -9,8 +9,9 @@ from typing import Sequence
 import numpy as np
 
 from churnwatch.core.events import COMPLAINT_CATEGORIES, TYPE_CODE, Event
+from churnwatch.core.units import DAY_MS
 from features.kernel import COMPLAINT, PLAN, PROFILE, SPEND, USAGE, string_hashes
-from features.schema import DAY_MS, months_of
+from features.schema import months_of
 
 _CATEGORY = {name: code for code, name in enumerate(COMPLAINT_CATEGORIES)}
 

@@ -23,11 +23,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-DAY_MS = 86_400_000
+from churnwatch.core.events import TYPE_CODE
+from churnwatch.core.units import DAY_MS
+
 NONE = -(1 << 62)
 APPLIED, DUPLICATE, LATE = ord("A"), ord("D"), ord("L")
-# event type codes (churnwatch.core.events.TYPE_CODE)
-SPEND, LOGIN, COMPLAINT, USAGE, PLAN, PROFILE = 0, 1, 2, 3, 4, 5
+# event type codes
+SPEND, LOGIN, COMPLAINT, USAGE, PLAN, PROFILE = (
+    TYPE_CODE[t] for t in ("spend", "login", "complaint", "usage", "plan_change", "profile"))
 # entry codes of counted events: a complaint's category (0-3), a spend, a login
 E_SPEND, E_LOGIN = 4, 5
 # how long a counted event stays in a window (ms): logins (now − 35d, now], the rest 30 days

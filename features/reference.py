@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from features.schema import (
-    DAY_MS,
     DIVISOR,
     FEATURES,
     day_of,

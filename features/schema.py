@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DAY_MS = 86_400_000
+from churnwatch.core.units import DAY_MS
 
 FEATURES: tuple[str, ...] = (
     "spend_m0",

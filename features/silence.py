@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from churnwatch.core.keys import Keys
-from features.schema import DAY_MS
+from churnwatch.core.units import DAY_MS
 
 
 @dataclass(frozen=True)

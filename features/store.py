@@ -31,6 +31,7 @@ from churnwatch.core.errors import StoreError
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
 from churnwatch.core.memcopy import copy
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.resp import mset
 from churnwatch.infra.redis.script_router import ScriptRouter
 from features.batch_kernel import stage_values
@@ -38,7 +39,7 @@ from features.cache import StateCache
 from features.codec import VERSION, VERSION_1, attrs_start, decode_states
 from features.columns import encode_batch
 from features.kernel import MX, PROFILE, read_features
-from features.schema import DAY_MS, DIVISOR, FEATURES, months_of
+from features.schema import DIVISOR, FEATURES, months_of
 from features.values import StateValues
 
 __all__ = ["APPLIED", "DUPLICATE", "LATE", "BatchFeatures", "FeatureStore", "StoreConfig",

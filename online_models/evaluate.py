@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from churnwatch.core.units import DAY_MS
 from features.reference import ReferenceStore, replay_lines
-from features.schema import DAY_MS
 from online_models.model import ChurnModel, model_input
 
 LOG_LOSS_EPS = 1e-15

@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import HOUR_MS
 from churnwatch.infra.runtime.metrics import Metrics
 from online_models.dedup import DedupWindow, fingerprints
 from online_models.model import ChurnModel, with_derived
@@ -68,7 +69,7 @@ class Learner:
     def __init__(self, redis: Any, versions: ModelVersions, metrics: Metrics, owner: str, *,
                  lock_ms: int = 30_000, page: int = 500, publish_every_s: float = 10.0,
                  auto_promote: bool = True, keep_versions: int = 200,
-                 dedup_window_ms: int = 3_600_000, dedup_capacity: int = 262_144,
+                 dedup_window_ms: int = HOUR_MS, dedup_capacity: int = 262_144,
                  clock: Callable[[], float] = time.time,
                  model_factory: Callable[[], ChurnModel] = ChurnModel,
                  slice_s: float = 0.005) -> None:

@@ -47,7 +47,8 @@ from typing import Callable
 import msgspec
 import numpy as np
 
-from features.schema import DAY_MS, INDEX
+from churnwatch.core.units import DAY_MS
+from features.schema import INDEX
 from online_models.model import MODEL_FEATURES, SNAPSHOT_FEATURES
 
 TREATED, HOLDOUT = 1, 2

@@ -15,8 +15,9 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
+from churnwatch.core.severity import SEVERITY_RANK
 from rules import expr
-from rules.ruleset import INPUT_INDEX, INPUTS, MODEL_INPUTS, SEVERITY_RANK, Ruleset
+from rules.ruleset import INPUT_INDEX, INPUTS, MODEL_INPUTS, Ruleset
 
 
 @dataclass(frozen=True)

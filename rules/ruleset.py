@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from churnwatch.core.errors import RulesError
+from churnwatch.core.severity import SEVERITIES
 from features.schema import FEATURES
 
 # What the online model adds to every row before the rules run (so rules can combine both):
@@ -24,8 +25,6 @@ INPUTS = FEATURES + MODEL_INPUTS
 INPUT_INDEX = {name: i for i, name in enumerate(INPUTS)}
 from rules import expr
 
-SEVERITIES = ("low", "medium", "high")
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES, start=1)}
 DEFAULT_SEGMENT = "regular"
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import Counter
 
 from alerting.alert import Alert
+from churnwatch.core.severity import SEVERITY_RANK
 from churnwatch.infra.runtime.metrics import WITHHELD_REASONS, Metrics, inc_counts
 from features.cache import StateCache
 from online_models.snapshots import Resolved
-from rules.ruleset import SEVERITY_RANK, Ruleset
+from rules.ruleset import Ruleset
 
 
 def count_alerts(metrics: Metrics, ruleset: Ruleset, alerts: list[Alert], sent_ms: float) -> None:

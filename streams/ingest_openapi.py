@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from churnwatch.core.events import COMPLAINT_CATEGORIES, MAX_TS_MS, MIN_TS_MS
+from churnwatch.core.events import (
+    COMPLAINT_CATEGORIES,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    OUTCOME_RESULTS,
+)
 
 _NONNEG = {"type": "number", "minimum": 0, "maximum": 1e9}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -44,7 +49,7 @@ _EXTRA: dict[str, tuple[dict[str, Any], list[str], str]] = {
                 [], "Attributes and BSS snapshot features."),
     "churn": ({"reason": {"type": "string"}}, [], "The subscriber left (a positive label)."),
     "active": ({}, [], "The subscriber is confirmed active (a negative label)."),
-    "outcome": ({"alert_id": _NAME, "result": {"enum": ["accepted", "declined", "no_contact"]}},
+    "outcome": ({"alert_id": _NAME, "result": {"enum": list(OUTCOME_RESULTS)}},
                 ["alert_id", "result"], "Result of a retention action."),
 }
 

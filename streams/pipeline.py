@@ -47,10 +47,10 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
 from churnwatch.core.errors import FencedError
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
 from features.commits import CommitChain, CommitChainBroken
-from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
 from online_models.labels import resolve_batch, resolve_sweep

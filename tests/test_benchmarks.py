@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_features, bench_rules, profile_pipeline
-from features.schema import DAY_MS
+from churnwatch.core.units import DAY_MS
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from alerting.alert import Alert
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
-from features.schema import DAY_MS
+from churnwatch.core.units import DAY_MS
 from streams.records import Record
 from tests.support.label_oracle import Harness
 

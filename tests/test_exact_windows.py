@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from features.batch_kernel import stage_values
 from features.codec import VERSION, decode_states
 from features.columns import encode_batch
 from features.kernel import read_features
 from features.reference import ReferenceStore
 from features.schema import (
-    DAY_MS,
     DIVISOR,
     FEATURES,
     months_of,

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from alerting.ledger import AlertLedger
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from features.cache import StateCache
-from features.schema import DAY_MS, FEATURES, as_dict
+from features.schema import FEATURES, as_dict
 from features.store import APPLIED, DUPLICATE, LATE, FeatureStore
 from rules.engine import evaluate_reference
 from rules.ruleset import load_ruleset

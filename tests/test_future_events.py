@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from churnwatch.core.events import Event
-from features.schema import DAY_MS
+from churnwatch.core.units import DAY_MS
 from streams.intake import future_letters
 from streams.records import Record
 from tests.support.label_oracle import Collector, Harness

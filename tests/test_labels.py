@@ -15,8 +15,8 @@ import redis as syncredis
 import streams.pipeline as pipeline_module
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.runtime.metrics import Metrics
-from features.schema import DAY_MS
 from online_models.learner import Learner, example_input
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Book, LabelPolicy

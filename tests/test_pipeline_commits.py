@@ -13,11 +13,12 @@ import redis.asyncio as aioredis
 from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.runtime.metrics import Metrics
 from features.cache import StateCache
 from features.commits import CommitChainBroken
 from features.reference import ReferenceStore
-from features.schema import DAY_MS, FEATURES
+from features.schema import FEATURES
 from features.store import FeatureStore
 from online_models.model import ChurnModel
 from streams.pipeline import Pipeline

@@ -13,9 +13,9 @@ import numpy as np
 
 from alerting.alert import ScoreRecord
 from churnwatch.core.events import Event
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
-from features.schema import DAY_MS
 from online_models.learner import Learner, ModelWatcher, example_input
 from online_models.model import ChurnModel, model_input
 from online_models.snapshots import LabelPolicy

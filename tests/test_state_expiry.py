@@ -11,11 +11,11 @@ import pytest
 
 from benchmarks.profile_pipeline import CountingPublisher
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.worker import build_pipeline
-from features.schema import DAY_MS
 from streams.records import Record
 
 pytestmark = pytest.mark.integration

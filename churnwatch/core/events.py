@@ -36,6 +36,9 @@ EVENT_TYPES = (
 )
 TYPE_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 COMPLAINT_CATEGORIES = ("network", "billing", "service", "other")
+# what a retention action's contact came to (an ``outcome`` event's ``result``)
+OUTCOME_RESULTS = ("accepted", "declined", "no_contact")
+OutcomeResult = Literal["accepted", "declined", "no_contact"]
 
 _Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 _Ts = Union[int, str]
@@ -90,7 +93,7 @@ class _Active(_Base, tag="active", frozen=True):
 
 class _Outcome(_Base, tag="outcome", frozen=True):
     alert_id: _Name
-    result: Literal["accepted", "declined", "no_contact"]
+    result: OutcomeResult
 
 
 _AnyEvent = Union[

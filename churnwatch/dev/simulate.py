@@ -34,9 +34,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-DAY_MS = 86_400_000
+from churnwatch.core.units import DAY_MS, HOUR_MS
+
 EDGE_MS = 60_000  # ordinary events avoid the first and last minute of a day
-LATE_MS = 47 * 3_600_000  # late events are held back < 47 h (behind the stream head < 2 days)
+LATE_MS = 47 * HOUR_MS  # late events are held back < 47 h (behind the stream head < 2 days)
 SIGNS = ("spend_decline", "login_drop", "complaints")
 CATEGORIES = ("network", "billing", "service", "other")
 _CAT_P = (0.35, 0.30, 0.25, 0.10)

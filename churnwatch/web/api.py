@@ -7,17 +7,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from alerting.feed import SEVERITIES, AlertFeed
+from alerting.feed import AlertFeed
 from alerting.risk import RiskHistory
 from churnwatch.core.errors import EventError
-from churnwatch.core.events import decode_payload, normalise_subscriber
+from churnwatch.core.events import OutcomeResult, decode_payload, normalise_subscriber
 from churnwatch.core.keys import Keys
+from churnwatch.core.severity import SEVERITIES
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ApiDeps:
 class OutcomeRequest(msgspec.Struct, forbid_unknown_fields=True):
     subscriber_id: str
     alert_id: str
-    result: Literal["accepted", "declined", "no_contact"]
+    result: OutcomeResult
 
 
 def _json_error(status: int, message: str) -> web.HTTPException:
@@ -73,7 +74,7 @@ class Api:
 
     async def meta(self, request: web.Request) -> web.Response:
         """GET /api/meta: the filter choices (teams of the playbook, severities)."""
-        return web.json_response({"teams": list(self.deps.teams), "severities": SEVERITIES})
+        return web.json_response({"teams": list(self.deps.teams), "severities": SEVERITIES[::-1]})  # highest first
 
     async def alerts(self, request: web.Request) -> web.Response:
         """GET /api/alerts?team=&severity=&limit=: delivered alerts, newest first."""

@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from churnwatch.core.events import COMPLAINT_CATEGORIES, Event
+from churnwatch.core.units import DAY_MS
 from features.reference import ReferenceStore
-from features.schema import DAY_MS, FEATURES
+from features.schema import FEATURES
 from features.store import APPLIED
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -22,9 +22,10 @@ from alerting.ledger import AlertLedger
 from alerting.playbook import load_playbook
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
-from features.schema import DAY_MS, FEATURES
+from features.schema import FEATURES
 from features.store import FeatureStore, StoreConfig
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example, LabelPolicy

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import msgspec
 
 from churnwatch.core.events import COMPLAINT_CATEGORIES, Event
+from churnwatch.core.units import DAY_MS
 from features.codec import VERSION_1
 from features.kernel import string_hashes
 from features.schema import (
-    DAY_MS,
     month_of,
     to_cents,
     to_milli,
