@@ -1,6 +1,6 @@
 """The batch commit and the alert ledger in Redis.
 
-``commit`` stores a batch's new feature states (the values ``FeatureStore.stage`` returned)
+``writes`` describes how to store a batch's new feature states (the values ``FeatureStore.stage`` returned)
 and records its cooldown entries and decided alerts (as *pending*) atomically, so a crash at
 any point either loses the whole batch's effects (and the replay redoes them) or none of
 them: on a single Redis one ``MULTI``/``EXEC`` of an ``MSET`` and the ledger script, on a
@@ -21,6 +21,7 @@ import msgspec
 from churnwatch.core.keys import Keys
 from churnwatch.infra.redis.connect import sends_packed
 from churnwatch.infra.redis.script_router import ScriptRouter
+from churnwatch.infra.redis.writes import Command, ScriptCalls, Write
 from features.values import StateValues
 
 _packer = msgspec.msgpack.Encoder()
@@ -44,22 +45,18 @@ class AlertLedger:
         self._script = redis.register_script(
             resources.files("alerting").joinpath("ledger.lua").read_text())
 
-    async def commit(
+    async def writes(
         self,
         entries: Mapping[str, Mapping[str, bytes]],
         pending: Mapping[str, Sequence[tuple[str, bytes]]],
-        pipe: Any = None,
         states: StateValues | Mapping[str, bytes] | None = None,
-    ) -> None:
-        """Store the new state values (``states``, e.g. ``BatchFeatures.staged``; empty ones
-        are skipped) and record the subscribers' new cooldown ``entries`` and ``pending``
-        alerts.
-
-        With ``pipe`` (a redis pipeline) the writes are only queued on it, to share its round
-        trip; the caller executes the pipeline, which must be a transaction (``MULTI``/
-        ``EXEC``, ``transaction=True``) when ``states`` are given, for the states and the
-        decisions to be stored at once.
-        """
+    ) -> list[Write]:
+        """The writes storing the new state values (``states``, e.g. ``BatchFeatures.staged``;
+        empty ones are skipped) and the subscribers' new cooldown ``entries`` and ``pending``
+        alerts. On a single Redis they must run in one transaction (``MULTI``/``EXEC``) for
+        the states and the decisions to be stored at once: an ``MSET`` of the states
+        (redis-server spends about half the time of the script's per-value Lua strings) and
+        the ledger script; on a cluster one script call per node holds both."""
         if states is None:
             values = StateValues.of({})
         else:
@@ -71,8 +68,7 @@ class AlertLedger:
             if flat_entries or flat_pending:
                 items[sid] = (flat_entries, flat_pending)
         if not self.router.cluster:
-            await self._commit_single(values, items, pipe)
-            return
+            return self._writes_single(values, items)
         subscribers = values.subscribers
         others = [sid for sid in items if sid not in values]  # decisions, no new value
         everyone = subscribers + others
@@ -84,30 +80,24 @@ class AlertLedger:
                 calls.append((node, self.keys.states([subscribers[i] for i in chosen])
                               + [self.keys.ledger(sid) for sid in keyed],
                               self._args([items[sid] for sid in keyed], packed)))
-        if calls:
-            await self.router.run(self._script, calls, pipe=pipe)
+        return [ScriptCalls(self.router, self._script, tuple(calls))] if calls else []
 
-    async def _commit_single(self, values: StateValues,
-                             items: dict[str, tuple[list[str], list[str]]], pipe: Any) -> None:
-        """On a single Redis: the states by one ``MSET`` (redis-server spends about half the
-        time of the script's per-value Lua strings), the decisions by the script, in one
-        transaction (``pipe`` must be one)."""
-        own = pipe is None
-        if own:
-            pipe = self.redis.pipeline(transaction=True)
-        if sends_packed(pipe):  # the whole command in one numba pass over the values' buffer
-            command = values.mset(self.keys.states(values.subscribers)) if len(values) else None
-            args: list[Any] = [] if command is None else [command]
-        else:
-            args = [x for sid, value in values.items() if value
-                    for x in (self.keys.state(sid), value)]
-        if args:
-            pipe.execute_command("MSET", *args)
+    def _writes_single(self, values: StateValues,
+                       items: dict[str, tuple[list[str], list[str]]]) -> list[Write]:
+        out: list[Write] = []
+        if len(values):
+            if sends_packed(self.redis):  # the whole command in one numba pass over the buffer
+                out.append(Command("MSET", values.mset(self.keys.states(values.subscribers))))
+            else:
+                args = [x for sid, value in values.items() if value
+                        for x in (self.keys.state(sid), value)]
+                if args:
+                    out.append(Command("MSET", *args))
         if items:
-            await self._script(keys=[self.keys.ledger(sid) for sid in items],
-                               args=self._args(list(items.values()), b""), client=pipe)
-        if own and (args or items):
-            await pipe.execute()
+            out.append(ScriptCalls(self.router, self._script, (
+                (None, [self.keys.ledger(sid) for sid in items],
+                 self._args(list(items.values()), b"")),)))
+        return out
 
     def _args(self, items: list[tuple[list[str], list[str]]], packed: bytes) -> list[Any]:
         return ["commit", _packer.encode(items), self.ttl_s, packed,

@@ -19,6 +19,7 @@ from typing import Any
 
 from churnwatch.core.keys import Keys
 from churnwatch.infra.redis.script_router import ScriptRouter
+from churnwatch.infra.redis.writes import ScriptCalls, Write
 
 _POINT = struct.Struct("<IHB")
 _SEVERITY = ("", "low", "medium", "high")
@@ -62,20 +63,19 @@ class RiskHistory:
         self._script = redis.register_script(_SCRIPT)
         self.router = ScriptRouter(redis)
 
-    async def record(self, pipe: Any,
-                     points: Mapping[str, Sequence[tuple[int, float, str]]]) -> None:
-        """Queue each subscriber's points (event time ms, score, severity or "") on ``pipe``
-        (the caller executes it); a point for a day before the previous one is ignored."""
+    async def writes(self, points: Mapping[str, Sequence[tuple[int, float, str]]]
+                     ) -> list[Write]:
+        """Each subscriber's points (event time ms, score, severity or ""); a point for a day
+        before the previous one is ignored."""
         if not points or not self.cap:
-            return
+            return []
         keys = [self.keys.risk(sid) for sid in points]
         packed = [b"".join(_POINT.pack(max(0, ts // 1000),
                                        round(min(max(score, 0.0), 1.0) * 10_000), _CODE[sev])
                            for ts, score, sev in series) for series in points.values()]
-        calls = [(node, [keys[i] for i in group],
-                  [self.cap, *(packed[i] for i in group)])
-                 for node, group in await self.router.split(keys)]
-        await self.router.run(self._script, calls, pipe=pipe)
+        calls = tuple((node, [keys[i] for i in group], [self.cap, *(packed[i] for i in group)])
+                      for node, group in await self.router.split(keys))
+        return [ScriptCalls(self.router, self._script, calls)]
 
     async def read(self, subscriber_id: str) -> list[dict[str, Any]]:
         """The subscriber's points, oldest first (times to the second)."""

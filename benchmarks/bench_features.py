@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import inspect
 import math
 import os
 import pstats
@@ -62,6 +61,7 @@ from features.cache import StateCache
 from features.commits import CommitChain
 from features.schema import month_of, to_cents, to_milli
 from features.store import APPLIED, FeatureStore, encode_batch
+from streams.commit import BatchCommit
 
 CODE_PATHS = ("features", "alerting/ledger.py", "alerting/ledger.lua", "churnwatch/core/keys.py",
               "churnwatch/infra/redis/resp.py", "churnwatch/core/memcopy.py")
@@ -351,23 +351,12 @@ class NaivePerEventStore:
 
 
 # ---------------------------------------------------------------------------- batch path
-def _accepts_states(ledger: AlertLedger) -> bool:
-    try:
-        return "states" in inspect.signature(ledger.commit).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 async def commit(ledger: AlertLedger, staged: Any, caches: Sequence[FeatureStore] = ()) -> None:
-    """``AlertLedger.commit(subscribers, {}, {})`` for a staged batch: no alert decisions. A store
-    that returns the new state blobs (``BatchFeatures.staged``) gets them passed as ``states``
-    (a store that staged them inside Redis needs nothing more). Then, as the worker does, the
-    stores in ``caches`` record what was stored in their state caches."""
+    """A staged batch's states through ``BatchCommit`` (no alert decisions). Then, as the
+    worker does, the stores in ``caches`` record what was stored in their state caches."""
     blobs = getattr(staged, "staged", None)
-    if blobs is not None and _accepts_states(ledger):
-        await ledger.commit({}, {}, states=blobs)
-    else:
-        await ledger.commit({}, {})
+    await BatchCommit(ledger.redis, lambda: ledger.writes({}, {}, blobs),
+                      cluster=ledger.router.cluster).send()
     for store in caches:
         store.remember(staged, {})
 
@@ -683,8 +672,9 @@ async def overlapped_round(store: FeatureStore, ledger: AlertLedger,
         t0 = time.perf_counter()
         staged = await store.stage(events)
         stage_s += time.perf_counter() - t0
-        await chain.submit(staged, {}, lambda staged=staged: ledger.commit(
-            {}, {}, states=staged.staged))
+        await chain.submit(staged, {}, lambda staged=staged: BatchCommit(
+            ledger.redis, lambda: ledger.writes({}, {}, staged.staged),
+            cluster=ledger.router.cluster).send())
         applied += len(staged.rows)
         distinct += len(staged.subscribers)
     await chain.drain()

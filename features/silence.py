@@ -10,12 +10,13 @@ ever scans Redis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
+from churnwatch.infra.redis.writes import Command
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,23 @@ class SilenceIndex:
     quiet_ms: int = DAY_MS
     every_ms: int = DAY_MS
 
-    def record(self, pipe: Any, partition: int, clocks: Mapping[str, int]) -> None:
-        """Queue on a redis pipeline: these subscribers were active up to these event times."""
+    def record(self, partition: int, clocks: Mapping[str, int]) -> list[Command]:
+        """These subscribers were active up to these event times."""
         if not clocks:
-            return
-        pipe.zadd(self.keys.silence_due(partition),
-                  {sid: ts + self.quiet_ms for sid, ts in clocks.items()}, gt=True)
-        pipe.zadd(self.keys.watermarks(), {str(partition): max(clocks.values())}, gt=True)
+            return []
+        return [Command("ZADD", self.keys.silence_due(partition), "GT",
+                        *_pairs((ts + self.quiet_ms, sid) for sid, ts in clocks.items())),
+                Command("ZADD", self.keys.watermarks(), "GT", max(clocks.values()),
+                        str(partition))]
 
-    def reschedule(self, pipe: Any, partition: int, subscribers: Sequence[str],
-                   watermark: int) -> None:
-        """Queue: these subscribers were checked at ``watermark``; check again ``every_ms`` later."""
-        if subscribers:
-            pipe.zadd(self.keys.silence_due(partition),
-                      {sid: watermark + self.every_ms for sid in subscribers}, gt=True)
+    def reschedule(self, partition: int, subscribers: Sequence[str],
+                   watermark: int) -> list[Command]:
+        """These subscribers were checked at ``watermark``; check again ``every_ms`` later."""
+        if not subscribers:
+            return []
+        due = watermark + self.every_ms
+        return [Command("ZADD", self.keys.silence_due(partition), "GT",
+                        *_pairs((due, sid) for sid in subscribers))]
 
     async def due(self, redis: Any, partition: int, limit: int) -> tuple[int | None, list[str]]:
         """The partition's watermark and up to ``limit`` subscribers due at it."""
@@ -49,7 +53,13 @@ class SilenceIndex:
                                             start=0, num=limit)
         return wm, [m.decode() for m in members]
 
-    def forget(self, pipe: Any, partition: int, subscribers: Sequence[str]) -> None:
-        """Queue: drop subscribers whose state has expired from the index."""
-        if subscribers:
-            pipe.zrem(self.keys.silence_due(partition), *subscribers)
+    def forget(self, partition: int, subscribers: Sequence[str]) -> list[Command]:
+        """Drop subscribers whose state has expired (or who churned) from the index."""
+        if not subscribers:
+            return []
+        return [Command("ZREM", self.keys.silence_due(partition), *subscribers)]
+
+
+def _pairs(scored: Iterable[tuple[int, str]]) -> list[Any]:
+    """``(score, member)`` pairs flattened as ZADD takes them."""
+    return [x for pair in scored for x in pair]

@@ -26,6 +26,7 @@ import numpy as np
 
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import HOUR_MS
+from churnwatch.infra.redis.writes import Command
 from churnwatch.infra.runtime.metrics import Metrics
 from online_models.dedup import DedupWindow, fingerprints
 from online_models.model import ChurnModel, with_derived
@@ -45,10 +46,12 @@ return 0
 """
 
 
-def append_examples(pipe: Any, keys: Keys, examples: Sequence[Example]) -> None:
-    """Queue one stream entry holding a batch's examples on a redis pipeline."""
-    if examples:
-        pipe.xadd(keys.model("examples"), {"x": _encoder.encode(list(examples))})
+def example_writes(keys: Keys, examples: Sequence[Example]) -> list[Command]:
+    """One stream entry holding a batch's examples (none without examples)."""
+    if not examples:
+        return []
+    return [Command("XADD", keys.model("examples"), "*", "x",
+                    _encoder.encode(list(examples)))]
 
 
 def example_input(example: Example) -> dict[str, float]:

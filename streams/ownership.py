@@ -34,7 +34,7 @@ from redis.exceptions import WatchError
 
 from churnwatch.core.errors import FencedError
 
-__all__ = ["PartitionOwners", "WatchError", "WriteFence", "partition_field"]
+__all__ = ["Partition", "PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 
 Partition = tuple[str, int]
 

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
@@ -48,17 +48,19 @@ from alerting.storm import StormGuard, released_copy
 from churnwatch.core.errors import FencedError
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
+from churnwatch.infra.redis.writes import Write
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
 from features.commits import CommitChain, CommitChainBroken
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
 from online_models.labels import resolve_batch, resolve_sweep
-from online_models.learner import append_examples
+from online_models.learner import example_writes
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import count_alerts, count_cache, count_labels, count_replays
+from streams.commit import AppliedOffsets, BatchCommit
 from streams.intake import (
     activity,
     count_outcomes,
@@ -66,7 +68,7 @@ from streams.intake import (
     future_letters,
     late_letters,
 )
-from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
+from streams.ownership import PartitionOwners, WriteFence, partition_field
 from streams.records import DeadLetter, Record, is_retryable, next_offsets
 from streams.repartition import Forward, Homes, Seen
 from streams.side_writes import SideWrites
@@ -134,7 +136,7 @@ class Pipeline:
         self.storm = StormGuard()
         self.labels = labels
         self.holdout = holdout
-        self.writes = SideWrites(store, self.silence, metrics)
+        self.writes = SideWrites(store, self.silence)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
@@ -357,84 +359,52 @@ class Pipeline:
             assert self.homes is not None
             await publisher.forward(self.homes.topic, forwards)
             self.metrics.forwarded.inc(sum(f.events for f in forwards))
+        keys = self.store.config.keys
+        churned = [sid for left in gone.values() for sid in left]
+
+        async def describe() -> list[Write]:
+            return [*example_writes(keys, examples),
+                    *await self.ledger.writes(decision.entries, decision.pending,
+                                              staged.staged),
+                    *(w for partition, clocks in active.items()
+                      for w in self.silence.record(partition, clocks)),
+                    *(w for partition, left in gone.items()
+                      for w in self.silence.forget(partition, left)),
+                    *self.writes.hold(decision),
+                    *await self.risk.writes(decision.risk),
+                    *self.writes.expire_churned(churned)]
+
+        commit = self._batch_commit(describe, list(applied), self._offsets(applied, seen),
+                                    before_send=lambda: failpoint("before_redis_write"))
         async for attempt in self._retrying("batch"):
             with attempt:
-                await self._commit_once(staged, decision, examples, active, gone, applied,
-                                        seen)
+                await commit.send()
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
 
-    async def _commit_once(self, staged: BatchFeatures, decision: Decision,
-                           examples: list[Example], active: dict[int, dict[str, int]],
-                           gone: dict[int, list[str]],
-                           applied: dict[tuple[str, int], int], seen: Seen) -> None:
-        async def queue(pipe: Any, fenced: bool) -> None:
-            append_examples(pipe, self.store.config.keys, examples)
-            await self.ledger.commit(decision.entries, decision.pending,
-                                     pipe=pipe, states=staged.staged)
-            for partition, clocks in active.items():
-                self.silence.record(pipe, partition, clocks)
-            for partition, left in gone.items():
-                self.silence.forget(pipe, partition, left)
-            self.writes.hold(pipe, decision)
-            await self.risk.record(pipe, decision.risk)
-            self.writes.expire_churned(pipe, [sid for left in gone.values() for sid in left])
-            if fenced:  # in the transaction: the offsets land with the states
-                self._store_seen(pipe, seen)
-            failpoint("before_redis_write")
+    def _batch_commit(self, describe: Callable[[], Awaitable[list[Write]]],
+                      partitions: Sequence[tuple[str, int]], offsets: AppliedOffsets | None,
+                      before_send: Callable[[], None] | None = None) -> BatchCommit:
+        return BatchCommit(self.store.redis, describe, cluster=self.ledger.router.cluster,
+                           fence=self.fence, partitions=partitions, offsets=offsets,
+                           before_send=before_send)
 
-        fenced = await self._write(list(applied), applied, queue)
-        if fenced is None and self.applied_key:  # not fenced (a cluster): after the states
-            await self._store_applied(self.store.redis, applied)
-            if seen:
-                await self._store_seen(self.store.redis, seen)
+    def _offsets(self, applied: dict[tuple[str, int], int], seen: Seen) -> AppliedOffsets | None:
+        """What the batch stores in the applied-offsets hash (nothing outside a group)."""
+        if self.applied_key is None:
+            return None
+        fields = ({self.homes.seen_field(key): position for key, position in seen.items()}
+                  if self.homes is not None else {})
+        return AppliedOffsets(self.applied_key, applied, fields)
 
-    async def _write(self, partitions: Sequence[tuple[str, int]],
-                     target: dict[tuple[str, int], int],
-                     queue: Callable[[Any, bool], Awaitable[None]]) -> bool | None:
-        """One write to Redis; ``queue(pipe, fenced)`` fills the pipeline. On a single Redis
-        it is one ``MULTI``/``EXEC``, fenced (``streams.ownership.WriteFence``) if the
-        partitions are owned, and stores the applied offsets ``target`` with the rest; a
-        cluster's writes span slots (the commit itself then runs as one script per node).
-        Returns True once a fenced write ran, False if a copy of it had landed already (its
-        reply was lost), None for a write that is not fenced."""
-        single = not self.ledger.router.cluster
-        fence = self.fence if single else None
-        pipe = self.store.redis.pipeline(transaction=single)
-        try:
-            if fence is not None and not await fence.open(pipe, partitions, target):
-                return False
-            await queue(pipe, fence is not None)
-            if fence is not None:
-                fence.close(pipe, target)
-            await pipe.execute()
-        except WatchError:  # (also a connection lost while watching, before the EXEC)
-            assert fence is not None
-            raise await fence.refused(partitions) from None
-        finally:
-            await pipe.reset()
-        return True if fence is not None else None
-
-    async def _sweep_write(self, partition: int, written: list[str],
-                           queue: Callable[[Any, bool], Awaitable[None]]) -> None:
-        """A sweep's write to ``partition``'s subscribers (fenced on the partition's claims
+    async def _sweep_commit(self, partition: int, written: list[str],
+                            describe: Callable[[], Awaitable[list[Write]]]) -> None:
+        """A sweep's writes to ``partition``'s subscribers (fenced on the partition's claims
         when owned); the cached copies of ``written`` are forgotten."""
         tps = [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
         try:
-            await self._write(tps, {}, queue)
+            await self._batch_commit(describe, tps, None).send()
         finally:  # written (or maybe, if the write failed)
             self.store.forget(written)
-
-    def _store_seen(self, client: Any, seen: Seen) -> Any:
-        if self.applied_key is None or self.homes is None or not seen:
-            return None
-        return client.hset(self.applied_key, mapping={self.homes.seen_field(key): position
-                                                      for key, position in seen.items()})
-
-    def _store_applied(self, client: Any, applied: dict[tuple[str, int], int]) -> Any:
-        if self.applied_key is None or not applied:
-            return None
-        return client.hset(self.applied_key,
-                           mapping={partition_field(tp): offset for tp, offset in applied.items()})
 
     async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
                        batch: _Committed, publisher: Publisher) -> BatchResult:
@@ -491,10 +461,10 @@ class Pipeline:
                     idle_ms = self.store.config.ttl_s * 1000
                     expired = [sid for sid, t in snap.clocks.items() if t + idle_ms < watermark]
                     if expired:
-                        async def expire(pipe: Any, _: bool) -> None:
-                            self.writes.expire(pipe, partition, expired)
+                        async def expire() -> list[Write]:
+                            return self.writes.expire(partition, expired)
 
-                        await self._sweep_write(partition, expired, expire)
+                        await self._sweep_commit(partition, expired, expire)
                         self.metrics.expired.inc(len(expired))
                         due = sorted(set(due) - set(expired))
                         if not due:
@@ -511,17 +481,17 @@ class Pipeline:
                     resolved, writes = resolve_sweep(self.labels, snap, watermark,
                                                      alert_marks(decision.alerts),
                                                      trigger_id)
-                    async def queue(pipe: Any, _: bool) -> None:
-                        append_examples(pipe, self.store.config.keys, resolved.examples)
-                        await self.ledger.commit(decision.entries, decision.pending, pipe=pipe)
-                        await self.writes.write_tails(pipe, writes)
-                        self.silence.reschedule(pipe, partition, known, watermark)
-                        self.silence.forget(pipe, partition, sorted(set(due) - set(known)))
-                        self.writes.hold(pipe, decision)
-                        await self.risk.record(pipe, decision.risk)
+                    async def describe() -> list[Write]:
+                        return [*example_writes(self.store.config.keys, resolved.examples),
+                                *await self.ledger.writes(decision.entries, decision.pending),
+                                *await self.writes.tails_written(writes),
+                                *self.silence.reschedule(partition, known, watermark),
+                                *self.silence.forget(partition, sorted(set(due) - set(known))),
+                                *self.writes.hold(decision),
+                                *await self.risk.writes(decision.risk)]
 
-                    await self._sweep_write(
-                        partition, known + [w.subscriber_id for w in writes], queue)
+                    await self._sweep_commit(
+                        partition, known + [w.subscriber_id for w in writes], describe)
             self.storm.commit(decision.storm_counts)
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)

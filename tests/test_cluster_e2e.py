@@ -16,6 +16,7 @@ from churnwatch.core.keys import Keys
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.infra.kafka.topics import create_topics
 from features.store import FeatureStore
+from tests.support.commits import commit
 from tests.support.compare import assert_features_equal
 from tests.support.feeds import SimulatedFeed
 from tests.support.redis_target import RedisTarget
@@ -85,7 +86,7 @@ def test_batch_scripts_split_by_node_on_the_cluster(redis_cluster_server) -> Non
             assert len(groups) == 3 and sum(len(m) for _, m in groups) == 300
             staged = await store.stage(events)
             assert staged.status == "A" * 900
-            await ledger.commit({}, {s: [("e1", b'{"x":1}')]
+            await commit(ledger, {}, {s: [("e1", b'{"x":1}')]
                                                           for s in subs[:50]},
                                 states=staged.staged)
             again = await store.stage(events)
@@ -157,7 +158,7 @@ def test_per_slot_scripts_on_a_redis_6_cluster(tmp_path: Path) -> None:
                 groups = await store.router.split([Keys().state(s) for s in subs])
                 assert store.router.cross_slot is False and len(groups) == 40
                 staged = await store.stage(events)
-                await ledger.commit({}, {}, states=staged.staged)
+                await commit(ledger, {}, {}, states=staged.staged)
                 assert (await store.stage(events)).status == "D" * 120
                 assert len(await store.read(subs)) == 40
             finally:
@@ -183,7 +184,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
         try:
             store, ledger = FeatureStore(client), AlertLedger(client)
             staged = await store.stage(events)
-            await ledger.commit({}, {}, states=staged.staged)
+            await commit(ledger, {}, {}, states=staged.staged)
             source, dest = (redis_cluster_server.cli(n.port, "cluster", "myid").strip()
                             for n in nodes[:2])
             await asyncio.to_thread(
@@ -213,7 +214,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
             for node, members in await ledger.router.split([Keys().state(s) for s in subs]):
                 stale[node.port] |= {subs[i] for i in members}
             with pytest.raises(TryAgainError):
-                await ledger.commit({}, {}, states=staged.staged)
+                await commit(ledger, {}, {}, states=staged.staged)
             store.router.invalidate()  # as the pipeline's retry does after any Redis error
             after = await store.stage(later)
             lost = {s for s, st in zip(subs, after.status) if st == "A"}

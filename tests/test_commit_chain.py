@@ -15,6 +15,7 @@ from churnwatch.core.events import Event
 from features.cache import StateCache
 from features.commits import CommitChain, CommitChainBroken
 from features.store import FeatureStore
+from tests.support.commits import commit
 from tests.support.feature_oracle import (
     MANY_SUBS,
     Oracle,
@@ -49,7 +50,7 @@ async def stage_overlapped(store: FeatureStore, chain: CommitChain, oracle: Orac
                 await asyncio.sleep(0.002)
             if k == fail_at:
                 raise Boom("redis went away")
-            await ledger.commit({}, {}, states=staged.staged)
+            await commit(ledger, {}, {}, states=staged.staged)
             landed.append(k)
 
         await chain.submit(staged, {}, write)
@@ -125,7 +126,7 @@ def test_without_a_cache_or_after_a_clear_staging_waits_for_the_landing(redis_ur
 
         async def slow_commit(staged):
             await gate.wait()
-            await ledger.commit({}, {}, states=staged.staged)
+            await commit(ledger, {}, {}, states=staged.staged)
 
         store = FeatureStore(client, cache=StateCache(100))
         chain = CommitChain(store)
@@ -143,7 +144,7 @@ def test_without_a_cache_or_after_a_clear_staging_waits_for_the_landing(redis_ur
         uncached = FeatureStore(client)
         second = await uncached.stage(events[30:])
         task = await CommitChain(uncached).submit(
-            second, {}, lambda: ledger.commit({}, {}, states=second.staged))
+            second, {}, lambda: commit(ledger, {}, {}, states=second.staged))
         assert task.done()  # nothing to stage on: it landed before submit returned
         oracle = Oracle()
         oracle.apply(events)

@@ -23,6 +23,7 @@ from features.schema import FEATURES, as_dict
 from features.store import APPLIED, DUPLICATE, LATE, FeatureStore
 from rules.engine import evaluate_reference
 from rules.ruleset import load_ruleset
+from tests.support.commits import commit
 from tests.support.feature_oracle import (
     KIND_WEIGHTS,
     MANY_SUBS,
@@ -64,7 +65,7 @@ async def stage_and_check(store: FeatureStore, ledger: AlertLedger, oracle: Orac
     assert_same_rows(result.matrix, want_matrix, label)
     assert result.attrs == want_attrs, label
     assert result.subscribers == list(dict.fromkeys(ev.subscriber_id for ev in batch))
-    await ledger.commit({}, {}, states=result.staged)
+    await commit(ledger, {}, {}, states=result.staged)
     store.remember(result, {})  # as the pipeline does once its commit is stored
     return result
 
@@ -194,7 +195,7 @@ def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: st
         store, ledger = FeatureStore(client, cache=StateCache(cache_size)), AlertLedger(client)
         head, tail = events[:150], events[150:]
         staged = await store.stage(head)
-        await ledger.commit({}, {}, states=staged.staged)
+        await commit(ledger, {}, {}, states=staged.staged)
         store.remember(staged, {})
         assert len(store.cache) == (2 if cache_size else 0)
         keys = Keys()
@@ -206,7 +207,7 @@ def test_uncommitted_batch_is_invisible_and_restaging_is_identical(redis_url: st
         assert first.status == second.status
         assert np.array_equal(first.matrix, second.matrix, equal_nan=True)
         assert first.attrs == second.attrs
-        await ledger.commit({}, {}, states=second.staged)
+        await commit(ledger, {}, {}, states=second.staged)
         # the reads before the commit saw the committed state only
         oracle = Oracle()
         oracle.apply(head)
@@ -254,7 +255,7 @@ async def _apply(url: str, events: Sequence[Event]) -> list[dict[str, float]]:
     await client.flushall()
     store, ledger = FeatureStore(client), AlertLedger(client)
     result = await store.stage(events)
-    await ledger.commit({}, {}, states=result.staged)
+    await commit(ledger, {}, {}, states=result.staged)
     await client.aclose()
     assert result.status == APPLIED * len(events)
     return [as_dict(row) for row in result.matrix]
@@ -313,7 +314,7 @@ def test_lateness_edge_and_duplicates(redis_url: str) -> None:
                       [ev(5, "s", "spend", NOW + 7 * DAY_MS + 1, amount=1.0),
                        first, ev(6, "s", "login", NOW + 1), ev(7, "s", "login", NOW)]):
             result = await store.stage(batch)
-            await ledger.commit({}, {}, states=result.staged)
+            await commit(ledger, {}, {}, states=result.staged)
             statuses += result.status + "|"
         await client.aclose()
         return statuses
@@ -438,7 +439,7 @@ def test_read_at_a_later_now_ages_windows(redis_url: str) -> None:
                   ev(2, "s", "complaint", day, category="service"),
                   ev(3, "s", "login", NOW)]
         staged = await store.stage(events)
-        await ledger.commit({}, {}, states=staged.staged)
+        await commit(ledger, {}, {}, states=staged.staged)
         later = NOW + 95 * DAY_MS
         got = await store.read(["s", "nobody"], later)
         assert list(got) == ["s"]
@@ -478,7 +479,7 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
         for i in range(0, len(events), 5000):
             result = await store.stage(events[i:i + 5000])
             assert result.status == APPLIED * len(result.status)
-            await ledger.commit({}, {}, states=result.staged)
+            await commit(ledger, {}, {}, states=result.staged)
         keys = Keys()
         sizes = [await client.memory_usage(keys.state(s)) for s in subs]
         # the state blob is the subscriber's only key (no staging or side keys left behind)

@@ -145,23 +145,22 @@ def test_crash_between_append_and_commit_is_learned_once(redis_url: str,
                                                           monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     events = _random_stream(7)
-    real_append = pipeline_module.append_examples
+    real_writes = pipeline_module.example_writes
     sync = syncredis.Redis.from_url(redis_url)
     crashes = []
 
-    def append_then_die(pipe, keys, examples):  # type: ignore[no-untyped-def]
+    def append_then_die(keys, examples):  # type: ignore[no-untyped-def]
         if examples and not crashes:  # the append lands, then the worker dies
-            scratch = sync.pipeline(transaction=False)
-            real_append(scratch, keys, examples)
-            scratch.execute()
+            for write in real_writes(keys, examples):
+                sync.execute_command(*write.args)
             crashes.append(len(examples))
             raise RuntimeError("killed between the append and the commit")
-        real_append(pipe, keys, examples)
+        return real_writes(keys, examples)
 
     async def main() -> None:
         h = Harness(redis_url, SHORT)
         plan = _batches(events, random.Random(7))
-        monkeypatch.setattr(pipeline_module, "append_examples", append_then_die)
+        monkeypatch.setattr(pipeline_module, "example_writes", append_then_die)
         done = 0
         for batch in plan:
             try:

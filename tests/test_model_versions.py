@@ -15,7 +15,7 @@ from alerting.holdout import Holdout
 from churnwatch.cli.main import app
 from churnwatch.core.keys import Keys
 from churnwatch.infra.runtime.metrics import Metrics
-from online_models.learner import Learner, ModelWatcher, append_examples
+from online_models.learner import Learner, ModelWatcher, example_writes
 from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Example
 from online_models.versions import Checkpoint, ModelVersions, VersionError
@@ -35,9 +35,8 @@ def _examples(n: int, start: int) -> list[Example]:
 
 
 async def _append(client, examples: list[Example]) -> None:  # type: ignore[no-untyped-def]
-    pipe = client.pipeline(transaction=False)
-    append_examples(pipe, K, examples)
-    await pipe.execute()
+    for write in example_writes(K, examples):
+        await client.execute_command(*write.args)
 
 
 def _cli(redis_url: str, *args: str) -> tuple[int, str]:

@@ -48,17 +48,17 @@ def test_a_commit_that_fails_for_good_does_not_stop_later_batches(redis_url: str
         ledger = AlertLedger(client)
         pipeline = Pipeline(store, ledger, RULES, ChurnModel(), load_playbook(), Metrics())
         publisher = Collector()
-        real_commit = ledger.commit
+        real_writes = ledger.writes
         calls = []
 
-        async def commit(*args, **kwargs):
+        async def writes(*args, **kwargs):
             calls.append(1)
             if len(calls) == 2:  # slow, so the next batch stages on it meanwhile
                 await asyncio.sleep(0.2)
                 raise ValueError("a script error: not retried")
-            return await real_commit(*args, **kwargs)
+            return await real_writes(*args, **kwargs)
 
-        ledger.commit = commit
+        ledger.writes = writes
         batches = [_batch(n) for n in range(4)]
         first = await pipeline.start(_records(0, batches[0]), publisher)
         failing = await pipeline.start(_records(6, batches[1]), publisher)

@@ -21,6 +21,7 @@ from features.values import StateValues
 
 pairs = st.lists(st.tuples(st.text(min_size=1, max_size=12), st.binary(max_size=300)),
                  max_size=40, unique_by=lambda p: p[0])
+from tests.support.commits import commit
 
 
 def _values(items: list[tuple[str, bytes]]) -> tuple[list[str], bytes, np.ndarray]:
@@ -56,7 +57,7 @@ def test_a_commit_stores_the_same_values_packed_or_not(redis_url: str) -> None:
 
     async def go(client: aioredis.Redis, keys: Keys) -> list[bytes | None]:
         values = StateValues(names, raw, off, np.zeros(len(names), np.int64))
-        await AlertLedger(client, keys).commit({}, {}, states=values)
+        await commit(AlertLedger(client, keys), {}, {}, states=values)
         got = await client.mget(keys.states(names))
         await client.aclose()
         return got

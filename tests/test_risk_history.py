@@ -15,6 +15,7 @@ from churnwatch.core.keys import Keys
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # a UTC midnight
+from tests.support.commits import record_risk
 
 
 def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None:
@@ -41,9 +42,7 @@ def test_points_replace_the_same_day_skip_earlier_days_and_are_capped(redis_url:
             {"s": [(T0 + 2 * DAY, 0.3, ""), (T0 + 2 * DAY + 1, 0.35, ""),  # same day in a batch
                    (T0 + 3 * DAY, 1.7, "high")], "t": [(T0, -1.0, "")]},  # clamped to [0, 1]
         ):
-            pipe = client.pipeline(transaction=False)
-            await risk.record(pipe, batch)
-            await pipe.execute()
+            await record_risk(risk, batch)
             seen.append(await risk.read("s"))
         seen.append(await risk.read("t"))
         ttl = await client.ttl(Keys().risk("s"))

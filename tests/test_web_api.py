@@ -30,6 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 XSS = "<img/src=x/onerror=alert(1)>"
 T0 = 1_767_225_600_000
 DAY = 86_400_000
+from tests.support.commits import record_risk
 
 
 def _alert(n: int, sid: str, severity: str, team: str, ts: int = T0) -> dict[str, Any]:
@@ -201,9 +202,7 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     async def body(client: TestClient, h: Harness) -> None:
         await h.deliver(_alert(1, XSS, "high", "care"))
-        pipe = h.redis.pipeline(transaction=False)
-        await h.risk.record(pipe, {XSS: [(T0 + 1000, 0.4, "high"), (T0 + DAY + 2000, 0.3, "")]})
-        await pipe.execute()
+        await record_risk(h.risk, {XSS: [(T0 + 1000, 0.4, "high"), (T0 + DAY + 2000, 0.3, "")]})
         with caplog.at_level(logging.INFO, logger="churnwatch.web"):
             resp = await client.get(f"/api/subscribers/{quote(XSS, safe='')}", headers=AUTH)
             await resp.read()

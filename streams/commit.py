@@ -1,0 +1,120 @@
+"""The one owner of a batch's (or a sweep's) Redis writes.
+
+The batch's collaborators describe what to write (``churnwatch.infra.redis.writes``);
+:class:`BatchCommit` sends it as one round trip and tracks where it is:
+
+    staged ──send()──▶ sent ──▶ landed
+                         └────▶ failed ──send()──▶ sent …
+
+On a single Redis the writes are one ``MULTI``/``EXEC``. When the worker owns its
+partitions (a consumer group), that transaction is fenced (``streams.ownership.WriteFence``):
+it runs only while this worker holds the partitions, at most once whatever the number of
+copies sent, and stores the partitions' applied offsets with the states. A Redis Cluster
+cannot watch keys across slots: there the writes go out unfenced (each subscriber's effects
+stay in one script per node) and the applied offsets are stored after them.
+
+A failed send may be sent again, until it lands: the writes are described again for each
+attempt (a cluster's slots may have moved), and each is idempotent or fenced.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from churnwatch.infra.redis.writes import Command, Write, queue_writes
+from streams.ownership import Partition, WatchError, WriteFence, partition_field
+
+__all__ = ["AppliedOffsets", "BatchCommit", "CommitState"]
+
+
+class CommitState(enum.Enum):
+    STAGED = "staged"
+    SENT = "sent"
+    LANDED = "landed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AppliedOffsets:
+    """What a batch stores in the applied-offsets hash ``key``: the offset after the last
+    record applied per partition, and other positions (``fields``: the forwarded events
+    applied, ``streams.repartition``)."""
+
+    key: str
+    partitions: Mapping[Partition, int] = field(default_factory=dict)
+    fields: Mapping[str, int] = field(default_factory=dict)
+
+    def writes(self, *, with_partitions: bool) -> list[Command]:
+        mapping = {partition_field(tp): v for tp, v in self.partitions.items()} \
+            if with_partitions else {}
+        mapping.update(self.fields)
+        if not mapping:
+            return []
+        return [Command("HSET", self.key, *(x for kv in mapping.items() for x in kv))]
+
+
+class BatchCommit:
+    """One batch's or sweep's writes, sent as one round trip (see the module's docstring).
+
+    ``describe`` returns the writes, in order (called again for each attempt);
+    ``partitions`` are those the writes touch (fenced when ``fence`` is given);
+    ``offsets`` what to store in the applied-offsets hash; ``before_send`` runs once the
+    writes are queued, before they go out (a failpoint)."""
+
+    def __init__(self, redis: Any, describe: Callable[[], Awaitable[Sequence[Write]]], *,
+                 cluster: bool, fence: WriteFence | None = None,
+                 partitions: Sequence[Partition] = (), offsets: AppliedOffsets | None = None,
+                 before_send: Callable[[], None] | None = None) -> None:
+        self.redis = redis
+        self.describe = describe
+        self.cluster = cluster
+        self.fence = None if cluster else fence
+        self.partitions = list(partitions)
+        self.offsets = offsets
+        self.before_send = before_send
+        self.state = CommitState.STAGED
+        self.landed_by: str | None = None  # "this" once landed, "a copy" if a lost reply's
+
+    async def send(self) -> None:
+        """Send the writes; returns once they landed (or a copy of them had). Raises
+        ``FencedError`` if another worker owns a partition now, a retryable Redis error
+        otherwise (call again). Does nothing once landed."""
+        if self.state is CommitState.LANDED:
+            return
+        self.state = CommitState.SENT
+        try:
+            ran = await self._send_once()
+        except BaseException:
+            self.state = CommitState.FAILED
+            raise
+        self.state = CommitState.LANDED
+        self.landed_by = "this" if ran else "a copy"
+
+    async def _send_once(self) -> bool:
+        fence, offsets = self.fence, self.offsets
+        target = dict(offsets.partitions) if offsets is not None else {}
+        pipe = self.redis.pipeline(transaction=not self.cluster)
+        try:
+            if fence is not None and not await fence.open(pipe, self.partitions, target):
+                return False  # an earlier copy landed; its reply was lost
+            await queue_writes(pipe, await self.describe())
+            if fence is not None:  # in the transaction: the offsets land with the states
+                if offsets is not None:
+                    await queue_writes(pipe, offsets.writes(with_partitions=False))
+                fence.close(pipe, target)
+            if self.before_send is not None:
+                self.before_send()
+            await pipe.execute()
+        except WatchError:  # (also a connection lost while watching, before the EXEC)
+            assert fence is not None
+            raise await fence.refused(self.partitions) from None
+        finally:
+            await pipe.reset()
+        if fence is None and offsets is not None:  # unfenced: after the states
+            after = offsets.writes(with_partitions=True)
+            if after:
+                await self.redis.execute_command(*after[0].args)
+        return True
