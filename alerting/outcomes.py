@@ -4,6 +4,14 @@ Each outcome (accepted / declined / no_contact) is attributed to the alert it an
 rules, segment and actions, found in the subscriber's recent alerts — and counted in one
 Redis hash shared by all workers, so the retention rate per rule, segment and action survives
 restarts. The operators judged their flow by the share of high-risk customers retained (60 %).
+
+One outcome per (alert, action): the first outcome event of an alert claims each of its
+actions in the subscriber's alert ledger (field ``o:<alert_id>|<action>`` = the event's id,
+``HSETNX``); a later outcome event for the same alert, whatever its id, result or source (the
+web page, the HTTP ingest, Kafka), is a duplicate: not counted, only tallied in
+``churnwatch_outcome_duplicates_total``. The claims expire with the ledger. A retried
+``record`` of the same events counts the claims it owns (same event id) again, so a Redis
+error between claiming and counting loses nothing.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ class OutcomeTracker:
     """Attributes outcome events to their alerts and keeps the counts in Redis."""
 
     def __init__(self, redis: Any, keys: Keys = Keys(),
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, ttl_s: int = 400 * 86_400) -> None:
         self.redis = redis
         self.keys = keys
+        self.ttl_s = ttl_s
         self.key = f"{keys.prefix}:outcomes"
         registry = registry or CollectorRegistry()
         self._counter = Counter("churnwatch_outcomes", "Retention outcomes by result, rule, "
@@ -52,7 +61,11 @@ class OutcomeTracker:
                                 "declined)", ["result"], registry=registry)
         for result in OUTCOME_RESULTS:
             self._results.labels(result)
+        self._duplicates = Counter("churnwatch_outcome_duplicates", "Outcome events for an "
+                                   "(alert, action) that already had one: not counted",
+                                   registry=registry)
         self.unmatched = 0
+        self.duplicates = 0
 
     async def record(self, outcomes: Sequence[Event]) -> int:
         """Count applied outcome events; returns how many matched a known alert."""
@@ -62,24 +75,59 @@ class OutcomeTracker:
         for ev in outcomes:
             pipe.lrange(self.keys.alerts(ev.subscriber_id), 0, -1)
         recent = await pipe.execute()
-        pipe = self.redis.pipeline(transaction=False)
-        matched = 0
+        found = []
         for ev, alerts in zip(outcomes, recent):
             alert = next((a for a in map(orjson.loads, alerts)
                           if a["alert_id"] == ev.alert_id), None)
             if alert is None:
                 self.unmatched += 1
+            else:
+                found.append((ev, alert))
+        if not found:
+            return 0
+        owned = await self._claim(found)
+        pipe = self.redis.pipeline(transaction=True)  # one key: one slot, all or nothing
+        counted = 0
+        for (ev, alert), actions in zip(found, owned):
+            if not actions:
+                self.duplicates += 1
+                self._duplicates.inc()
                 continue
-            matched += 1
+            counted += 1
             self._results.labels(ev.result).inc()
             for rule in alert["rules"]:
-                for action in alert["actions"] or [{"id": "none"}]:
-                    field = f"{rule}|{alert['segment']}|{action['id']}|{ev.result}"
+                for action in actions:
+                    field = f"{rule}|{alert['segment']}|{action}|{ev.result}"
                     pipe.hincrby(self.key, field, 1)
-                    self._counter.labels(ev.result, rule, alert["segment"], action["id"]).inc()
-        if matched:
+                    self._counter.labels(ev.result, rule, alert["segment"], action).inc()
+        if counted:
             await pipe.execute()
-        return matched
+        return len(found)
+
+    async def _claim(self, found: Sequence[tuple[Event, dict[str, Any]]]) -> list[list[str]]:
+        """Per (outcome, alert): the alert's actions this outcome owns (first claim wins)."""
+        pipe = self.redis.pipeline(transaction=False)
+        asked: list[list[str]] = []
+        for ev, alert in found:
+            ledger = self.keys.ledger(ev.subscriber_id)
+            actions = [a["id"] for a in alert["actions"]] or ["none"]
+            for action in actions:
+                field = f"o:{alert['alert_id']}|{action}"
+                pipe.hsetnx(ledger, field, ev.event_id)
+                pipe.hget(ledger, field)
+            pipe.expire(ledger, self.ttl_s)
+            asked.append(actions)
+        replies = iter(await pipe.execute())
+        owned = []
+        for (ev, _), actions in zip(found, asked):
+            mine = []
+            for action in actions:
+                next(replies)
+                if (next(replies) or b"").decode() == ev.event_id:
+                    mine.append(action)
+            next(replies)  # expire
+            owned.append(mine)
+        return owned
 
     async def rates(self) -> list[RetentionRate]:
         """Outcome counts and retention rate per (rule, segment, action)."""

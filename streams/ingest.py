@@ -5,14 +5,20 @@ workers (add ingest processes behind a load balancer, add workers for partitions
 or rebalancing pipeline never blocks HTTP — the only thing a request waits for is the
 broker's acknowledgement.
 
-Per request: bearer token → feed (401); Content-Type (415); body size (413); bounded requests
-in flight (503 + Retry-After); events per request (413); the feed's token bucket (429 +
-Retry-After); then every record is validated with the event contract
-(:func:`churnwatch.core.events.decode_event`, exactly as ``decode_payload`` does). Valid events get
-a ``"feed"`` field and are packed per partition (Kafka's default partitioner on the normalised
-subscriber id, :func:`churnwatch.infra.kafka.produce.partition_for`) into JSON-array messages of up to
-``ingest_per_message`` events; invalid ones become :class:`streams.records.DeadLetter`
-records on ``churn.dlq``. The response is sent only after the broker acknowledged both
+Per request: bearer token → feed (401); Content-Type and Content-Encoding (415); body size
+(413); bounded requests in flight, globally and per feed (503 + Retry-After); the body read
+within time, rate and size bounds, inflated with a cap (408/413, :mod:`streams.ingest_body`);
+events per request (413); the feed's rate limit, shared by the replicas through Redis (429 +
+Retry-After, :mod:`streams.ingest_ratelimit`); then every record is validated with the event
+contract (:func:`churnwatch.core.events.decode_event`, exactly as ``decode_payload`` does) and
+checked against the feed's grant (event types, subscriber prefixes:
+:mod:`streams.ingest_feeds`). Valid events get a ``"feed"`` field and their ``event_id``
+namespaced as ``<feed>:<event_id>`` (so one feed's ids never suppress another's), and are
+packed per partition (Kafka's default partitioner on the normalised subscriber id,
+:func:`churnwatch.infra.kafka.produce.partition_for`) into JSON-array messages of up to
+``ingest_per_message`` events; invalid and forbidden ones become
+:class:`streams.records.DeadLetter` records on ``churn.dlq`` (kind ``invalid`` or
+``forbidden``, topic ``http:<feed>``). The response is sent only after the broker acknowledged both
 (acks=all), so "accepted" means durable; a broker error or timeout answers 503 (retry the
 batch: ``event_id`` dedup downstream makes a resend harmless).
 
@@ -38,8 +44,12 @@ from churnwatch.core.events import MAX_EVENT_BYTES, decode_event, split_records
 from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.runtime.metrics import IngestMetrics
-from streams.ingest_auth import InFlight, RateLimiter, TokenStore
+from streams.ingest_auth import InFlight, TokenStore
+from streams.ingest_body import BodyError, content_encoding, read_body
+from streams.ingest_feeds import namespaced_id
+from streams.ingest_http import runner_options
 from streams.ingest_openapi import openapi_document, reason_kind
+from streams.ingest_ratelimit import FeedRateLimiter
 from streams.records import DeadLetter
 
 log = logging.getLogger("churnwatch.ingest")
@@ -92,13 +102,14 @@ class IngestState:
     """Everything a request needs; one per app."""
 
     def __init__(self, settings: Settings, producer: Producer, tokens: TokenStore,
-                 metrics: IngestMetrics, limiter: RateLimiter) -> None:
+                 metrics: IngestMetrics, limiter: FeedRateLimiter) -> None:
         self.settings = settings
         self.producer = producer
         self.tokens = tokens
         self.metrics = metrics
         self.limiter = limiter
-        self.in_flight = InFlight(settings.ingest_max_in_flight)
+        self.in_flight = InFlight(settings.ingest_max_in_flight,
+                                  settings.ingest_max_in_flight_per_feed)
         self.openapi = orjson.dumps(openapi_document(settings.ingest_max_body_bytes,
                                                      settings.ingest_max_events))
 
@@ -119,14 +130,17 @@ def _error(status: int, error: str, reason: str, retry_after: int | None = None,
     return _json(status, {"error": error, "reason": reason}, headers)
 
 
-def _with_feed(raw: bytes, feed: str, suffix: bytes) -> bytes:
-    """The event's original bytes plus ``"feed": <feed>`` (an existing ``feed`` is replaced)."""
-    raw = raw.strip()
-    if b'"feed"' in raw:  # msgspec, not orjson: it round-trips integers beyond 64 bits
-        doc = msgspec.json.decode(raw)
-        doc["feed"] = feed
-        return msgspec.json.encode(doc)
-    return raw[:-1] + suffix  # a valid event is a non-empty object: ends with '}'
+_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def stamped(raw: bytes, feed: str, event_id: str) -> bytes:
+    """The event with ``"feed": <feed>`` and its ``event_id`` namespaced by the feed
+    (:func:`streams.ingest_feeds.namespaced_id`); every other field keeps its original
+    bytes (numbers beyond 64 bits included)."""
+    doc = _fields.decode(raw)
+    doc["event_id"] = msgspec.Raw(orjson.dumps(namespaced_id(feed, event_id)))
+    doc["feed"] = msgspec.Raw(orjson.dumps(feed))
+    return msgspec.json.encode(doc)
 
 
 def pack(routed: Sequence[tuple[int, bytes]], per_message: int,
@@ -169,27 +183,36 @@ async def _post_events(request: web.Request, state: IngestState) -> web.Response
     if request.content_type not in CONTENT_TYPES:
         return _error(415, "unsupported_media_type",
                       "Content-Type must be application/json or application/x-ndjson")
-    too_large = f"body larger than {s.ingest_max_body_bytes} bytes"
+    try:  # only now, after the token: an anonymous client never costs an inflation
+        encoding = content_encoding(request.headers.get("Content-Encoding"))
+    except BodyError as exc:
+        return _error(exc.status, exc.error, exc.reason)
     if request.content_length is not None and request.content_length > s.ingest_max_body_bytes:
-        return _error(413, "body_too_large", too_large)
-    if not state.in_flight.try_acquire():
-        return _error(503, "overloaded", f"{s.ingest_max_in_flight} requests in flight; retry "
-                      "later", retry_after=1)
+        return _error(413, "body_too_large", f"body larger than {s.ingest_max_body_bytes} bytes")
+    full = state.in_flight.try_acquire(feed)
+    if full is not None:
+        held = (f"{s.ingest_max_in_flight} requests" if full == "global" else
+                f"{state.in_flight.per_feed} requests of feed {feed!r}")
+        return _error(503, "overloaded", f"{held} in flight; retry later", retry_after=1)
     state.metrics.in_flight.inc()
     try:
-        return await _admitted(request, state, feed, too_large)
+        return await _admitted(request, state, feed, encoding)
     finally:
-        state.in_flight.release()
+        state.in_flight.release(feed)
         state.metrics.in_flight.dec()
 
 
 async def _admitted(request: web.Request, state: IngestState, feed: str,
-                    too_large: str) -> web.Response:
+                    encoding: str) -> web.Response:
     s, metrics = state.settings, state.metrics
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "body_too_large", too_large)
+        body = await read_body(request.content, encoding, s.ingest_max_body_bytes,
+                               s.ingest_body_timeout_s, s.ingest_body_min_bytes_per_s,
+                               s.ingest_body_grace_s)
+    except BodyError as exc:
+        metrics.refused.labels(feed, str(exc.status)).inc()
+        log.warning("feed %s: request refused (%d %s)", feed, exc.status, exc.error)
+        return _error(exc.status, exc.error, exc.reason)
     if not body.strip():
         return _error(400, "empty_body", "the body holds no event")
     try:
@@ -201,31 +224,35 @@ async def _admitted(request: web.Request, state: IngestState, feed: str,
         metrics.refused.labels(feed, "413").inc(len(records))
         return _error(413, "too_many_events", f"{len(records)} events in one request; at most "
                       f"{s.ingest_max_events} (split the batch)")
-    wait = state.limiter.retry_after(feed, len(records))
+    wait = await state.limiter.retry_after(feed, len(records))
     if wait:
         metrics.refused.labels(feed, "429").inc(len(records))
         return _error(429, "rate_limited", f"feed {feed!r} exceeds "
                       f"{s.ingest_rate_per_feed:g} events/s", retry_after=wait)
 
     partitions = state.producer.partitions
-    suffix = b',"feed":' + orjson.dumps(feed) + b"}"
+    grant = state.tokens.grant(feed)
     routed: list[tuple[int, bytes]] = []
-    rejected: list[tuple[int, str, bytes]] = []
+    rejected: list[tuple[int, str, bytes, str]] = []  # index, reason, raw, DLQ kind
     for index, raw in enumerate(records):
         try:
             if split_error is not None:
                 raise EventError(split_error)
             event = decode_event(raw)
         except EventError as exc:
-            rejected.append((index, exc.reason, raw))
+            rejected.append((index, exc.reason, raw, "invalid"))
+            continue
+        refusal = grant.refusal(feed, event)
+        if refusal is not None:
+            rejected.append((index, refusal, raw, "forbidden"))
             continue
         routed.append((partition_for(event.subscriber_id, partitions),
-                       _with_feed(raw, feed, suffix)))
+                       stamped(raw, feed, event.event_id)))
     messages = pack(routed, s.ingest_per_message)
     topic = f"http:{feed}"
     messages += [(DLQ_TOPIC, None, msgspec.json.encode(DeadLetter(
-        reason, "invalid", topic, -1, -1, index, raw[:MAX_EVENT_BYTES].decode("utf-8", "replace"))))
-        for index, reason, raw in rejected]
+        reason, kind, topic, -1, -1, index, raw[:MAX_EVENT_BYTES].decode("utf-8", "replace"))))
+        for index, reason, raw, kind in rejected]
     try:
         await asyncio.wait_for(state.producer.produce(messages), s.ingest_produce_timeout_s)
     except Exception as exc:  # noqa: BLE001 - any broker failure: not durable, say so
@@ -236,10 +263,11 @@ async def _admitted(request: web.Request, state: IngestState, feed: str,
                       "retry the whole batch", retry_after=1)
     metrics.accepted.labels(feed).inc(len(routed))
     out = []
-    for index, reason, _ in rejected:
-        kind = reason_kind(reason)
+    for index, reason, _, dlq_kind in rejected:
+        kind = "forbidden" if dlq_kind == "forbidden" else reason_kind(reason)
         metrics.rejected.labels(feed, kind).inc()
-        out.append({"index": index, "reason": reason, "kind": kind})
+        out.append({"index": index, "reason": reason, "kind": kind,
+                    "status": 403 if dlq_kind == "forbidden" else 422})
     return _json(200, {"accepted": len(routed), "rejected": out, "feed": feed})
 
 
@@ -256,14 +284,28 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore,
-                      metrics: IngestMetrics | None = None,
-                      limiter: RateLimiter | None = None) -> web.Application:
-    """The aiohttp application; the caller owns (starts and stops) ``producer``."""
+def rate_limiter(settings: Settings) -> FeedRateLimiter:
+    """The per-feed rate limit of ``settings``: in Redis (shared by every ingest replica)
+    when ``redis_url`` is set, else in this process."""
     burst = settings.ingest_rate_burst or max(int(settings.ingest_rate_per_feed),
                                               settings.ingest_max_events)
-    limiter = limiter or RateLimiter(settings.ingest_rate_per_feed, burst)
+    return FeedRateLimiter(settings.ingest_rate_per_feed, burst, settings.redis_url,
+                           settings.redis_cluster, timeout_s=min(settings.redis_timeout_s, 2.0))
+
+
+def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore,
+                      metrics: IngestMetrics | None = None,
+                      limiter: FeedRateLimiter | None = None) -> web.Application:
+    """The aiohttp application; the caller owns (starts and stops) ``producer``, and serves
+    it with :func:`streams.ingest_http.runner_options`. The rate limiter's connections are
+    closed with the app."""
+    limiter = limiter or rate_limiter(settings)
     app = web.Application(client_max_size=settings.ingest_max_body_bytes)
+
+    async def close_limiter(app: web.Application) -> None:
+        await limiter.close()
+
+    app.on_cleanup.append(close_limiter)
     app[STATE] = IngestState(settings, producer, tokens, metrics or IngestMetrics(), limiter)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/openapi.json", openapi)
@@ -281,13 +323,18 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if settings.ingest_tokens_file is None:
         raise ConfigError("churnwatch ingest needs CHURNWATCH_INGEST_TOKENS_FILE. Fix: point it "
                           'at a TOML file with [tokens] "<token>" = "<feed-name>"')
-    tokens = TokenStore(settings.ingest_tokens_file)
+    from churnwatch.infra.runtime.logs import current_redactor
+
+    redactor = current_redactor()
+    tokens = TokenStore(settings.ingest_tokens_file,
+                        on_tokens=None if redactor is None else redactor.add_all)
     await create_topics(settings.bootstrap, {EVENTS_TOPIC: settings.partitions,
                                              DLQ_TOPIC: settings.partitions})
     producer = KafkaIngestProducer(settings.bootstrap, settings.partitions)
     await producer.start()
     runner = web.AppRunner(create_ingest_app(settings, producer, tokens), access_log=None,
-                           shutdown_timeout=settings.ingest_produce_timeout_s)
+                           shutdown_timeout=settings.ingest_produce_timeout_s,
+                           **runner_options())
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.ingest_host, settings.ingest_port)

@@ -1,10 +1,16 @@
-"""Authentication and limits of the HTTP ingest front door (``streams.ingest``).
+"""Authentication and admission of the HTTP ingest front door (``streams.ingest``).
 
-- :class:`TokenStore`: bearer tokens → feed names, read from a TOML or JSON file and re-read
+- :class:`TokenStore`: bearer tokens → feed names, and each feed's grant
+  (:class:`streams.ingest_feeds.FeedGrant`), read from a TOML or JSON file and re-read
   whenever the file changes (rotation without restart). Tokens are compared with
-  :func:`hmac.compare_digest` against every known token (no early exit), and are never logged.
-- :class:`RateLimiter`: one token bucket per feed, in events per second.
-- :class:`InFlight`: the bounded number of admitted requests (back-pressure: bounded memory).
+  :func:`hmac.compare_digest` against every known token (no early exit), and are never
+  logged: every token the file has ever held is handed to ``on_tokens`` (the log
+  redactor). A deleted or emptied file revokes every token (logged); a rewrite that does
+  not parse keeps the previous tokens.
+- :class:`InFlight`: the bounded number of admitted requests, globally and per feed
+  (back-pressure: bounded memory, and one feed cannot take every slot).
+
+The per-feed rate limit is :mod:`streams.ingest_ratelimit`.
 """
 
 from __future__ import annotations
@@ -12,28 +18,41 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from churnwatch.core.errors import ConfigError
+from streams.ingest_feeds import DEFAULT_GRANT, FeedGrant, parse_grants
 
 log = logging.getLogger("churnwatch.ingest")
 
 FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def parse_tokens(path: Path) -> dict[bytes, str]:
-    """``{"tokens": {token: feed}}`` from a ``.json`` file, else the TOML table ``[tokens]``."""
+@dataclass(frozen=True)
+class TokensFile:
+    """A parsed tokens file: token → feed, and the feeds' explicit grants."""
+
+    tokens: dict[bytes, str] = field(default_factory=dict)
+    grants: dict[str, FeedGrant] = field(default_factory=dict)
+
+
+def read_tokens_file(path: Path, allow_empty: bool = False) -> TokensFile:
+    """``{"tokens": {token: feed}, "feeds": {feed: grant}}`` from a ``.json`` file, else the
+    TOML tables ``[tokens]`` and ``[feeds.<feed>]``. An empty file, or one without tokens,
+    is a :class:`ConfigError` unless ``allow_empty`` (then: no tokens)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the ingest tokens file ({exc.strerror}). Fix: "
                           "set CHURNWATCH_INGEST_TOKENS_FILE to a readable file") from None
+    if allow_empty and not raw.strip():
+        return TokensFile()
     try:
         data = (json.loads(raw) if path.suffix.lower() == ".json"
                 else tomllib.loads(raw.decode("utf-8")))
@@ -43,6 +62,8 @@ def parse_tokens(path: Path) -> dict[bytes, str]:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}"
                           f"{where}. Fix the syntax") from None
     table = data.get("tokens") if isinstance(data, dict) else None
+    if allow_empty and isinstance(data, dict) and not table:
+        return TokensFile()
     if not isinstance(table, dict) or not table:
         raise ConfigError(f'{path}: no tokens. Fix: add a table like [tokens] "<token>" = '
                           '"<feed-name>" (JSON: {"tokens": {"<token>": "<feed-name>"}})')
@@ -54,24 +75,35 @@ def parse_tokens(path: Path) -> dict[bytes, str]:
             raise ConfigError(f"{path}: token #{n}: feed name {feed!r} must match "
                               f"{FEED_NAME.pattern}")
         tokens[token.encode()] = feed
-    return tokens
+    return TokensFile(tokens, parse_grants(path, data.get("feeds")))
+
+
+def parse_tokens(path: Path) -> dict[bytes, str]:
+    """The tokens of a tokens file (token → feed): :func:`read_tokens_file`'s ``tokens``."""
+    return read_tokens_file(path).tokens
 
 
 class TokenStore:
-    """Bearer token → feed name, re-read when the file's mtime/size/inode changes.
+    """Bearer token → feed name and grant, re-read when the file's mtime/size/inode changes.
 
     A rewrite that does not parse keeps the previous tokens (logged without content), so a
-    half-written file during rotation never locks every feed out.
+    half-written file during rotation never locks every feed out; a deleted or empty file
+    (or one whose ``[tokens]`` table is empty) revokes them all. Rotate by writing a new file
+    and renaming it over the old one.
     """
 
     def __init__(self, path: Path, check_every_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_tokens: Callable[[Iterable[str]], None] | None = None) -> None:
         self.path = Path(path)
         self.check_every_s = check_every_s
         self.clock = clock
-        self._tokens = parse_tokens(self.path)
+        self.on_tokens = on_tokens
+        self._file = read_tokens_file(self.path)
         self._signature = self._stat()
         self._checked = clock()
+        self._seen: set[bytes] = set()
+        self._learn()
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -80,9 +112,19 @@ class TokenStore:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
+    def _learn(self) -> None:
+        new = set(self._file.tokens) - self._seen
+        if new and self.on_tokens is not None:
+            self.on_tokens(t.decode("utf-8", "surrogateescape") for t in new)
+        self._seen |= new
+
     @property
     def feeds(self) -> set[str]:
-        return set(self._tokens.values())
+        return set(self._file.tokens.values())
+
+    def grant(self, feed: str) -> FeedGrant:
+        """What ``feed`` may send (the default grant unless the file has ``[feeds.<feed>]``)."""
+        return self._file.grants.get(feed, DEFAULT_GRANT)
 
     def reload_if_changed(self) -> None:
         now = self.clock()
@@ -90,15 +132,25 @@ class TokenStore:
             return
         self._checked = now
         signature = self._stat()
-        if signature is None or signature == self._signature:
+        if signature == self._signature:
+            return
+        if signature is None:
+            self._file, self._signature = TokensFile(), None
+            log.warning("ingest tokens file %s is gone: every ingest token is revoked",
+                        self.path)
             return
         try:
-            tokens = parse_tokens(self.path)
+            parsed = read_tokens_file(self.path, allow_empty=True)
         except ConfigError as exc:
             log.warning("keeping the previous ingest tokens: %s", exc)
             return
-        self._tokens, self._signature = tokens, signature
-        log.info("ingest tokens reloaded from %s: %d tokens", self.path, len(tokens))
+        self._file, self._signature = parsed, signature
+        self._learn()
+        if parsed.tokens:
+            log.info("ingest tokens reloaded from %s: %d tokens", self.path, len(parsed.tokens))
+        else:
+            log.warning("ingest tokens file %s holds no token: every ingest token is revoked",
+                        self.path)
 
     def feed_for(self, authorization: str | None) -> str | None:
         """The feed of an ``Authorization: Bearer <token>`` header, or None."""
@@ -110,69 +162,37 @@ class TokenStore:
             return None
         candidate = presented.strip().encode("utf-8", "surrogateescape")
         found = None
-        for token, feed in self._tokens.items():  # constant time per token, no early exit
+        for token, feed in self._file.tokens.items():  # constant time per token, no early exit
             if hmac.compare_digest(candidate, token):
                 found = feed
         return found
 
 
-class TokenBucket:
-    """``rate`` events per second with ``burst`` capacity."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, n: int, now: float) -> float:
-        """Take ``n`` tokens; returns 0.0 on success, else seconds until they would be there."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if n <= self.tokens:
-            self.tokens -= n
-            return 0.0
-        return (n - self.tokens) / self.rate
-
-
-class RateLimiter:
-    """Per-feed token buckets; ``rate`` 0 disables limiting."""
-
-    def __init__(self, rate: float, burst: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def retry_after(self, feed: str, n: int) -> int:
-        """0 if ``n`` events may pass now (and charges them), else whole seconds to wait.
-
-        A request larger than the burst is charged the whole burst (it must then wait for a
-        full bucket), so a single big request is never refused forever.
-        """
-        if self.rate <= 0:
-            return 0
-        now = self.clock()
-        bucket = self._buckets.get(feed)
-        if bucket is None:
-            bucket = self._buckets[feed] = TokenBucket(self.rate, self.burst, now)
-        wait = bucket.take(min(n, int(self.burst)), now)
-        return 0 if wait <= 0 else max(1, math.ceil(wait))
-
-
 class InFlight:
-    """At most ``limit`` admitted requests at once; beyond that callers get 503."""
+    """At most ``limit`` admitted requests at once, and at most ``per_feed`` of one feed;
+    beyond that callers get 503."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_feed: int | None = None) -> None:
         self.limit = limit
+        self.per_feed = min(limit, per_feed or limit)
         self.count = 0
+        self.by_feed: dict[str, int] = {}
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, feed: str) -> str | None:
+        """None when admitted (call :meth:`release`), else which cap is full."""
         if self.count >= self.limit:
-            return False
+            return "global"
+        held = self.by_feed.get(feed, 0)
+        if held >= self.per_feed:
+            return "feed"
         self.count += 1
-        return True
+        self.by_feed[feed] = held + 1
+        return None
 
-    def release(self) -> None:
+    def release(self, feed: str) -> None:
         self.count -= 1
+        held = self.by_feed[feed] - 1
+        if held:
+            self.by_feed[feed] = held
+        else:
+            del self.by_feed[feed]

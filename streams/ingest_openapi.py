@@ -85,7 +85,17 @@ per partition of their subscriber) and the response is sent only after the broke
 acknowledged them (acks=all): an accepted event is durable. Invalid events are listed in the
 response with their index (0-based position in the body) and reason, and are written to the
 dead-letter topic `churn.dlq` with topic `http:<feed>`. Every produced event carries an extra
-field `feed` naming the feed of the bearer token (audit).
+field `feed` naming the feed of the bearer token (audit), and its `event_id` becomes
+`<feed>:<event_id>` (ids are unique per feed; over 128 characters, `<feed>:#<hash>`).
+
+**Grants**: a feed may send behaviour events (spend, login, complaint, usage, plan_change,
+profile) unless its tokens-file entry grants other types; `churn`, `active` and `outcome`
+need an explicit grant, and a feed may be limited to subscriber id prefixes. An event
+outside the grant is refused alone: listed with kind `forbidden` and status 403, and
+dead-lettered with kind `forbidden`.
+
+**Compression**: `Content-Encoding: gzip` or `deflate` is accepted (after the token check);
+the inflated body is held to the same size limit (413).
 
 **Idempotent retries**: on a timeout, 429, 503 or a lost connection, resend the same batch.
 Events already accepted are recognised by their `event_id` downstream and change nothing
@@ -95,8 +105,9 @@ subscriber and event-time window, and is only decided when a worker applies the 
 asking it here would put a Redis round trip on the HTTP path and still race with events
 still queued in Kafka, so the count would be neither cheap nor exact.
 
-**Limits**: body size and events per request (413), a per-feed rate limit in events per
-second (429 with Retry-After), and a bounded number of requests in flight (503 with
+**Limits**: body size and events per request (413), the body's time and minimum rate (408),
+a per-feed rate limit in events per second shared by every ingest replica (429 with
+Retry-After), and a bounded number of requests in flight, globally and per feed (503 with
 Retry-After when full or when the broker does not acknowledge in time; nothing is silently
 dropped: retry the whole batch).
 """
@@ -137,13 +148,15 @@ def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
                                            "broker; invalid ones are listed and dead-lettered",
                             "content": {"application/json": {
                                 "schema": {"$ref": "#/components/schemas/IngestResult"}}}},
-                    "400": error("Empty body"),
+                    "400": error("Empty body, or a body that is not valid gzip/deflate"),
                     "401": error("Missing or unknown bearer token",
                                  {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+                    "408": error("The body did not arrive within the time or minimum rate"),
                     "413": error(f"Body larger than {max_body_bytes} bytes or more than "
                                  f"{max_events} events; nothing was accepted"),
                     "415": error("Content-Type is not application/json or "
-                                 "application/x-ndjson"),
+                                 "application/x-ndjson, or Content-Encoding is not gzip, "
+                                 "deflate or identity"),
                     "429": error("The feed's rate limit (events/s) is exceeded; nothing was "
                                  "accepted", _RETRY_AFTER),
                     "503": error("Too many requests in flight, or the broker did not "
@@ -173,7 +186,9 @@ def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
                                 "index": {"type": "integer", "minimum": 0,
                                           "description": "0-based position in the body"},
                                 "reason": {"type": "string"},
-                                "kind": {"enum": list(REASON_KINDS)}}}},
+                                "kind": {"enum": [*REASON_KINDS, "forbidden"]},
+                                "status": {"enum": [403, 422], "description": "403: outside "
+                                           "the feed's grant; 422: not a valid event"}}}},
                         "feed": {"type": "string"}}},
                 "Error": _ERROR,
             },

@@ -192,6 +192,17 @@ class Settings(BaseSettings):
     ingest_max_in_flight: int = Field(32, ge=1, le=10_000, description="requests admitted at "
                                       "once (read, validated or awaiting broker acks); 503 "
                                       "beyond, so memory stays below this x max body")
+    ingest_max_in_flight_per_feed: int = Field(8, ge=1, le=10_000, description="requests of "
+                                               "one feed admitted at once (at most "
+                                               "ingest_max_in_flight): one feed cannot hold "
+                                               "every slot")
+    ingest_body_timeout_s: float = Field(60, gt=0, le=3600, description="whole request body "
+                                         "within this time (408 beyond)")
+    ingest_body_min_bytes_per_s: float = Field(10_240, ge=0, description="after "
+                                               "ingest_body_grace_s, the body's average rate "
+                                               "must be at least this (408 below; 0 = off)")
+    ingest_body_grace_s: float = Field(5, ge=0, le=600, description="seconds before the "
+                                       "minimum body rate applies")
     ingest_per_message: int = Field(1000, ge=1, le=100_000, description="events packed per "
                                     "Kafka message by the ingest process")
     ingest_produce_timeout_s: float = Field(30, gt=0, le=600, description="wait for broker "

@@ -57,6 +57,11 @@ class Redactor:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)  # longest first: no partial leftovers
 
+    def add_all(self, secrets: Iterable[str]) -> None:
+        """:meth:`add` each of ``secrets`` (e.g. ingest tokens learnt after startup)."""
+        for secret in secrets:
+            self.add(secret)
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, SECRET)
@@ -113,8 +118,18 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = (),
     handler = logging.StreamHandler(stream) if stream else _CurrentStderr()
     handler.setFormatter(formatter)
     handler.set_name(_HANDLER)
+    handler.redactor = redactor  # type: ignore[attr-defined]
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER] + [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)
     return redactor
+
+
+def current_redactor() -> Redactor | None:
+    """The redactor of the handler :func:`configure_logging` installed, if any."""
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == _HANDLER:
+            return getattr(handler, "redactor", None)
+    return None
+
