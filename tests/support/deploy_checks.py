@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 ENV_NAME = re.compile(r"\bCHURNWATCH_[A-Z0-9][A-Z0-9_]*")
