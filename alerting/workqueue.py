@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.exceptions
-
 from alerting.alert import Alert
+from churnwatch.core.errors import RedisCommandError
 from churnwatch.core.units import HOUR_MS
+from churnwatch.infra.redis.errors import map_redis_errors
 from churnwatch.infra.redis.script_router import ScriptRouter
 
 # KEYS[1] = team stream, KEYS[1 + i] = guard of entry i; ARGV = maxlen, guard TTL seconds,
@@ -113,8 +113,10 @@ class TeamQueues:
         """Create the consumer group (and the stream) if missing; by default the group also
         receives entries queued before it existed."""
         try:
-            await self.redis.xgroup_create(self.stream(team), group, id=start, mkstream=True)
-        except redis.exceptions.ResponseError as exc:
+            with map_redis_errors():
+                await self.redis.xgroup_create(self.stream(team), group, id=start,
+                                               mkstream=True)
+        except RedisCommandError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 

@@ -34,6 +34,7 @@ from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.redis.connect import connect, connect_sync
+from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.web.server import ReadyProbe, build_probes_app
@@ -55,7 +56,6 @@ from streams.fetch import RecordBuffer
 from streams.lag import LagGauge, consumer_lags
 from streams.pipeline import Pipeline
 from streams.publisher import KafkaPublisher
-from streams.records import is_retryable
 from streams.repartition import Homes
 from streams.transport import ChurnApp
 

@@ -14,11 +14,13 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from churnwatch.core.errors import RulesError
+
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CMPOPS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
 
 
-class ExpressionError(ValueError):
+class ExpressionError(RulesError):
     """An expression outside the language; the message says what and how to fix it."""
 
 

@@ -29,10 +29,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import WatchError
-
-from churnwatch.core.errors import FencedError
+from churnwatch.core.errors import FencedError, RedisUnavailable
+from churnwatch.infra.redis.errors import WatchError
 
 __all__ = ["Partition", "PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 
@@ -135,6 +133,6 @@ class WriteFence:
         a lost connection, or another copy of the write ran) while this worker holds
         ``partitions``, else :class:`FencedError`."""
         if await self.owners.holds(partitions):
-            return RedisConnectionError("the watched keys changed or the connection was lost "
+            return RedisUnavailable("the watched keys changed or the connection was lost "
                                         "during a fenced write; trying again")
         return FencedError("a partition was claimed by another worker during a fenced write")

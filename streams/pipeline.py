@@ -48,6 +48,7 @@ from alerting.storm import StormGuard, released_copy
 from churnwatch.core.errors import FencedError
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
+from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.redis.writes import Write
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
@@ -69,7 +70,7 @@ from streams.intake import (
     late_letters,
 )
 from streams.ownership import PartitionOwners, WriteFence, partition_field
-from streams.records import DeadLetter, Record, is_retryable, next_offsets
+from streams.records import DeadLetter, Record, next_offsets
 from streams.repartition import Forward, Homes, Seen
 from streams.side_writes import SideWrites
 

@@ -21,8 +21,9 @@ from alerting.sinks import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
+from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime.metrics import Metrics
-from streams.records import DeadLetter, is_retryable
+from streams.records import DeadLetter
 from streams.repartition import Forward
 
 

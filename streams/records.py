@@ -1,5 +1,5 @@
-"""What the pipeline takes and gives back at its edges: consumed records, dead letters, the
-offsets a batch covers, and which Redis errors are worth retrying."""
+"""What the pipeline takes and gives back at its edges: consumed records, dead letters and
+the offsets a batch covers."""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
-import redis.exceptions
-
-RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-             redis.exceptions.BusyLoadingError, redis.exceptions.OutOfMemoryError,
-             redis.exceptions.ReadOnlyError,
-             # Redis Cluster: a slot moved or is migrating, a failover is under way
-             redis.exceptions.AskError, redis.exceptions.TryAgainError,
-             redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError)
 
 
 class Record(NamedTuple):
@@ -49,10 +41,3 @@ def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
         if rec.offset >= out.get(key, 0):
             out[key] = rec.offset + 1
     return out
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """A Redis error worth waiting out: connection trouble, loading, read-only replica, or out
-    of memory, also when a Lua script hits it (redis-py then raises a plain ResponseError)."""
-    return isinstance(exc, RETRYABLE) or (
-        isinstance(exc, redis.exceptions.ResponseError) and "-OOM " in str(exc))

@@ -170,7 +170,7 @@ def test_per_slot_scripts_on_a_redis_6_cluster(tmp_path: Path) -> None:
 def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster_server) -> None:
     """Slots resharded behind a client's back: the stale batch script fails before writing
     (retryable), the next one reloads the slot map and sees every committed state."""
-    from redis.exceptions import TryAgainError
+    from churnwatch.core.errors import RedisUnavailable
 
     target = RedisTarget(redis_cluster_server.url, cluster=True)
     redis_cluster_server.flushall()
@@ -191,7 +191,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
                 redis_cluster_server.cli, nodes[0].port, "--cluster", "reshard",
                 f"127.0.0.1:{nodes[0].port}", "--cluster-from", source, "--cluster-to", dest,
                 "--cluster-slots", "3000", "--cluster-yes")
-            with pytest.raises(TryAgainError):
+            with pytest.raises(RedisUnavailable):
                 await store.stage(events)  # the slot map is stale
             again = await store.stage(events)  # reloaded
             assert again.status == "D" * 600
@@ -213,7 +213,7 @@ def test_moved_slots_fail_the_group_script_then_the_retry_succeeds(redis_cluster
             stale: dict[int, set[str]] = {n.port: set() for n in nodes}
             for node, members in await ledger.router.split([Keys().state(s) for s in subs]):
                 stale[node.port] |= {subs[i] for i in members}
-            with pytest.raises(TryAgainError):
+            with pytest.raises(RedisUnavailable):
                 await commit(ledger, {}, {}, states=staged.staged)
             store.router.invalidate()  # as the pipeline's retry does after any Redis error
             after = await store.stage(later)

@@ -25,6 +25,24 @@ class StoreError(ChurnwatchError):
     """The feature store could not apply or read a batch."""
 
 
+class RetryableError(ChurnwatchError):
+    """An outage worth waiting out: the same operation may succeed if tried again later."""
+
+
+class RedisUnavailable(RetryableError):
+    """Redis cannot serve now: the connection failed or timed out, it is loading, a replica
+    is read-only, or a Redis Cluster slot is moving."""
+
+
+class RedisOutOfMemory(RedisUnavailable):
+    """Redis refused a write at its ``maxmemory`` (also from inside a Lua script)."""
+
+
+class RedisCommandError(StoreError):
+    """Redis refused a command for another reason (a wrong type, a script error): a bug or a
+    misconfiguration, not an outage; not retried."""
+
+
 class FencedError(StoreError):
     """Another worker owns a partition of this batch now (this one stalled past its session
     or lost a rebalance): nothing of the batch was written; its records are re-read."""

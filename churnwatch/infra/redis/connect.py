@@ -9,10 +9,14 @@ from typing import Any
 import hiredis
 import redis as syncredis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline as AsyncPipeline
+from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
+from churnwatch.core.errors import RedisCommandError
 from churnwatch.infra.config import Settings
+from churnwatch.infra.redis.errors import map_redis_errors
 from churnwatch.infra.redis.resp import Packed
 
 
@@ -22,12 +26,54 @@ def _timeouts(settings: Settings) -> dict[str, float]:
             "socket_connect_timeout": settings.redis_timeout_s}
 
 
+class Redis(aioredis.Redis):
+    """A single Redis' client whose errors are churnwatch's (``churnwatch.infra.redis.errors``)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        with map_redis_errors():
+            return await super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class Pipeline(AsyncPipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with map_redis_errors():
+            return await super().execute(raise_on_error)
+
+    async def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        with map_redis_errors():  # (while watching)
+            return await super().immediate_execute_command(*args, **options)
+
+
+class Cluster(RedisCluster):
+    """A Redis Cluster client whose errors are churnwatch's."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with map_redis_errors():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisCommandError("shard_hint is not supported by a Redis Cluster")
+        return ClusterPipeline(self, transaction)
+
+
+class ClusterPipeline(AsyncClusterPipeline):
+    async def execute(self, raise_on_error: bool = True,
+                      allow_redirections: bool = True) -> list[Any]:
+        with map_redis_errors():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 def connect(settings: Settings, **options: Any) -> Any:
-    """A ``redis.asyncio`` client (``Redis`` or ``RedisCluster``) for ``settings.redis_url``."""
+    """A ``redis.asyncio`` client (:class:`Redis` or :class:`Cluster`) for
+    ``settings.redis_url``, raising churnwatch's errors."""
     options = {**_timeouts(settings), **options}
     if settings.redis_cluster:
-        return hiredis_packing(RedisCluster.from_url(settings.redis_url, **options))
-    return hiredis_packing(aioredis.Redis.from_url(settings.redis_url, **options))
+        return hiredis_packing(Cluster.from_url(settings.redis_url, **options))
+    return hiredis_packing(Redis.from_url(settings.redis_url, **options))
 
 
 @cache

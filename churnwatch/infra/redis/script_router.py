@@ -32,6 +32,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import AskError, ResponseError, TryAgainError
 
+from churnwatch.core.errors import ChurnwatchError, RedisCommandError, RedisUnavailable
+
 # A cross-slot script declares no keys (a cluster routes declared keys to one slot only): its
 # keys come first in ARGV, after their count, and become KEYS again here. Touching every key
 # with EXISTS before the script proper makes a key the node does not serve (a slot moved or
@@ -104,7 +106,7 @@ class ScriptRouter:
 
         With ``pipe`` on a single Redis the calls are only queued on it (the caller executes
         it) and None is returned. On a cluster the calls always go out at once, on their own
-        pipeline and without redirections: a moved slot raises ``TryAgainError`` (retryable,
+        pipeline and without redirections: a moved slot raises ``RedisUnavailable`` (retryable,
         after which the next split reloads the slot map) instead of being re-sent to a node
         that may not hold the group's other keys."""
         if not self.cluster:
@@ -123,10 +125,12 @@ class ScriptRouter:
                                     target_nodes=node)
         try:
             results = await own.execute(allow_redirections=False)
-        except ResponseError as exc:
-            if isinstance(exc, (AskError, TryAgainError)) or any(m in str(exc) for m in _MOVED):
+        except (ResponseError, RedisUnavailable, RedisCommandError) as exc:
+            # (from a translating client, churnwatch.infra.redis.errors, the cause is redis-py's)
+            cause = exc.__cause__ if isinstance(exc, ChurnwatchError) else exc
+            if isinstance(cause, (AskError, TryAgainError)) or any(m in str(cause) for m in _MOVED):
                 self.invalidate()
-                raise TryAgainError(f"cluster slots moved: {exc}") from exc
+                raise RedisUnavailable(f"cluster slots moved: {cause}") from exc
             raise
         return None if pipe is not None else results
 

@@ -1,0 +1,65 @@
+"""Redis errors translated at the boundary, as httpx maps its transports' exceptions.
+
+Clients made by :func:`churnwatch.infra.redis.connect.connect` raise churnwatch's errors
+(``churnwatch.core.errors``): :class:`RedisUnavailable` and :class:`RedisOutOfMemory` are
+retryable, :class:`RedisCommandError` is not. This module is the one place that knows
+redis-py's exception classes and error texts. Two of them pass through untranslated: they
+are control flow, not failures — ``WatchError`` (a transaction's watched keys changed: the
+write fence decides what it means) and ``NoScriptError`` (redis-py loads the script and runs
+it again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis import exceptions as rx
+
+from churnwatch.core.errors import (
+    RedisCommandError,
+    RedisOutOfMemory,
+    RedisUnavailable,
+    RetryableError,
+)
+
+__all__ = ["WatchError", "is_retryable", "map_redis_errors", "translate"]
+
+WatchError = rx.WatchError
+
+_PASSED = (rx.WatchError, rx.NoScriptError)
+_UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, rx.ReadOnlyError,
+                # Redis Cluster: a slot moved or is migrating, a failover is under way
+                rx.AskError, rx.TryAgainError, rx.ClusterError, rx.SlotNotCoveredError)
+_MOVED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def translate(exc: BaseException) -> BaseException:
+    """churnwatch's error for a redis-py error (``exc`` itself for anything else)."""
+    if isinstance(exc, rx.OutOfMemoryError) or (
+            # a Lua script that hits maxmemory: redis-py raises a plain ResponseError
+            isinstance(exc, rx.ResponseError) and "-OOM " in str(exc)):
+        return RedisOutOfMemory(str(exc))
+    if isinstance(exc, _UNAVAILABLE) or (
+            isinstance(exc, rx.ResponseError) and str(exc).startswith(_MOVED)):
+        return RedisUnavailable(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, rx.RedisError) and not isinstance(exc, _PASSED):
+        return RedisCommandError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+@contextmanager
+def map_redis_errors() -> Iterator[None]:
+    """Raise churnwatch's error for a redis-py error raised inside (chained to it)."""
+    try:
+        yield
+    except rx.RedisError as exc:
+        mapped = translate(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """An outage worth waiting out, from a translating client or a plain redis-py one."""
+    return isinstance(exc, RetryableError) or isinstance(translate(exc), RetryableError)
