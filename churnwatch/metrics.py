@@ -112,6 +112,10 @@ class Metrics:
             "churnwatch_model_dedup_early_rotations", "Times the learner's dedup window filled "
             "(model_dedup_capacity) before spanning model_dedup_window_s: repeats older than "
             "the span it reached are learned again", registry=r)
+        self.versions_refused = Counter(
+            "churnwatch_model_versions_refused", "Stored model versions refused because their "
+            "value is not a churnwatch model document (a pickle, a planted or corrupted "
+            "value): never loaded, counted once per version and process", registry=r)
         self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
                                          "learned, by reason (treated: a retention action "
                                          "confounds the label; after_label: taken after the "

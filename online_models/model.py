@@ -139,6 +139,7 @@ class ChurnModel:
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate),
                                                           intercept_lr=intercept_lr)
         self.labels_seen = 0
+        self.positives = 0
 
     def score(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Churn probability for each input (0.5 before the model has learned anything)."""
@@ -195,15 +196,14 @@ class ChurnModel:
 
     def label_counts(self) -> tuple[int, int]:
         """(positive, negative) labels learned so far."""
-        positives = getattr(self, "positives", 0)  # checkpoints older than this field
-        return positives, self.labels_seen - positives
+        return self.positives, self.labels_seen - self.positives
 
     def learn(self, x: Mapping[str, float], churned: bool) -> None:
         """Learn from one labelled snapshot."""
         self.scaler.learn_one(x)
         self.classifier.learn_one(self.scaler.transform_one(x), churned)
         self.labels_seen += 1
-        self.positives = getattr(self, "positives", 0) + int(churned)
+        self.positives += int(churned)
 
     def explain(self, x: Mapping[str, float], top: int = 3) -> list[dict[str, float]]:
         """The ``top`` features by absolute contribution to the logit, with their values."""

@@ -220,7 +220,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             log.warning("broker check skipped: %s", type(exc).__name__)
 
     watcher = registry.RulesWatcher(redis, pipeline)
-    versions = ModelVersions(redis)
+    versions = ModelVersions(redis, metrics=metrics)
     model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
     learner = Learner(redis, versions, metrics,
                       f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
