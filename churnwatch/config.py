@@ -133,6 +133,13 @@ class Settings(BaseSettings):
                                            "worker checks that the broker has not lost data "
                                            "it had seen (offsets going backwards)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
+    attrs_max_keys: int = Field(64, ge=0, le=1024, description="profile attributes (attrs) "
+                                "stored per subscriber: a profile with more keeps the first "
+                                "this many in key order, the rest are dropped and counted "
+                                "(churnwatch_dropped_attrs_total)")
+    attrs_max_key_length: int = Field(64, ge=1, le=64, description="longest attrs key stored; "
+                                      "longer keys are dropped and counted (the contract "
+                                      "rejects events with keys over 64 characters)")
     model_horizon_days: float = Field(60, gt=0, le=365, description="a churn event labels the "
                                       "subscriber's snapshots of this many days before it "
                                       "positive; snapshots surviving it are negative")

@@ -66,6 +66,9 @@ class Metrics:
                               ["label"], registry=r)
         self.silence_sweeps = Counter("churnwatch_silence_sweeps", "Silence sweeps of one "
                                       "partition by result (ok, error)", ["result"], registry=r)
+        self.dropped_attrs = Counter("churnwatch_dropped_attrs", "Profile attributes dropped "
+                                     "beyond attrs_max_keys or attrs_max_key_length (the "
+                                     "profile itself is applied)", registry=r)
         self.state_cache = Counter("churnwatch_state_cache_lookups", "Subscriber state looked "
                                    "up in the worker's cache by result (hit, miss: read from "
                                    "Redis)", ["result"], registry=r)

@@ -38,6 +38,7 @@ from churnwatch.redis_connect import connect, connect_sync
 from churnwatch.web.server import (ReadyProbe, build_probes_app, start as start_web,
                                     build_app as build_web_app)
 from churnwatch.web.worker import worker_deps
+from features.attrs import AttrBounds
 from features.schema import DAY_MS
 from features.silence import SilenceIndex
 from features.cache import StateCache
@@ -65,7 +66,9 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             future_ms=int(settings.future_tolerance_s * 1000),
-                                            ttl_s=settings.state_ttl_days * 86_400),
+                                            ttl_s=settings.state_ttl_days * 86_400,
+                                            attrs=AttrBounds(settings.attrs_max_keys,
+                                                             settings.attrs_max_key_length)),
                          StateCache(settings.state_cache_size))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
     sync = connect_sync(settings)

@@ -58,7 +58,8 @@ from online_models.learner import append_examples
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
-from streams.accounting import count_alerts, count_cache, count_labels, count_replays
+from streams.accounting import (count_alerts, count_cache, count_dropped_attrs, count_labels,
+                                count_replays)
 from streams.intake import (activity, count_outcomes, decode_records, future_letters,
                             late_letters)
 from streams.ownership import PartitionOwners, WatchError, WriteFence, partition_field
@@ -320,6 +321,7 @@ class Pipeline:
             result.outcomes["duplicate"] += len(replays)
             staged.pending_alerts.extend(await self.store.pending_alerts(replays))
         count_cache(self.metrics, self.store.cache)
+        count_dropped_attrs(self.metrics, staged)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             alert = msgspec.json.decode(raw, type=Alert)
