@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (Field, SecretStr, ValidationError, ValidationInfo, field_validator,
@@ -159,6 +159,14 @@ class Settings(BaseSettings):
                                     "id), to measure the actions' effect")
     holdout_salt: str = Field("churnwatch-holdout-1", min_length=1, description="salt of the "
                               "holdout hash; a new salt starts a new experiment")
+    model_max_attrs: int = Field(64, ge=0, le=1024, description="profile attributes the "
+                                 "model learns as inputs: the first this many distinct ones "
+                                 "it learns (or of model_attrs); others are ignored, so the "
+                                 "model's size is bounded")
+    model_attrs: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=1024, description="allow-list of the profile attributes the model "
+        "learns (at most model_max_attrs of them); unset: the first model_max_attrs it "
+        "learns. Set it when a feed may send attributes of its own choosing")
     model_learner: bool = Field(True, description="this worker may become the fleet's learner "
                                 "(one at a time, by a Redis lock)")
     model_publish_interval_s: float = Field(10, gt=0, le=86_400, description="how often the "

@@ -27,7 +27,7 @@ import numpy as np
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from online_models.dedup import DedupWindow, fingerprints
-from online_models.model import ChurnModel, with_derived
+from online_models.model import MAX_ATTRS, ChurnModel, with_derived
 from online_models.quality import ProgressiveValidation
 from online_models.snapshots import Example, model_features
 from online_models.versions import Checkpoint, ModelFormatError, ModelVersions
@@ -71,7 +71,8 @@ class Learner:
                  dedup_window_ms: int = 3_600_000, dedup_capacity: int = 262_144,
                  clock: Callable[[], float] = time.time,
                  model_factory: Callable[[], ChurnModel] = ChurnModel,
-                 slice_s: float = 0.005) -> None:
+                 slice_s: float = 0.005, max_attrs: int = MAX_ATTRS,
+                 allowed_attrs: Sequence[str] | None = None) -> None:
         self.redis = redis
         self.versions = versions
         self.keys = versions.keys
@@ -87,6 +88,7 @@ class Learner:
         self.clock = clock
         self.model_factory = model_factory
         self.slice_s = slice_s  # longest stretch of learning before the event loop gets a turn
+        self.attr_limits = (max_attrs, allowed_attrs)  # see ChurnModel.limit_attrs
         self.checkpoint: Checkpoint | None = None
         self.dedup: DedupWindow | None = None  # allocated while this worker leads
         self.head: str | None = None
@@ -129,6 +131,7 @@ class Learner:
             checkpoint = await self._fallback() or Checkpoint(self.model_factory())
         self.dedup = await self._restore_dedup() if resumed else DedupWindow(
             self.dedup_window_ms, self.dedup_capacity)
+        checkpoint.model.limit_attrs(*self.attr_limits)
         self.checkpoint = checkpoint
         self.quality.model = checkpoint.model
         self.unpublished = 0

@@ -231,7 +231,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                       auto_promote=settings.model_auto_promote,
                       keep_versions=settings.model_keep_versions,
                       dedup_window_ms=int(settings.model_dedup_window_s * 1000),
-                      dedup_capacity=settings.model_dedup_capacity)
+                      dedup_capacity=settings.model_dedup_capacity,
+                      max_attrs=settings.model_max_attrs, allowed_attrs=settings.model_attrs)
 
     async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
