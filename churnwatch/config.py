@@ -159,6 +159,10 @@ class Settings(BaseSettings):
                                     "id), to measure the actions' effect")
     holdout_salt: str = Field("churnwatch-holdout-1", min_length=1, description="salt of the "
                               "holdout hash; a new salt starts a new experiment")
+    model_max_labels_per_horizon: int = Field(1, ge=1, le=1000, description="churn/active "
+                                              "labels of one subscriber learned within "
+                                              "model_horizon_days of each other; further ones "
+                                              "resolve their snapshots without learning them")
     model_max_attrs: int = Field(64, ge=0, le=1024, description="profile attributes the "
                                  "model learns as inputs: the first this many distinct ones "
                                  "it learns (or of model_attrs); others are ignored, so the "

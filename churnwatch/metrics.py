@@ -122,7 +122,8 @@ class Metrics:
         self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
                                          "learned, by reason (treated: a retention action "
                                          "confounds the label; after_label: taken after the "
-                                         "churn time)", ["reason"], registry=r)
+                                         "churn time; label_cap: labelled by a label beyond "
+                                         "model_max_labels_per_horizon)", ["reason"], registry=r)
         self.holdout_alerts = Counter("churnwatch_holdout_alerts", "Alerts whose actions the "
                                       "random holdout withheld", registry=r)
         self.experiment = Counter("churnwatch_retention_experiment", "Alerted subscribers by "

@@ -90,7 +90,8 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
                          every_ms=int(settings.model_snapshot_every_days * DAY_MS),
                          lateness_ms=int(settings.lateness_days * DAY_MS),
                          exclusion_ms=int(settings.model_exclusion_days * DAY_MS),
-                         history_ms=int(settings.model_history_days * DAY_MS))
+                         history_ms=int(settings.model_history_days * DAY_MS),
+                         max_labels=settings.model_max_labels_per_horizon)
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
                         holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
