@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 import orjson
 import redis.asyncio as aioredis
 
@@ -116,3 +117,18 @@ def test_through_the_pipeline_100_profiles_of_1000_keys_and_labels(redis_url: st
         await h.stop()
 
     asyncio.run(main())
+
+
+def test_the_model_input_settings_are_validated(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from churnwatch.config import load_settings
+    from churnwatch.errors import ConfigError
+
+    defaults = load_settings()
+    assert (defaults.model_max_attrs, defaults.model_attrs) == (64, None)
+    monkeypatch.setenv("CHURNWATCH_MODEL_ATTRS", '["monthly_fee", "senior"]')
+    assert load_settings().model_attrs == ["monthly_fee", "senior"]
+    monkeypatch.delenv("CHURNWATCH_MODEL_ATTRS")
+    for key, value in (("model_max_attrs", -1), ("model_max_attrs", 1025),
+                       ("model_attrs", ["x" * 65]), ("model_attrs", [""])):
+        with pytest.raises(ConfigError, match=key.replace("_", "-")):
+            load_settings(**{key: value})
