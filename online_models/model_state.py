@@ -116,10 +116,10 @@ def decode(blob: bytes, what: str = "model version") -> tuple[ChurnModel, str]:
 
 def _rebuilt(state: Model) -> ChurnModel:
     model = ChurnModel(state.version, state.learning_rate, state.intercept_lr)
-    model.scaler = preprocessing.StandardScaler._from_state(  # noqa: SLF001 - River's resume API
+    model.scaler = preprocessing.StandardScaler._from_state(  # River's resume API (private name)
         state.scaler.counts, state.scaler.means, state.scaler.vars)
     classifier = model.classifier
-    classifier._weights = VectorDict(state.weights)  # noqa: SLF001 - no public setter
+    classifier._weights = VectorDict(state.weights)  # no public setter
     classifier.intercept = state.intercept
     classifier.optimizer.n_iterations = state.steps
     model.labels_seen, model.positives = state.labels_seen, state.positives

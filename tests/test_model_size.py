@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from churnwatch.events import Event
