@@ -41,6 +41,7 @@ from churnwatch.web.server import ReadyProbe, build_probes_app
 from churnwatch.web.server import build_app as build_web_app
 from churnwatch.web.server import start as start_web
 from churnwatch.web.worker import worker_deps
+from features.attrs import AttrBounds
 from features.cache import StateCache
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
@@ -66,7 +67,9 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             future_ms=int(settings.future_tolerance_s * 1000),
-                                            ttl_s=settings.state_ttl_days * 86_400),
+                                            ttl_s=settings.state_ttl_days * 86_400,
+                                            attrs=AttrBounds(settings.attrs_max_keys,
+                                                             settings.attrs_max_key_length)),
                          StateCache(settings.state_cache_size))
     ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
     sync = connect_sync(settings)
@@ -88,7 +91,8 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
                          every_ms=int(settings.model_snapshot_every_days * DAY_MS),
                          lateness_ms=int(settings.lateness_days * DAY_MS),
                          exclusion_ms=int(settings.model_exclusion_days * DAY_MS),
-                         history_ms=int(settings.model_history_days * DAY_MS))
+                         history_ms=int(settings.model_history_days * DAY_MS),
+                         max_labels=settings.model_max_labels_per_horizon)
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
                         holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
@@ -221,7 +225,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             log.warning("broker check skipped: %s", type(exc).__name__)
 
     watcher = registry.RulesWatcher(redis, pipeline)
-    versions = ModelVersions(redis)
+    versions = ModelVersions(redis, metrics=metrics)
     model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
     learner = Learner(redis, versions, metrics,
                       f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
@@ -229,7 +233,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                       auto_promote=settings.model_auto_promote,
                       keep_versions=settings.model_keep_versions,
                       dedup_window_ms=int(settings.model_dedup_window_s * 1000),
-                      dedup_capacity=settings.model_dedup_capacity)
+                      dedup_capacity=settings.model_dedup_capacity,
+                      max_attrs=settings.model_max_attrs, allowed_attrs=settings.model_attrs)
 
     async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries

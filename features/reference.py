@@ -17,6 +17,7 @@ import numpy as np
 
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
+from features.attrs import AttrBounds
 from features.schema import (
     DIVISOR,
     FEATURES,
@@ -128,8 +129,9 @@ def features_at(events: list[Event], now: int, now_month: int) -> np.ndarray:
 class ReferenceStore:
     """Applies events one at a time with the store's acceptance rules, recomputing features."""
 
-    def __init__(self, lateness_ms: int = 7 * DAY_MS) -> None:
+    def __init__(self, lateness_ms: int = 7 * DAY_MS, bounds: AttrBounds = AttrBounds()) -> None:
         self.lateness_ms = lateness_ms
+        self.bounds = bounds
         self.subscribers: dict[str, _History] = {}
 
     def apply(self, ev: Event, features: bool = True) -> tuple[str, np.ndarray | None]:
@@ -154,10 +156,10 @@ class ReferenceStore:
         return features_at(hist.events, clock, month)
 
     def attrs(self, subscriber_id: str) -> dict[str, float]:
-        """Attributes of the latest profile event (by event time)."""
+        """Attributes of the latest profile event (by event time), within the bounds."""
         profiles = [ev for ev in self.subscribers[subscriber_id].events if ev.type == "profile"]
         latest = _latest(profiles)
-        return (latest.attrs or {}) if latest else {}
+        return self.bounds.apply(latest.attrs)[0] if latest else {}
 
 
 def replay_lines(lines: Iterable[bytes], store: ReferenceStore,

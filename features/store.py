@@ -34,6 +34,7 @@ from churnwatch.core.memcopy import copy
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.resp import mset
 from churnwatch.infra.redis.script_router import ScriptRouter
+from features.attrs import AttrBounds
 from features.batch_kernel import stage_values
 from features.cache import StateCache
 from features.codec import VERSION, VERSION_1, attrs_start, decode_states
@@ -61,6 +62,7 @@ class StoreConfig:
     future_ms: int = DAY_MS
     ttl_s: int = 400 * 86_400
     keys: Keys = Keys()
+    attrs: AttrBounds = AttrBounds()  # keys per profile (features.attrs)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class BatchFeatures:
     generation: int = -1  # the state cache's generation when the batch was read
     # attributes before the batch of the subscribers whose attributes the batch changed
     previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
+    attrs_dropped: int = 0  # profile attributes beyond the bounds (features.attrs), dropped
 
 
 def _empty() -> BatchFeatures:
@@ -125,25 +128,31 @@ def _attributes(src: np.ndarray, tail_at: np.ndarray, off: np.ndarray
 
 def _replay(events: Sequence[Event], rows: np.ndarray, sub: np.ndarray, kind: np.ndarray,
             attrs_before: list[dict[str, float]], at_before: np.ndarray,
-            ) -> tuple[list[dict[str, float]], dict[int, tuple[int, dict[str, float]]]]:
+            bounds: AttrBounds = AttrBounds(),
+            ) -> tuple[list[dict[str, float]], dict[int, tuple[int, dict[str, float]]], int]:
     """Profile attributes as of each applied event (the latest profile by event time wins),
-    and the subscribers whose attributes changed (index → (profile time, attributes after
-    the batch)). ``attrs_before[k]`` and ``at_before[k]`` are subscriber k's attributes and
-    their profile time before the batch. Only the applied events of subscribers with an
-    applied profile event are walked one by one."""
+    the subscribers whose attributes changed (index → (profile time, attributes after the
+    batch)) and the attributes dropped by ``bounds``. ``attrs_before[k]`` and
+    ``at_before[k]`` are subscriber k's attributes and their profile time before the batch.
+    Only the applied events of subscribers with an applied profile event are walked one by
+    one."""
     out = list(map(attrs_before.__getitem__, sub[rows].tolist()))
     profiled = np.unique(sub[rows[kind[rows] == PROFILE]])
     if not len(profiled):
-        return out, {}
+        return out, {}, 0
     current = {k: (int(at_before[k]), attrs_before[k]) for k in profiled.tolist()}
     changed: dict[int, tuple[int, dict[str, float]]] = {}
+    dropped = 0
     walk = np.flatnonzero(np.isin(sub[rows], profiled))
     for j, i in zip(walk.tolist(), rows[walk].tolist()):
         ev, k = events[i], int(sub[i])
-        if ev.type == "profile" and ev.ts >= current[k][0]:
-            current[k] = changed[k] = (ev.ts, ev.attrs or {})
+        if ev.type == "profile":
+            kept, extra = bounds.apply(ev.attrs)
+            dropped += extra  # counted for every applied profile, the latest or not
+            if ev.ts >= current[k][0]:
+                current[k] = changed[k] = (ev.ts, kept)
         out[j] = current[k][1]
-    return out, changed
+    return out, changed, dropped
 
 
 def _ledgers(subscribers: Sequence[str], raw: list[Any]) -> dict[str, dict[str, bytes]]:
@@ -277,7 +286,8 @@ class FeatureStore:
         clocks = dict(zip(subscribers, np.maximum(clock, 0).tolist()))
         status = codes.tobytes().decode("ascii")
         rows = np.flatnonzero(codes == ord(APPLIED))
-        attrs, changed = _replay(events, rows, c.sub, c.kind, before, profile_at)
+        attrs, changed, dropped = _replay(events, rows, c.sub, c.kind, before, profile_at,
+                                          self.config.attrs)
         staged = StateValues(subscribers, buf.tobytes(), value_off, blob_len)
         previous = {}
         for k, (_, new) in changed.items():
@@ -286,7 +296,7 @@ class FeatureStore:
             previous[sid] = before[k]
         pending = await self._pending(events, codes)
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, clocks, generation, previous)
+                             pending, staged, clocks, generation, previous, dropped)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""

@@ -29,10 +29,10 @@ from churnwatch.core.units import HOUR_MS
 from churnwatch.infra.redis.writes import Command
 from churnwatch.infra.runtime.metrics import Metrics
 from online_models.dedup import DedupWindow, fingerprints
-from online_models.model import ChurnModel, with_derived
+from online_models.model import MAX_ATTRS, ChurnModel, with_derived
 from online_models.quality import ProgressiveValidation
 from online_models.snapshots import Example, model_features
-from online_models.versions import Checkpoint, ModelVersions
+from online_models.versions import Checkpoint, ModelFormatError, ModelVersions
 
 log = logging.getLogger("churnwatch.learner")
 
@@ -75,7 +75,8 @@ class Learner:
                  dedup_window_ms: int = HOUR_MS, dedup_capacity: int = 262_144,
                  clock: Callable[[], float] = time.time,
                  model_factory: Callable[[], ChurnModel] = ChurnModel,
-                 slice_s: float = 0.005) -> None:
+                 slice_s: float = 0.005, max_attrs: int = MAX_ATTRS,
+                 allowed_attrs: Sequence[str] | None = None) -> None:
         self.redis = redis
         self.versions = versions
         self.keys = versions.keys
@@ -91,6 +92,7 @@ class Learner:
         self.clock = clock
         self.model_factory = model_factory
         self.slice_s = slice_s  # longest stretch of learning before the event loop gets a turn
+        self.attr_limits = (max_attrs, allowed_attrs)  # see ChurnModel.limit_attrs
         self.checkpoint: Checkpoint | None = None
         self.dedup: DedupWindow | None = None  # allocated while this worker leads
         self.head: str | None = None
@@ -127,31 +129,48 @@ class Learner:
 
     async def _restore(self) -> None:
         self.head = await self.versions.head()
-        if self.head:
-            checkpoint = await self.versions.load(self.head)
-        else:
-            checkpoint = await self.versions.load_active() or Checkpoint(self.model_factory())
-        self.dedup = await self._restore_dedup(checkpoint)
+        checkpoint = await self._load(self.head) if self.head else None
+        resumed = checkpoint is not None
+        if checkpoint is None:
+            checkpoint = await self._fallback() or Checkpoint(self.model_factory())
+        self.dedup = await self._restore_dedup() if resumed else DedupWindow(
+            self.dedup_window_ms, self.dedup_capacity)
+        checkpoint.model.limit_attrs(*self.attr_limits)
         self.checkpoint = checkpoint
         self.quality.model = checkpoint.model
         self.unpublished = 0
         self._published_at = self.clock()
         log.info("learner: resuming version %s after stream entry %s",
-                 self.head or checkpoint.model.version, checkpoint.offset)
+                 self.head if resumed else checkpoint.model.version, checkpoint.offset)
 
-    async def _restore_dedup(self, checkpoint: Checkpoint) -> DedupWindow:
-        """The window published with the head; empty when resuming from an active version
-        without a head. Ids a checkpoint of an earlier release carried are added to it."""
-        blob = await self.versions.dedup() if self.head else None
+    async def _load(self, version: str) -> Checkpoint | None:
+        """``version``'s checkpoint; None if its value is refused (not a model document:
+        logged and counted by :class:`ModelVersions`)."""
+        try:
+            return await self.versions.load(version)
+        except ModelFormatError:
+            return None
+
+    async def _fallback(self) -> Checkpoint | None:
+        """Without a head, the active version. A refused head is not learned on: the
+        learner resumes from the newest version it can read (None: a new model), and its
+        next publish replaces the head (still fenced on it)."""
+        if not self.head:
+            active = await self.versions.active()
+            return await self._load(active) if active else None
+        for row in reversed(await self.versions.list()):
+            if row["version"] != self.head and not self.versions.refused(row["version"]):
+                checkpoint = await self._load(row["version"])
+                if checkpoint is not None:
+                    return checkpoint
+        return None
+
+    async def _restore_dedup(self) -> DedupWindow:
+        """The window published with the head (empty if none was)."""
+        blob = await self.versions.dedup()
         if blob:
-            dedup = DedupWindow.decode(blob, self.dedup_window_ms, self.dedup_capacity)
-        else:
-            dedup = DedupWindow(self.dedup_window_ms, self.dedup_capacity)
-        if checkpoint.recent:
-            by_time = sorted(checkpoint.recent.items(), key=lambda item: item[1])
-            dedup.admit_ids([i for i, _ in by_time], [t for _, t in by_time])
-            checkpoint.recent = {}
-        return dedup
+            return DedupWindow.decode(blob, self.dedup_window_ms, self.dedup_capacity)
+        return DedupWindow(self.dedup_window_ms, self.dedup_capacity)
 
     async def _learn(self) -> int:
         key = self.keys.model("examples")
@@ -232,7 +251,9 @@ class Learner:
 
 
 class ModelWatcher:
-    """Switches a pipeline to the active model version when it changes (poll)."""
+    """Switches a pipeline to the active model version when it changes (poll). An active
+    version whose value is refused (not a model document) is not switched to: the pipeline
+    keeps scoring with its current model (:class:`ModelVersions` logs and counts it once)."""
 
     def __init__(self, versions: ModelVersions, switch: Callable[[ChurnModel], None],
                  current: str | None = None) -> None:
@@ -242,8 +263,12 @@ class ModelWatcher:
 
     async def poll(self) -> bool:
         active = await self.versions.active()
-        if not active or active == self.current:
+        if not active or active == self.current or self.versions.refused(active):
             return False
-        self.switch(await self.versions.load_model(active))
+        try:
+            model = await self.versions.load_model(active)
+        except ModelFormatError:
+            return False
+        self.switch(model)
         self.current = active
         return True

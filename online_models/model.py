@@ -8,7 +8,7 @@ probabilities of churn; explanations are the signed logit contributions of the f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from river import linear_model, optim, preprocessing
@@ -119,6 +119,8 @@ def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
 
 
 _INPUTS = frozenset(MODEL_FEATURES)
+ATTR = "attr_"  # a profile attribute's input name: ATTR + its key
+MAX_ATTRS = 64
 
 
 class ChurnModel:
@@ -133,19 +135,53 @@ class ChurnModel:
     """
 
     def __init__(self, version: str = "lr-2", learning_rate: float = 0.005,
-                 intercept_lr: float = 0.05) -> None:
+                 intercept_lr: float = 0.05, max_attrs: int = MAX_ATTRS,
+                 allowed_attrs: Iterable[str] | None = None) -> None:
         self.version = version
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate),
                                                           intercept_lr=intercept_lr)
         self.labels_seen = 0
+        self.positives = 0
+        self.limit_attrs(max_attrs, allowed_attrs)
+
+    def limit_attrs(self, max_attrs: int = MAX_ATTRS,
+                    allowed_attrs: Iterable[str] | None = None) -> None:
+        """Which profile attributes the model may learn as inputs: those of
+        ``allowed_attrs`` if given (an allow-list), otherwise the first ``max_attrs``
+        distinct ones it learns; never more than ``max_attrs`` in all. Attributes it has
+        already learned stay inputs. Bounds the model's size whatever the feeds send."""
+        self.max_attrs = max_attrs
+        self.allowed_attrs = (None if allowed_attrs is None
+                              else frozenset(ATTR + name for name in allowed_attrs))
+
+    def _known(self, x: Mapping[str, float]) -> Mapping[str, float]:
+        """``x`` without the attributes the model never learned (they would add nothing to
+        a score, but River's scaler would remember each name it is asked about)."""
+        counts = self.scaler.counts
+        if all(name in counts or not name.startswith(ATTR) for name in x):
+            return x
+        return {name: v for name, v in x.items() if name in counts or not name.startswith(ATTR)}
+
+    def _admitted(self, x: Mapping[str, float]) -> Mapping[str, float]:
+        """``x`` with only the attributes the model learns (see :meth:`limit_attrs`)."""
+        counts = self.scaler.counts
+        new = [name for name in x if name.startswith(ATTR) and name not in counts]
+        if not new:
+            return x
+        if self.allowed_attrs is not None:
+            new = [name for name in new if name in self.allowed_attrs]
+        room = self.max_attrs - sum(1 for name in counts if name.startswith(ATTR))
+        admitted = set(sorted(new)[:max(room, 0)])
+        return {name: v for name, v in x.items()
+                if name in counts or not name.startswith(ATTR) or name in admitted}
 
     def score(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Churn probability for each input (0.5 before the model has learned anything)."""
         out = np.empty(len(xs), dtype=np.float64)
         transform, predict = self.scaler.transform_one, self.classifier.predict_proba_one
         for i, x in enumerate(xs):
-            out[i] = predict(transform(x)).get(True, 0.0)
+            out[i] = predict(transform(self._known(x))).get(True, 0.0)
         return out
 
     def score_matrix(self, matrix: np.ndarray,
@@ -195,19 +231,19 @@ class ChurnModel:
 
     def label_counts(self) -> tuple[int, int]:
         """(positive, negative) labels learned so far."""
-        positives = getattr(self, "positives", 0)  # checkpoints older than this field
-        return positives, self.labels_seen - positives
+        return self.positives, self.labels_seen - self.positives
 
     def learn(self, x: Mapping[str, float], churned: bool) -> None:
-        """Learn from one labelled snapshot."""
+        """Learn from one labelled snapshot (only the attributes admitted as inputs)."""
+        x = self._admitted(x)
         self.scaler.learn_one(x)
         self.classifier.learn_one(self.scaler.transform_one(x), churned)
         self.labels_seen += 1
-        self.positives = getattr(self, "positives", 0) + int(churned)
+        self.positives += int(churned)
 
     def explain(self, x: Mapping[str, float], top: int = 3) -> list[dict[str, float]]:
         """The ``top`` features by absolute contribution to the logit, with their values."""
-        scaled = self.scaler.transform_one(x)
+        scaled = self.scaler.transform_one(self._known(x))
         weights = self.classifier.weights
         contributions = sorted(
             ((name, weights.get(name, 0.0) * value) for name, value in scaled.items()),

@@ -67,13 +67,15 @@ _NAN = -128  # not a code: read back as missing
 @dataclass(frozen=True)
 class LabelPolicy:
     """Label horizon, snapshot period, allowed lateness, post-action exclusion and the
-    history a subscriber without a known tenure needs before its first snapshot (ms)."""
+    history a subscriber without a known tenure needs before its first snapshot (ms), and
+    how many ``churn``/``active`` labels of one subscriber are learned within a horizon."""
 
     horizon_ms: int = 60 * DAY_MS
     every_ms: int = 14 * DAY_MS
     lateness_ms: int = 7 * DAY_MS
     exclusion_ms: int = 60 * DAY_MS
     history_ms: int = 35 * DAY_MS
+    max_labels: int = 1
 
 
 class Example(msgspec.Struct, frozen=True, array_like=True):
@@ -171,6 +173,7 @@ class Book:
     group: int = 0
     snaps: list[Snapshot] = field(default_factory=list)
     rows: Callable[[int], list[int | None]] | None = None  # materialises batch row indices
+    labels: list[int] = field(default_factory=list)  # times of the labels learned lately
 
     # ---- transitions (policy and output passed in) -------------------------------------
     def advance(self, clock: int, policy: LabelPolicy, sid: str, attrs: dict[str, float],
@@ -186,13 +189,24 @@ class Book:
 
     def label(self, churned: bool, ts: int, policy: LabelPolicy, sid: str,
               attrs: dict[str, float], out: Resolved) -> None:
-        """A ``churn`` (churned) or ``active`` event at ``ts``."""
+        """A ``churn`` (churned) or ``active`` event at ``ts``. A label that labels
+        snapshots is learned unless ``policy.max_labels`` learned ones lie within a horizon
+        of it (before or after): then its snapshots are resolved but dropped
+        (``label_cap``), so a flood of labels for one subscriber moves the model as one
+        label does. A label with no snapshot to label changes nothing and is not counted."""
+        emit = self._emit
+        if any(snap.ts <= ts for snap in self.snaps):
+            if sum(1 for t in self.labels if abs(t - ts) < policy.horizon_ms) \
+                    < policy.max_labels:
+                self.labels.append(ts)
+            else:
+                emit = self._capped
         if churned:
             keep = [s for s in self.snaps if s.ts > ts]
             out.drop("after_label", len(keep))
             for snap in self.snaps:
                 if snap.ts <= ts:
-                    self._emit(snap, sid, ts, snap.ts >= ts - policy.horizon_ms, attrs, out)
+                    emit(snap, sid, ts, snap.ts >= ts - policy.horizon_ms, attrs, out)
             self.snaps = []
             if self.group:
                 if self.alerted_at <= ts:
@@ -201,7 +215,7 @@ class Book:
                 self.group = 0
             return
         while self.snaps and self.snaps[0].ts <= ts:
-            self._emit(self.snaps.pop(0), sid, ts, False, attrs, out)
+            emit(self.snaps.pop(0), sid, ts, False, attrs, out)
 
     def take(self, values: list[int | None] | int, attrs: Mapping[str, float],
              policy: LabelPolicy, out: Resolved) -> None:
@@ -229,6 +243,11 @@ class Book:
             snap.values = self.rows(snap.values)
         return snap.values
 
+    @staticmethod
+    def _capped(snap: Snapshot, sid: str, label_ts: int, churned: bool,
+                attrs: dict[str, float], out: Resolved) -> None:
+        out.drop("label_cap", 1)
+
     def _emit(self, snap: Snapshot, sid: str, label_ts: int, churned: bool,
               attrs: dict[str, float], out: Resolved) -> None:
         values = self._values(snap)
@@ -255,8 +274,13 @@ class Book:
         stored in the same state value; the sixth element, ``[[i, changes], ...]``, says from
         row ``i`` on (until the next entry) the snapshots were taken with ``attrs`` updated
         by ``changes`` (a None value: the key was absent), usually ``[]``. Snapshots of
-        unknown attributes are stored as taken with ``attrs``."""
-        if not (self.snaps or self.group or self.no_snapshot_until > self.clock):
+        unknown attributes are stored as taken with ``attrs``. A seventh element, only when
+        there are any, holds the times of the labels learned that a label still accepted
+        (within the lateness) can fall within a horizon of (relative to the clock)."""
+        oldest = self.clock - policy.lateness_ms - policy.horizon_ms
+        self.labels = [t for t in self.labels if t > oldest]
+        if not (self.snaps or self.group or self.no_snapshot_until > self.clock
+                or self.labels):
             return b""  # nothing pending: nothing stored (the next event restarts from zero)
         rows: list[list[int | None]] = []
         runs: list[list] = []
@@ -271,6 +295,8 @@ class Book:
         due = max(0, min(self.due(policy) // 1000, 0xFFFFFFFF))
         body = [self.clock, max(0, self.no_snapshot_until - self.clock),
                 self.clock - self.alerted_at if self.group else 0, self.group, rows, runs]
+        if self.labels:
+            body.append([self.clock - t for t in self.labels])
         return due.to_bytes(4, "little") + _encoder.encode(body)
 
     @classmethod
@@ -279,7 +305,8 @@ class Book:
         before snapshots kept their attributes (five elements) read them as unknown."""
         if not body:
             return cls()
-        clock, treated, alerted, group, rows, *runs = _decoder.decode(body[4:])
+        clock, treated, alerted, group, rows, *rest = _decoder.decode(body[4:])
+        runs, labels = rest[:1], (rest[1] if len(rest) > 1 else [])
         base = attrs or {}
         starts = {i: changes for i, changes in runs[0]} if runs else {}
         current: Mapping[str, float] | None = base if runs else None
@@ -292,7 +319,8 @@ class Book:
             snaps.append(Snapshot(ts, row[1:], current))
         snaps.reverse()
         return cls(clock, clock + treated if treated else 0,
-                   clock - alerted if group else 0, group, snaps)
+                   clock - alerted if group else 0, group, snaps,
+                   labels=[clock - age for age in labels])
 
 
 def _changes(base: Mapping[str, float], taken: Mapping[str, float]

@@ -10,79 +10,65 @@ version becomes active (the model keeps learning in production); ``promote VERSI
 ``rollback`` pin an operator's choice, ``promote latest`` follows the learner again.
 Learning always continues on the learner's own lineage (its head).
 
-Only churnwatch writes these keys: the store is trusted, hence pickle.
+A version is plain data (``online_models.model_state``: weights, scaler statistics, the
+River version), validated when read; anything else under a version key (a pickle of an
+earlier release, a planted value) is refused with :class:`ModelFormatError`, logged once per
+version and counted (``churnwatch_model_versions_refused_total``), never unpickled.
 """
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import msgspec
 import orjson
 
 from churnwatch.core.errors import ChurnwatchError
 from churnwatch.core.keys import Keys
+from churnwatch.infra.runtime.metrics import Metrics
+from online_models import model_state
 from online_models.model import ChurnModel
+from online_models.model_state import ModelFormatError
 
-LEGACY_CHECKPOINT = "cw:model:checkpoint"  # single checkpoint of earlier releases
+log = logging.getLogger("churnwatch.model")
+
+__all__ = ["Checkpoint", "ModelFormatError", "ModelVersions", "VersionError",
+           "active_model_sync"]
 
 
 class VersionError(ChurnwatchError):
     """An unknown model version, or nothing to roll back to."""
 
 
-_FORMAT = "checkpoint/3"  # (format, pickled model, offset)
-_FORMAT_2 = "checkpoint/2"  # (format, pickled model, offset, msgpack {id: ms}) of earlier releases
-_recent_decoder = msgspec.msgpack.Decoder(dict[str, int])
-
-
 @dataclass
 class Checkpoint:
-    """A model and the stream position it has learned up to. ``recent`` (example id →
-    stream entry ms) is only read from versions of earlier releases, which carried the
-    learner's dedup window; it is never stored again."""
+    """A model and the stream position it has learned up to."""
 
     model: ChurnModel
     offset: str = "0-0"
-    recent: dict[str, int] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """The model pickled on its own inside the checkpoint, so a worker that only scores
-        reads it without the rest (:meth:`decode_model`)."""
-        return pickle.dumps((_FORMAT, pickle.dumps(self.model, protocol=pickle.HIGHEST_PROTOCOL),
-                             self.offset), protocol=pickle.HIGHEST_PROTOCOL)
+        return model_state.encode(self.model, self.offset)
 
     @staticmethod
-    def decode(blob: bytes) -> Checkpoint:
-        value = pickle.loads(blob)  # noqa: S301 - our own checkpoint
-        if _is_packed(value):
-            model, offset = pickle.loads(value[1]), value[2]
-            recent = _recent_decoder.decode(value[3]) if value[0] == _FORMAT_2 else {}
-            return Checkpoint(model, offset, recent)
-        return value if isinstance(value, Checkpoint) else Checkpoint(value)  # earlier formats
-
-    @staticmethod
-    def decode_model(blob: bytes) -> ChurnModel:
-        """Only the model of an encoded checkpoint (what a scoring worker needs)."""
-        value = pickle.loads(blob)  # noqa: S301 - our own checkpoint
-        if _is_packed(value):
-            return pickle.loads(value[1])
-        return value.model if isinstance(value, Checkpoint) else value
+    def decode(blob: bytes, what: str = "model version") -> Checkpoint:
+        """:class:`ModelFormatError` for anything but a model document."""
+        return Checkpoint(*model_state.decode(blob, what))
 
 
-def _is_packed(value: object) -> bool:
-    return isinstance(value, tuple) and len(value) in (3, 4) and value[0] in (_FORMAT, _FORMAT_2)
+_REFUSALS_REMEMBERED = 1024
 
 
 class ModelVersions:
     """Reads and switches versions over a ``redis.asyncio`` client."""
 
-    def __init__(self, redis: Any, keys: Keys = Keys()) -> None:
+    def __init__(self, redis: Any, keys: Keys = Keys(), metrics: Metrics | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.metrics = metrics
+        self._refused: dict[str, None] = {}  # versions refused (and logged) by this process
         self._publish = redis.register_script(
             resources.files("online_models").joinpath("publish.lua").read_text())
 
@@ -95,7 +81,30 @@ class ModelVersions:
         return raw.decode() if raw else None
 
     async def load(self, version: str) -> Checkpoint:
-        return Checkpoint.decode(await self._blob(version))
+        """The checkpoint of ``version``: :class:`VersionError` if there is none,
+        :class:`ModelFormatError` if the stored value is not a model document (logged and
+        counted the first time this process meets that version)."""
+        blob = await self._blob(version)
+        try:
+            return Checkpoint.decode(blob, f"model version {version!r} "
+                                           f"({self.keys.model(f'v:{version}')})")
+        except ModelFormatError as exc:
+            self._report(version, exc)
+            raise
+
+    def _report(self, version: str, exc: ModelFormatError) -> None:
+        if version in self._refused:
+            return
+        self._refused[version] = None
+        if len(self._refused) > _REFUSALS_REMEMBERED:
+            del self._refused[next(iter(self._refused))]
+        log.error("%s", exc)
+        if self.metrics is not None:
+            self.metrics.versions_refused.inc()
+
+    def refused(self, version: str) -> bool:
+        """Whether this process has refused ``version`` (its value is not a model document)."""
+        return version in self._refused
 
     async def dedup(self) -> bytes | None:
         """The learner's dedup window as published with its head (None: none published)."""
@@ -103,7 +112,7 @@ class ModelVersions:
 
     async def load_model(self, version: str) -> ChurnModel:
         """Only the model of ``version`` (a worker switching to it)."""
-        return Checkpoint.decode_model(await self._blob(version))
+        return (await self.load(version)).model
 
     async def _blob(self, version: str) -> bytes:
         blob = await self.redis.get(self.keys.model(f"v:{version}"))
@@ -113,12 +122,9 @@ class ModelVersions:
         return blob
 
     async def load_active(self) -> Checkpoint | None:
-        """The active version's checkpoint (or a legacy single checkpoint), if any."""
+        """The active version's checkpoint, if any."""
         version = await self.active()
-        if version:
-            return await self.load(version)
-        blob = await self.redis.get(LEGACY_CHECKPOINT)
-        return Checkpoint.decode(blob) if blob else None
+        return await self.load(version) if version else None
 
     async def next_id(self, base: str) -> str:
         seq = await self.redis.incr(self.keys.model("seq"))
@@ -155,6 +161,7 @@ class ModelVersions:
         if not target or not await self.redis.exists(k(f"v:{target}")):
             raise VersionError(f"unknown model version {version!r}. Fix: pick one from "
                                "`churnwatch model list`")
+        await self.load(target)  # ModelFormatError: never make a refused value active
         previous = await self.active()
         pipe = self.redis.pipeline(transaction=True)
         if previous and previous != target:
@@ -198,8 +205,15 @@ class ModelVersions:
 
 
 def active_model_sync(redis: Any, keys: Keys = Keys()) -> ChurnModel | None:
-    """The active version's model over a synchronous client (worker start-up)."""
+    """The active version's model over a synchronous client (worker start-up); None when
+    there is none, or when its value is refused (logged: the worker starts with an empty
+    model, and its model watcher reports and counts the refusal on its first poll)."""
     active = redis.get(keys.model("active"))
-    blob = redis.get(keys.model(f"v:{active.decode()}")) if active else redis.get(
-        LEGACY_CHECKPOINT)
-    return Checkpoint.decode_model(blob) if blob else None
+    blob = redis.get(keys.model(f"v:{active.decode()}")) if active else None
+    if blob is None:
+        return None
+    try:
+        return Checkpoint.decode(blob, f"active model version {active.decode()!r}").model
+    except ModelFormatError as exc:
+        log.warning("at start-up, scoring with an empty model: %s", exc)
+        return None

@@ -9,6 +9,7 @@ from alerting.alert import Alert
 from churnwatch.core.severity import SEVERITY_RANK
 from churnwatch.infra.runtime.metrics import WITHHELD_REASONS, Metrics, inc_counts
 from features.cache import StateCache
+from features.store import BatchFeatures
 from online_models.snapshots import Resolved
 from rules.ruleset import Ruleset
 
@@ -42,6 +43,12 @@ def count_labels(metrics: Metrics, resolved: Resolved) -> None:
     inc_counts(metrics.snapshots_dropped, {(r,): n for r, n in resolved.dropped.items()})
     inc_counts(metrics.experiment, Counter((group, "churned" if churned else "retained")
                                            for group, churned in resolved.outcomes))
+
+
+def count_dropped_attrs(metrics: Metrics, staged: BatchFeatures) -> None:
+    """Profile attributes the store dropped beyond its bounds (``features.attrs``)."""
+    if staged.attrs_dropped:
+        metrics.dropped_attrs.inc(staged.attrs_dropped)
 
 
 def count_cache(metrics: Metrics, cache: StateCache) -> None:

@@ -60,7 +60,13 @@ from online_models.learner import example_writes
 from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
-from streams.accounting import count_alerts, count_cache, count_labels, count_replays
+from streams.accounting import (
+    count_alerts,
+    count_cache,
+    count_dropped_attrs,
+    count_labels,
+    count_replays,
+)
 from streams.commit import AppliedOffsets, BatchCommit
 from streams.intake import (
     activity,
@@ -328,6 +334,7 @@ class Pipeline:
             result.outcomes["duplicate"] += len(replays)
             staged.pending_alerts.extend(await self.store.pending_alerts(replays))
         count_cache(self.metrics, self.store.cache)
+        count_dropped_attrs(self.metrics, staged)
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             alert = msgspec.json.decode(raw, type=Alert)

@@ -28,7 +28,9 @@ from streams.ingest_auth import TokenStore
 from streams.ingest_ratelimit import FeedRateLimiter
 from tests.support.ingest import (
     AUTH,
+    FEED,
     JSON,
+    TOKEN,
     TS,
     _client,
     _settings,
@@ -42,7 +44,6 @@ from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 
-TOKEN, FEED = "s3cr3t-billing", "billing-export"
 NDJSON = {**AUTH, "Content-Type": "application/x-ndjson"}
 
 

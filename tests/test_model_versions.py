@@ -138,27 +138,6 @@ def test_holdout_is_deterministic_and_of_the_configured_size() -> None:
         Holdout(1.5)
 
 
-def test_checkpoint_round_trip_and_model_only_decoding() -> None:
-    import pickle
-
-    model = ChurnModel()
-    blob = Checkpoint(model, "17-3", {"ignored/1": 5}).encode()
-    back = Checkpoint.decode(blob)
-    assert (back.offset, back.recent) == ("17-3", {})  # a version stores no example ids
-    assert back.model.version == model.version
-    assert Checkpoint.decode_model(blob).version == model.version
-    for legacy in (pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5})), pickle.dumps(model)):
-        assert Checkpoint.decode_model(legacy).version == model.version
-    assert Checkpoint.decode(pickle.dumps(Checkpoint(model, "5-0", {"a/1": 5}))).recent == {
-        "a/1": 5}
-    # checkpoint/2 (earlier releases): the window's ids packed beside the model
-    recent = {f"s{i}/{i}": 1_700_000_000_000 + i for i in range(1000)}
-    v2 = pickle.dumps(("checkpoint/2", pickle.dumps(model), "17-3",
-                       msgspec.msgpack.encode(recent)))
-    assert (Checkpoint.decode(v2).offset, Checkpoint.decode(v2).recent) == ("17-3", recent)
-    assert Checkpoint.decode_model(v2).version == model.version
-
-
 async def _learn_seconds(client, learner: Learner, seconds: range,  # type: ignore[no-untyped-def]
                          per_entry: int = 5) -> None:
     """One stream entry a second of stream time, ``per_entry`` new examples each."""
@@ -198,10 +177,8 @@ def test_the_learners_dedup_window_is_fixed_and_versions_carry_no_ids(redis_url:
 
 def test_a_repeat_after_a_learner_restart_is_still_dropped(redis_target: RedisTarget) -> None:
     """A new learner resuming from the head loads the window published with it: an example
-    appended again after the restart (a replayed batch) is not learned twice. One resuming
-    from an active version without a head, or from a checkpoint/2 version, also works. On a
-    single Redis and on Redis Cluster (the publish script's keys share one slot)."""
-    import pickle
+    appended again after the restart (a replayed batch) is not learned twice. On a single
+    Redis and on Redis Cluster (the publish script's keys share one slot)."""
 
     async def main() -> None:
         client = redis_target.client()
@@ -216,18 +193,6 @@ def test_a_repeat_after_a_learner_restart_is_still_dropped(redis_target: RedisTa
         assert await second.step(publish=True) == 5
         assert metrics.registry.get_sample_value(
             "churnwatch_model_examples_repeated_total") == 5
-        # an active version of an earlier release, no head: its ids are the window
-        head = await versions.head()
-        model = (await versions.load(head)).model
-        recent = {ex.id: 1 for ex in _examples(35, 0)}
-        v2 = pickle.dumps(("checkpoint/2", pickle.dumps(model), "0-0",
-                           msgspec.msgpack.encode(recent)))
-        await client.set(K.model("v:old.1"), v2)
-        await client.set(K.model("active"), "old.1")
-        await client.delete(K.model("head"), K.model("dedup"), K.model("learner"))
-        third = Learner(client, versions, Metrics(), "c")
-        assert await third.step(publish=False) == 0  # everything in the stream is a repeat
-        assert third.dedup is not None and "s34/34" in third.dedup
         await client.aclose()
 
     asyncio.run(main())

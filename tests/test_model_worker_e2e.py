@@ -22,7 +22,10 @@ def test_worker_learns_publishes_and_follows_promotion(broker, redis_url, tmp_pa
     asyncio.run(create_topics(broker.bootstrap, {t: 2 for t in (EVENTS_TOPIC, ALERTS_TOPIC,
                                                                SCORES_TOPIC, DLQ_TOPIC)}))
     worker = Worker(broker, redis_url, tmp_path, CHURNWATCH_MODEL_PUBLISH_INTERVAL_S="0.5",
-                    CHURNWATCH_MODEL_HISTORY_DAYS="0")  # snapshot from each first event
+                    CHURNWATCH_MODEL_HISTORY_DAYS="0",  # snapshot from each first event
+                    # the second round labels each subscriber again 20 days after its first
+                    # label, within the horizon: two labels per horizon are learned
+                    CHURNWATCH_MODEL_MAX_LABELS_PER_HORIZON="2")
     feed = Feed()
     subs = [f"+4477009{n:05d}" for n in range(300, 330)]
     for k, sub in enumerate(subs):  # a snapshot 20 days before the label, then the label

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -139,6 +139,13 @@ class Settings(BaseSettings):
                                            "worker checks that the broker has not lost data "
                                            "it had seen (offsets going backwards)")
     publish_scores: bool = Field(False, description="also publish score records to churn.scores")
+    attrs_max_keys: int = Field(64, ge=0, le=1024, description="profile attributes (attrs) "
+                                "stored per subscriber: a profile with more keeps the first "
+                                "this many in key order, the rest are dropped and counted "
+                                "(churnwatch_dropped_attrs_total)")
+    attrs_max_key_length: int = Field(64, ge=1, le=64, description="longest attrs key stored; "
+                                      "longer keys are dropped and counted (the contract "
+                                      "rejects events with keys over 64 characters)")
     model_horizon_days: float = Field(60, gt=0, le=365, description="a churn event labels the "
                                       "subscriber's snapshots of this many days before it "
                                       "positive; snapshots surviving it are negative")
@@ -158,6 +165,18 @@ class Settings(BaseSettings):
                                     "id), to measure the actions' effect")
     holdout_salt: str = Field("churnwatch-holdout-1", min_length=1, description="salt of the "
                               "holdout hash; a new salt starts a new experiment")
+    model_max_labels_per_horizon: int = Field(1, ge=1, le=1000, description="churn/active "
+                                              "labels of one subscriber learned within "
+                                              "model_horizon_days of each other; further ones "
+                                              "resolve their snapshots without learning them")
+    model_max_attrs: int = Field(64, ge=0, le=1024, description="profile attributes the "
+                                 "model learns as inputs: the first this many distinct ones "
+                                 "it learns (or of model_attrs); others are ignored, so the "
+                                 "model's size is bounded")
+    model_attrs: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=1024, description="allow-list of the profile attributes the model "
+        "learns (at most model_max_attrs of them); unset: the first model_max_attrs it "
+        "learns. Set it when a feed may send attributes of its own choosing")
     model_learner: bool = Field(True, description="this worker may become the fleet's learner "
                                 "(one at a time, by a Redis lock)")
     model_publish_interval_s: float = Field(10, gt=0, le=86_400, description="how often the "

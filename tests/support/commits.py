@@ -7,6 +7,7 @@ from typing import Any
 
 from alerting.ledger import AlertLedger
 from alerting.risk import RiskHistory
+from online_models.learner import example_writes
 from streams.commit import BatchCommit
 
 
@@ -22,3 +23,11 @@ async def record_risk(risk: RiskHistory,
                       points: Mapping[str, Sequence[tuple[int, float, str]]]) -> None:
     """Store risk points in one commit."""
     await BatchCommit(risk.redis, lambda: risk.writes(points), cluster=risk.router.cluster).send()
+
+
+async def append_examples(client: Any, keys: Any, examples: Sequence[Any]) -> None:
+    """Append examples to the learner's stream as a batch commit does."""
+    async def describe():  # type: ignore[no-untyped-def]
+        return example_writes(keys, examples)
+
+    await BatchCommit(client, describe, cluster=False).send()

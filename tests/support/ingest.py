@@ -23,6 +23,7 @@ from streams.ingest_auth import TokenStore
 from streams.ingest_http import runner_options
 from tests.support.stream_feed import NOW
 
+TOKEN, FEED = "s3cr3t-billing", "billing-export"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -61,11 +61,14 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
     was taken) for the events in stream order.
 
     ``alerted`` maps (subscriber, event id) of alerts that acted (False) or were held out
-    (True); held-out alerts change nothing here."""
+    (True); held-out alerts change nothing here. A label with ``policy.max_labels``
+    learned labels (which labelled a snapshot) of its subscriber less than a horizon away is
+    not learned: the snapshots it labels are removed without an example."""
     store = ReferenceStore(policy.lateness_ms)
     clock: dict[str, int] = {}
     pending: dict[str, list[list]] = {}  # [ts, values, attrs]
     until: dict[str, int] = {}
+    learned: dict[str, list[int]] = {}  # every label learned, by subscriber
     out: dict[str, tuple] = {}
     for ev in events:
         status, row = store.apply(ev)
@@ -80,14 +83,21 @@ def reference_labels(events: Sequence[Event], policy: LabelPolicy,
         for snap in [s for s in snaps if s[0] + policy.horizon_ms < now - policy.lateness_ms]:
             out[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
             snaps.remove(snap)
+        sink: dict[str, tuple] = {}  # a label beyond the cap: its examples go nowhere
+        if ev.type in ("churn", "active"):
+            near = [t for t in learned.get(sid, []) if abs(t - ev.ts) < policy.horizon_ms]
+            if len(near) < policy.max_labels:
+                sink = out
+                if any(s[0] <= ev.ts for s in snaps):  # a label labelling nothing: not counted
+                    learned.setdefault(sid, []).append(ev.ts)
         if ev.type == "churn":
             for ts, values, attrs in snaps:
                 if ts <= ev.ts:
-                    out[f"{sid}/{ts}"] = (ts, ts >= ev.ts - policy.horizon_ms, values, attrs)
+                    sink[f"{sid}/{ts}"] = (ts, ts >= ev.ts - policy.horizon_ms, values, attrs)
             snaps.clear()
         elif ev.type == "active":
             for snap in [s for s in snaps if s[0] <= ev.ts]:
-                out[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
+                sink[f"{sid}/{snap[0]}"] = (snap[0], False, *snap[1:])
                 snaps.remove(snap)
         elif (known or watched) and now >= until.get(sid, 0):
             if not snaps or snaps[-1][0] // policy.every_ms != now // policy.every_ms:

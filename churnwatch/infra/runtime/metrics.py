@@ -66,6 +66,9 @@ class Metrics:
                               ["label"], registry=r)
         self.silence_sweeps = Counter("churnwatch_silence_sweeps", "Silence sweeps of one "
                                       "partition by result (ok, error)", ["result"], registry=r)
+        self.dropped_attrs = Counter("churnwatch_dropped_attrs", "Profile attributes dropped "
+                                     "beyond attrs_max_keys or attrs_max_key_length (the "
+                                     "profile itself is applied)", registry=r)
         self.state_cache = Counter("churnwatch_state_cache_lookups", "Subscriber state looked "
                                    "up in the worker's cache by result (hit, miss: read from "
                                    "Redis)", ["result"], registry=r)
@@ -112,10 +115,15 @@ class Metrics:
             "churnwatch_model_dedup_early_rotations", "Times the learner's dedup window filled "
             "(model_dedup_capacity) before spanning model_dedup_window_s: repeats older than "
             "the span it reached are learned again", registry=r)
+        self.versions_refused = Counter(
+            "churnwatch_model_versions_refused", "Stored model versions refused because their "
+            "value is not a churnwatch model document (a pickle, a planted or corrupted "
+            "value): never loaded, counted once per version and process", registry=r)
         self.snapshots_dropped = Counter("churnwatch_model_snapshots_dropped", "Snapshots never "
                                          "learned, by reason (treated: a retention action "
                                          "confounds the label; after_label: taken after the "
-                                         "churn time)", ["reason"], registry=r)
+                                         "churn time; label_cap: labelled by a label beyond "
+                                         "model_max_labels_per_horizon)", ["reason"], registry=r)
         self.holdout_alerts = Counter("churnwatch_holdout_alerts", "Alerts whose actions the "
                                       "random holdout withheld", registry=r)
         self.experiment = Counter("churnwatch_retention_experiment", "Alerted subscribers by "
