@@ -15,8 +15,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from churnwatch.cli_common import ConfigOpt, JsonOpt, err, fail, load, require_redis, with_redis
 from churnwatch.cli_model import model_app
 from churnwatch.cli_ops import broker_app, dnc_app, rules_app, storm_app
-from churnwatch.config import EVENTS_TOPIC, Settings
-from churnwatch.errors import ChurnwatchError
+from churnwatch.config import Settings
+from churnwatch.errors import ChurnwatchError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Real-time churn early warning for telecom operators.")
@@ -156,16 +156,16 @@ def worker(config: ConfigOpt = None) -> None:
     settings = load(config, service=True)
     allocator.limit_arenas(settings.malloc_arena_max)  # before the imports below start threads
     from churnwatch import gc_tuning, memtrace
-    from churnwatch.embedded import create_topics
+    from churnwatch.kafka_topics import ensure_topics
     from streams.app import create_app
 
     from churnwatch.broker_guard import EXIT_CODE, BrokerResetError, check_at_startup
 
     try:
         if settings.broker and settings.redis_url:  # else create_app says what is missing
-            asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic
+            asyncio.run(check_at_startup(settings))  # before ensure_topics recreates a topic
         app_ = create_app(settings)
-        asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+        asyncio.run(ensure_topics(settings))
     except BrokerResetError as exc:
         fail(exc)
         raise typer.Exit(EXIT_CODE) from None
@@ -191,13 +191,6 @@ def worker(config: ConfigOpt = None) -> None:
         raise
 
 
-def _topics(settings: Settings) -> dict[str, int]:
-    from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, home_topic
-
-    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC,
-                                             home_topic(settings.app_id))}
-
-
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
@@ -206,7 +199,8 @@ def replay(
     config: ConfigOpt = None,
 ) -> None:
     """Push an NDJSON event file into churn.events."""
-    from churnwatch.embedded import create_topics
+    from churnwatch.kafka_auth import client_options
+    from churnwatch.kafka_topics import TopicNames, ensure_topics
     from churnwatch.produce import EventProducer
 
     settings = load(config)
@@ -216,11 +210,12 @@ def replay(
         stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     except OSError as exc:
         raise fail(exc) from None
+    topic = TopicNames.of(settings).events
 
     async def main() -> int:
-        await create_topics(settings.bootstrap, _topics(settings))
-        async with EventProducer(settings.bootstrap, EVENTS_TOPIC, settings.partitions,
-                                 per_message) as producer:
+        await ensure_topics(settings)
+        async with EventProducer(settings.bootstrap, topic, settings.partitions, per_message,
+                                 client_options(settings)) as producer:
             with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed} events"),
                           TimeElapsedColumn(), console=err, disable=json_out) as bar:
                 task = bar.add_task("replay", total=None)
@@ -232,9 +227,9 @@ def replay(
         except ChurnwatchError as exc:
             raise fail(exc) from None
     if json_out:
-        print(orjson.dumps({"sent": sent, "topic": EVENTS_TOPIC}).decode())
+        print(orjson.dumps({"sent": sent, "topic": topic}).decode())
     else:
-        err.print(f"sent {sent} events to {EVENTS_TOPIC}")
+        err.print(f"sent {sent} events to {topic}")
 
 
 @app.command()
@@ -250,10 +245,27 @@ def ingest(
     from streams.ingest import serve
 
     settings = load(config, service=True, ingest_host=host, ingest_port=port)
+    unsupported = _ingest_unsupported(settings)
+    if unsupported:
+        raise fail(ConfigError(
+            f"churnwatch ingest does not apply {unsupported} yet: its Kafka producer and topic "
+            f"creation connect in plaintext to the unprefixed churn.events. Fix: unset "
+            f"{unsupported} for the ingest process, or have feeds produce to Kafka directly "
+            f"(docs/contract.md) or with `churnwatch replay`"))
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:
         raise fail(exc) from None
+
+
+def _ingest_unsupported(settings: Settings) -> str:
+    """The Kafka client settings the ingest process does not apply yet (empty: none)."""
+    keys = [key for key, value, default in (
+        ("kafka_security_protocol", settings.kafka_security_protocol, "PLAINTEXT"),
+        ("topic_prefix", settings.topic_prefix, ""),
+        ("topic_replication_factor", settings.topic_replication_factor, 1),
+        ("create_topics", settings.create_topics, True)) if value != default]
+    return ", ".join(f"CHURNWATCH_{key.upper()}" for key in keys)
 
 
 @app.command()

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
                         description="Kafka consumer group / Faust app id (letters, digits, "
                                     "'.', '_', '-': it also names an internal topic)")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
+    topic_prefix: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9._-]*$",
+                              description="prepended to every topic name, e.g. 'staging.' "
+                                          "for staging.churn.events, so deployments can share "
+                                          "a cluster (give each its own app_id too)")
+    topic_replication_factor: int = Field(1, ge=1, le=32, description="replication factor of "
+                                          "the topics churnwatch creates (3 on a production "
+                                          "cluster)")
+    create_topics: bool = Field(True, description="create missing topics at startup; false = "
+                                "never create any: startup checks they exist with `partitions` "
+                                "partitions and names the missing ones")
     batch_max: int = Field(10_000, ge=1, le=100_000, description="max events per micro-batch "
                            "(estimated before decoding: 1 per JSON object, the event ids of "
                            "an array)")

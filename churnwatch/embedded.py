@@ -22,8 +22,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from churnwatch.errors import ChurnwatchError
+from churnwatch.errors import ChurnwatchError, ConfigError
 
 REDIS_BIN_ENV = "CHURNWATCH_REDIS_SERVER_BIN"
 _HOST = "127.0.0.1"
@@ -260,6 +261,13 @@ class EmbeddedBroker(_Server):
     _env_drop = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
                  "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")  # env Tansu would otherwise read
 
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None,
+                 binary: str | None = None, startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+        """``advertised_port``: the port the broker tells clients to connect to (default: its own),
+        for a proxy in front of it, e.g. a TLS terminator; clients then reach it only through that."""
+        super().__init__(port, binary=binary, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
+        self.advertised_port = advertised_port
+
     @property
     def bootstrap(self) -> str:
         return f"{_HOST}:{self.port}"
@@ -270,11 +278,13 @@ class EmbeddedBroker(_Server):
 
     def _argv(self) -> list[str]:
         listener = f"tcp://{_HOST}:{self.port}"
+        advertised = f"tcp://{_HOST}:{self.advertised_port or self.port}"
         return [self.binary or find_broker(), "broker", "--listener-url", listener,
-                "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+                "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"]
 
     def _ready(self) -> bool:
-        """Send a Kafka Metadata v0 request; ready once the broker advertises 127.0.0.1:port."""
+        """Send a Kafka Metadata v0 request; ready once the broker advertises 127.0.0.1:port
+        (or the advertised port)."""
         req = struct.pack(">hhih", 3, 0, 1, 10) + b"churnwatch" + struct.pack(">i", 0)
         try:
             with socket.create_connection((_HOST, self.port), timeout=1) as sock, sock.makefile("rb") as f:
@@ -282,13 +292,18 @@ class EmbeddedBroker(_Server):
                 body = f.read(struct.unpack(">i", f.read(4))[0])
             corr, brokers, _node, host_len = struct.unpack_from(">iiih", body)
             advertised = (body[14:14 + host_len].decode(), struct.unpack_from(">i", body, 14 + host_len)[0])
-            return corr == 1 and brokers >= 1 and advertised == (_HOST, self.port)
+            return corr == 1 and brokers >= 1 and advertised == (_HOST, self.advertised_port or self.port)
         except (OSError, struct.error, UnicodeDecodeError):
             return False
 
 
-async def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1, timeout: float = 10.0) -> None:
-    """Create ``topics`` (name -> partitions), tolerating existing ones, then verify partition counts."""
+async def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1, timeout: float = 10.0,
+                        client_options: dict[str, Any] | None = None, create: bool = True) -> None:
+    """Create ``topics`` (name -> partitions), tolerating existing ones, then verify partition counts.
+
+    ``client_options``: the aiokafka security settings (``churnwatch.kafka_auth.client_options``).
+    ``create=False`` creates nothing and raises :class:`ConfigError` at once if a topic is missing
+    or has another partition count."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, for_code
 
@@ -296,13 +311,15 @@ async def create_topics(bootstrap: str, topics: dict[str, int], replication: int
         raise EmbeddedRuntimeError(f"partition counts must be >= 1: {bad}")  # Tansu itself accepts 0
     if not topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **(client_options or {}))
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(t, p, replication) for t, p in topics.items()])
-        for name, code, *rest in response.topic_errors:
-            if code not in (0, 36):  # 36 = TOPIC_ALREADY_EXISTS
-                raise EmbeddedRuntimeError(f"CreateTopics {name!r} failed: {for_code(code).__name__} {rest}")
+        if create:
+            response = await admin.create_topics([NewTopic(t, p, replication) for t, p in topics.items()])
+            for name, code, *rest in response.topic_errors:
+                if code not in (0, 36):  # 36 = TOPIC_ALREADY_EXISTS
+                    raise EmbeddedRuntimeError(f"CreateTopics {name!r} failed: {for_code(code).__name__} {rest}")
         loop = asyncio.get_running_loop()
         deadline, found = loop.time() + timeout, {}
         while True:
@@ -311,9 +328,15 @@ async def create_topics(bootstrap: str, topics: dict[str, int], replication: int
                 described = await admin.describe_topics(existing) if existing else []
                 found = {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
             except KafkaError:
-                pass
+                if not create:
+                    raise
             if not (wrong := {t: {"want": p, "have": found.get(t)} for t, p in topics.items() if found.get(t) != p}):
                 return
+            if not create:
+                raise ConfigError(
+                    f"create_topics is false but these topics on {bootstrap} are missing or have another "
+                    f"partition count: {wrong}. Fix: create them with those partition counts (e.g. kafka-topics.sh "
+                    f"--create --topic NAME --partitions N), or set CHURNWATCH_CREATE_TOPICS=true")
             if loop.time() > deadline:
                 raise EmbeddedRuntimeError(f"topics on {bootstrap} do not match after {timeout:g}s: {wrong} "
                                            "(an existing topic keeps its partition count)")

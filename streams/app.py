@@ -28,9 +28,10 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch import gc_tuning
 from churnwatch.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
-from churnwatch.config import EVENTS_TOPIC, Settings, home_topic
+from churnwatch.config import Settings
 from churnwatch.errors import ConfigError, FencedError
 from churnwatch.kafka_auth import broker_credentials, client_options
+from churnwatch.kafka_topics import TopicNames
 from churnwatch.keys import Keys
 from churnwatch.metrics import Metrics
 from churnwatch.produce import partition_for
@@ -106,12 +107,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
                           "Fix: set the receiver's signing secret (whsec_<base64> or text)")
     metrics = metrics or Metrics()
+    topics = TopicNames.of(settings)
     records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
     app = ChurnApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         records=records,
-        record_topics=frozenset({EVENTS_TOPIC, home_topic(settings.app_id)}),
+        record_topics=frozenset({topics.events, topics.home}),
         # no Faust tables: keep Faust's data directory out of the working directory
         datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
         broker=settings.broker,
@@ -142,7 +144,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
     # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
     # p of both goes to one worker)
-    homes = Homes(EVENTS_TOPIC, home_topic(settings.app_id), settings.partitions)
+    homes = Homes(topics.events, topics.home, settings.partitions)
     pipeline.homes = homes
     for topic in (homes.source, homes.topic):
         app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
@@ -185,11 +187,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
         async def send_event(subscriber_id: str, payload: bytes) -> None:
             await (await app.producer.send(
-                EVENTS_TOPIC, subscriber_id.encode(), payload,
+                topics.events, subscriber_id.encode(), payload,
                 partition_for(subscriber_id, settings.partitions), None, None))
 
         def assigned() -> bool:
-            return any(tp.topic == EVENTS_TOPIC for tp in app.consumer.assignment())
+            return any(tp.topic == topics.events for tp in app.consumer.assignment())
 
         probe = ReadyProbe(redis, assigned)
         token = settings.web_token.get_secret_value()
@@ -206,7 +208,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
                  settings.web_host, port)
 
-    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
+    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
                         pipeline.store.config.keys.broker_offsets(settings.app_id),
                         client_options(settings))
 
@@ -249,7 +251,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     @app.timer(interval=settings.silence_interval_s)
     async def sweep_silence() -> None:
         for tp in sorted(app.consumer.assignment()):
-            if tp.topic == EVENTS_TOPIC:
+            if tp.topic == topics.events:
                 ok = await survive_redis("sweep", "silence sweep skipped",
                                          _sweep_in_pages(pipeline, publisher, tp.partition,
                                                          settings.silence_page,
