@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
     webhook_url: str = Field("", description="POST each alert, signed (Standard Webhooks), to "
                              "this http(s) URL; empty = off")
-    webhook_secret: SecretStr = Field(SecretStr(""), description="webhook signing secret: "
-                                      "whsec_<base64> or text")
+    webhook_secret: SecretStr = Field(SecretStr(""), description="webhook signing secret, "
+                                      "whsec_<base64 of 24 to 64 random bytes> (Standard "
+                                      "Webhooks)")
     webhook_timeout_s: float = Field(5, gt=0, le=60, description="timeout of one webhook attempt")
     webhook_max_attempts: int = Field(6, ge=1, le=20, description="webhook attempts before an "
                                       "alert goes to churn.dlq")
@@ -241,6 +242,15 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("http", "https"):
             raise ValueError("must look like https://HOST/PATH")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        from alerting.webhook import secret_key
+
+        if value.get_secret_value():
+            secret_key(value.get_secret_value())  # ValueError: the form and how to make one
         return value
 
     @field_validator("web_token")

@@ -105,7 +105,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                           "(or run `churnwatch demo`, which starts local ones)")
     if settings.webhook_url and not settings.webhook_secret.get_secret_value():
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
-                          "Fix: set the receiver's signing secret (whsec_<base64> or text)")
+                          "Fix: set the receiver's signing secret, whsec_<base64>")
     metrics = metrics or Metrics()
     topics = TopicNames.of(settings)
     records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
@@ -139,7 +139,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)
     except ValueError as exc:  # an unreadable webhook secret
-        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
+        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}")
     # churn.events and the events forwarded to their home partitions (streams/repartition.py)
     # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
     # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
