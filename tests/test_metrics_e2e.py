@@ -19,7 +19,7 @@ from churnwatch.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPI
 from churnwatch.embedded import create_topics, free_port
 from churnwatch.events import EVENT_TYPES
 from tests.conftest import DAY, Worker
-from tests.promql_names import missing_metrics
+from tests.promql_names import exposed_names, missing_metrics
 from tests.promtool import promtool, promtool_problems
 from tests.test_stream_e2e import NOW, Feed
 
@@ -107,6 +107,7 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
         worker.stop()
 
     assert promtool_problems(text) == []
+    assert {"process_resident_memory_bytes", "python_gc_collections_total"} <= exposed_names(text)
 
     dashboard = json.loads(DASHBOARD.read_text())
     assert missing_metrics(dashboard, text) == {}
