@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from churnwatch.cli_common import ConfigOpt, JsonOpt, err, fail, load, require_redis, with_redis
+from churnwatch.cli_common import (ConfigOpt, JsonOpt, err, fail, load, redis_error_line,
+                                   require_redis, with_redis)
 from churnwatch.cli_model import model_app
 from churnwatch.cli_ops import broker_app, dnc_app, rules_app, storm_app
 from churnwatch.config import Settings
@@ -390,4 +391,11 @@ def main() -> None:
     from churnwatch import kernel_cache
 
     kernel_cache.configure()  # before any kernel is imported (churnwatch/kernel_cache.py)
-    app()
+    try:
+        app()
+    except Exception as exc:  # Redis refusing a command's connection: one line, no traceback
+        line = redis_error_line(exc)
+        if line is None:
+            raise
+        err.print(f"[red]error:[/] {line}")
+        raise SystemExit(1) from None
