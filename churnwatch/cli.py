@@ -28,6 +28,22 @@ app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"churnwatch {version('churnwatch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Real-time churn early warning for telecom operators."""
+
+
 @app.command()
 def demo(
     subscribers: Annotated[int, typer.Option(help="synthetic population size")] = 1000,
