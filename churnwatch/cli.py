@@ -12,11 +12,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from churnwatch.cli_common import (ConfigOpt, JsonOpt, err, fail, load, redis_error_line,
-                                   require_redis, with_redis)
+from churnwatch.cli_common import (ConfigOpt, JsonOpt, VersionOpt, err, fail, ingest_unsupported,
+                                   load, redis_error_line, require_redis, with_redis)
 from churnwatch.cli_model import model_app
 from churnwatch.cli_ops import broker_app, dnc_app, rules_app, storm_app
-from churnwatch.config import Settings
 from churnwatch.errors import ChurnwatchError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -28,19 +27,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        print(f"churnwatch {version('churnwatch')}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _options(
-    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
-                                          help="print the version and exit")] = False,
-) -> None:
+def _options(version: VersionOpt = False) -> None:
     """Real-time churn early warning for telecom operators."""
 
 
@@ -262,7 +250,7 @@ def ingest(
     from streams.ingest import serve
 
     settings = load(config, service=True, ingest_host=host, ingest_port=port)
-    unsupported = _ingest_unsupported(settings)
+    unsupported = ingest_unsupported(settings)
     if unsupported:
         raise fail(ConfigError(
             f"churnwatch ingest does not apply {unsupported} yet: its Kafka producer and topic "
@@ -273,16 +261,6 @@ def ingest(
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:
         raise fail(exc) from None
-
-
-def _ingest_unsupported(settings: Settings) -> str:
-    """The Kafka client settings the ingest process does not apply yet (empty: none)."""
-    keys = [key for key, value, default in (
-        ("kafka_security_protocol", settings.kafka_security_protocol, "PLAINTEXT"),
-        ("topic_prefix", settings.topic_prefix, ""),
-        ("topic_replication_factor", settings.topic_replication_factor, 1),
-        ("create_topics", settings.create_topics, True)) if value != default]
-    return ", ".join(f"CHURNWATCH_{key.upper()}" for key in keys)
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """What every churnwatch command shares: the error console, common options, settings
-loading and the Redis client helper."""
+loading, the Redis client helper and its one-line errors."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ err = Console(stderr=True, soft_wrap=True)
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file "
                                                    "(or CHURNWATCH_CONFIG)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"churnwatch {version('churnwatch')}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")]
 
 
 def load(config: Path | None, service: bool = False, **overrides: object) -> Settings:
@@ -86,3 +98,13 @@ def redis_error_line(exc: BaseException) -> str | None:
         return (f"cannot reach Redis ({exc}). Fix: check CHURNWATCH_REDIS_URL and that Redis "
                 f"is running and reachable")
     return None
+
+
+def ingest_unsupported(settings: Settings) -> str:
+    """The Kafka client settings the ingest process does not apply yet (empty: none)."""
+    keys = [key for key, value, default in (
+        ("kafka_security_protocol", settings.kafka_security_protocol, "PLAINTEXT"),
+        ("topic_prefix", settings.topic_prefix, ""),
+        ("topic_replication_factor", settings.topic_replication_factor, 1),
+        ("create_topics", settings.create_topics, True)) if value != default]
+    return ", ".join(f"CHURNWATCH_{key.upper()}" for key in keys)
