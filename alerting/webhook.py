@@ -1,23 +1,27 @@
 """Signed webhook alert sink (Standard Webhooks, https://www.standardwebhooks.com).
 
-Each alert is POSTed as its JSON payload with three headers:
+Each alert is POSTed as the spec's envelope, ``{"type": "churn.alert", "timestamp":
+<RFC 3339 time the alert was detected>, "data": <the alert>}``, identical on every retry, with
+three headers:
 
 - ``webhook-id``: the alert id, identical on every retry: receivers deduplicate on it;
 - ``webhook-timestamp``: Unix seconds of the attempt;
-- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``.
+- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``, keyed with
+  the base64-decoded part of the ``whsec_<base64>`` secret.
 
-Receivers check requests with :func:`verify_signature`. 5xx, 429, timeouts and connection
-errors are retried with capped exponential backoff and full jitter (``Retry-After`` wins when
-present); other responses are final. An alert that cannot be delivered goes to
-``on_dead_letter`` so :meth:`WebhookSink.send` returns only when each alert is delivered or
-dead-lettered.
+So any Standard Webhooks library verifies the requests (the official ``standardwebhooks``
+package does in the tests); :func:`verify_signature` does the same here. Secrets are
+``whsec_`` + base64 of 24 to 64 random bytes (:func:`secret_key`; plain text is refused,
+:data:`GENERATE_SECRET` makes one). 5xx, 429, timeouts and connection errors are retried with
+capped exponential backoff and full jitter (``Retry-After`` wins when present); other
+responses are final. An alert that cannot be delivered goes to ``on_dead_letter`` so
+:meth:`WebhookSink.send` returns only when each alert is delivered or dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -25,33 +29,29 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import httpx
 
 from alerting.alert import Alert
+from churnwatch.infra.webhook_keys import secret_key
 
 log = logging.getLogger("churnwatch.webhook")
 
-SECRET_PREFIX = "whsec_"
+EVENT_TYPE = "churn.alert"
 _RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 DeadLetterHandler = Callable[[Alert, str], Awaitable[None]]
 
 
-def secret_key(secret: str | bytes) -> bytes:
-    """HMAC key of a secret: ``whsec_<base64>`` is decoded as the spec says, else raw text."""
-    if isinstance(secret, bytes):
-        return secret
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
-        except binascii.Error:
-            raise ValueError("webhook secret: invalid base64 after 'whsec_'") from None
-    if not secret:
-        raise ValueError("webhook secret must not be empty")
-    return secret.encode()
+def envelope(alert: Alert, payload: bytes) -> bytes:
+    """The request body: the Standard Webhooks envelope around the alert's JSON ``payload``,
+    timestamped with the alert's detection time (so every retry sends the same bytes)."""
+    when = datetime.fromtimestamp(alert.detected_at / 1000, tz=timezone.utc)
+    stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (b'{"type":"' + EVENT_TYPE.encode() + b'","timestamp":"' + stamp.encode()
+            + b'","data":' + payload + b"}")
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -147,11 +147,12 @@ class WebhookSink:
         return report
 
     async def _deliver(self, alert: Alert, payload: bytes, report: WebhookReport) -> None:
+        body = envelope(alert, payload)
         for attempt in range(1, self.max_attempts + 1):
             retry_after = None
             try:
                 response = await self._client.post(
-                    self.url, content=payload, headers=self._headers(alert.alert_id, payload),
+                    self.url, content=body, headers=self._headers(alert.alert_id, body),
                     timeout=self.timeout_s)
             except _RETRY_ERRORS as exc:
                 reason = type(exc).__name__

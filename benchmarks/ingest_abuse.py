@@ -62,7 +62,7 @@ async def _request(port: int, token: str | None, body: bytes, headers: dict[str,
                    timeout: float = 120.0) -> tuple[int, float]:
     """POST /v1/events over a raw socket; (status or -1 on a dropped connection, seconds)."""
     started = time.perf_counter()
-    head = [f"POST /v1/events HTTP/1.1", "Host: x", "Content-Type: application/json",
+    head = ["POST /v1/events HTTP/1.1", "Host: x", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Connection: close"]
     head += [f"{k}: {v}" for k, v in headers.items()]
     if token:

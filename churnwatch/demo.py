@@ -37,16 +37,11 @@ from churnwatch.core.errors import ChurnwatchError
 from churnwatch.core.units import DAY_MS
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from churnwatch.dev.simulate import SimConfig, Simulation, Truth
-from churnwatch.infra.config import (
-    ALERTS_TOPIC,
-    DLQ_TOPIC,
-    EVENTS_TOPIC,
-    SCORES_TOPIC,
-    Settings,
-)
+from churnwatch.infra.config import Settings
+from churnwatch.infra.kafka.auth import client_options
 from churnwatch.infra.kafka.offsets import topic_size, worker_lag
 from churnwatch.infra.kafka.produce import EventProducer
-from churnwatch.infra.kafka.topics import create_topics
+from churnwatch.infra.kafka.topics import TopicNames, ensure_topics
 
 
 @dataclass(frozen=True)
@@ -73,10 +68,9 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         web_port = free_port()
         web_token = settings.web_token.get_secret_value() or secrets.token_urlsafe(24)
         app_id = settings.app_id if settings.broker else "churnwatch-demo"
-        bootstrap = broker.split("://", 1)[-1]
+        settings = settings.model_copy(update={"broker": broker, "app_id": app_id})
         console.print(f"broker {broker}  redis {redis_url}  alerts → {alerts_path}")
-        asyncio.run(create_topics(bootstrap, {t: settings.partitions for t in (
-            EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
+        asyncio.run(ensure_topics(settings))
         env = dict(os.environ, CHURNWATCH_BROKER=broker, CHURNWATCH_REDIS_URL=redis_url,
                    CHURNWATCH_ALERTS_JSONL=str(alerts_path), CHURNWATCH_APP_ID=app_id,
                    CHURNWATCH_METRICS_PORT=str(metrics_port),
@@ -96,8 +90,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
             invalid_rate=0.002 if options.faults else 0.0,
             out_of_order_rate=0.01 if options.faults else 0.0))
         try:
-            run = asyncio.run(_drive(console, bootstrap, app_id, settings.partitions, sim,
-                                     worker, options.timeout_s))
+            run = asyncio.run(_drive(console, settings, sim, worker, options.timeout_s))
         except ChurnwatchError:
             console.print(f"[red]worker log tail:[/]\n{log_path.read_text()[-3000:]}")
             raise
@@ -131,29 +124,32 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.kill()
 
 
-async def _drive(console: Console, bootstrap: str, app_id: str, partitions: int,
-                 sim: Simulation, worker: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
+async def _drive(console: Console, settings: Settings, sim: Simulation,
+                 worker: subprocess.Popen, timeout_s: float) -> dict[str, Any]:
+    bootstrap, app_id, options = settings.bootstrap, settings.app_id, client_options(settings)
+    topics = TopicNames.of(settings)
     alerts: list[dict] = []
     stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch_alerts(console, bootstrap, alerts, stop))
-    await _wait_for_group(bootstrap, app_id, worker, console)
+    watcher = asyncio.create_task(_watch_alerts(console, settings, alerts, stop))
+    await _wait_for_group(bootstrap, app_id, worker, console, options)
     start = time.perf_counter()
     total = sim.truth.total_events
     with Progress(TextColumn("[bold]feed"), BarColumn(), TextColumn("{task.completed:,} events"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("feed", total=total)
-        async with EventProducer(bootstrap, EVENTS_TOPIC, partitions) as producer:
+        async with EventProducer(bootstrap, topics.events, settings.partitions,
+                                 client_options=options) as producer:
             sent = await producer.send_events(sim.events(), lambda n: bar.advance(task, n))
     produced = time.perf_counter() - start
     deadline = time.monotonic() + timeout_s
-    while await worker_lag(bootstrap, app_id) > 0:
+    while await worker_lag(bootstrap, app_id, options, settings.topic_prefix) > 0:
         if worker.poll() is not None:
             raise ChurnwatchError("the worker exited before processing the feed")
         if time.monotonic() > deadline:
             raise ChurnwatchError(f"the worker did not catch up within {timeout_s:.0f} s")
         await asyncio.sleep(0.25)
     elapsed = time.perf_counter() - start
-    published = await topic_size(bootstrap, ALERTS_TOPIC)
+    published = await topic_size(bootstrap, topics.alerts, options)
     for _ in range(100):  # let the watcher print every published alert
         if len(alerts) >= published:
             break
@@ -161,15 +157,15 @@ async def _drive(console: Console, bootstrap: str, app_id: str, partitions: int,
     stop.set()
     await watcher
     return {"sent": sent, "produce_seconds": produced, "elapsed_seconds": elapsed,
-            "alerts": alerts, "dead_letters": await topic_size(bootstrap, DLQ_TOPIC)}
+            "alerts": alerts, "dead_letters": await topic_size(bootstrap, topics.dlq, options)}
 
 
 async def _wait_for_group(bootstrap: str, app_id: str, worker: subprocess.Popen,
-                          console: Console) -> None:
+                          console: Console, options: dict[str, Any]) -> None:
     """Until the worker has joined its consumer group (startup compiles rules, joins)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         with console.status("starting worker (compiling rules, joining the group)…"):
@@ -186,14 +182,15 @@ async def _wait_for_group(bootstrap: str, app_id: str, worker: subprocess.Popen,
         await admin.close()
 
 
-async def _watch_alerts(console: Console, bootstrap: str, out: list[dict],
+async def _watch_alerts(console: Console, settings: Settings, out: list[dict],
                         stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    topic = TopicNames.of(settings).alerts
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                **client_options(settings))
     await consumer.start()
     try:
         await consumer.topics()
-        parts = [TopicPartition(ALERTS_TOPIC, p)
-                 for p in consumer.partitions_for_topic(ALERTS_TOPIC) or ()]
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         while not stop.is_set():

@@ -29,10 +29,11 @@ from alerting.storm import StormGuard
 from churnwatch.core.errors import ConfigError, FencedError
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
-from churnwatch.infra.config import EVENTS_TOPIC, Settings, home_topic
+from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.infra.kafka.produce import partition_for
+from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.redis.connect import connect, connect_sync
 from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime import gc_tuning
@@ -109,14 +110,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                           "(or run `churnwatch demo`, which starts local ones)")
     if settings.webhook_url and not settings.webhook_secret.get_secret_value():
         raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
-                          "Fix: set the receiver's signing secret (whsec_<base64> or text)")
+                          "Fix: set the receiver's signing secret, whsec_<base64>")
     metrics = metrics or Metrics()
+    topics = TopicNames.of(settings)
     records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
     app = ChurnApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         records=records,
-        record_topics=frozenset({EVENTS_TOPIC, home_topic(settings.app_id)}),
+        record_topics=frozenset({topics.events, topics.home}),
         # no Faust tables: keep Faust's data directory out of the working directory
         datadir=os.path.join(tempfile.gettempdir(), f"{settings.app_id}-faust-data"),
         broker=settings.broker,
@@ -142,12 +144,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     try:
         publisher = KafkaPublisher(app, settings, redis, metrics)
     except ValueError as exc:  # an unreadable webhook secret
-        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}. Fix: use whsec_<base64> or text")
+        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}")
     # churn.events and the events forwarded to their home partitions (streams/repartition.py)
     # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
     # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
     # p of both goes to one worker)
-    homes = Homes(EVENTS_TOPIC, home_topic(settings.app_id), settings.partitions)
+    homes = Homes(topics.events, topics.home, settings.partitions)
     pipeline.homes = homes
     for topic in (homes.source, homes.topic):
         app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
@@ -190,11 +192,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
         async def send_event(subscriber_id: str, payload: bytes) -> None:
             await (await app.producer.send(
-                EVENTS_TOPIC, subscriber_id.encode(), payload,
+                topics.events, subscriber_id.encode(), payload,
                 partition_for(subscriber_id, settings.partitions), None, None))
 
         def assigned() -> bool:
-            return any(tp.topic == EVENTS_TOPIC for tp in app.consumer.assignment())
+            return any(tp.topic == topics.events for tp in app.consumer.assignment())
 
         probe = ReadyProbe(redis, assigned)
         token = settings.web_token.get_secret_value()
@@ -211,7 +213,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
                  settings.web_host, port)
 
-    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
+    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
                         pipeline.store.config.keys.broker_offsets(settings.app_id),
                         client_options(settings))
 
@@ -255,7 +257,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     @app.timer(interval=settings.silence_interval_s)
     async def sweep_silence() -> None:
         for tp in sorted(app.consumer.assignment()):
-            if tp.topic == EVENTS_TOPIC:
+            if tp.topic == topics.events:
                 ok = await survive_redis("sweep", "silence sweep skipped",
                                          _sweep_in_pages(pipeline, publisher, tp.partition,
                                                          settings.silence_page,

@@ -20,7 +20,6 @@ from typing import Any
 
 import msgspec
 
-from churnwatch.infra.config import DLQ_TOPIC
 from churnwatch.infra.runtime.failpoints import failpoint
 from streams.batching import InOrderAcks
 from streams.fetch import RecordBuffer
@@ -141,8 +140,8 @@ class BatchLoop:
                     self._fenced_in = batch.assignment
                 return
             records = batch.records
-            log.exception("batch of %d records failed; sending them to %s", len(records),
-                          DLQ_TOPIC)
+            log.exception("batch of %d records failed; sending them to the dead-letter topic",
+                          len(records))
             letters = [DeadLetter(f"internal error: {type(exc).__name__}", "internal",
                                   r.topic, r.partition, r.offset, -1,
                                   r.value.decode("utf-8", "replace")) for r in records]

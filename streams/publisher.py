@@ -20,7 +20,8 @@ from alerting.feed import AlertFeed
 from alerting.sinks import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
-from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, SCORES_TOPIC, Settings
+from churnwatch.infra.config import Settings
+from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime.metrics import Metrics
 from streams.records import DeadLetter
@@ -33,6 +34,7 @@ class KafkaPublisher:
     def __init__(self, app: faust.App, settings: Settings, redis: Any, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.topics = TopicNames.of(settings)
         self.alerts_jsonl = JsonlSink(settings.alerts_jsonl) if settings.alerts_jsonl else None
         self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
         self.publish_scores = settings.publish_scores
@@ -54,7 +56,7 @@ class KafkaPublisher:
         await asyncio.gather(*futures)
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
-        await self._send(DLQ_TOPIC, [(None, p) for p in payloads])
+        await self._send(self.topics.dlq, [(None, p) for p in payloads])
 
     async def forward(self, topic: str, messages: list[Forward]) -> None:
         producer = self.app.producer
@@ -65,7 +67,7 @@ class KafkaPublisher:
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
         actions = self.metrics.actions
         n_actions = sum(len(a.actions) for a in alerts)
-        await self._send(ALERTS_TOPIC, [(a.subscriber_id.encode(), p)
+        await self._send(self.topics.alerts, [(a.subscriber_id.encode(), p)
                                         for a, p in zip(alerts, payloads)])
         actions.labels("kafka", "sent").inc(n_actions)
         if self.alerts_jsonl:
@@ -99,7 +101,7 @@ class KafkaPublisher:
                              before_sleep=count, wait=wait_exponential_jitter(initial=0.1, max=5))
 
     async def _webhook_dead_letter(self, alert: Alert, reason: str) -> None:
-        letter = DeadLetter(f"webhook: {reason}", "webhook", ALERTS_TOPIC, -1, -1, -1,
+        letter = DeadLetter(f"webhook: {reason}", "webhook", self.topics.alerts, -1, -1, -1,
                             to_json(alert).decode())
         await self.dead_letters([msgspec.json.encode(letter)])
         self.metrics.dead_letters.labels("webhook").inc()
@@ -107,7 +109,7 @@ class KafkaPublisher:
 
     async def scores(self, payloads: list[bytes]) -> None:
         if self.publish_scores:
-            await self._send(SCORES_TOPIC, [(None, p) for p in payloads])
+            await self._send(self.topics.scores, [(None, p) for p in payloads])
         if self.scores_jsonl:
             self.scores_jsonl.write(payloads)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
+from standardwebhooks import Webhook
 
 from alerting.webhook import verify_signature
 from tests.support.stream_feed import Feed
@@ -63,7 +63,9 @@ def test_alert_reaches_webhook_and_team_queues(broker, redis_url, tmp_path: Path
         worker.stop()
         server.shutdown()
     headers, body = Receiver.received[0]
-    alert = json.loads(body)
+    message = Webhook(SECRET).verify(body, headers)  # the official Standard Webhooks library
+    assert message["type"] == "churn.alert" and message["timestamp"].endswith("Z")
+    alert = message["data"]
     assert headers["webhook-id"] == alert["alert_id"]
     assert verify_signature(SECRET, headers, body)
     assert not verify_signature(SECRET, headers, body.replace(b"high", b"low"))

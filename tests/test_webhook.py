@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from alerting.alert import Action, Alert, to_json
 from alerting.webhook import (
@@ -156,8 +164,8 @@ def signed(secret: str, body: bytes, ts: int = int(T)) -> dict[str, str]:
 @pytest.mark.parametrize(("secret", "body", "now", "ok"), [
     (SECRET, b'{"a":1}', T, True),
     (SECRET, b'{"a":2}', T, False),  # tampered body
-    ("whsec_" + base64.b64encode(b"another secret").decode(), b'{"a":1}', T, False),
-    (SECRET.removeprefix("whsec_"), b'{"a":1}', T, False),  # without whsec_: raw text
+    ("whsec_" + base64.b64encode(b"another secret, 32 bytes long..").decode(), b'{"a":1}', T,
+     False),
     (SECRET, b'{"a":1}', T + 300, True),  # at the tolerance
     (SECRET, b'{"a":1}', T + 301, False),  # stale
     (SECRET, b'{"a":1}', T - 301, False),  # from the future
@@ -166,20 +174,46 @@ def test_verify_signature(secret: str, body: bytes, now: float, ok: bool) -> Non
     assert verify_signature(secret, signed(SECRET, b'{"a":1}'), body, now=now) is ok
 
 
-def test_raw_text_secret_and_malformed_headers() -> None:
+@pytest.mark.parametrize(("secret", "why"), [
+    ("plain-text-secret", "generate one with"),
+    (SECRET.removeprefix("whsec_"), "generate one with"),  # base64 without the prefix
+    ("whsec_not*base64", "invalid base64"),
+    ("whsec_" + base64.b64encode(b"16 bytes is few.").decode(), "16 bytes"),
+])
+def test_secrets_other_than_whsec_base64_are_refused(secret: str, why: str) -> None:
+    for make in (lambda: secret_key(secret), lambda: WebhookSink("http://h/hook", secret),
+                 lambda: verify_signature(secret, signed(SECRET, b"{}"), b"{}", now=T)):
+        with pytest.raises(ValueError, match=why) as info:
+            make()
+        assert "secrets.token_bytes(32)" in str(info.value)
+
+
+def test_malformed_headers_are_refused() -> None:
     body = b"{}"
-    good = signed("plain-text-secret", body)
-    assert verify_signature("plain-text-secret", good, body, now=T)
-    assert not verify_signature(SECRET, good, body, now=T)
+    good = signed(SECRET, body)
+    assert verify_signature(SECRET, good, body, now=T)
     for broken in ({**good, "webhook-timestamp": "soon"}, {**good, "webhook-signature": ""},
                    {**good, "webhook-id": "m2"},
                    {**good, "webhook-signature": good["webhook-signature"].replace("v1,", "v2,")},
                    {k: v for k, v in good.items() if k != "webhook-id"}):
-        assert not verify_signature("plain-text-secret", broken, body, now=T)
-    with pytest.raises(ValueError, match="base64"):
-        secret_key("whsec_not*base64")
+        assert not verify_signature(SECRET, broken, body, now=T)
     with pytest.raises(ValueError, match="http"):
         WebhookSink("ftp://example.org/hook", SECRET)
+
+
+def test_a_plain_text_secret_stops_the_worker_at_startup(tmp_path: Path) -> None:
+    """One line naming the setting and how to generate a valid secret; the secret itself is
+    not echoed."""
+    env = dict(os.environ, CHURNWATCH_BROKER="kafka://127.0.0.1:1",
+               CHURNWATCH_REDIS_URL="redis://127.0.0.1:1/0",
+               CHURNWATCH_WEBHOOK_URL="http://127.0.0.1:1/hook",
+               CHURNWATCH_WEBHOOK_SECRET="my-plain-text-secret")
+    out = subprocess.run([sys.executable, "-m", "churnwatch", "worker"], env=env,
+                         capture_output=True, timeout=60)
+    text = (out.stdout + out.stderr).decode()
+    assert out.returncode != 0
+    assert "CHURNWATCH_WEBHOOK_SECRET" in text and "secrets.token_bytes(32)" in text, text
+    assert "my-plain-text-secret" not in text and "Traceback" not in text
 
 
 def test_delivery_is_signed_and_verifiable() -> None:
@@ -188,13 +222,43 @@ def test_delivery_is_signed_and_verifiable() -> None:
     assert report == WebhookReport(delivered=1, dead_lettered=0, retries=0)
     assert dead == []
     ((headers, body),) = receiver.requests
-    assert body == to_json(alert(1))
+    assert orjson.loads(body) == {"type": "churn.alert", "timestamp": "1970-01-01T00:00:00.002Z",
+                                  "data": orjson.loads(to_json(alert(1)))}
     assert headers["content-type"] == "application/json"
     assert headers["webhook-id"] == "alert-1"
     assert headers["webhook-timestamp"] == str(int(T))
     assert verify_signature(SECRET, headers, body, now=T)
     assert not verify_signature(SECRET, headers, body + b" ", now=T)
     assert receiver.performed == ["alert-1"]
+
+
+def test_the_official_library_verifies_every_attempt() -> None:
+    """``standardwebhooks`` (the spec's reference library) verifies what the sink sends, on
+    the first attempt and on retries (same body, own timestamp), and rejects a tampered body
+    or another secret."""
+    receiver = Receiver([Reply(503)])
+    dead = DeadLetters()
+    sent = Alert(**{**msgspec.structs.asdict(alert(7)), "detected_at": 1_780_000_000_123})
+
+    async def go() -> WebhookReport:
+        async with serving(receiver) as url:
+            sink = WebhookSink(url, SECRET, on_dead_letter=dead, base_delay_s=0.01)
+            try:
+                return await sink.send([sent], [to_json(sent)])
+            finally:
+                await sink.aclose()
+
+    assert asyncio.run(go()) == WebhookReport(delivered=1, dead_lettered=0, retries=1)
+    assert len(receiver.requests) == 2 and receiver.requests[0][1] == receiver.requests[1][1]
+    for headers, body in receiver.requests:
+        message = Webhook(SECRET).verify(body, headers)
+        assert message == {"type": "churn.alert", "timestamp": "2026-05-28T20:26:40.123Z",
+                           "data": orjson.loads(to_json(sent))}
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(body.replace(b"high", b"low"), headers)
+        other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+        with pytest.raises(WebhookVerificationError):
+            Webhook(other).verify(body, headers)
 
 
 # ------------------------------------------------------------------ retries

@@ -1,5 +1,5 @@
 """What every churnwatch command shares: the error console, common options, settings
-loading and the Redis client helper."""
+loading, the Redis client helper and its one-line errors."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def settings_secrets(settings: Any) -> list[str]:
     return [s for s in found if s]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"churnwatch {version('churnwatch')}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="print the version and exit")]
+
+
 def load(config: Path | None, service: bool = False, **overrides: object) -> Settings:
     """Settings, with logging configured from them (``churnwatch.infra.runtime.logs``), or exit 2 with the
     configuration error. Services (worker, ingest) log at ``log_level``; other commands show
@@ -60,7 +72,7 @@ def load(config: Path | None, service: bool = False, **overrides: object) -> Set
 
 def fail(exc: Exception) -> typer.Exit:
     """Print an error and return the exit to raise (code 1)."""
-    err.print(f"[red]error:[/] {exc}")
+    err.print(f"[red]error:[/] {redis_error_line(exc) or exc}")
     return typer.Exit(1)
 
 
@@ -88,3 +100,33 @@ def with_redis(settings: Settings, work):  # type: ignore[no-untyped-def]
         return asyncio.run(main())
     except ChurnwatchError as exc:
         raise fail(exc) from None
+
+
+def redis_error_line(exc: BaseException) -> str | None:
+    """One line saying what a Redis connection or permission error means and how to fix it
+    (never the password), or None if ``exc`` is not one."""
+    from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError
+
+    if isinstance(exc, ChurnwatchError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # translated by churnwatch.infra.redis.errors
+    if isinstance(exc, AuthenticationError):
+        return (f"Redis refused the credentials of CHURNWATCH_REDIS_URL "
+                f"({str(exc).rstrip('.')}). Fix: put the right user and password in it, "
+                f"redis://USER:PASSWORD@HOST:PORT/DB (percent-encode special characters)")
+    if isinstance(exc, NoPermissionError):
+        return (f"the Redis user of CHURNWATCH_REDIS_URL lacks a permission ({exc}). Fix: "
+                f"grant it with the ACL line in docs/operations.md")
+    if isinstance(exc, ConnectionError):
+        return (f"cannot reach Redis ({exc}). Fix: check CHURNWATCH_REDIS_URL and that Redis "
+                f"is running and reachable")
+    return None
+
+
+def ingest_unsupported(settings: Settings) -> str:
+    """The Kafka client settings the ingest process does not apply yet (empty: none)."""
+    keys = [key for key, value, default in (
+        ("kafka_security_protocol", settings.kafka_security_protocol, "PLAINTEXT"),
+        ("topic_prefix", settings.topic_prefix, ""),
+        ("topic_replication_factor", settings.topic_replication_factor, 1),
+        ("create_topics", settings.create_topics, True)) if value != default]
+    return ", ".join(f"CHURNWATCH_{key.upper()}" for key in keys)

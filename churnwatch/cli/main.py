@@ -16,16 +16,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from churnwatch.cli.common import (
     ConfigOpt,
     JsonOpt,
+    VersionOpt,
     err,
     fail,
+    ingest_unsupported,
     load,
+    redis_error_line,
     require_redis,
     with_redis,
 )
 from churnwatch.cli.model import model_app
 from churnwatch.cli.ops import broker_app, dnc_app, rules_app, storm_app
-from churnwatch.core.errors import ChurnwatchError
-from churnwatch.infra.config import EVENTS_TOPIC, Settings
+from churnwatch.core.errors import ChurnwatchError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Real-time churn early warning for telecom operators.")
@@ -34,6 +36,11 @@ app.add_typer(dnc_app, name="dnc")
 app.add_typer(storm_app, name="storm")
 app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
+
+
+@app.callback()
+def _options(version: VersionOpt = False) -> None:
+    """Real-time churn early warning for telecom operators."""
 
 
 @app.command()
@@ -163,15 +170,15 @@ def worker(config: ConfigOpt = None) -> None:
         BrokerResetError,
         check_at_startup,
     )
-    from churnwatch.infra.kafka.topics import create_topics
+    from churnwatch.infra.kafka.topics import ensure_topics
     from churnwatch.infra.runtime import gc_tuning, memtrace
     from churnwatch.worker import create_app
 
     try:
         if settings.broker and settings.redis_url:  # else create_app says what is missing
-            asyncio.run(check_at_startup(settings))  # before create_topics recreates a topic
+            asyncio.run(check_at_startup(settings))  # before ensure_topics recreates a topic
         app_ = create_app(settings)
-        asyncio.run(create_topics(settings.bootstrap, _topics(settings)))
+        asyncio.run(ensure_topics(settings))
     except BrokerResetError as exc:
         fail(exc)
         raise typer.Exit(EXIT_CODE) from None
@@ -197,18 +204,6 @@ def worker(config: ConfigOpt = None) -> None:
         raise
 
 
-def _topics(settings: Settings) -> dict[str, int]:
-    from churnwatch.infra.config import (
-        ALERTS_TOPIC,
-        DLQ_TOPIC,
-        SCORES_TOPIC,
-        home_topic,
-    )
-
-    return {t: settings.partitions for t in (EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC,
-                                             home_topic(settings.app_id))}
-
-
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(help="NDJSON file of events ('-' for stdin)")],
@@ -217,8 +212,9 @@ def replay(
     config: ConfigOpt = None,
 ) -> None:
     """Push an NDJSON event file into churn.events."""
+    from churnwatch.infra.kafka.auth import client_options
     from churnwatch.infra.kafka.produce import EventProducer
-    from churnwatch.infra.kafka.topics import create_topics
+    from churnwatch.infra.kafka.topics import TopicNames, ensure_topics
 
     settings = load(config)
     if not settings.broker:
@@ -227,11 +223,12 @@ def replay(
         stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     except OSError as exc:
         raise fail(exc) from None
+    topic = TopicNames.of(settings).events
 
     async def main() -> int:
-        await create_topics(settings.bootstrap, _topics(settings))
-        async with EventProducer(settings.bootstrap, EVENTS_TOPIC, settings.partitions,
-                                 per_message) as producer:
+        await ensure_topics(settings)
+        async with EventProducer(settings.bootstrap, topic, settings.partitions, per_message,
+                                 client_options(settings)) as producer:
             with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed} events"),
                           TimeElapsedColumn(), console=err, disable=json_out) as bar:
                 task = bar.add_task("replay", total=None)
@@ -243,9 +240,9 @@ def replay(
         except ChurnwatchError as exc:
             raise fail(exc) from None
     if json_out:
-        print(orjson.dumps({"sent": sent, "topic": EVENTS_TOPIC}).decode())
+        print(orjson.dumps({"sent": sent, "topic": topic}).decode())
     else:
-        err.print(f"sent {sent} events to {EVENTS_TOPIC}")
+        err.print(f"sent {sent} events to {topic}")
 
 
 @app.command()
@@ -261,6 +258,13 @@ def ingest(
     from streams.ingest import serve
 
     settings = load(config, service=True, ingest_host=host, ingest_port=port)
+    unsupported = ingest_unsupported(settings)
+    if unsupported:
+        raise fail(ConfigError(
+            f"churnwatch ingest does not apply {unsupported} yet: its Kafka producer and topic "
+            f"creation connect in plaintext to the unprefixed churn.events. Fix: unset "
+            f"{unsupported} for the ingest process, or have feeds produce to Kafka directly "
+            f"(docs/contract.md) or with `churnwatch replay`"))
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:
@@ -389,4 +393,11 @@ def main() -> None:
     from churnwatch.infra.runtime import kernel_cache
 
     kernel_cache.configure()  # before any kernel is imported (churnwatch/infra/runtime/kernel_cache.py)
-    app()
+    try:
+        app()
+    except Exception as exc:  # Redis refusing a command's connection: one line, no traceback
+        line = redis_error_line(exc)
+        if line is None:
+            raise
+        err.print(f"[red]error:[/] {line}")
+        raise SystemExit(1) from None

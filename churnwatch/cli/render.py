@@ -25,15 +25,16 @@ def render_inspect(console: Console, report: dict[str, Any]) -> None:
         console.print(f"{report['subscriber_id']}: no events seen")
         return
     console.print(f"[bold]{report['subscriber_id']}[/]  segment [bold]{report['segment']}[/]  "
-                  f"score {report['score'] if report['score'] is None else round(report['score'], 3)}"
+                  f"score {round(report['score'], 3)}"
                   f"  severity {report['severity'] or '-'}  rules {', '.join(report['rules']) or '-'}")
     ind = Table("indicator", "holds", title="indicators")
     for name, value in report["indicators"].items():
         ind.add_row(name, "[red]yes[/]" if value else "no")
     console.print(ind)
     feats = Table("feature", "value", title="features")
+    missing = set(report.get("missing_features", ()))
     for name, value in report["features"].items():
-        feats.add_row(name, "-" if value is None else f"{value:g}")
+        feats.add_row(name, "-" if name in missing else f"{value:g}")
     console.print(feats)
     for alert in report["alerts"]:
         console.print(alert_line(alert))

@@ -259,6 +259,13 @@ class EmbeddedBroker(_Server):
     _env_drop = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
                  "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")  # env Tansu would otherwise read
 
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None,
+                 binary: str | None = None, startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+        """``advertised_port``: the port the broker tells clients to connect to (default: its own),
+        for a proxy in front of it, e.g. a TLS terminator; clients then reach it only through that."""
+        super().__init__(port, binary=binary, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
+        self.advertised_port = advertised_port
+
     @property
     def bootstrap(self) -> str:
         return f"{_HOST}:{self.port}"
@@ -269,11 +276,13 @@ class EmbeddedBroker(_Server):
 
     def _argv(self) -> list[str]:
         listener = f"tcp://{_HOST}:{self.port}"
+        advertised = f"tcp://{_HOST}:{self.advertised_port or self.port}"
         return [self.binary or find_broker(), "broker", "--listener-url", listener,
-                "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+                "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"]
 
     def _ready(self) -> bool:
-        """Send a Kafka Metadata v0 request; ready once the broker advertises 127.0.0.1:port."""
+        """Send a Kafka Metadata v0 request; ready once the broker advertises 127.0.0.1:port
+        (or the advertised port)."""
         req = struct.pack(">hhih", 3, 0, 1, 10) + b"churnwatch" + struct.pack(">i", 0)
         try:
             with socket.create_connection((_HOST, self.port), timeout=1) as sock, sock.makefile("rb") as f:
@@ -281,6 +290,6 @@ class EmbeddedBroker(_Server):
                 body = f.read(struct.unpack(">i", f.read(4))[0])
             corr, brokers, _node, host_len = struct.unpack_from(">iiih", body)
             advertised = (body[14:14 + host_len].decode(), struct.unpack_from(">i", body, 14 + host_len)[0])
-            return corr == 1 and brokers >= 1 and advertised == (_HOST, self.port)
+            return corr == 1 and brokers >= 1 and advertised == (_HOST, self.advertised_port or self.port)
         except (OSError, struct.error, UnicodeDecodeError):
             return False

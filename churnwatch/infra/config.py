@@ -60,6 +60,16 @@ class Settings(BaseSettings):
                         description="Kafka consumer group / Faust app id (letters, digits, "
                                     "'.', '_', '-': it also names an internal topic)")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the churn.* topics")
+    topic_prefix: str = Field("", max_length=100, pattern=r"^[A-Za-z0-9._-]*$",
+                              description="prepended to every topic name, e.g. 'staging.' "
+                                          "for staging.churn.events, so deployments can share "
+                                          "a cluster (give each its own app_id too)")
+    topic_replication_factor: int = Field(1, ge=1, le=32, description="replication factor of "
+                                          "the topics churnwatch creates (3 on a production "
+                                          "cluster)")
+    create_topics: bool = Field(True, description="create missing topics at startup; false = "
+                                "never create any: startup checks they exist with `partitions` "
+                                "partitions and names the missing ones")
     batch_max: int = Field(10_000, ge=1, le=100_000, description="max events per micro-batch "
                            "(estimated before decoding: 1 per JSON object, the event ids of "
                            "an array)")
@@ -109,8 +119,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
     webhook_url: str = Field("", description="POST each alert, signed (Standard Webhooks), to "
                              "this http(s) URL; empty = off")
-    webhook_secret: SecretStr = Field(SecretStr(""), description="webhook signing secret: "
-                                      "whsec_<base64> or text")
+    webhook_secret: SecretStr = Field(SecretStr(""), description="webhook signing secret, "
+                                      "whsec_<base64 of 24 to 64 random bytes> (Standard "
+                                      "Webhooks)")
     webhook_timeout_s: float = Field(5, gt=0, le=60, description="timeout of one webhook attempt")
     webhook_max_attempts: int = Field(6, ge=1, le=20, description="webhook attempts before an "
                                       "alert goes to churn.dlq")
@@ -267,6 +278,15 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str) -> str:
         if value and urlparse(value).scheme not in ("http", "https"):
             raise ValueError("must look like https://HOST/PATH")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr) -> SecretStr:
+        from churnwatch.infra.webhook_keys import secret_key
+
+        if value.get_secret_value():
+            secret_key(value.get_secret_value())  # ValueError: the form and how to make one
         return value
 
     @field_validator("web_token")

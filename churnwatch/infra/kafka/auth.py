@@ -1,5 +1,7 @@
-"""Kafka client security from the settings: Faust's ``broker_credentials`` for the worker and
-the same options for the plain aiokafka clients (the broker-reset check).
+"""Kafka client security from the settings, one source for every client: Faust's
+``broker_credentials`` for the worker, and :func:`client_options` for every plain aiokafka
+client (topic creation and checks, ``replay``'s producer, the broker-reset guard, lag and
+topic-size readers, the demo).
 
 Supported: PLAINTEXT (default, the embedded broker), SSL (optionally mutual TLS), and
 SASL_PLAINTEXT / SASL_SSL with PLAIN or SCRAM-SHA-256/512. The password lives in a
@@ -44,7 +46,10 @@ def broker_credentials(settings: Settings) -> Any:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for aiokafka clients, exactly as Faust derives them."""
+    """Keyword arguments for aiokafka clients (``AIOKafkaProducer``, ``AIOKafkaConsumer``,
+    ``AIOKafkaAdminClient``), exactly as Faust derives them for the worker's own clients:
+    ``security_protocol`` and, as the protocol needs, ``ssl_context``, ``sasl_mechanism``,
+    ``sasl_plain_username`` and ``sasl_plain_password``."""
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
     return credentials_to_aiokafka_auth(broker_credentials(settings))

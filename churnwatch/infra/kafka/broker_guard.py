@@ -147,14 +147,14 @@ class BrokerGuard:
 async def check_at_startup(settings: Any) -> None:
     """One check before the worker consumes anything (raises :class:`BrokerResetError`)."""
     from churnwatch.core.keys import Keys
-    from churnwatch.infra.config import EVENTS_TOPIC
     from churnwatch.infra.kafka.auth import client_options
+    from churnwatch.infra.kafka.topics import TopicNames
     from churnwatch.infra.redis.connect import connect
 
     redis = connect(settings)  # a single Redis or a Redis Cluster
     try:
-        await BrokerGuard(redis, settings.bootstrap, settings.app_id, EVENTS_TOPIC,
-                          Keys().broker_offsets(settings.app_id),
+        await BrokerGuard(redis, settings.bootstrap, settings.app_id,
+                          TopicNames.of(settings).events, Keys().broker_offsets(settings.app_id),
                           client_options(settings)).check()
     finally:
         await redis.aclose()

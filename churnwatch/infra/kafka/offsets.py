@@ -7,6 +7,8 @@ of a partition is read as the high watermark of a fetch from just before that an
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from churnwatch.infra.config import EVENTS_TOPIC, home_topic
@@ -32,10 +34,12 @@ async def high_watermarks(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicP
     return out
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
-    """Records of ``topic`` that ``group`` has not committed yet."""
+async def group_lag(bootstrap: str, group: str, topic: str,
+                    options: dict[str, Any] | None = None) -> int:
+    """Records of ``topic`` that ``group`` has not committed yet (``options``: the client
+    security settings, ``churnwatch.infra.kafka.auth.client_options``)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **(options or {}))
     await consumer.start()
     try:
         ends = await high_watermarks(consumer, topic)
@@ -47,16 +51,19 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def worker_lag(bootstrap: str, group: str) -> int:
+async def worker_lag(bootstrap: str, group: str, options: dict[str, Any] | None = None,
+                     prefix: str = "") -> int:
     """Records a worker group (``app_id``) has not committed yet: of ``churn.events`` and of
-    the internal topic of events forwarded to their home partitions."""
-    return (await group_lag(bootstrap, group, EVENTS_TOPIC)
-            + await group_lag(bootstrap, group, home_topic(group)))
+    the internal topic of events forwarded to their home partitions (``prefix``: the
+    deployment's ``topic_prefix``)."""
+    return (await group_lag(bootstrap, group, prefix + EVENTS_TOPIC, options)
+            + await group_lag(bootstrap, group, prefix + home_topic(group), options))
 
 
-async def topic_size(bootstrap: str, topic: str) -> int:
+async def topic_size(bootstrap: str, topic: str, options: dict[str, Any] | None = None) -> int:
     """Records currently in ``topic`` (nothing is ever deleted on the embedded broker)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **(options or {}))
     await consumer.start()
     try:
         ends = await high_watermarks(consumer, topic)
@@ -66,11 +73,11 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def group_members(bootstrap: str, group: str) -> int:
+async def group_members(bootstrap: str, group: str, options: dict[str, Any] | None = None) -> int:
     """Members of ``group`` once it is Stable (0 while it rebalances or is empty)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         described = await admin.describe_consumer_groups([group])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -40,8 +41,11 @@ class EventProducer:
     """Packs raw JSON events into per-partition array messages and sends them with acks=all."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int,
-                 per_message: int = 500) -> None:
+                 per_message: int = 500, client_options: dict[str, Any] | None = None) -> None:
+        """``client_options``: the security settings every Kafka client gets
+        (``churnwatch.infra.kafka.auth.client_options``)."""
         self.bootstrap = bootstrap
+        self.client_options = client_options or {}
         self.topic = topic
         self.partitions = partitions
         self.per_message = per_message
@@ -51,7 +55,8 @@ class EventProducer:
     async def __aenter__(self) -> EventProducer:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                           linger_ms=5, max_batch_size=1 << 20,
-                                          max_request_size=8 << 20, compression_type=None)
+                                          max_request_size=8 << 20, compression_type=None,
+                                          **self.client_options)
         await self._producer.start()
         return self
 

@@ -31,6 +31,8 @@ _PASSED = (rx.WatchError, rx.NoScriptError)
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError, rx.ReadOnlyError,
                 # Redis Cluster: a slot moved or is migrating, a failover is under way
                 rx.AskError, rx.TryAgainError, rx.ClusterError, rx.SlotNotCoveredError)
+# credentials or permissions refused: a misconfiguration, not an outage (nor retried)
+_REFUSED = (rx.AuthenticationError, rx.AuthorizationError, rx.NoPermissionError)
 _MOVED = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -40,6 +42,8 @@ def translate(exc: BaseException) -> BaseException:
             # a Lua script that hits maxmemory: redis-py raises a plain ResponseError
             isinstance(exc, rx.ResponseError) and "-OOM " in str(exc)):
         return RedisOutOfMemory(str(exc))
+    if isinstance(exc, _REFUSED):
+        return RedisCommandError(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, rx.ResponseError) and str(exc).startswith(_MOVED)):
         return RedisUnavailable(f"{type(exc).__name__}: {exc}")

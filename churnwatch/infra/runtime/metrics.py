@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SIZES = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
@@ -30,7 +38,14 @@ class Metrics:
     """Every metric the worker records; names follow Prometheus conventions."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        """``registry``: where to register (default: a new one, which also gets
+        prometheus_client's standard ``process_*``, ``python_gc_*`` and ``python_info``
+        collectors, as the default registry has)."""
+        if registry is None:
+            registry = CollectorRegistry()
+            for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+                registry.register(standard)
+        self.registry = registry
         r = self.registry
         self.events = Counter("churnwatch_events", "Valid events by type and outcome (applied, "
                               "duplicate, late); invalid records are in churnwatch_dlq_records",
@@ -155,7 +170,14 @@ class IngestMetrics:
     """Metrics of the HTTP ingest process (``churnwatch ingest``), on their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        """``registry``: where to register (default: a new one, which also gets
+        prometheus_client's standard ``process_*``, ``python_gc_*`` and ``python_info``
+        collectors, as the default registry has)."""
+        if registry is None:
+            registry = CollectorRegistry()
+            for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+                registry.register(standard)
+        self.registry = registry
         r = self.registry
         self.requests = Counter("churnwatch_ingest_requests", "HTTP requests to /v1/events by "
                                 "response status", ["status"], registry=r)

@@ -128,8 +128,9 @@ async function showSubscriber(id) {
   $("history").replaceChildren(...r.alerts.map((a) => el("tr", {"data-alert-id": a.alert_id},
     el("td", {}, when(a.ts)), el("td", {}, sevBadge(a.severity)), el("td", {}, a.rules.join(", ")),
     el("td", {}, ...actionNodes(a)), outcomeCell(r.subscriber_id, a))));
+  const missing = new Set(r.missing_features || []);
   $("features").replaceChildren(...Object.entries(r.features).map(([k, v]) =>
-    el("tr", {}, el("td", {}, k), el("td", {}, v == null ? "–" : String(Math.round(v * 1000) / 1000)))));
+    el("tr", {}, el("td", {}, k), el("td", {}, missing.has(k) ? "–" : String(Math.round(v * 1000) / 1000)))));
 }
 
 // ---- routing ----
