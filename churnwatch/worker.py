@@ -53,6 +53,7 @@ from online_models.versions import ModelVersions, active_model_sync
 from rules import registry
 from rules.engine import compile_ruleset
 from rules.ruleset import load_ruleset, parse_ruleset
+from streams.assignment import Assignment
 from streams.batch_loop import BatchLoop
 from streams.fetch import RecordBuffer
 from streams.lag import LagGauge, consumer_lags
@@ -64,8 +65,10 @@ from streams.transport import ChurnApp
 log = logging.getLogger("churnwatch.worker")
 
 
-def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline:
-    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline."""
+def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
+                   partitions: Assignment | None = None) -> Pipeline:
+    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline
+    (``partitions``: the worker's partitions, when it consumes as a member of a group)."""
     store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
                                             future_ms=int(settings.future_tolerance_s * 1000),
                                             ttl_s=settings.state_ttl_days * 86_400,
@@ -97,9 +100,10 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics) -> Pipeline
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
                         holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
-                        risk=RiskHistory(redis, cap=settings.risk_history))
-    pipeline.do_not_contact = do_not_contact
-    pipeline.storm = StormGuard(settings.storm_max_alerts_per_hour)
+                        risk=RiskHistory(redis, cap=settings.risk_history),
+                        partitions=partitions,
+                        storm=StormGuard(settings.storm_max_alerts_per_hour),
+                        do_not_contact=do_not_contact)
     return pipeline
 
 
@@ -138,19 +142,18 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_credentials=broker_credentials(settings),
     )
     redis = connect(settings, health_check_interval=10)
-    pipeline = build_pipeline(settings, redis, metrics)
-    pipeline.own_partitions(settings.app_id,
-                            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    try:
-        publisher = KafkaPublisher(app, settings, redis, metrics)
-    except ValueError as exc:  # an unreadable webhook secret
-        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}")
     # churn.events and the events forwarded to their home partitions (streams/repartition.py)
     # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
     # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
     # p of both goes to one worker)
     homes = Homes(topics.events, topics.home, settings.partitions)
-    pipeline.homes = homes
+    partitions = Assignment(redis, Keys(), homes)
+    partitions.own(settings.app_id, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    pipeline = build_pipeline(settings, redis, metrics, partitions)
+    try:
+        publisher = KafkaPublisher(app, settings, redis, metrics)
+    except ValueError as exc:  # an unreadable webhook secret
+        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}")
     for topic in (homes.source, homes.topic):
         app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
     loop = BatchLoop(records, pipeline, publisher,
@@ -301,7 +304,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.timer(interval=2.0)
     async def refresh_lag() -> None:
-        lag.update(consumer_lags(app.consumer, app.record_topics, pipeline.positions))
+        lag.update(consumer_lags(app.consumer, app.record_topics, pipeline.delivery.positions))
 
     app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
     return app

@@ -28,15 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from alerting.alert import Alert, ScoreRecord, alert_marks, to_json
+from alerting.alert import Alert, alert_marks
 from alerting.decide import Deciders, Decision, decide_alerts
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
@@ -61,13 +58,14 @@ from online_models.model import ChurnModel
 from online_models.snapshots import Example, LabelPolicy
 from rules.engine import CompiledRuleset
 from streams.accounting import (
-    count_alerts,
     count_cache,
     count_dropped_attrs,
     count_labels,
     count_replays,
 )
+from streams.assignment import Assignment
 from streams.commit import AppliedOffsets, BatchCommit
+from streams.delivery import BatchResult, Committed, Delivery, Publisher
 from streams.intake import (
     activity,
     count_outcomes,
@@ -75,9 +73,8 @@ from streams.intake import (
     future_letters,
     late_letters,
 )
-from streams.ownership import PartitionOwners, WriteFence, partition_field
-from streams.records import DeadLetter, Record, next_offsets
-from streams.repartition import Forward, Homes, Seen
+from streams.records import Record, next_offsets
+from streams.repartition import Forward, Seen
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -89,40 +86,6 @@ def is_fenced(exc: BaseException) -> bool:
                                             and isinstance(exc.__cause__, FencedError))
 
 
-@dataclass
-class BatchResult:
-    """What a batch (or a sweep) produced, already published when returned."""
-
-    alerts: list[Alert] = field(default_factory=list)
-    replayed_alerts: int = 0
-    scores: list[ScoreRecord] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True)
-class _Committed:
-    """A batch decided and its commit submitted, its outputs not yet published."""
-
-    records: Sequence[Record]
-    result: BatchResult
-    decision: Decision
-    outcomes: list[Event]
-    started: float
-    landed: asyncio.Future[None]  # the batch's commit (features.commits.CommitChain)
-
-
-class Publisher(Protocol):
-    """Where a batch's outputs go. Each call must be durable when it returns."""
-
-    wants_scores: bool
-
-    async def dead_letters(self, payloads: list[bytes]) -> None: ...
-    async def forward(self, topic: str, messages: list[Forward]) -> None: ...
-    async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None: ...
-    async def scores(self, payloads: list[bytes]) -> None: ...
-
-
 class Pipeline:
     """Runs micro-batches and silence sweeps, one at a time; collaborators are passed in."""
 
@@ -130,7 +93,9 @@ class Pipeline:
                  model: ChurnModel, playbook: Playbook, metrics: Metrics,
                  silence: SilenceIndex | None = None, policy: ContactPolicy = ContactPolicy(),
                  clock: Callable[[], float] = time.time, labels: LabelPolicy = LabelPolicy(),
-                 holdout: Holdout = Holdout(), risk: RiskHistory | None = None) -> None:
+                 holdout: Holdout = Holdout(), risk: RiskHistory | None = None, *,
+                 partitions: Assignment | None = None, storm: StormGuard | None = None,
+                 do_not_contact: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.ledger = ledger
         self.rules = rules
@@ -139,33 +104,19 @@ class Pipeline:
         self.metrics = metrics
         self.silence = silence or SilenceIndex(store.config.keys)
         self.policy = policy
-        self.do_not_contact: frozenset[str] = frozenset()
-        self.storm = StormGuard()
+        self.do_not_contact = do_not_contact
+        self.storm = storm or StormGuard()
         self.labels = labels
         self.holdout = holdout
         self.writes = SideWrites(store, self.silence)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
         self.clock = clock
-        self.positions: dict[tuple[str, int], int] = {}  # next offset to process per partition
-        # per (topic, partition): the offset after the last record applied, as stored with the
-        # states (load_applied); records before it are replays, skipped
-        self.applied: dict[tuple[str, int], int] = {}
-        self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
-        self.seen: Seen = {}  # of home partitions: the forwarded events applied (repartition)
-        self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
-        self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
-        self.homes: Homes | None = None  # forwards events away from home (None: applies all)
-        self.assignment = 0  # assignments so far (assigned()); set, then replaced, by each
-        self.reassigned = asyncio.Event()
-        # set while the partitions' claims and applied offsets are loaded (own_partitions:
-        # from the first assignment on; cleared while a rebalance is under way)
-        self.ready = asyncio.Event()
-        self.ready.set()
+        self.partitions = partitions or Assignment(store.redis, store.config.keys)
+        self.homes = self.partitions.homes
         self.risk = risk or RiskHistory(store.redis, store.config.keys, cap=0)
         self._lock = asyncio.Lock()  # one batch or sweep processed at a time
-        self._outbox = asyncio.Lock()  # one publisher call sequence at a time
-        self._delivery: asyncio.Future[BatchResult] | None = None  # the latest batch's
-        self._undelivered: Counter[tuple[str, str]] = Counter()  # alerts of those under way
+        self.delivery = Delivery(ledger, self.outcomes, metrics, lambda: self.rules.ruleset,
+                                 self._retrying, clock)
         self.commits = CommitChain(store)  # a batch's commit lands while the next one stages
         metrics.set_version(metrics.ruleset, rules.version)
         metrics.set_version(metrics.model, model.version)
@@ -186,68 +137,31 @@ class Pipeline:
         self.model = model
         self.metrics.set_version(self.metrics.model, model.version, old)
 
-    def own_partitions(self, group: str, member: str) -> None:
-        """Consume as ``member`` of the consumer group ``group``: store each partition's
-        applied offset with the batch's states (records before it are replays, skipped) and
-        fence the partitions' states against their former owners (``streams.ownership``)."""
-        keys = self.store.config.keys
-        self.applied_key = keys.applied_offsets(group)
-        self.owners = PartitionOwners(self.store.redis, keys.partition_owners(group), member)
-        self.fence = WriteFence(self.owners, self.applied_key)
-        self.ready.clear()  # until the first assignment
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set while the partitions' claims and applied offsets are loaded."""
+        return self.partitions.ready
+
+    @property
+    def assignment(self) -> int:
+        """Assignments so far; a fenced batch waits for the next one (``reassigned``)."""
+        return self.partitions.count
+
+    @property
+    def reassigned(self) -> asyncio.Event:
+        return self.partitions.reassigned
 
     def revoking(self) -> None:
         """A rebalance began: no batch is started until :meth:`assigned` is done."""
-        if self.owners is not None:
-            self.ready.clear()
+        self.partitions.revoking()
 
     async def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
-        """After an assignment: claim ``partitions``, then read their applied offsets (in
-        that order: a former owner's commit either lands before the claim, and is read, or
-        is refused)."""
-        self.store.cache.clear()  # another worker may have written these subscribers
+        """After an assignment: claim ``partitions`` and read their applied offsets; the
+        state cache is cleared (another worker may have written these subscribers)."""
+        self.store.cache.clear()
         if self.commits.failure is not None:  # e.g. fenced: those batches are read again
             self.commits = CommitChain(self.store)
-        async for attempt in self._retrying("assign"):
-            with attempt:
-                if self.owners is not None:
-                    await self.owners.claim(partitions)
-                await self._load_applied(partitions)
-        self.assignment += 1
-        self.reassigned.set()
-        self.reassigned = asyncio.Event()
-        self.ready.set()
-
-    async def _load_applied(self, partitions: Sequence[tuple[str, int]]) -> None:
-        """The partitions' applied offsets and, of home partitions, the highest source
-        positions of the forwarded events applied (``streams.repartition``)."""
-        if self.applied_key is None or not partitions:
-            self.applied, self.seen = {}, {}
-            return
-        keys = self.homes.seen_keys(partitions) if self.homes is not None else []
-        fields = [partition_field(tp) for tp in partitions]
-        fields += [self.homes.seen_field(key) for key in keys] if self.homes else []
-        values = await self.store.redis.hmget(self.applied_key, fields)
-        n = len(partitions)
-        self.applied = {tp: int(v) for tp, v in zip(partitions, values[:n]) if v is not None}
-        self.seen = {key: int(v) for key, v in zip(keys, values[n:]) if v is not None}
-
-    def _split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
-        """The records not applied yet, and the replays: records before their partition's
-        applied offset (a re-read after a crash or a rebalance). Records of partitions this
-        worker does not own (any more) are neither: they are left to their owner."""
-        applied = self.applied
-        owned = self.owners.tokens if self.owners is not None else None
-        if not applied and owned is None:
-            return records, []
-        fresh: list[Record] = []
-        replayed: list[Record] = []
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            if owned is not None and tp not in owned:
-                continue
-            (replayed if rec.offset < applied.get(tp, -1) else fresh).append(rec)
-        return fresh, replayed
+        await self.partitions.assigned(partitions, self._retrying("assign"))
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
         """Process and publish one batch; returns only when every effect is durable.
@@ -263,13 +177,9 @@ class Pipeline:
         still-pending alerts)."""
         async with self._lock:
             committed = await self._process(records, publisher)
-            self._undelivered.update((a.subscriber_id, a.event_id)
-                                     for a in committed.decision.alerts)
-            self._delivery = asyncio.ensure_future(
-                self._deliver(self._delivery, committed, publisher))
-            return self._delivery
+            return self.delivery.after_commit(committed, publisher)
 
-    async def _process(self, records: Sequence[Record], publisher: Publisher) -> _Committed:
+    async def _process(self, records: Sequence[Record], publisher: Publisher) -> Committed:
         result = BatchResult()
         rules = self.rules
         stage = self.metrics.stage_seconds
@@ -277,14 +187,14 @@ class Pipeline:
         oldest = min((r.timestamp_ms for r in records if r.timestamp_ms), default=None)
         if oldest is not None:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
-        fresh, replayed = self._split_replays(records)
+        fresh, replayed = self.partitions.split_replays(records)
         events, origins, result.dead_letters = decode_records(fresh)
         forwards: list[Forward] = []
         forwarded_again: list[Event] = []
         seen: Seen = {}
         if self.homes is not None:  # (streams/repartition.py)
             events, origins, forwarded_again, seen = self.homes.replays(
-                events, origins, fresh, self.seen)
+                events, origins, fresh, self.partitions.seen)
             events, origins, forwards = self.homes.split(events, origins, fresh)
         events, origins, ahead = future_letters(
             events, origins, fresh, int(self.clock() * 1000) + self.store.config.future_ms)
@@ -320,8 +230,8 @@ class Pipeline:
         result.dead_letters += late_letters(events, origins, fresh, staged.status)
         letters = [msgspec.json.encode(d) for d in result.dead_letters]
         applied = next_offsets(fresh)
-        self.applied.update(applied)
-        self.seen.update(seen)
+        self.partitions.applied.update(applied)
+        self.partitions.seen.update(seen)
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
@@ -338,14 +248,14 @@ class Pipeline:
         count_labels(self.metrics, resolved)
         for raw in staged.pending_alerts:  # replayed duplicates whose alerts were not delivered
             alert = msgspec.json.decode(raw, type=Alert)
-            if (alert.subscriber_id, alert.event_id) in self._undelivered:
+            if self.delivery.under_way(alert):
                 continue  # an earlier batch's delivery, still under way, sends it
             decision.alerts.append(alert)
             decision.payloads.append(raw)
             result.replayed_alerts += 1
         self.storm.commit(decision.storm_counts)
         outcomes = [events[i] for i in staged.rows.tolist() if events[i].type == "outcome"]
-        return _Committed(records, result, decision, outcomes, started, landed)
+        return Committed(records, result, decision, outcomes, started, landed)
 
     async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
                       active: dict[int, dict[str, int]], gone: dict[int, list[str]],
@@ -382,7 +292,8 @@ class Pipeline:
                     *await self.risk.writes(decision.risk),
                     *self.writes.expire_churned(churned)]
 
-        commit = self._batch_commit(describe, list(applied), self._offsets(applied, seen),
+        commit = self._batch_commit(describe, list(applied),
+                                    self.partitions.offsets(applied, seen),
                                     before_send=lambda: failpoint("before_redis_write"))
         async for attempt in self._retrying("batch"):
             with attempt:
@@ -393,61 +304,18 @@ class Pipeline:
                       partitions: Sequence[tuple[str, int]], offsets: AppliedOffsets | None,
                       before_send: Callable[[], None] | None = None) -> BatchCommit:
         return BatchCommit(self.store.redis, describe, cluster=self.ledger.router.cluster,
-                           fence=self.fence, partitions=partitions, offsets=offsets,
+                           fence=self.partitions.fence, partitions=partitions, offsets=offsets,
                            before_send=before_send)
-
-    def _offsets(self, applied: dict[tuple[str, int], int], seen: Seen) -> AppliedOffsets | None:
-        """What the batch stores in the applied-offsets hash (nothing outside a group)."""
-        if self.applied_key is None:
-            return None
-        fields = ({self.homes.seen_field(key): position for key, position in seen.items()}
-                  if self.homes is not None else {})
-        return AppliedOffsets(self.applied_key, applied, fields)
 
     async def _sweep_commit(self, partition: int, written: list[str],
                             describe: Callable[[], Awaitable[list[Write]]]) -> None:
         """A sweep's writes to ``partition``'s subscribers (fenced on the partition's claims
         when owned); the cached copies of ``written`` are forgotten."""
-        tps = [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
+        tps = self.partitions.owned_of(partition)
         try:
             await self._batch_commit(describe, tps, None).send()
         finally:  # written (or maybe, if the write failed)
             self.store.forget(written)
-
-    async def _deliver(self, previous: asyncio.Future[BatchResult] | None,
-                       batch: _Committed, publisher: Publisher) -> BatchResult:
-        """Publish a committed batch's outputs after the previous batch's delivery."""
-        if previous is not None:
-            await asyncio.wait([previous])  # its own awaiter sees its error
-        await batch.landed  # its states and pending alerts are stored
-        failpoint("after_commit")
-        stage = self.metrics.stage_seconds
-        t0 = time.perf_counter()
-        try:
-            async with self._outbox:
-                await self._publish(batch.decision, batch.result, publisher)
-        finally:
-            self._undelivered.subtract((a.subscriber_id, a.event_id)
-                                       for a in batch.decision.alerts)
-            self._undelivered += Counter()  # drops the zero counts
-        t1 = time.perf_counter()
-        stage.labels("publish").observe(t1 - t0)
-        if batch.outcomes:
-            async for attempt in self._retrying("outcomes"):
-                with attempt:
-                    await self.outcomes.record(batch.outcomes)
-            stage.labels("outcomes").observe(time.perf_counter() - t1)
-        self._advance(batch.records)
-        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
-        return batch.result
-
-    def _advance(self, records: Sequence[Record]) -> None:
-        """Remember the next offset to process of each partition (for the lag gauge)."""
-        positions = self.positions
-        for rec in records:
-            key = (rec.topic, rec.partition)
-            if rec.offset >= positions.get(key, 0):
-                positions[key] = rec.offset + 1
 
     async def sweep(self, partition: int, publisher: Publisher, limit: int = 1000) -> BatchResult:
         """Re-score up to ``limit`` subscribers of ``partition`` who have been quiet, at the
@@ -504,18 +372,8 @@ class Pipeline:
             result.outcomes["swept"] = len(known)
             count_labels(self.metrics, resolved)
             self.metrics.silence_checks.inc(len(known))
-            delivery = self._delivery = asyncio.ensure_future(
-                self._publish_after(self._delivery, decision, result, publisher))
+            delivery = self.delivery.after_sweep(decision, result, publisher)
         await delivery
-        return result
-
-    async def _publish_after(self, previous: asyncio.Future[BatchResult] | None,
-                             decision: Decision, result: BatchResult,
-                             publisher: Publisher) -> BatchResult:
-        if previous is not None:
-            await asyncio.wait([previous])  # its own awaiter sees its error
-        async with self._outbox:
-            await self._publish(decision, result, publisher)
         return result
 
     async def release(self, publisher: Publisher, limit: int = 500) -> int:
@@ -527,30 +385,8 @@ class Pipeline:
             if not raw:
                 return 0
             alerts = [released_copy(msgspec.json.decode(r, type=Alert)) for r in raw]
-            async with self._outbox:
-                await publisher.alerts(alerts, [to_json(a) for a in alerts])
+            await self.delivery.alerts_only(alerts, publisher)
             return len(alerts)
-
-    async def _publish(self, decision: Decision, result: BatchResult,
-                       publisher: Publisher) -> None:
-        for rule, n in decision.rule_hits.items():
-            if n:
-                self.metrics.rule_hits.labels(rule).inc(n)
-        if decision.alerts:
-            failpoint("before_send")
-            await publisher.alerts(decision.alerts, decision.payloads)
-            sent_ms = self.clock() * 1000
-            failpoint("after_send")
-            async for attempt in self._retrying("batch"):
-                with attempt:
-                    await self.ledger.mark_delivered(
-                        [(a.subscriber_id, a.event_id, p)
-                         for a, p in zip(decision.alerts, decision.payloads)])
-            count_alerts(self.metrics, self.rules.ruleset, decision.alerts, sent_ms)
-        if decision.scores:
-            await publisher.scores([to_json(s) for s in decision.scores])
-        result.alerts = decision.alerts
-        result.scores = decision.scores
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         def before_sleep(state) -> None:  # type: ignore[no-untyped-def]

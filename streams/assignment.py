@@ -1,0 +1,117 @@
+"""This worker's partitions: who owns them (fencing), what was applied (replays) and which
+forwarded events arrived home.
+
+Every assignment claims its partitions (``streams.ownership``), then reads the offsets the
+batches stored with their states: records before a partition's applied offset are replays,
+skipped and counted as duplicates, never re-scored. On home partitions it also reads the
+highest source positions of the forwarded events applied (``streams.repartition``). A batch
+taken while a rebalance is under way waits on :attr:`Assignment.ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from churnwatch.core.keys import Keys
+from streams.commit import AppliedOffsets
+from streams.ownership import Partition, PartitionOwners, WriteFence, partition_field
+from streams.records import Record
+from streams.repartition import Homes, Seen
+
+__all__ = ["Assignment"]
+
+
+class Assignment:
+    """The partitions' claims, applied offsets and forwarded positions, in Redis (``redis``).
+
+    Without :meth:`own` (no consumer group: tests, benchmarks) nothing is claimed or stored
+    and every record is applied."""
+
+    def __init__(self, redis: Any, keys: Keys = Keys(), homes: Homes | None = None) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.homes = homes  # forwards events away from home (None: applies all)
+        # per (topic, partition): the offset after the last record applied, as stored with the
+        # states; records before it are replays, skipped
+        self.applied: dict[Partition, int] = {}
+        self.applied_key: str | None = None  # the Redis hash of applied offsets (None: not kept)
+        self.seen: Seen = {}  # of home partitions: the forwarded events applied (repartition)
+        self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
+        self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
+        self.count = 0  # assignments so far
+        self.reassigned = asyncio.Event()  # set, then replaced, by each assignment
+        # set while the claims and applied offsets are loaded (after own(): from the first
+        # assignment on; cleared while a rebalance is under way)
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    def own(self, group: str, member: str) -> None:
+        """Consume as ``member`` of the consumer group ``group``: store each partition's
+        applied offset with the batch's states and fence the partitions' states against
+        their former owners (``streams.ownership``)."""
+        self.applied_key = self.keys.applied_offsets(group)
+        self.owners = PartitionOwners(self.redis, self.keys.partition_owners(group), member)
+        self.fence = WriteFence(self.owners, self.applied_key)
+        self.ready.clear()  # until the first assignment
+
+    def revoking(self) -> None:
+        """A rebalance began: no batch is started until :meth:`assigned` is done."""
+        if self.owners is not None:
+            self.ready.clear()
+
+    async def assigned(self, partitions: Sequence[Partition], retrying: Any) -> None:
+        """Claim ``partitions``, then read their applied offsets (in that order: a former
+        owner's commit either lands before the claim, and is read, or is refused);
+        ``retrying``: the tenacity retries of a Redis outage."""
+        async for attempt in retrying:
+            with attempt:
+                if self.owners is not None:
+                    await self.owners.claim(partitions)
+                await self._load(partitions)
+        self.count += 1
+        self.reassigned.set()
+        self.reassigned = asyncio.Event()
+        self.ready.set()
+
+    async def _load(self, partitions: Sequence[Partition]) -> None:
+        if self.applied_key is None or not partitions:
+            self.applied, self.seen = {}, {}
+            return
+        keys = self.homes.seen_keys(partitions) if self.homes is not None else []
+        fields = [partition_field(tp) for tp in partitions]
+        fields += [self.homes.seen_field(key) for key in keys] if self.homes else []
+        values = await self.redis.hmget(self.applied_key, fields)
+        n = len(partitions)
+        self.applied = {tp: int(v) for tp, v in zip(partitions, values[:n]) if v is not None}
+        self.seen = {key: int(v) for key, v in zip(keys, values[n:]) if v is not None}
+
+    def split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
+        """The records not applied yet, and the replays: records before their partition's
+        applied offset (a re-read after a crash or a rebalance). Records of partitions this
+        worker does not own (any more) are neither: they are left to their owner."""
+        applied = self.applied
+        owned = self.owners.tokens if self.owners is not None else None
+        if not applied and owned is None:
+            return records, []
+        fresh: list[Record] = []
+        replayed: list[Record] = []
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            if owned is not None and tp not in owned:
+                continue
+            (replayed if rec.offset < applied.get(tp, -1) else fresh).append(rec)
+        return fresh, replayed
+
+    def owned_of(self, partition: int) -> list[Partition]:
+        """The owned partitions numbered ``partition`` (of every consumed topic)."""
+        return [tp for tp in (self.owners.tokens if self.owners else ()) if tp[1] == partition]
+
+    def offsets(self, applied: dict[Partition, int], seen: Seen) -> AppliedOffsets | None:
+        """What a batch stores in the applied-offsets hash (nothing outside a group)."""
+        if self.applied_key is None:
+            return None
+        fields = ({self.homes.seen_field(key): position for key, position in seen.items()}
+                  if self.homes is not None else {})
+        return AppliedOffsets(self.applied_key, applied, fields)
