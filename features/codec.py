@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from features.codec_v1 import get_v1_buckets
 from features.extension import MARK
 from features.kernel import (
     AT,
@@ -76,6 +77,16 @@ from features.kernel import (
     reserve,
     settle,
 )
+from features.varint import (
+    get4,
+    get8,
+    get_signed,
+    get_unsigned,
+    put4,
+    put8,
+    put_signed,
+    put_unsigned,
+)
 
 VERSION = 2
 VERSION_1 = 1  # read, never written
@@ -83,76 +94,6 @@ EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
 # the most bytes a blob takes before its counted events and seen ids (every varint 10 bytes)
 MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30
-
-
-@njit(cache=True)
-def _put(buf, pos, v):  # type: ignore[no-untyped-def]
-    """Write ``v`` as a zigzag (signed) LEB128 varint."""
-    return _uput(buf, pos, (v << 1) ^ (v >> 63))
-
-
-@njit(cache=True)
-def _uput(buf, pos, z):  # type: ignore[no-untyped-def]
-    """Write ``z`` >= 0 as an unsigned LEB128 varint."""
-    while z >= 128:
-        buf[pos] = (z & 127) | 128
-        z >>= 7
-        pos += 1
-    buf[pos] = z
-    return pos + 1
-
-
-@njit(cache=True)
-def _uget(buf, pos):  # type: ignore[no-untyped-def]
-    """An unsigned LEB128 varint at ``pos``: (value, next position)."""
-    v = 0
-    shift = 0
-    while True:
-        byte = np.int64(buf[pos])
-        pos += 1
-        v |= (byte & 127) << shift
-        if byte < 128:
-            break
-        shift += 7
-    return v, pos
-
-
-@njit(cache=True)
-def _get(buf, pos):  # type: ignore[no-untyped-def]
-    z, pos = _uget(buf, pos)
-    return (z >> 1) ^ -(z & 1), pos
-
-
-@njit(cache=True)
-def _put8(buf, pos, v):  # type: ignore[no-untyped-def]
-    for k in range(8):
-        buf[pos + k] = (v >> (8 * k)) & 255
-    return pos + 8
-
-
-@njit(cache=True)
-def _put4(buf, pos, v):  # type: ignore[no-untyped-def]
-    """Write ``0 <= v < 2**32`` as 4 raw bytes, little-endian."""
-    buf[pos] = v & 255
-    buf[pos + 1] = (v >> 8) & 255
-    buf[pos + 2] = (v >> 16) & 255
-    buf[pos + 3] = (v >> 24) & 255
-    return pos + 4
-
-
-@njit(cache=True)
-def _get4(buf, pos):  # type: ignore[no-untyped-def]
-    v = (np.int64(buf[pos]) | (np.int64(buf[pos + 1]) << 8) | (np.int64(buf[pos + 2]) << 16)
-         | (np.int64(buf[pos + 3]) << 24))
-    return v, pos + 4
-
-
-@njit(cache=True)
-def _get8(buf, pos):  # type: ignore[no-untyped-def]
-    v = 0
-    for k in range(8):
-        v |= np.int64(buf[pos + k]) << (8 * k)
-    return v, pos + 8
 
 
 @njit(cache=True)
@@ -172,9 +113,9 @@ def _put_ring(buf, pos, st, tag0, val0,  # type: ignore[no-untyped-def]
     for s in range(size):
         age = now - st[tag0 + s]
         if 0 <= age < window and _nonzero(st, val0 + width * s, width):
-            pos = _put(buf, pos, age)
+            pos = put_signed(buf, pos, age)
             for j in range(width):
-                pos = _put(buf, pos, st[val0 + width * s + j])
+                pos = put_signed(buf, pos, st[val0 + width * s + j])
             n += 1
     buf[count_pos] = n
     return pos
@@ -185,12 +126,12 @@ def _get_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-un
     n = np.int64(buf[pos])
     pos += 1
     for _ in range(n):
-        age, pos = _get(buf, pos)
+        age, pos = get_signed(buf, pos)
         key = now - age
         s = key % size
         st[tag0 + s] = key
         for j in range(width):
-            st[val0 + width * s + j], pos = _get(buf, pos)
+            st[val0 + width * s + j], pos = get_signed(buf, pos)
     return pos
 
 
@@ -199,7 +140,7 @@ def extension_at(src, pos, end):  # type: ignore[no-untyped-def]
     """(start, end) of the extension body in a tail ``src[pos:end]`` (``features.extension``);
     (pos, pos) if the tail has no extension frame."""
     if pos < end and src[pos] == MARK:
-        size, start = _uget(src, pos + 1)
+        size, start = get_unsigned(src, pos + 1)
         return start, start + size
     return pos, pos
 
@@ -223,17 +164,17 @@ def _put_group(buf, pos, e_ts, e_code, e_amt, lo, hi,  # type: ignore[no-untyped
     first = lo
     while first < hi and e_ts[first] <= horizon:
         first += 1
-    pos = _uput(buf, pos, hi - first)
+    pos = put_unsigned(buf, pos, hi - first)
     before = clock
     for j in range(hi - 1, first - 1, -1):
         gap = before - e_ts[j]
         before = e_ts[j]
         if group == _COMPLAINTS:
-            pos = _uput(buf, pos, gap * 4 + e_code[j])
+            pos = put_unsigned(buf, pos, gap * 4 + e_code[j])
         else:
-            pos = _put4(buf, pos, gap)
+            pos = put4(buf, pos, gap)
             if group == _SPENDS:
-                pos = _put(buf, pos, e_amt[j])
+                pos = put_signed(buf, pos, e_amt[j])
     return pos
 
 
@@ -247,9 +188,9 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
     mx, mm = st[MX], st[MM]
     today = mx // DAY_MS
     buf[pos] = VERSION
-    pos = _put(buf, pos + 1, mx)
-    pos = _put(buf, pos, mm)
-    pos = _put(buf, pos, today - st[FD])
+    pos = put_signed(buf, pos + 1, mx)
+    pos = put_signed(buf, pos, mm)
+    pos = put_signed(buf, pos, today - st[FD])
     flags = 0
     for k in range(4):
         if st[_LAST_DAYS[k]] != NONE:
@@ -262,18 +203,18 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
         flags |= 64
     if st[TM] != NONE:
         flags |= 128
-    pos = _put(buf, pos, flags)
+    pos = put_signed(buf, pos, flags)
     for k in range(4):
         if flags & (1 << k):
-            pos = _put(buf, pos, today - st[_LAST_DAYS[k]])
+            pos = put_signed(buf, pos, today - st[_LAST_DAYS[k]])
     if flags & 16:
-        pos = _put(buf, _put(buf, pos, mx - st[T1]), st[F1])
+        pos = put_signed(buf, put_signed(buf, pos, mx - st[T1]), st[F1])
     if flags & 32:
-        pos = _put(buf, _put(buf, pos, mx - st[T0]), st[F0])
+        pos = put_signed(buf, put_signed(buf, pos, mx - st[T0]), st[F0])
     if flags & 64:
-        pos = _put(buf, pos, mx - st[AT])
+        pos = put_signed(buf, pos, mx - st[AT])
     if flags & 128:
-        pos = _put8(buf, _put(buf, pos, mm - st[TM]), tenure_bits)
+        pos = put8(buf, put_signed(buf, pos, mm - st[TM]), tenure_bits)
     pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today, D_SIZE)
     pos = _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, M_SIZE)
     lo = 0
@@ -290,12 +231,12 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def put_seen(buf, pos, h, clock_minus_ts):  # type: ignore[no-untyped-def]
     """Write one seen id (its hash, and its age against the clock)."""
-    return _put(buf, _put8(buf, pos, h), clock_minus_ts)
+    return put_signed(buf, put8(buf, pos, h), clock_minus_ts)
 
 
 @njit(cache=True)
 def put_count(buf, pos, count):  # type: ignore[no-untyped-def]
-    return _put(buf, pos, count)
+    return put_signed(buf, pos, count)
 
 
 @njit(cache=True)
@@ -303,109 +244,57 @@ def _get_group(buf, pos, group, clock,  # type: ignore[no-untyped-def]
                e_ts, e_code, e_amt, n):
     """Read one group written by :func:`_put_group` into the entry arrays after their ``n``
     entries, oldest first; returns (new count, position)."""
-    count, pos = _uget(buf, pos)
+    count, pos = get_unsigned(buf, pos)
     t = clock
     for j in range(n + count - 1, n - 1, -1):
         if group == _COMPLAINTS:
-            z, pos = _uget(buf, pos)
+            z, pos = get_unsigned(buf, pos)
             t -= z >> 2
             e_code[j] = z & 3
             e_amt[j] = 0
         else:
-            z, pos = _get4(buf, pos)
+            z, pos = get4(buf, pos)
             t -= z
             e_code[j] = E_LOGIN if group == _LOGINS else E_SPEND
             e_amt[j] = 0
             if group == _SPENDS:
-                e_amt[j], pos = _get(buf, pos)
+                e_amt[j], pos = get_signed(buf, pos)
         e_ts[j] = t
     return n + count, pos
-
-
-@njit(cache=True)
-def _get_v1_buckets(buf, pos, st, today,  # type: ignore[no-untyped-def]
-                    e_ts, e_code, e_amt, n, write):
-    """Version 1's day buckets: usage into the usage ring, each login, spend and complaint
-    as an entry at its day's first millisecond (a day's cents on its first spend); returns
-    (new entry count, position). With ``write`` false, only counts the entries."""
-    count = np.int64(buf[pos])
-    pos += 1
-    for _ in range(count):  # activity days: logins, data, voice
-        age, pos = _get(buf, pos)
-        day = today - age
-        logins, pos = _get(buf, pos)
-        data, pos = _get(buf, pos)
-        voice, pos = _get(buf, pos)
-        if write and (data != 0 or voice != 0):
-            s = day % D_SIZE
-            st[D_TAG + s] = day
-            st[D_VAL + 2 * s] = data
-            st[D_VAL + 2 * s + 1] = voice
-        for _ in range(logins):
-            if write:
-                e_ts[n] = day * DAY_MS
-                e_code[n] = E_LOGIN
-                e_amt[n] = 0
-            n += 1
-    count = np.int64(buf[pos])
-    pos += 1
-    for _ in range(count):  # spend days: spends, cents
-        age, pos = _get(buf, pos)
-        spends, pos = _get(buf, pos)
-        cents, pos = _get(buf, pos)
-        for k in range(spends):
-            if write:
-                e_ts[n] = (today - age) * DAY_MS
-                e_code[n] = E_SPEND
-                e_amt[n] = cents if k == 0 else 0
-            n += 1
-    count = np.int64(buf[pos])
-    pos += 1
-    for _ in range(count):  # complaint days: 4 category counts
-        age, pos = _get(buf, pos)
-        for category in range(4):
-            complaints, pos = _get(buf, pos)
-            for _ in range(complaints):
-                if write:
-                    e_ts[n] = (today - age) * DAY_MS
-                    e_code[n] = category
-                    e_amt[n] = 0
-                n += 1
-    return n, pos
 
 
 @njit(cache=True)
 def _get_scalars(buf, pos, st):  # type: ignore[no-untyped-def]
     """The scalars of a blob (from its version byte) into ``st``: (position after them,
     today, tenure bits)."""
-    mx, pos = _get(buf, pos + 1)
-    mm, pos = _get(buf, pos)
+    mx, pos = get_signed(buf, pos + 1)
+    mm, pos = get_signed(buf, pos)
     today = mx // DAY_MS
     st[MX] = mx
     st[MM] = mm
-    age, pos = _get(buf, pos)
+    age, pos = get_signed(buf, pos)
     st[FD] = today - age
-    flags, pos = _get(buf, pos)
+    flags, pos = get_signed(buf, pos)
     for k in range(4):
         if flags & (1 << k):
-            age, pos = _get(buf, pos)
+            age, pos = get_signed(buf, pos)
             st[_LAST_DAYS[k]] = today - age
     if flags & 16:
-        age, pos = _get(buf, pos)
+        age, pos = get_signed(buf, pos)
         st[T1] = mx - age
-        st[F1], pos = _get(buf, pos)
+        st[F1], pos = get_signed(buf, pos)
     if flags & 32:
-        age, pos = _get(buf, pos)
+        age, pos = get_signed(buf, pos)
         st[T0] = mx - age
-        st[F0], pos = _get(buf, pos)
+        st[F0], pos = get_signed(buf, pos)
     if flags & 64:
-        age, pos = _get(buf, pos)
+        age, pos = get_signed(buf, pos)
         st[AT] = mx - age
     tenure_bits = 0
     if flags & 128:
-        age, pos = _get(buf, pos)
+        age, pos = get_signed(buf, pos)
         st[TM] = mm - age
-        tenure_bits, pos = _get8(buf, pos)
+        tenure_bits, pos = get8(buf, pos)
     return pos, today, tenure_bits
 
 
@@ -417,7 +306,7 @@ def entries_bound(buf, pos, end, st):  # type: ignore[no-untyped-def]
     if buf[pos] != VERSION_1:
         return end - pos
     pos, today, _ = _get_scalars(buf, pos, st)
-    return _get_v1_buckets(buf, pos, st, today, st, st, st, 0, False)[0]
+    return get_v1_buckets(buf, pos, st, today, st, st, st, 0, False)[0]
 
 
 @njit(cache=True)
@@ -430,7 +319,7 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
     pos, today, tenure_bits = _get_scalars(buf, pos, st)
     if version == VERSION_1:
         first = n
-        n, pos = _get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
+        n, pos = get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
         for j in range(first + 1, n):  # (in ring order: put them in order)
             settle(e_ts[first:], e_code[first:], e_amt[first:], j - first)
         pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
@@ -439,7 +328,7 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
         pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
         for group in range(3):
             n, pos = _get_group(buf, pos, group, st[MX], e_ts, e_code, e_amt, n)
-    count, pos = _get(buf, pos)
+    count, pos = get_signed(buf, pos)
     return count, pos, tenure_bits, n
 
 
@@ -451,8 +340,8 @@ def readable(version: int) -> bool:
 @njit(cache=True)
 def get_seen(buf, pos, mx):  # type: ignore[no-untyped-def]
     """One seen id: (hash, event time, next position)."""
-    h, pos = _get8(buf, pos)
-    age, pos = _get(buf, pos)
+    h, pos = get8(buf, pos)
+    age, pos = get_signed(buf, pos)
     return h, mx - age, pos
 
 
