@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from features.schema import FEATURES
-from tests.support.worker import Worker
 from tests.support.stream_feed import NOW, Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

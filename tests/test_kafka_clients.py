@@ -24,8 +24,8 @@ import pytest
 from churnwatch.core.errors import ConfigError
 from churnwatch.dev.embedded import EmbeddedBroker, free_port
 from churnwatch.infra.config import load_settings
-from tests.support.worker import Worker
 from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 KAFKA_PASSWORD = "kafka-pa55-c0ffee"
 SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_plain_username",
@@ -124,8 +124,8 @@ def test_never_create_topics(worker: Worker, tmp_path: Path) -> None:
     text = (out.stdout + out.stderr).decode()
     assert out.returncode != 0 and "other.churn.events" in text and "CREATE_TOPICS" in text
     assert "Traceback" not in text
-    from churnwatch.infra.kafka.topics import create_topics
     from churnwatch.infra.kafka.offsets import topic_size
+    from churnwatch.infra.kafka.topics import create_topics
 
     assert asyncio.run(topic_size(worker.broker.bootstrap, "other.churn.events")) == 0
 

@@ -22,8 +22,8 @@ from online_models.model import SNAPSHOT_FEATURES, ChurnModel
 from online_models.snapshots import Book, LabelPolicy
 from online_models.versions import ModelVersions
 from tests.support.label_oracle import Harness, reference_labels, stream_examples
+from tests.support.label_streams import T0, _random_stream
 
-T0 = 1_778_371_200_000 + 9 * 3_600_000  # 09:00 UTC
 SHORT = LabelPolicy(horizon_ms=20 * DAY_MS, every_ms=5 * DAY_MS, lateness_ms=3 * DAY_MS,
                     exclusion_ms=10 * DAY_MS, history_ms=0)
 WARMUP = dataclasses.replace(SHORT, history_ms=12 * DAY_MS)
@@ -37,34 +37,6 @@ def _as_labels(examples) -> dict[str, tuple]:  # type: ignore[no-untyped-def]
     return {ex.id: (ex.snapshot_ts, ex.churned, ex.values, ex.attrs) for ex in examples}
 
 
-def _random_stream(seed: int, subscribers: int = 6, days: int = 120) -> list[Event]:
-    """Daily activity with labels, late events (some past the lateness) and re-sent events."""
-    rng = random.Random(seed)
-    kinds = ["login"] * 8 + ["spend"] * 3 + ["usage"] * 4 + ["complaint"] * 2 + \
-        ["profile", "active", "churn"]
-    out: list[Event] = []
-    n = 0
-    for day in range(days):
-        for s in range(subscribers):
-            if rng.random() < 0.5:
-                continue
-            sid = f"+4477009{s:05d}"
-            kind = rng.choice(kinds)
-            ts = T0 + day * DAY_MS + rng.randrange(DAY_MS)
-            if rng.random() < 0.08:
-                ts -= rng.randrange(5 * DAY_MS)  # late; some beyond the 3-day lateness
-            extra = {"spend": {"amount": rng.choice([10.0, 55.5, 120.0])},
-                     "usage": {"data_mb": 300.0, "voice_min": 12.5},
-                     "complaint": {"category": rng.choice(["network", "billing"])},
-                     "profile": {"plan": "standard", "monthly_fee": 25.0,
-                                 "tenure_months": rng.choice([3.0, 14.5]),
-                                 "attrs": {"contract_months_left": float(rng.randrange(12))}},
-                     }.get(kind, {})
-            n += 1
-            out.append(_ev(sid, n, kind, ts, **extra))
-            if rng.random() < 0.05:  # a replay of an earlier event
-                out.append(rng.choice(out))
-    return out
 
 
 def _batches(events: list[Event], rng: random.Random) -> list[list[Event]]:
@@ -234,73 +206,10 @@ def test_treated_snapshots_are_excluded_and_held_out_ones_learned(redis_url: str
     asyncio.run(main())
 
 
-def test_record_codec_round_trip_and_bound() -> None:
-    policy = LabelPolicy()
-    book = Book()
-    from online_models.snapshots import Resolved
-
-    out = Resolved()
-    for day in range(200):
-        attrs = {"contract_months_left": float(day // 30)}  # a profile update every 30 days
-        book.advance(T0 + day * DAY_MS, policy, "s", attrs, out)
-        book.take([day, None, -3, 1234567], attrs, policy, out)
-        again = Book.decode(book.encode(policy, attrs), attrs)
-        assert [(s.ts, s.values, s.attrs) for s in again.snaps] == \
-            [(s.ts, s.values, s.attrs) for s in book.snaps]
-        assert again.clock == book.clock
-        # pending snapshots never span more than the horizon plus the lateness
-        assert len(book.snaps) <= -(-(policy.horizon_ms + policy.lateness_ms)
-                                    // policy.every_ms) + 1
-    assert len(out.examples) > 0 and not any(ex.churned for ex in out.examples)
-    assert all(ex.attrs == {"contract_months_left": float((ex.snapshot_ts - T0) // DAY_MS // 30)}
-               for ex in out.examples)
-    assert Book.decode(b"").snaps == []
 
 
-def test_snapshot_keeps_the_attributes_it_was_taken_with() -> None:
-    """A snapshot taken before a profile update is learned with the attributes the scorer saw
-    then, not the later ones; stored as differences from the value's attributes, round trip
-    included (also for a key the update removed)."""
-    from online_models.snapshots import Resolved
-
-    policy = LabelPolicy()
-    old = {"contract_months_left": 1.0, "monthly_fee": 25.0, "devices": 2.0}
-    new = {"contract_months_left": 12.0, "monthly_fee": 25.0}
-    book, out = Book(), Resolved()
-    book.advance(T0, policy, "s", old, out)
-    book.take([1, 2], old, policy, out)
-    book.advance(T0 + 20 * DAY_MS, policy, "s", new, out)
-    book.take([3, 4], new, policy, out)
-    body = book.encode(policy, new)
-    unchanged = Book(book.clock, snaps=[dataclasses.replace(s, attrs=new) for s in book.snaps])
-    # only the changed keys are stored, once: whole numbers in a byte, a removed key as nil
-    assert len(body) - len(unchanged.encode(policy, new)) <= \
-        len("contract_months_left") + len("devices") + 8
-    book = Book.decode(body, new)
-    assert [s.attrs for s in book.snaps] == [old, new]
-    book.label(True, T0 + 30 * DAY_MS, policy, "s", new, out)
-    assert [(ex.snapshot_ts, ex.attrs) for ex in out.examples] == [
-        (T0, old), (T0 + 20 * DAY_MS, new)]
 
 
-def test_records_stored_before_snapshots_kept_attributes_still_decode() -> None:
-    """A record of five elements (no attribute runs) reads as snapshots of unknown attributes,
-    learned with those at resolution, as before; re-encoded, they are pinned to the value's."""
-    import msgspec
-
-    from online_models.snapshots import Resolved
-
-    policy = LabelPolicy()
-    legacy = (0).to_bytes(4, "little") + msgspec.msgpack.encode(
-        [T0 + DAY_MS, 0, 0, 0, [[DAY_MS, 5, None]]])
-    attrs = {"age": 40.0}
-    book = Book.decode(legacy, attrs)
-    assert [(s.ts, s.values, s.attrs) for s in book.snaps] == [(T0, [5, None], None)]
-    out = Resolved()
-    book.label(False, T0 + 2 * DAY_MS, policy, "s", attrs, out)
-    assert [ex.attrs for ex in out.examples] == [attrs]
-    again = Book.decode(legacy, attrs)
-    assert Book.decode(again.encode(policy, attrs), attrs).snaps[0].attrs == attrs
 
 
 def test_profile_update_after_a_snapshot_does_not_leak_into_its_label(redis_url: str) -> None:
@@ -376,25 +285,6 @@ def test_learner_restart_resumes_exactly(redis_url: str) -> None:
     asyncio.run(main())
 
 
-def test_quantisation_is_exact_for_small_values_and_within_six_percent_beyond() -> None:
-    import numpy as np
-
-    from features.schema import FEATURES
-    from online_models.snapshots import COLUMNS, decoded, quantise, stored_values
-
-    values = np.array([-250.0, -40.0, -16.0, -3.0, 0.0, 0.4, 7.0, 63.0, 64.0, 150.0, 1499.5,
-                       42_000.0, 90_000.0, np.nan])
-    matrix = np.zeros((len(values), len(FEATURES)))
-    matrix[:, COLUMNS[0]] = values
-    codes = stored_values(quantise(matrix)[:, 0].tolist())
-    assert all(c is None or -32 <= c <= 127 for c in codes)  # one msgpack byte each
-    assert codes[-1] is None
-    for value, code in zip(values[:-1].tolist(), codes[:-1]):
-        back = decoded(code)
-        if -16 <= value <= 63:
-            assert back == round(value)
-        else:
-            assert abs(back - value) <= 0.065 * abs(value), (value, back)
 
 
 def test_silence_sweep_resolves_survivors_and_snapshots_the_quiet(redis_url: str) -> None:

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from tests.support.worker import Worker
 from tests.support.stream_feed import Feed
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 

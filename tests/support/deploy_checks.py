@@ -292,3 +292,29 @@ def compose_secret_literals(raw_compose: dict[str, Any]) -> list[str]:
                     and "${" not in str(value) and not key.endswith("_FILE"):
                 problems.append(f"{name}: {key} is a literal; take it from deploy/.env")
     return problems
+
+
+# --- the shipped files, parsed -----------------------------------------------------------
+def compose_text() -> str:
+    return (DEPLOY / "docker-compose.yml").read_text()
+
+
+def env_example() -> dict[str, str]:
+    return read_env_file(DEPLOY / ".env.example")
+
+
+def compose() -> dict:
+    return yaml.safe_load(interpolate(compose_text(), env_example()))
+
+
+def manifests() -> dict[str, list[dict]]:
+    return {p.name: yaml_docs(p.read_text()) for p in sorted(K8S.glob("*.yaml"))
+            if p.name != "kustomization.yaml"}
+
+
+def k8s(kind: str) -> list[dict]:
+    return [d for docs in manifests().values() for d in docs if d["kind"] == kind]
+
+
+def deployment(name: str) -> dict:
+    return next(d for d in k8s("Deployment") if d["metadata"]["name"] == name)
