@@ -178,3 +178,16 @@ def by_action_segment(counts: Mapping[str, int],
             key = f"s|{arm}|{action}|{segment}|*|{stat}"
             summed[key] = summed.get(key, 0) + count
     return rows(summed, economics, ("s",))
+
+
+def report(counts: Mapping[str, int], economics: Economics = Economics(), by: str = "reason",
+           window_days: float = 30.0) -> dict[str, Any]:
+    """The ledger as JSON (``churnwatch effect --json``, the page's ``/api/effect``): rows by
+    ``reason``, ``rule`` or ``segment`` (action × segment), and the backfiring cells."""
+    if by not in ("reason", "rule", "segment"):
+        raise ValueError("by must be reason, rule or segment")
+    summed = by_action_segment(counts, economics)
+    cells = summed if by == "segment" else rows(counts, economics, ("s" if by == "reason" else "r",))
+    return {"window_days": window_days, "by": by, "rows": [r.as_dict() for r in cells],
+            "backfiring": [{"action": r.action, "segment": r.segment} for r in summed
+                           if r.high is not None and r.high < 0]}
