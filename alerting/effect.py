@@ -4,8 +4,10 @@ Every alert that acted on a subscriber (or would have, but for the random holdou
 ``alerting.holdout``) is an observation in the cells of its actions: *treated* (the action
 was sent) or *control* (the subscriber is held out, and the playbook chose the action for
 them). After the alert, the outcome is **retained** unless the subscriber churns within the
-effect window (``EffectConfig.window_days``); an ``active`` renewal in the window settles it
-as retained at once. Because the holdout is a hash of the subscriber id, independent of risk,
+effect window (``EffectConfig.window_days``); an ``active`` renewal in the window decides it
+as retained. An alert is counted once its window has closed (plus a grace for late events):
+counting churners as they leave would count a recent alert's churners before its stayers and
+bias every rate down. Because the holdout is a hash of the subscriber id, independent of risk,
 segment and reasons, the difference of the retained rates treated − control is the action's
 incremental effect in that cell (the cell's population: alerts for which the playbook chose
 the action).

@@ -1,12 +1,13 @@
 """The incrementality ledger in Redis (``alerting.effect`` says what it measures).
 
 A batch's decided alerts are registered (their cells, ``alerting.effect.alert_cells``) and
-its ``churn`` and ``active`` events settle the open alerts of their subscribers, by one
+its ``churn`` and ``active`` events decide the open alerts of their subscribers, by one
 script (``effect.lua``) whose keys share the ``{effect}`` slot. Both are described as writes
 for the batch commit (``streams.commit.BatchCommit``), so they land with the batch's states,
 once: a replayed batch is recognised as applied and writes nothing again. Alerts whose
-window closed without churn are settled as retained by the next batch's write (event time:
-the highest event time seen, less the window and a grace for late churn events).
+window closed are counted by the next batch's write (event time: the highest event time
+seen, less the window and a grace for late churn events), as retained unless a churn event
+in the window decided otherwise.
 
 :meth:`EffectLedger.refresh` reads the counts back (at most every ``every_s``) into the
 snapshot the allocator decides on, and the ``churnwatch_effect_*`` gauges.
@@ -93,8 +94,8 @@ class EffectLedger:
         return await self._calls(["register", _packer.encode(items)]) if items else []
 
     async def observe(self, events: Sequence[Event]) -> list[Write]:
-        """The settlement of open alerts by ``churn`` and ``active`` events, and of those
-        whose window the events' time closed."""
+        """The open alerts decided by ``churn`` and ``active`` events, and the counting of
+        those whose window the events' time closed."""
         if not events:
             return []
         found = [(ev.subscriber_id, ev.type, ev.ts) for ev in events
