@@ -183,7 +183,7 @@ def figures(runs: Sequence[dict[str, Any]], directory: Path) -> list[str]:
     ax.set_yticks(y, [f"{c['action']} · {c['segment']}" for c in cells])
     ax.set_xlabel("incremental retention (treated − holdout)")
     ax.set_title(f"Ledger at the end of a run (seed {run0['seed']}, thompson)")
-    ax.legend(loc="lower right")
+    fig.legend(loc="lower left", ncols=2, fontsize="small")
     fig.tight_layout()
     second = directory / "retention-ledger.png"
     fig.savefig(second, dpi=110)
