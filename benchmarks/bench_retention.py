@@ -38,7 +38,12 @@ from alerting.effect import alert_cells, by_action_segment, newcombe
 from alerting.effect_config import EffectConfig
 from alerting.holdout import Holdout
 from benchmarks.report import code_version, machine_info, utc_now, write_report
-from churnwatch.dev.treatment import ALTERNATIVES, TreatmentWorld, cell_effect, true_effect
+from churnwatch.dev.treatment import (
+    ALTERNATIVES,
+    TreatmentWorld,
+    cell_effect,
+    true_effect,
+)
 
 POLICIES = ("thompson", "fixed", "all")
 GROUPS = {a: "save" for alts in ALTERNATIVES.values() for a in alts}

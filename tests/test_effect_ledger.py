@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from scipy.stats import binomtest
 
+from alerting.alert import to_json
 from alerting.effect import Economics, newcombe, rows, wilson
 from alerting.effect_config import EffectConfig
 from alerting.effect_store import EffectLedger
@@ -104,14 +105,12 @@ def test_redis_ledger_matches_a_plain_recomputation(redis_url: str) -> None:
             chunk = timeline[start:start + 37]
             batch_alerts = [x for _, kind, x in chunk if kind == 0]
             batch_events = [x for _, kind, x in chunk if kind == 1]
-            for attempt in range(2):  # a re-sent commit (lost reply) changes nothing
 
-                async def describe():  # type: ignore[no-untyped-def]
-                    from alerting.alert import to_json
-                    return [*await ledger.register(batch_alerts,
-                                                   [to_json(a) for a in batch_alerts]),
-                            *await ledger.observe(batch_events)]
+            async def describe(alerts=batch_alerts, events=batch_events):  # type: ignore[no-untyped-def]
+                return [*await ledger.register(alerts, [to_json(a) for a in alerts]),
+                        *await ledger.observe(events)]
 
+            for _ in range(2):  # a re-sent commit (a lost reply) changes nothing
                 await BatchCommit(client, describe, cluster=False).send()
         counts = await ledger.counts()
         assert await client.zcard(Keys().effect("open")) == 0
