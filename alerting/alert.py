@@ -41,6 +41,8 @@ class Alert(msgspec.Struct, frozen=True):
     ingested_at: int | None = None
     suppressed: list[dict[str, str]] = []  # actions the contact policy withheld, with why
     holdout: bool = False  # in the random holdout: actions withheld to measure their effect
+    # per group of alternatives: the one chosen and why (alerting.allocate)
+    allocation: list[dict[str, str]] = []
 
 
 class ScoreRecord(msgspec.Struct, frozen=True, array_like=False):

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from alerting.alert import Alert, ScoreRecord, alert_id, to_json
+from alerting.allocate import Allocator
 from alerting.cooldown import decide
 from alerting.holdout import Holdout
 from alerting.playbook import Playbook
@@ -55,6 +56,7 @@ class Deciders:
     do_not_contact: frozenset[str] = frozenset()
     storm: StormGuard = field(default_factory=StormGuard)
     holdout: Holdout = Holdout()
+    allocator: Allocator = field(default_factory=Allocator)  # alternatives, sleeping dogs
 
 
 def decide_alerts(
@@ -129,6 +131,9 @@ def decide_alerts(
             out.payloads.append(payload)
             out.pending.setdefault(ev.subscriber_id, []).append((ev.event_id, payload))
             continue
+        allocated = deciders.allocator.allocate(alert.alert_id, segment, chosen)
+        chosen = allocated.actions
+        alert = msgspec.structs.replace(alert, actions=chosen, allocation=allocated.choices)
         storming = deciders.storm.over(alert.rules, ev.ts, out.storm_counts)
         for rule in storming:
             if deciders.storm.counts[(rule, ev.ts // HOUR_MS)] + out.storm_counts[
@@ -141,14 +146,15 @@ def decide_alerts(
         if storming:
             out.held.append((storming[0], to_json(alert)))
             alert = msgspec.structs.replace(
-                alert, actions=[], suppressed=[{"id": a.id, "reason": "storm hold"}
-                                               for a in chosen])
+                alert, actions=[], suppressed=allocated.suppressed + [
+                    {"id": a.id, "reason": "storm hold"} for a in chosen])
         else:
             actions, withheld, counters = apply_policy(
                 deciders.policy, chosen, sub_entries, ev.subscriber_id, _month(ev.ts), now_ms,
                 deciders.do_not_contact)
             out.entries.setdefault(ev.subscriber_id, {}).update(counters)
-            alert = msgspec.structs.replace(alert, actions=actions, suppressed=withheld)
+            alert = msgspec.structs.replace(alert, actions=actions,
+                                            suppressed=allocated.suppressed + withheld)
         payload = to_json(alert)
         out.alerts.append(alert)
         out.payloads.append(payload)

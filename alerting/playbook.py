@@ -12,13 +12,19 @@ from typing import Any
 import numpy as np
 
 from alerting.alert import Action
+from alerting.effect_config import (
+    EffectConfig,
+    check_effect_segments,
+    parse_action_economics,
+    parse_effect_config,
+)
 from churnwatch.core.errors import RulesError
 from churnwatch.core.severity import SEVERITIES
 from features.schema import FEATURES
 from rules import expr
 
 _FIELDS = {"id", "description", "team", "severities", "segments", "exclude_segments", "when",
-           "deadline_hours", "params", "channel", "offer"}
+           "deadline_hours", "params", "channel", "offer", "group", "cost", "cost_by_segment"}
 CHANNELS = ("call", "message", "visit", "internal")
 
 
@@ -29,6 +35,7 @@ class PlaybookEntry:
     segments: frozenset[str]
     exclude_segments: frozenset[str]
     when: ast.Expression | None
+    group: str | None = None  # the actions of a group are alternatives (alerting.allocate)
 
     def matches(self, severity: str, segment: str, env: dict[str, float]) -> bool:
         return ((not self.severities or severity in self.severities)
@@ -42,9 +49,16 @@ class Playbook:
     version: str
     entries: tuple[PlaybookEntry, ...]
     source: str = "<string>"
+    effect: EffectConfig = EffectConfig()
+
+    @property
+    def groups(self) -> dict[str, str]:
+        """Action id → its group of alternatives (actions in no group are left out)."""
+        return {e.action.id: e.group for e in self.entries if e.group is not None}
 
     def check_segments(self, known: tuple[str, ...]) -> None:
         """Fail if an action names a segment the ruleset does not define (a typo never matches)."""
+        check_effect_segments(self.source, self.effect, known)
         for n, entry in enumerate(self.entries):
             for field in ("segments", "exclude_segments"):
                 bad = sorted(getattr(entry, field) - set(known))
@@ -68,12 +82,13 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: not valid TOML: {exc}. Fix the syntax at that line.") from None
-    unknown = sorted(set(doc) - {"version", "actions"})
+    unknown = sorted(set(doc) - {"version", "actions", "effect", "allocation", "value"})
     if unknown:
         raise _fail(source, unknown[0], "unknown top-level key",
-                    "use only version and [[actions]] blocks")
+                    "use only version, [effect], [allocation], [value] and [[actions]] blocks")
     entries = []
     seen: set[str] = set()
+    costs: dict[str, tuple[float | None, dict[str, float]]] = {}
     actions = doc.get("actions", [])
     if not isinstance(actions, list):
         raise _fail(source, "actions", "must be an array of tables", "write [[actions]] blocks")
@@ -128,15 +143,18 @@ def parse_playbook(text: str, source: str = "<string>") -> Playbook:
         offer = spec.get("offer", False)
         if not isinstance(offer, bool):
             raise _fail(source, f"{key}.offer", "must be true or false", "offer = true")
+        group, cost, cost_by_segment = parse_action_economics(source, key, spec)
+        costs[action_id] = (cost, cost_by_segment)
         seen.add(action_id)
         entries.append(PlaybookEntry(
             Action(action_id, team, float(deadline), params, str(spec.get("description", "")),
                    channel, offer),
             frozenset(spec.get("severities", [])), frozenset(spec.get("segments", [])),
-            frozenset(spec.get("exclude_segments", [])), when))
+            frozenset(spec.get("exclude_segments", [])), when, group))
     if not entries:
         raise _fail(source, "actions", "no actions defined", "add [[actions]] blocks")
-    return Playbook(str(doc.get("version", "unversioned")), tuple(entries), source)
+    return Playbook(str(doc.get("version", "unversioned")), tuple(entries), source,
+                    parse_effect_config(source, doc, costs))
 
 
 def load_playbook(path: str | Path | None = None) -> Playbook:

@@ -34,7 +34,9 @@ import msgspec
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from alerting.alert import Alert, alert_marks
+from alerting.allocate import Allocator
 from alerting.decide import Deciders, Decision, decide_alerts
+from alerting.effect_store import EffectLedger
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
@@ -110,6 +112,8 @@ class Pipeline:
         self.holdout = holdout
         self.writes = SideWrites(store, self.silence)
         self.outcomes = OutcomeTracker(store.redis, store.config.keys, metrics.registry)
+        self.effects = EffectLedger(store.redis, store.config.keys, playbook.effect,
+                                    metrics.registry)
         self.clock = clock
         self.partitions = partitions or Assignment(store.redis, store.config.keys)
         self.homes = self.partitions.homes
@@ -123,7 +127,9 @@ class Pipeline:
 
     def _deciders(self, rules: CompiledRuleset) -> Deciders:
         return Deciders(rules, self.model, self.playbook, self.policy, self.do_not_contact,
-                        self.storm, self.holdout)
+                        self.storm, self.holdout,
+                        Allocator(self.playbook.effect, self.playbook.groups,
+                                  self.effects.snapshot))
 
     def switch_rules(self, rules: CompiledRuleset) -> None:
         """Use another compiled ruleset from the next batch on."""
@@ -210,6 +216,7 @@ class Pipeline:
         async for attempt in self._retrying("batch"):
             with attempt:
                 await self.commits.ready()
+                await self.effects.refresh()  # the ledger the allocator decides on
                 t0 = time.perf_counter()
                 staged = await self.store.stage(events)
                 t1 = time.perf_counter()
@@ -232,10 +239,11 @@ class Pipeline:
         applied = next_offsets(fresh)
         self.partitions.applied.update(applied)
         self.partitions.seen.update(seen)
+        effects = self._effect_writes(decision, [events[i] for i in staged.rows.tolist()])
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
-                                 forwards, applied, seen, publisher))
+                                 forwards, applied, seen, publisher, effects))
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
         replays = (decode_records(replayed)[0] if replayed else []) + forwarded_again
@@ -261,7 +269,8 @@ class Pipeline:
                       active: dict[int, dict[str, int]], gone: dict[int, list[str]],
                       letters: list[bytes], forwards: list[Forward],
                       applied: dict[tuple[str, int], int], seen: Seen,
-                      publisher: Publisher) -> None:
+                      publisher: Publisher,
+                      effects: Callable[[], Awaitable[list[Write]]] | None = None) -> None:
         """Store a batch's effects: its dead letters and the events it forwards to their home
         partitions are published first (a crash before the rest publishes them again: at
         least once; dead letters by their coordinates, events by their ids), then one Redis round
@@ -290,7 +299,8 @@ class Pipeline:
                       for w in self.silence.forget(partition, left)),
                     *self.writes.hold(decision),
                     *await self.risk.writes(decision.risk),
-                    *self.writes.expire_churned(churned)]
+                    *self.writes.expire_churned(churned),
+                    *(await effects() if effects is not None else [])]
 
         commit = self._batch_commit(describe, list(applied),
                                     self.partitions.offsets(applied, seen),
@@ -299,6 +309,18 @@ class Pipeline:
             with attempt:
                 await commit.send()
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
+
+    def _effect_writes(self, decision: Decision,
+                       applied: list[Event]) -> Callable[[], Awaitable[list[Write]]]:
+        """The incrementality ledger's writes of a batch: its alerts (as decided, before
+        replayed ones join them) registered, its churn and renewal events observed."""
+        alerts, payloads = list(decision.alerts), list(decision.payloads)
+
+        async def describe() -> list[Write]:
+            return [*await self.effects.register(alerts, payloads),
+                    *await self.effects.observe(applied)]
+
+        return describe
 
     def _batch_commit(self, describe: Callable[[], Awaitable[list[Write]]],
                       partitions: Sequence[tuple[str, int]], offsets: AppliedOffsets | None,
@@ -364,7 +386,9 @@ class Pipeline:
                                 *self.silence.reschedule(partition, known, watermark),
                                 *self.silence.forget(partition, sorted(set(due) - set(known))),
                                 *self.writes.hold(decision),
-                                *await self.risk.writes(decision.risk)]
+                                *await self.risk.writes(decision.risk),
+                                *await self.effects.register(decision.alerts,
+                                                             decision.payloads)]
 
                     await self._sweep_commit(
                         partition, known + [w.subscriber_id for w in writes], describe)

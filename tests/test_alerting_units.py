@@ -142,7 +142,9 @@ def chosen(severity: str, segment: str, **values: float) -> list[str]:
 
 
 def test_default_playbook_loads() -> None:
-    assert PLAYBOOK.version == "playbook-1"
+    assert PLAYBOOK.version == "playbook-2"
+    assert PLAYBOOK.groups == {"personal_offer": "save", "sales_follow_up": "save",
+                               "data_video_bundle": "save"}  # alternatives (alerting/allocate.py)
     ids = [e.action.id for e in PLAYBOOK.entries]
     assert ids == ["personal_offer", "sales_follow_up", "account_manager_visit", "care_callback",
                    "network_fix", "billing_review", "data_video_bundle", "win_back",

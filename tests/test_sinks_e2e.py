@@ -71,7 +71,8 @@ def test_alert_reaches_webhook_and_team_queues(broker, redis_url, tmp_path: Path
     assert not verify_signature(SECRET, headers, body.replace(b"high", b"low"))
     client = redis.Redis.from_url(redis_url)
     teams = {a["team"] for a in alert["actions"]}
-    assert teams >= {"retention-offers", "sales", "customer-care"}
+    # personal_offer (retention-offers) and sales_follow_up (sales) are alternatives: one of them
+    assert teams >= {"retention-offers", "customer-care"} and "sales" not in teams
     for team in teams:
         entries = client.xrange(f"cw:queue:{team}")
         assert [e[1][b"alert_id"].decode() for e in entries].count(alert["alert_id"]) == sum(

@@ -25,6 +25,7 @@ from churnwatch.cli.common import (
     require_redis,
     with_redis,
 )
+from churnwatch.cli.effect import effect_command
 from churnwatch.cli.model import model_app
 from churnwatch.cli.ops import broker_app, dnc_app, rules_app, storm_app
 from churnwatch.core.errors import ChurnwatchError, ConfigError
@@ -36,6 +37,7 @@ app.add_typer(dnc_app, name="dnc")
 app.add_typer(storm_app, name="storm")
 app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
+app.command("effect")(effect_command)
 
 
 @app.callback()

@@ -51,6 +51,11 @@ class Keys:
         """Set of subscriber ids that no retention action may contact."""
         return f"{self.prefix}:dnc"
 
+    def effect(self, name: str) -> str:
+        """The incrementality ledger's key ``name`` (``open``, ``alerts``, ``bysub``,
+        ``counts``, ``done``, ``clock``; alerting/effect.lua), all in the ``{effect}`` slot."""
+        return f"{self.prefix}:{{effect}}:{name}"
+
     def held(self, rule: str) -> str:
         """Alerts whose actions a storm on ``rule`` holds for release or discard (JSON list)."""
         return f"{self.prefix}:{{storm}}:held:{rule}"

@@ -38,6 +38,8 @@ class ApiDeps:
     event_time: Callable[[str], Awaitable[int | None]]
     teams: tuple[str, ...] = ()
     keys: Keys = Keys()
+    # the incrementality ledger's report (alerting.effect.report) by "reason" or "segment"
+    effect: Callable[[str], Awaitable[dict[str, Any]]] | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -70,6 +72,7 @@ class Api:
         return [web.get("/api/alerts", self.alerts),
                 web.get("/api/meta", self.meta),
                 web.get("/api/subscribers/{subscriber}", self.subscriber),
+                web.get("/api/effect", self.effect),
                 web.post("/api/outcomes", self.outcome)]
 
     async def meta(self, request: web.Request) -> web.Response:
@@ -91,6 +94,15 @@ class Api:
         alerts = await self.deps.feed.latest(limit, team=q.get("team") or None,
                                              severity=severity)
         return web.json_response({"alerts": alerts}, dumps=_dumps)
+
+    async def effect(self, request: web.Request) -> web.Response:
+        """GET /api/effect?by=reason|rule|segment: the incrementality ledger."""
+        by = request.query.get("by", "segment")
+        if by not in ("reason", "rule", "segment"):
+            raise _json_error(400, "by must be reason, rule or segment")
+        if self.deps.effect is None:
+            raise _json_error(404, "this server keeps no incrementality ledger")
+        return web.json_response(await self.deps.effect(by), dumps=_dumps)
 
     async def subscriber(self, request: web.Request) -> web.Response:
         """GET /api/subscribers/{id}: report (features, indicators, score, alerts) and the

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from alerting.effect import report as effect_report
 from alerting.feed import AlertFeed
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.produce import partition_for
@@ -30,7 +31,12 @@ def worker_deps(settings: Settings, redis: Any, pipeline: Any,
         watermark = await redis.zscore(keys.watermarks(), str(partition))
         return None if watermark is None else int(watermark)
 
+    async def effect(by: str) -> dict[str, Any]:
+        config = pipeline.playbook.effect
+        return effect_report(await pipeline.effects.counts(), config.economics, by,
+                             config.window_days)
+
     teams = tuple(sorted({entry.action.team for entry in pipeline.playbook.entries}))
     return ApiDeps(redis=redis, feed=AlertFeed(redis, keys, settings.web_feed_maxlen),
                    risk=pipeline.risk, describe=report, send_event=send_event,
-                   event_time=event_time, teams=teams, keys=keys)
+                   event_time=event_time, teams=teams, keys=keys, effect=effect)

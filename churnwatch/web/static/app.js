@@ -133,6 +133,25 @@ async function showSubscriber(id) {
     el("tr", {}, el("td", {}, k), el("td", {}, missing.has(k) ? "–" : String(Math.round(v * 1000) / 1000)))));
 }
 
+// ---- incrementality ledger ----
+function pts(x) { return x == null ? "–" : (x >= 0 ? "+" : "") + (x * 100).toFixed(1); }
+function share(k, n) { return n ? Math.round(100 * k / n) + " % of " + n : "–"; }
+function money(x) { return x == null ? "–" : Math.round(x).toLocaleString("en"); }
+
+async function refreshEffect() {
+  let body;
+  try { body = await api("/api/effect?by=segment"); } catch (err) { return; }
+  $("effect-window").textContent = String(body.window_days);
+  $("effect").replaceChildren(...body.rows.map((r) => el("tr", {
+    class: r.high != null && r.high < 0 ? "backfires" : (r.low != null && r.low > 0 ? "works" : ""),
+    "data-action": r.action, "data-segment": r.segment},
+    el("td", {}, r.action), el("td", {}, r.segment), el("td", {}, String(r.contacts)),
+    el("td", {}, share(r.treated_retained, r.treated)),
+    el("td", {}, share(r.control_retained, r.control)), el("td", {}, pts(r.difference)),
+    el("td", {}, r.low == null ? "–" : "[" + pts(r.low) + ", " + pts(r.high) + "]"),
+    el("td", {}, money(r.offer_cost)), el("td", {}, money(r.retained_value)))));
+}
+
 // ---- routing ----
 function route() {
   clearInterval(pollTimer);
@@ -141,7 +160,8 @@ function route() {
   $("subscriber-view").hidden = true;
   $("feed-view").hidden = false;
   refreshFeed();
-  pollTimer = setInterval(refreshFeed, POLL_MS);
+  refreshEffect();
+  pollTimer = setInterval(() => { refreshFeed(); refreshEffect(); }, POLL_MS);
 }
 
 $("filter-team").addEventListener("change", refreshFeed);
