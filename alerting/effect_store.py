@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -81,6 +81,17 @@ class EffectLedger:
     async def _calls(self, args: list[Any]) -> list[Write]:
         node = (await self.router.split(self._keys[:1]))[0][0]
         return [ScriptCalls(self.router, self._script, ((node, self._keys, args),))]
+
+    def batch_writes(self, alerts: Sequence[Alert], payloads: Sequence[bytes],
+                     applied: Sequence[Event]) -> Callable[[], Awaitable[list[Write]]]:
+        """A batch's writes, described for each commit attempt: its alerts (as decided,
+        before replayed ones join them) registered, its churn and renewal events observed."""
+        alerts, payloads, applied = list(alerts), list(payloads), list(applied)
+
+        async def describe() -> list[Write]:
+            return [*await self.register(alerts, payloads), *await self.observe(applied)]
+
+        return describe
 
     async def register(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> list[Write]:
         """The registration of the alerts that acted (or would have, but for the holdout)."""

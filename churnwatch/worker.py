@@ -26,7 +26,7 @@ from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
-from churnwatch.core.errors import ConfigError, FencedError
+from churnwatch.core.errors import ConfigError, FencedError, RetryableError
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
@@ -226,7 +226,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             await guard.check()
         except BrokerResetError as exc:
             _stop_for_broker_reset(app, metrics, exc)
-        except (syncredis.RedisError, KafkaError, OSError) as exc:  # checked again next time
+        except (syncredis.RedisError, RetryableError, KafkaError, OSError) as exc:  # checked again next time
             log.warning("broker check skipped: %s", type(exc).__name__)
 
     watcher = registry.RulesWatcher(redis, pipeline)
@@ -249,7 +249,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         except FencedError:  # the partition moved to another worker: it sweeps it now
             log.info("%s: the partition was claimed by another worker", what)
             return False
-        except syncredis.RedisError as exc:
+        except (syncredis.RedisError, RetryableError) as exc:
             if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
                 raise
             metrics.redis_errors.labels(operation).inc()

@@ -71,18 +71,18 @@ class BatchLoop:
         acks = InOrderAcks(self._committed)
         try:
             while True:
-                if self._fenced_in == self.pipeline.assignment:
-                    await self.pipeline.reassigned.wait()
+                if self._fenced_in == self.pipeline.partitions.count:
+                    await self.pipeline.partitions.reassigned.wait()
                     continue
                 records = await self.records.take()
                 if not records:
                     continue
                 # after a rebalance, the partitions' claims and applied offsets first (the
                 # records may be fetched before they are loaded): what was applied is skipped
-                await self.pipeline.ready.wait()
+                await self.pipeline.partitions.ready.wait()
                 self._unsettled += 1
                 self._settled.clear()
-                await _to_the_end(self._start(_Batch(records, self.pipeline.assignment), acks))
+                await _to_the_end(self._start(_Batch(records, self.pipeline.partitions.count), acks))
         finally:
             await acks.close()
 
@@ -133,10 +133,10 @@ class BatchLoop:
             if is_fenced(exc):  # nothing of it was written: its records are read again
                 batch.landed = False
                 pipeline.metrics.fenced_batches.inc()
-                if batch.assignment == pipeline.assignment and self._fenced_in is None:
+                if batch.assignment == pipeline.partitions.count and self._fenced_in is None:
                     log.warning("a batch was fenced: another worker claimed a partition of "
                                 "it; waiting for the rebalance")
-                if batch.assignment == pipeline.assignment:
+                if batch.assignment == pipeline.partitions.count:
                     self._fenced_in = batch.assignment
                 return
             records = batch.records

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying
 
 from alerting.alert import Alert, alert_marks
 from alerting.allocate import Allocator
@@ -47,7 +47,6 @@ from alerting.storm import StormGuard, released_copy
 from churnwatch.core.errors import FencedError
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
-from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.redis.writes import Write
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
@@ -77,6 +76,7 @@ from streams.intake import (
 )
 from streams.records import Record, next_offsets
 from streams.repartition import Forward, Seen
+from streams.retrying import redis_retries
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
@@ -142,20 +142,6 @@ class Pipeline:
         old = self.model.version
         self.model = model
         self.metrics.set_version(self.metrics.model, model.version, old)
-
-    @property
-    def ready(self) -> asyncio.Event:
-        """Set while the partitions' claims and applied offsets are loaded."""
-        return self.partitions.ready
-
-    @property
-    def assignment(self) -> int:
-        """Assignments so far; a fenced batch waits for the next one (``reassigned``)."""
-        return self.partitions.count
-
-    @property
-    def reassigned(self) -> asyncio.Event:
-        return self.partitions.reassigned
 
     def revoking(self) -> None:
         """A rebalance began: no batch is started until :meth:`assigned` is done."""
@@ -239,7 +225,8 @@ class Pipeline:
         applied = next_offsets(fresh)
         self.partitions.applied.update(applied)
         self.partitions.seen.update(seen)
-        effects = self._effect_writes(decision, [events[i] for i in staged.rows.tolist()])
+        effects = self.effects.batch_writes(decision.alerts, decision.payloads,
+                                            [events[i] for i in staged.rows.tolist()])
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
@@ -309,18 +296,6 @@ class Pipeline:
             with attempt:
                 await commit.send()
         self.metrics.stage_seconds.labels("commit").observe(time.perf_counter() - t0)
-
-    def _effect_writes(self, decision: Decision,
-                       applied: list[Event]) -> Callable[[], Awaitable[list[Write]]]:
-        """The incrementality ledger's writes of a batch: its alerts (as decided, before
-        replayed ones join them) registered, its churn and renewal events observed."""
-        alerts, payloads = list(decision.alerts), list(decision.payloads)
-
-        async def describe() -> list[Write]:
-            return [*await self.effects.register(alerts, payloads),
-                    *await self.effects.observe(applied)]
-
-        return describe
 
     def _batch_commit(self, describe: Callable[[], Awaitable[list[Write]]],
                       partitions: Sequence[tuple[str, int]], offsets: AppliedOffsets | None,
@@ -413,13 +388,8 @@ class Pipeline:
             return len(alerts)
 
     def _retrying(self, operation: str) -> AsyncRetrying:
-        def before_sleep(state) -> None:  # type: ignore[no-untyped-def]
-            self.metrics.redis_errors.labels(operation).inc()
-            self.store.router.invalidate()  # a cluster's slots may have moved
-            self.ledger.router.invalidate()
-            log.warning("redis unavailable (%s); retrying in %.1fs",
-                        type(state.outcome.exception()).__name__, state.next_action.sleep)
+        return redis_retries(self.metrics, operation, self._reload_slots)
 
-        return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
-                             wait=wait_exponential_jitter(initial=0.1, max=5),
-                             before_sleep=before_sleep)
+    def _reload_slots(self) -> None:
+        self.store.router.invalidate()  # a cluster's slots may have moved
+        self.ledger.router.invalidate()

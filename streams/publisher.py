@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 import msgspec
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying
 
 from alerting.alert import Alert, to_json
 from alerting.feed import AlertFeed
@@ -22,10 +22,10 @@ from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.topics import TopicNames
-from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime.metrics import Metrics
 from streams.records import DeadLetter
 from streams.repartition import Forward
+from streams.retrying import redis_retries
 
 
 class KafkaPublisher:
@@ -94,11 +94,7 @@ class KafkaPublisher:
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         """Retry a sink's Redis writes until Redis is back (the batch waits), counting errors."""
-        def count(state: object) -> None:
-            self.metrics.redis_errors.labels(operation).inc()
-
-        return AsyncRetrying(retry=retry_if_exception(is_retryable), reraise=True,
-                             before_sleep=count, wait=wait_exponential_jitter(initial=0.1, max=5))
+        return redis_retries(self.metrics, operation)
 
     async def _webhook_dead_letter(self, alert: Alert, reason: str) -> None:
         letter = DeadLetter(f"webhook: {reason}", "webhook", self.topics.alerts, -1, -1, -1,
