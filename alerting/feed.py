@@ -13,16 +13,26 @@ from typing import Any
 
 import orjson
 
+from alerting.alert import Alert
+from alerting.sinks.base import SinkReport
 from churnwatch.core.keys import Keys
 
 
 class AlertFeed:
-    """Appends delivered alerts to ``Keys.feed()`` and reads them back filtered."""
+    """Appends delivered alerts to ``Keys.feed()`` and reads them back filtered (an
+    :class:`~alerting.sinks.AlertSink` that shows alerts and delivers no action)."""
+
+    name = "feed"
+    waits_out_redis = True
 
     def __init__(self, redis: Any, keys: Keys = Keys(), maxlen: int = 10_000) -> None:
         self.redis = redis
         self.key = keys.feed()
         self.maxlen = maxlen
+
+    async def write(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> SinkReport:
+        await self.add(payloads)
+        return SinkReport()
 
     async def add(self, payloads: Sequence[bytes]) -> None:
         """Append alert JSON payloads, in one round trip."""

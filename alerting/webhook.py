@@ -27,14 +27,16 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import httpx
 
 from alerting.alert import Alert
+from alerting.sinks.base import SinkReport, actions_of
+from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.infra.webhook_keys import secret_key
 
 log = logging.getLogger("churnwatch.webhook")
@@ -88,10 +90,12 @@ class WebhookReport:
     delivered: int = 0
     dead_lettered: int = 0
     retries: int = 0  # attempts beyond the first, over all alerts
+    lost_actions: int = field(default=0, compare=False)  # actions of those dead-lettered
 
 
 class WebhookSink:
-    """POSTs signed alerts to one URL, with bounded concurrency, retries and dead letters.
+    """POSTs signed alerts to one URL, with bounded concurrency, retries and dead letters
+    (an :class:`~alerting.sinks.AlertSink`: :meth:`write`).
 
     ``client`` (an ``httpx.AsyncClient``) is created, and closed by :meth:`aclose`, when not
     given. ``sleep``, ``clock`` and ``rng`` are injectable for tests.
@@ -103,7 +107,7 @@ class WebhookSink:
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  clock: Callable[[], float] = time.time,
                  on_dead_letter: DeadLetterHandler | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
         if httpx.URL(url).scheme not in ("http", "https"):
             raise ValueError(f"webhook url must be http(s)://…, got {url!r}")
         if max_attempts < 1 or concurrency < 1:
@@ -121,11 +125,25 @@ class WebhookSink:
         self._clock = clock
         self._on_dead_letter = on_dead_letter
         self._rng = rng or random.Random()
+        self._metrics = metrics
 
     async def aclose(self) -> None:
         """Close the HTTP client if this sink created it."""
         if self._owns_client:
             await self._client.aclose()
+
+    name = "webhook"
+    waits_out_redis = False
+
+    async def write(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> SinkReport:
+        """:meth:`send`, counted: every alert delivered or dead-lettered when it returns."""
+        report = await self.send(list(alerts), list(payloads))
+        if self._metrics is not None:
+            self._metrics.webhook_deliveries.labels("delivered").inc(report.delivered)
+            self._metrics.webhook_deliveries.labels("dead_letter").inc(report.dead_lettered)
+            self._metrics.webhook_retries.inc(report.retries)
+        return SinkReport(sent=actions_of(alerts) - report.lost_actions,
+                          dead_letter=report.lost_actions)
 
     async def send(self, alerts: list[Alert], payloads: list[bytes]) -> WebhookReport:
         """Deliver or dead-letter every alert (``payloads[i]`` is ``alerts[i]`` as JSON).
@@ -208,3 +226,4 @@ class WebhookSink:
         if self._on_dead_letter is not None:
             await self._on_dead_letter(alert, reason)
         report.dead_lettered += 1
+        report.lost_actions += len(alert.actions)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerting.alert import Alert
+from alerting.sinks.base import SinkReport, actions_of
 from churnwatch.core.errors import RedisCommandError
 from churnwatch.core.units import HOUR_MS
 from churnwatch.infra.redis.errors import map_redis_errors
@@ -71,7 +72,11 @@ def _item(entry_id: str | bytes, fields: dict[Any, Any]) -> WorkItem:
 
 class TeamQueues:
     """Producer and consumer sides of the team streams, over a ``redis.asyncio`` client
-    (default RESP2 response parsing)."""
+    (default RESP2 response parsing); the producer side is an
+    :class:`~alerting.sinks.AlertSink` (:meth:`write`)."""
+
+    name = "work_queue"
+    waits_out_redis = True
 
     def __init__(self, redis: Any, prefix: str = "cw", maxlen: int = 100_000,
                  guard_ttl_s: int = 30 * 86_400) -> None:
@@ -89,6 +94,11 @@ class TeamQueues:
     def guard(self, team: str, alert_id: str, action_id: str) -> str:
         """The key recording that (alert_id, action_id) is queued."""
         return f"{self.prefix}:{{{self.stream(team)}}}:action:{alert_id}:{action_id}"
+
+    async def write(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> SinkReport:
+        """Queue every action once; actions already queued count as duplicates."""
+        added = await self.send(alerts, payloads)
+        return SinkReport(sent=added, duplicate=actions_of(alerts) - added)
 
     async def send(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> int:
         """Queue every action of every alert (``payloads[i]`` is ``alerts[i]`` as JSON) not

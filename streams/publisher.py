@@ -17,7 +17,8 @@ from tenacity import AsyncRetrying
 
 from alerting.alert import Alert, to_json
 from alerting.feed import AlertFeed
-from alerting.sinks import JsonlSink
+from alerting.sinks import AlertSink, SinkReport, actions_of
+from alerting.sinks.jsonl import JsonlSink
 from alerting.webhook import WebhookSink
 from alerting.workqueue import TeamQueues
 from churnwatch.infra.config import Settings
@@ -27,6 +28,25 @@ from streams.records import DeadLetter
 from streams.repartition import Forward
 from streams.retrying import redis_retries
 
+# the Redis error counter's label of the sinks that wait out an outage
+_OPERATION = {"feed": "alerts_feed", "work_queue": "work_queue"}
+
+
+class TopicSink:
+    """The ``churn.alerts`` topic, through the Faust app's producer (acks=all), keyed by
+    subscriber (an :class:`~alerting.sinks.AlertSink`)."""
+
+    name = "kafka"
+    waits_out_redis = False
+
+    def __init__(self, publisher: KafkaPublisher) -> None:
+        self.publisher = publisher
+
+    async def write(self, alerts: Sequence[Alert], payloads: Sequence[bytes]) -> SinkReport:
+        await self.publisher.send(self.publisher.topics.alerts,
+                                  [(a.subscriber_id.encode(), p) for a, p in zip(alerts, payloads)])
+        return SinkReport(sent=actions_of(alerts))
+
 
 class KafkaPublisher:
     """Publishes to Kafka through the Faust app's producer, waiting for acknowledgements."""
@@ -35,28 +55,31 @@ class KafkaPublisher:
         self.app = app
         self.metrics = metrics
         self.topics = TopicNames.of(settings)
-        self.alerts_jsonl = JsonlSink(settings.alerts_jsonl) if settings.alerts_jsonl else None
         self.scores_jsonl = JsonlSink(settings.scores_jsonl) if settings.scores_jsonl else None
         self.publish_scores = settings.publish_scores
         self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
         self.feed = AlertFeed(redis, maxlen=settings.web_feed_maxlen)
-        self.queues = (TeamQueues(redis, maxlen=settings.work_queue_maxlen)
-                       if settings.work_queues else None)
-        self.webhook = (WebhookSink(settings.webhook_url, settings.webhook_secret.get_secret_value(),
-                                    timeout_s=settings.webhook_timeout_s,
-                                    max_attempts=settings.webhook_max_attempts,
-                                    on_dead_letter=self._webhook_dead_letter)
-                        if settings.webhook_url else None)
-        self._webhook_lost_actions = 0  # actions of alerts the current webhook send gave up on
+        # every alert goes to each of these, in order (alerting/sinks/base.py: the contract)
+        self.sinks: list[AlertSink] = [TopicSink(self)]
+        if settings.alerts_jsonl:
+            self.sinks.append(JsonlSink(settings.alerts_jsonl))
+        self.sinks.append(self.feed)
+        if settings.work_queues:
+            self.sinks.append(TeamQueues(redis, maxlen=settings.work_queue_maxlen))
+        if settings.webhook_url:
+            self.sinks.append(WebhookSink(
+                settings.webhook_url, settings.webhook_secret.get_secret_value(),
+                timeout_s=settings.webhook_timeout_s, max_attempts=settings.webhook_max_attempts,
+                on_dead_letter=self._webhook_dead_letter, metrics=metrics))
 
-    async def _send(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+    async def send(self, topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
         producer = self.app.producer
         futures = [await producer.send(topic, key, value, None, None, None)
                    for key, value in messages]
         await asyncio.gather(*futures)
 
     async def dead_letters(self, payloads: list[bytes]) -> None:
-        await self._send(self.topics.dlq, [(None, p) for p in payloads])
+        await self.send(self.topics.dlq, [(None, p) for p in payloads])
 
     async def forward(self, topic: str, messages: list[Forward]) -> None:
         producer = self.app.producer
@@ -65,32 +88,17 @@ class KafkaPublisher:
         await asyncio.gather(*futures)
 
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
+        """Hand the alerts to every sink; returns once each holds them durably."""
         actions = self.metrics.actions
-        n_actions = sum(len(a.actions) for a in alerts)
-        await self._send(self.topics.alerts, [(a.subscriber_id.encode(), p)
-                                        for a, p in zip(alerts, payloads)])
-        actions.labels("kafka", "sent").inc(n_actions)
-        if self.alerts_jsonl:
-            self.alerts_jsonl.write(payloads)
-            actions.labels("jsonl", "sent").inc(n_actions)
-        async for attempt in self._retrying("alerts_feed"):
-            with attempt:
-                await self.feed.add(payloads)
-        if self.queues:
-            async for attempt in self._retrying("work_queue"):
-                with attempt:
-                    added = await self.queues.send(alerts, payloads)
-            actions.labels("work_queue", "sent").inc(added)
-            actions.labels("work_queue", "duplicate").inc(n_actions - added)
-        if self.webhook:
-            self._webhook_lost_actions = 0
-            report = await self.webhook.send(alerts, payloads)
-            lost = self._webhook_lost_actions
-            self.metrics.webhook_deliveries.labels("delivered").inc(report.delivered)
-            self.metrics.webhook_deliveries.labels("dead_letter").inc(report.dead_lettered)
-            self.metrics.webhook_retries.inc(report.retries)
-            actions.labels("webhook", "sent").inc(n_actions - lost)
-            actions.labels("webhook", "dead_letter").inc(lost)
+        for sink in self.sinks:
+            if sink.waits_out_redis:
+                async for attempt in self._retrying(_OPERATION.get(sink.name, sink.name)):
+                    with attempt:
+                        report = await sink.write(alerts, payloads)
+            else:
+                report = await sink.write(alerts, payloads)
+            for outcome, n in report.counts().items():
+                actions.labels(sink.name, outcome).inc(n)
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         """Retry a sink's Redis writes until Redis is back (the batch waits), counting errors."""
@@ -101,11 +109,10 @@ class KafkaPublisher:
                             to_json(alert).decode())
         await self.dead_letters([msgspec.json.encode(letter)])
         self.metrics.dead_letters.labels("webhook").inc()
-        self._webhook_lost_actions += len(alert.actions)
 
     async def scores(self, payloads: list[bytes]) -> None:
         if self.publish_scores:
-            await self._send(self.topics.scores, [(None, p) for p in payloads])
+            await self.send(self.topics.scores, [(None, p) for p in payloads])
         if self.scores_jsonl:
-            self.scores_jsonl.write(payloads)
+            self.scores_jsonl.append(payloads)
 
