@@ -109,16 +109,212 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     """A Faust app consuming churn.events in micro-batches through the pipeline."""
-    if not settings.broker or not settings.redis_url:
-        raise ConfigError("the worker needs CHURNWATCH_BROKER and CHURNWATCH_REDIS_URL "
-                          "(or run `churnwatch demo`, which starts local ones)")
-    if settings.webhook_url and not settings.webhook_secret.get_secret_value():
-        raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is empty. "
-                          "Fix: set the receiver's signing secret, whsec_<base64>")
-    metrics = metrics or Metrics()
-    topics = TopicNames.of(settings)
-    records = RecordBuffer(settings.batch_max, settings.batch_max_bytes, settings.batch_within_s)
-    app = ChurnApp(
+    return Worker(settings, metrics).app
+
+
+class Worker:
+    """One churnwatch worker: the Faust app (consumer group, rebalances, producer), the
+    pipeline and its batch loop, and the worker's periodic duties, wired once in the
+    constructor. Each duty is a method; :meth:`_register` hands them to Faust."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        if not settings.broker or not settings.redis_url:
+            raise ConfigError("the worker needs CHURNWATCH_BROKER and CHURNWATCH_REDIS_URL "
+                              "(or run `churnwatch demo`, which starts local ones)")
+        if settings.webhook_url and not settings.webhook_secret.get_secret_value():
+            raise ConfigError("CHURNWATCH_WEBHOOK_URL is set but CHURNWATCH_WEBHOOK_SECRET is "
+                              "empty. Fix: set the receiver's signing secret, whsec_<base64>")
+        self.settings = settings
+        self.metrics = metrics = metrics or Metrics()
+        self.topics = topics = TopicNames.of(settings)
+        self.records = RecordBuffer(settings.batch_max, settings.batch_max_bytes,
+                                    settings.batch_within_s)
+        self.app = _faust_app(settings, topics, self.records)
+        self.redis = redis = connect(settings, health_check_interval=10)
+        # churn.events and the events forwarded to their home partitions
+        # (streams/repartition.py) are consumed by the batch loop, a fetch at a time
+        # (streams/transport.py); the topics are registered so that Faust's consumer
+        # subscribes to them (co-partitioned: partition p of both goes to one worker)
+        homes = Homes(topics.events, topics.home, settings.partitions)
+        partitions = Assignment(redis, Keys(), homes)
+        partitions.own(settings.app_id, _member())
+        self.pipeline = pipeline = build_pipeline(settings, redis, metrics, partitions)
+        try:
+            self.publisher = KafkaPublisher(self.app, settings, redis, metrics)
+        except ValueError as exc:  # an unreadable webhook secret
+            raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}") from None
+        for topic in (homes.source, homes.topic):
+            self.app.topics.add(self.app.topic(topic, partitions=settings.partitions,
+                                               internal=False))
+        self.loop = BatchLoop(self.records, pipeline, self.publisher,
+                              lambda offsets: self.app.consumer.commit_offsets(offsets))
+        self.guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
+                                 pipeline.store.config.keys.broker_offsets(settings.app_id),
+                                 client_options(settings))
+        self.rules_watcher = registry.RulesWatcher(redis, pipeline)
+        versions = ModelVersions(redis, metrics=metrics)
+        self.model_watcher = ModelWatcher(versions, pipeline.switch_model,
+                                          pipeline.model.version)
+        self.learner = Learner(redis, versions, metrics, _member(),
+                               publish_every_s=settings.model_publish_interval_s,
+                               auto_promote=settings.model_auto_promote,
+                               keep_versions=settings.model_keep_versions,
+                               dedup_window_ms=int(settings.model_dedup_window_s * 1000),
+                               dedup_capacity=settings.model_dedup_capacity,
+                               max_attrs=settings.model_max_attrs,
+                               allowed_attrs=settings.model_attrs)
+        self.lag = LagGauge(metrics.consumer_lag)
+        self._register()
+        self.app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
+
+    def _register(self) -> None:
+        app, settings = self.app, self.settings
+        app.on_partitions_revoked.connect(self.partitions_revoked)
+        app.on_partitions_assigned.connect(self.partitions_assigned)
+        app.before_stop.append(self.loop.stop)
+        for task in (self.consume, self.serve_metrics, self.serve_web):
+            app.task(task)
+        timers = [(settings.broker_check_interval_s, self.check_broker),
+                  (settings.silence_interval_s, self.sweep_silence),
+                  (10.0, self.refresh), (2.0, self.release_held), (1.0, self.watch_rules),
+                  (2.0, self.watch_model), (settings.gc_interval_s, self.collect_garbage),
+                  (2.0, self.refresh_lag)]
+        if settings.model_learner:
+            timers.append((1.0, self.learn))
+        for interval, duty in timers:
+            app.timer(interval=interval)(duty)
+
+    # ----------------------------------------------------------------- rebalances
+    async def partitions_revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        """Finish the batches under way and commit their offsets before the partitions go:
+        their next owner starts from there (what it re-reads is skipped as replays)."""
+        self.pipeline.revoking()
+        self.records.drop([(tp.topic, tp.partition) for tp in revoked])
+        if not await self.loop.settle(self.settings.session_timeout_s * 0.8):
+            log.warning("partitions revoked while a batch was still under way")
+        self.pipeline.store.cache.clear()  # another worker may write these subscribers now
+
+    async def partitions_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        """Claim the partitions and load their applied offsets. Faust's recovery may already
+        have sought to the committed offsets and fetched again: the buffer is kept, and
+        batches wait until the claims are loaded."""
+        await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
+                                            if tp.topic in self.app.record_topics))
+
+    # ----------------------------------------------------------------- tasks
+    async def consume(self) -> None:
+        await self.loop.run()
+
+    async def serve_metrics(self) -> None:
+        settings = self.settings
+        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
+                                      registry=self.metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    async def serve_web(self) -> None:
+        settings, topics, app = self.settings, self.topics, self.app
+        if not settings.web_enabled:
+            return
+
+        async def send_event(subscriber_id: str, payload: bytes) -> None:
+            await (await app.producer.send(
+                topics.events, subscriber_id.encode(), payload,
+                partition_for(subscriber_id, settings.partitions), None, None))
+
+        def assigned() -> bool:
+            return any(tp.topic == topics.events for tp in app.consumer.assignment())
+
+        probe = ReadyProbe(self.redis, assigned)
+        token = settings.web_token.get_secret_value()
+        if not token:  # the contract's stable keys alone start a worker: probes only
+            _, port = await start_web(build_probes_app(probe), settings.web_host,
+                                      settings.web_port)
+            log.warning("web on http://%s:%d/: /healthz and /readyz only; the retention "
+                        "team's page and API are off because CHURNWATCH_WEB_TOKEN is empty. "
+                        "Fix: set it to a long random string, e.g. `python -c 'import "
+                        "secrets; print(secrets.token_urlsafe(32))'`", settings.web_host, port)
+            return
+        web_app = build_web_app(token, worker_deps(settings, self.redis, self.pipeline,
+                                                   send_event), probe)
+        _, port = await start_web(web_app, settings.web_host, settings.web_port)
+        log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
+                 settings.web_host, port)
+
+    # ----------------------------------------------------------------- timers
+    async def check_broker(self) -> None:
+        try:
+            await self.guard.check()
+        except BrokerResetError as exc:
+            _stop_for_broker_reset(self.app, self.metrics, exc)
+        except (syncredis.RedisError, RetryableError, KafkaError, OSError) as exc:
+            log.warning("broker check skipped: %s", type(exc).__name__)  # checked again
+
+    async def sweep_silence(self) -> None:
+        settings = self.settings
+        for tp in sorted(self.app.consumer.assignment()):
+            if tp.topic == self.topics.events:
+                ok = await self._survive_redis(
+                    "sweep", "silence sweep skipped",
+                    _sweep_in_pages(self.pipeline, self.publisher, tp.partition,
+                                    settings.silence_page, settings.silence_per_tick))
+                self.metrics.silence_sweeps.labels("ok" if ok else "error").inc()
+
+    async def refresh(self) -> None:
+        if self.learner.leading:
+            self.learner.quality.snapshot()  # refreshes the model-quality gauges
+        await self._survive_redis("dnc_refresh", "cannot refresh the do-not-contact list",
+                                  self._refresh_do_not_contact())
+
+    async def _refresh_do_not_contact(self) -> None:
+        members = await self.redis.smembers(self.pipeline.store.config.keys.do_not_contact())
+        self.pipeline.do_not_contact = frozenset(m.decode() for m in members)
+
+    async def release_held(self) -> None:
+        await self._survive_redis("release", "cannot release held alerts",
+                                  self.pipeline.release(self.publisher))
+
+    async def watch_rules(self) -> None:
+        await self._survive_redis("rules_poll", "cannot poll the published ruleset",
+                                  self.rules_watcher.poll())
+
+    async def watch_model(self) -> None:
+        await self._survive_redis("model_poll", "cannot poll the active model version",
+                                  self.model_watcher.poll())
+
+    async def learn(self) -> None:
+        await self._survive_redis("learner", "learner step skipped", self.learner.step())
+
+    async def collect_garbage(self) -> None:
+        gc_tuning.collect()  # cycles that outlived a young collection (infra/runtime/gc_tuning.py)
+
+    async def refresh_lag(self) -> None:
+        self.lag.update(consumer_lags(self.app.consumer, self.app.record_topics,
+                                      self.pipeline.delivery.positions))
+
+    async def _survive_redis(self, operation: str, what: str, work: Awaitable[Any]) -> bool:
+        """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
+        again on its next tick) and gives False. Other errors, bugs included, propagate."""
+        try:
+            await work
+        except FencedError:  # the partition moved to another worker: it sweeps it now
+            log.info("%s: the partition was claimed by another worker", what)
+            return False
+        except (syncredis.RedisError, RetryableError) as exc:
+            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
+                raise
+            self.metrics.redis_errors.labels(operation).inc()
+            log.warning("%s: %s", what, type(exc).__name__)
+            return False
+        return True
+
+
+def _member() -> str:
+    """This process's name in the group and for the learner's lock."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _faust_app(settings: Settings, topics: TopicNames, records: RecordBuffer) -> ChurnApp:
+    return ChurnApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         records=records,
@@ -141,173 +337,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         producer_linger_ms=5,
         broker_credentials=broker_credentials(settings),
     )
-    redis = connect(settings, health_check_interval=10)
-    # churn.events and the events forwarded to their home partitions (streams/repartition.py)
-    # are consumed by the batch loop, a fetch at a time (streams/transport.py); the topics
-    # are registered so that Faust's consumer subscribes to them (co-partitioned: partition
-    # p of both goes to one worker)
-    homes = Homes(topics.events, topics.home, settings.partitions)
-    partitions = Assignment(redis, Keys(), homes)
-    partitions.own(settings.app_id, f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    pipeline = build_pipeline(settings, redis, metrics, partitions)
-    try:
-        publisher = KafkaPublisher(app, settings, redis, metrics)
-    except ValueError as exc:  # an unreadable webhook secret
-        raise ConfigError(f"CHURNWATCH_WEBHOOK_SECRET: {exc}")
-    for topic in (homes.source, homes.topic):
-        app.topics.add(app.topic(topic, partitions=settings.partitions, internal=False))
-    loop = BatchLoop(records, pipeline, publisher,
-                     lambda offsets: app.consumer.commit_offsets(offsets))
-
-    @app.on_partitions_revoked.connect
-    async def partitions_revoked(sender: Any, revoked: Any, **_: Any) -> None:
-        # finish the batches under way and commit their offsets before the partitions go:
-        # their next owner starts from there (what it re-reads is skipped as replays)
-        pipeline.revoking()
-        records.drop([(tp.topic, tp.partition) for tp in revoked])
-        if not await loop.settle(settings.session_timeout_s * 0.8):
-            log.warning("partitions revoked while a batch was still under way")
-        pipeline.store.cache.clear()  # another worker may write these subscribers now
-
-    @app.on_partitions_assigned.connect
-    async def partitions_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        # Faust's recovery may already have sought to the committed offsets and fetched
-        # again: the buffer is kept, and batches wait until the claims are loaded
-        await pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
-                                       if tp.topic in app.record_topics))
-
-    app.before_stop.append(loop.stop)
-
-    @app.task
-    async def consume() -> None:
-        await loop.run()
-
-    @app.task
-    async def serve_metrics() -> None:
-        server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
-                                      registry=metrics.registry)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
-
-    @app.task
-    async def serve_web() -> None:
-        if not settings.web_enabled:
-            return
-
-        async def send_event(subscriber_id: str, payload: bytes) -> None:
-            await (await app.producer.send(
-                topics.events, subscriber_id.encode(), payload,
-                partition_for(subscriber_id, settings.partitions), None, None))
-
-        def assigned() -> bool:
-            return any(tp.topic == topics.events for tp in app.consumer.assignment())
-
-        probe = ReadyProbe(redis, assigned)
-        token = settings.web_token.get_secret_value()
-        if not token:  # the contract's stable keys alone start a worker: probes only
-            _, port = await start_web(build_probes_app(probe), settings.web_host,
-                                      settings.web_port)
-            log.warning("web on http://%s:%d/: /healthz and /readyz only; the retention "
-                        "team's page and API are off because CHURNWATCH_WEB_TOKEN is empty. "
-                        "Fix: set it to a long random string, e.g. `python -c 'import "
-                        "secrets; print(secrets.token_urlsafe(32))'`", settings.web_host, port)
-            return
-        web_app = build_web_app(token, worker_deps(settings, redis, pipeline, send_event), probe)
-        _, port = await start_web(web_app, settings.web_host, settings.web_port)
-        log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
-                 settings.web_host, port)
-
-    guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
-                        pipeline.store.config.keys.broker_offsets(settings.app_id),
-                        client_options(settings))
-
-    @app.timer(interval=settings.broker_check_interval_s)
-    async def check_broker() -> None:
-        try:
-            await guard.check()
-        except BrokerResetError as exc:
-            _stop_for_broker_reset(app, metrics, exc)
-        except (syncredis.RedisError, RetryableError, KafkaError, OSError) as exc:  # checked again next time
-            log.warning("broker check skipped: %s", type(exc).__name__)
-
-    watcher = registry.RulesWatcher(redis, pipeline)
-    versions = ModelVersions(redis, metrics=metrics)
-    model_watcher = ModelWatcher(versions, pipeline.switch_model, pipeline.model.version)
-    learner = Learner(redis, versions, metrics,
-                      f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-                      publish_every_s=settings.model_publish_interval_s,
-                      auto_promote=settings.model_auto_promote,
-                      keep_versions=settings.model_keep_versions,
-                      dedup_window_ms=int(settings.model_dedup_window_s * 1000),
-                      dedup_capacity=settings.model_dedup_capacity,
-                      max_attrs=settings.model_max_attrs, allowed_attrs=settings.model_attrs)
-
-    async def survive_redis(operation: str, what: str, work: Awaitable[Any]) -> bool:
-        """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
-        again on its next tick) and gives False. Other errors, bugs included, propagate."""
-        try:
-            await work
-        except FencedError:  # the partition moved to another worker: it sweeps it now
-            log.info("%s: the partition was claimed by another worker", what)
-            return False
-        except (syncredis.RedisError, RetryableError) as exc:
-            if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
-                raise
-            metrics.redis_errors.labels(operation).inc()
-            log.warning("%s: %s", what, type(exc).__name__)
-            return False
-        return True
-
-    @app.timer(interval=settings.silence_interval_s)
-    async def sweep_silence() -> None:
-        for tp in sorted(app.consumer.assignment()):
-            if tp.topic == topics.events:
-                ok = await survive_redis("sweep", "silence sweep skipped",
-                                         _sweep_in_pages(pipeline, publisher, tp.partition,
-                                                         settings.silence_page,
-                                                         settings.silence_per_tick))
-                metrics.silence_sweeps.labels("ok" if ok else "error").inc()
-
-    async def refresh_do_not_contact() -> None:
-        members = await redis.smembers(pipeline.store.config.keys.do_not_contact())
-        pipeline.do_not_contact = frozenset(m.decode() for m in members)
-
-    @app.timer(interval=10.0)
-    async def refresh() -> None:
-        if learner.leading:
-            learner.quality.snapshot()  # refreshes the model-quality gauges
-        await survive_redis("dnc_refresh", "cannot refresh the do-not-contact list",
-                            refresh_do_not_contact())
-
-    @app.timer(interval=2.0)
-    async def release_held() -> None:
-        await survive_redis("release", "cannot release held alerts", pipeline.release(publisher))
-
-    @app.timer(interval=1.0)
-    async def watch_rules() -> None:
-        await survive_redis("rules_poll", "cannot poll the published ruleset", watcher.poll())
-
-    @app.timer(interval=2.0)
-    async def watch_model() -> None:
-        await survive_redis("model_poll", "cannot poll the active model version",
-                            model_watcher.poll())
-
-    if settings.model_learner:
-        @app.timer(interval=1.0)
-        async def learn() -> None:
-            await survive_redis("learner", "learner step skipped", learner.step())
-
-    @app.timer(interval=settings.gc_interval_s)
-    async def collect_garbage() -> None:
-        gc_tuning.collect()  # cycles that outlived a young collection (churnwatch/infra/runtime/gc_tuning.py)
-
-    lag = LagGauge(metrics.consumer_lag)
-
-    @app.timer(interval=2.0)
-    async def refresh_lag() -> None:
-        lag.update(consumer_lags(app.consumer, app.record_topics, pipeline.delivery.positions))
-
-    app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
-    return app
 
 
 def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
