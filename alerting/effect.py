@@ -32,7 +32,10 @@ from typing import Any
 
 Z95 = 1.959963984540054
 ARMS = ("t", "h")  # treated, held out (control)
-DIMS = ("s", "r")  # by segment and reason, by segment and rule
+DIMS = ("s", "r", "b")  # by segment and reason, by segment and rule, by segment and model band
+# the report's --by names of the dimensions
+BY = {"reason": "s", "rule": "r", "band": "b"}
+BANDS = 5  # model score bands: [0, 0.2), [0.2, 0.4), … [0.8, 1]
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -65,6 +68,12 @@ def primary_reason(reasons: Sequence[Mapping[str, Any]]) -> str:
     return "model"
 
 
+def score_band(score: float) -> str:
+    """The model band of a score: ``0.0-0.2`` … ``0.8-1.0``."""
+    k = min(BANDS - 1, max(0, int(float(score) * BANDS)))
+    return f"{k / BANDS:.1f}-{(k + 1) / BANDS:.1f}"
+
+
 def alert_cells(alert: Mapping[str, Any]) -> tuple[str, list[str]]:
     """(arm, cell fields without the stat) an alert (as JSON) contributes to; no cells for an
     alert that acted on nobody (every action withheld by the contact policy or a storm)."""
@@ -77,6 +86,8 @@ def alert_cells(alert: Mapping[str, Any]) -> tuple[str, list[str]]:
     segment, reason = alert["segment"], primary_reason(alert.get("reasons", ()))
     cells = [f"s|{arm}|{a}|{segment}|{reason}" for a in actions]
     cells += [f"r|{arm}|{a}|{segment}|{rule}" for a in actions for rule in alert.get("rules", ())]
+    band = score_band(alert.get("score", 0.0))
+    cells += [f"b|{arm}|{a}|{segment}|{band}" for a in actions]
     return arm, cells
 
 
@@ -185,11 +196,12 @@ def by_action_segment(counts: Mapping[str, int],
 def report(counts: Mapping[str, int], economics: Economics = Economics(), by: str = "reason",
            window_days: float = 30.0) -> dict[str, Any]:
     """The ledger as JSON (``churnwatch effect --json``, the page's ``/api/effect``): rows by
-    ``reason``, ``rule`` or ``segment`` (action × segment), and the backfiring cells."""
-    if by not in ("reason", "rule", "segment"):
-        raise ValueError("by must be reason, rule or segment")
+    ``reason``, ``rule``, model score ``band`` or ``segment`` (action × segment), and the
+    backfiring cells."""
+    if by not in ("segment", *BY):
+        raise ValueError("by must be reason, rule, band or segment")
     summed = by_action_segment(counts, economics)
-    cells = summed if by == "segment" else rows(counts, economics, ("s" if by == "reason" else "r",))
+    cells = summed if by == "segment" else rows(counts, economics, (BY[by],))
     return {"window_days": window_days, "by": by, "rows": [r.as_dict() for r in cells],
             "backfiring": [{"action": r.action, "segment": r.segment} for r in summed
                            if r.high is not None and r.high < 0]}

@@ -68,8 +68,10 @@ def _oracle(alerts, events, window_ms):  # type: ignore[no-untyped-def]
         reason = next((r["indicator"] for r in alert.reasons if r["kind"] == "indicator"),
                       "model")
         for action in names:
+            band = f"{min(4, int(alert.score * 5)) / 5:.1f}-{(min(4, int(alert.score * 5)) + 1) / 5:.1f}"
             for cell in (f"s|{arm}|{action}|{alert.segment}|{reason}",
-                         *(f"r|{arm}|{action}|{alert.segment}|{rule}" for rule in alert.rules)):
+                         *(f"r|{arm}|{action}|{alert.segment}|{rule}" for rule in alert.rules),
+                         f"b|{arm}|{action}|{alert.segment}|{band}"):
                 for stat, inc in (("c", 1), ("n", 1), ("k", int(retained))):
                     counts[f"{cell}|{stat}"] = counts.get(f"{cell}|{stat}", 0) + inc
     return {k: v for k, v in counts.items() if v}
@@ -86,7 +88,8 @@ def test_redis_ledger_matches_a_plain_recomputation(redis_url: str) -> None:
         alerts.append(make_alert(f"a{i}", sid, ts, rng.choice(["young", "family"]),
                                  rng.sample(["offer", "call", "bundle"], rng.randint(1, 2)),
                                  rng.random() < 0.2, rng.choice(["complaints", None]),
-                                 rng.sample(["r1", "r2"], rng.randint(1, 2))))
+                                 rng.sample(["r1", "r2"], rng.randint(1, 2)),
+                                 score=rng.random()))
     for i in range(340):
         sid, u = f"+4470{i:06d}", rng.random()
         if u < 0.5:

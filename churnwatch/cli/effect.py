@@ -13,7 +13,8 @@ from churnwatch.cli.common import ConfigOpt, JsonOpt, fail, load, with_redis
 from churnwatch.core.errors import ChurnwatchError
 
 ByOpt = Annotated[str, typer.Option("--by", help="reason (action x segment x reason), rule "
-                                    "(action x segment x rule) or segment (action x segment)")]
+                                    "(action x segment x rule), band (action x segment x model "
+                                    "score band) or segment (action x segment)")]
 
 
 def _pts(x: float | None) -> str:
@@ -32,8 +33,8 @@ def effect_command(config: ConfigOpt = None, json_out: JsonOpt = False,
     from alerting.effect_store import EffectLedger
     from alerting.playbook import load_playbook
 
-    if by not in ("reason", "rule", "segment"):
-        raise fail(ChurnwatchError("--by must be reason, rule or segment"))
+    if by not in ("reason", "rule", "band", "segment"):
+        raise fail(ChurnwatchError("--by must be reason, rule, band or segment"))
     settings = load(config)
     try:
         playbook = load_playbook(settings.playbook_file)

@@ -96,10 +96,10 @@ class Api:
         return web.json_response({"alerts": alerts}, dumps=_dumps)
 
     async def effect(self, request: web.Request) -> web.Response:
-        """GET /api/effect?by=reason|rule|segment: the incrementality ledger."""
+        """GET /api/effect?by=reason|rule|band|segment: the incrementality ledger."""
         by = request.query.get("by", "segment")
-        if by not in ("reason", "rule", "segment"):
-            raise _json_error(400, "by must be reason, rule or segment")
+        if by not in ("reason", "rule", "band", "segment"):
+            raise _json_error(400, "by must be reason, rule, band or segment")
         if self.deps.effect is None:
             raise _json_error(404, "this server keeps no incrementality ledger")
         return web.json_response(await self.deps.effect(by), dumps=_dumps)
