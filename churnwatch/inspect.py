@@ -11,8 +11,8 @@ import orjson
 from alerting.ledger import AlertLedger
 from churnwatch.core.events import normalise_subscriber
 from churnwatch.core.severity import SEVERITIES
-from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
+from churnwatch.infra.sections import Sections
 from features.schema import FEATURES
 from features.store import FeatureStore, StoreConfig
 from online_models.model import ChurnModel, model_input
@@ -29,7 +29,7 @@ async def inspect_subscriber(settings: Settings, redis: Any, subscriber: str,
     """A JSON-ready report (docs/contract.md §5, every key always present; ``known`` is false
     for a subscriber never seen). Uses the ruleset and model the workers publish in Redis."""
     sid = normalise_subscriber(subscriber)
-    store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS)))
+    store = FeatureStore(redis, StoreConfig(lateness_ms=Sections.of(settings).store.lateness_ms))
     found = await store.read([sid], now_ms=now_ms)
     alerts = [orjson.loads(a) for a in await AlertLedger(redis).recent_alerts(sid)]
     published = await registry.fetch(redis)  # the ruleset the workers run, if one was pushed

@@ -28,7 +28,6 @@ from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
 from churnwatch.core.errors import ConfigError, FencedError, RetryableError
 from churnwatch.core.keys import Keys
-from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
@@ -38,6 +37,7 @@ from churnwatch.infra.redis.connect import connect, connect_sync
 from churnwatch.infra.redis.errors import is_retryable
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
+from churnwatch.infra.sections import Sections
 from churnwatch.web.server import ReadyProbe, build_probes_app
 from churnwatch.web.server import build_app as build_web_app
 from churnwatch.web.server import start as start_web
@@ -69,13 +69,14 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
                    partitions: Assignment | None = None) -> Pipeline:
     """Load and validate rules and playbook, compile the kernels, and assemble the pipeline
     (``partitions``: the worker's partitions, when it consumes as a member of a group)."""
-    store = FeatureStore(redis, StoreConfig(lateness_ms=int(settings.lateness_days * DAY_MS),
-                                            future_ms=int(settings.future_tolerance_s * 1000),
-                                            ttl_s=settings.state_ttl_days * 86_400,
-                                            attrs=AttrBounds(settings.attrs_max_keys,
-                                                             settings.attrs_max_key_length)),
-                         StateCache(settings.state_cache_size))
-    ledger = AlertLedger(redis, ttl_s=settings.state_ttl_days * 86_400)
+    sections = Sections.of(settings)
+    st, pol, lab = sections.store, sections.policy, sections.labels
+    store = FeatureStore(redis, StoreConfig(lateness_ms=st.lateness_ms, future_ms=st.future_ms,
+                                            ttl_s=st.ttl_s,
+                                            attrs=AttrBounds(st.attrs_max_keys,
+                                                             st.attrs_max_key_length)),
+                         StateCache(st.cache_size))
+    ledger = AlertLedger(redis, ttl_s=st.ttl_s)
     sync = connect_sync(settings)
     published = registry.decode(sync.get(registry.ACTIVE_KEY))
     ruleset = (parse_ruleset(published.text, published.source) if published
@@ -85,24 +86,21 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
     model = active_model_sync(sync)
     do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
     sync.close()
-    silence = SilenceIndex(quiet_ms=int(settings.silence_quiet_days * DAY_MS),
-                           every_ms=int(settings.silence_every_days * DAY_MS))
+    silence = SilenceIndex(quiet_ms=sections.silence.quiet_ms,
+                           every_ms=sections.silence.every_ms)
     playbook = load_playbook(settings.playbook_file)
     playbook.check_segments(rules.ruleset.segment_names)
-    policy = ContactPolicy(settings.max_contacts_per_month, settings.max_offers_per_month,
-                           settings.quiet_start_hour, settings.quiet_end_hour, settings.timezone)
-    labels = LabelPolicy(horizon_ms=int(settings.model_horizon_days * DAY_MS),
-                         every_ms=int(settings.model_snapshot_every_days * DAY_MS),
-                         lateness_ms=int(settings.lateness_days * DAY_MS),
-                         exclusion_ms=int(settings.model_exclusion_days * DAY_MS),
-                         history_ms=int(settings.model_history_days * DAY_MS),
-                         max_labels=settings.model_max_labels_per_horizon)
+    policy = ContactPolicy(pol.max_contacts_per_month, pol.max_offers_per_month,
+                           pol.quiet_start_hour, pol.quiet_end_hour, pol.timezone)
+    labels = LabelPolicy(horizon_ms=lab.horizon_ms, every_ms=lab.every_ms,
+                         lateness_ms=lab.lateness_ms, exclusion_ms=lab.exclusion_ms,
+                         history_ms=lab.history_ms, max_labels=lab.max_labels)
     pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
                         policy, labels=labels,
-                        holdout=Holdout(settings.holdout_fraction, settings.holdout_salt),
+                        holdout=Holdout(pol.holdout_fraction, pol.holdout_salt),
                         risk=RiskHistory(redis, cap=settings.risk_history),
                         partitions=partitions,
-                        storm=StormGuard(settings.storm_max_alerts_per_hour),
+                        storm=StormGuard(pol.storm_max_alerts_per_hour),
                         do_not_contact=do_not_contact)
     return pipeline
 
@@ -155,14 +153,15 @@ class Worker:
         versions = ModelVersions(redis, metrics=metrics)
         self.model_watcher = ModelWatcher(versions, pipeline.switch_model,
                                           pipeline.model.version)
+        learning = Sections.of(settings).learner
         self.learner = Learner(redis, versions, metrics, _member(),
-                               publish_every_s=settings.model_publish_interval_s,
-                               auto_promote=settings.model_auto_promote,
-                               keep_versions=settings.model_keep_versions,
-                               dedup_window_ms=int(settings.model_dedup_window_s * 1000),
-                               dedup_capacity=settings.model_dedup_capacity,
-                               max_attrs=settings.model_max_attrs,
-                               allowed_attrs=settings.model_attrs)
+                               publish_every_s=learning.publish_every_s,
+                               auto_promote=learning.auto_promote,
+                               keep_versions=learning.keep_versions,
+                               dedup_window_ms=learning.dedup_window_ms,
+                               dedup_capacity=learning.dedup_capacity,
+                               max_attrs=learning.max_attrs,
+                               allowed_attrs=learning.allowed_attrs)
         self.lag = LagGauge(metrics.consumer_lag)
         self._register()
         self.app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]

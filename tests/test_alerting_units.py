@@ -17,7 +17,7 @@ from alerting.alert import alert_id
 from alerting.cooldown import decide, decode_entry, encode_entry
 from alerting.playbook import load_playbook, parse_playbook
 from churnwatch.core.errors import ConfigError, RulesError
-from churnwatch.infra.config import load_settings
+from churnwatch.infra.settings_load import load_settings
 from features.schema import FEATURES, INDEX
 
 DAY = 86_400_000
@@ -358,7 +358,7 @@ def test_playbook_segments_must_exist_in_the_ruleset() -> None:
 
 def test_unknown_environment_variable_is_refused(monkeypatch) -> None:
     from churnwatch.core.errors import ConfigError
-    from churnwatch.infra.config import load_settings
+    from churnwatch.infra.settings_load import load_settings
 
     monkeypatch.setenv("CHURNWATCH_REDIS_ULR", "redis://x")
     with pytest.raises(ConfigError, match="CHURNWATCH_REDIS_ULR"):

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from churnwatch.core.errors import ConfigError
-from churnwatch.infra.config import load_settings
 from churnwatch.infra.runtime.memtrace import _mallinfo
+from churnwatch.infra.settings_load import load_settings
 
 PROBE = """
 from churnwatch.infra.runtime.allocator import fix_mmap_threshold

@@ -14,7 +14,7 @@ from alerting.ledger import AlertLedger
 from churnwatch.core.errors import ConfigError
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
-from churnwatch.infra.config import load_settings
+from churnwatch.infra.settings_load import load_settings
 from features.attrs import AttrBounds
 from features.store import FeatureStore, StoreConfig
 from tests.support.commits import commit

@@ -23,7 +23,7 @@ import pytest
 
 from churnwatch.core.errors import ConfigError
 from churnwatch.dev.embedded import EmbeddedBroker, free_port
-from churnwatch.infra.config import load_settings
+from churnwatch.infra.settings_load import load_settings
 from tests.support.stream_feed import Feed
 from tests.support.worker import Worker
 

@@ -14,8 +14,8 @@ import pytest
 
 from churnwatch.core.errors import ConfigError
 from churnwatch.core.events import Event
-from churnwatch.infra.config import load_settings
 from churnwatch.infra.runtime.metrics import Metrics
+from churnwatch.infra.settings_load import load_settings
 from features.schema import DAY_MS
 from online_models.learner import Learner
 from online_models.model import SNAPSHOT_FEATURES

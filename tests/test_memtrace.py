@@ -9,8 +9,9 @@ import tracemalloc
 import pytest
 
 from churnwatch.core.errors import ConfigError
-from churnwatch.infra.config import Settings, load_settings
+from churnwatch.infra.config import Settings
 from churnwatch.infra.runtime import memtrace
+from churnwatch.infra.settings_load import load_settings
 
 
 class Grower:

@@ -120,7 +120,7 @@ def test_through_the_pipeline_100_profiles_of_1000_keys_and_labels(redis_url: st
 
 def test_the_model_input_settings_are_validated(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from churnwatch.core.errors import ConfigError
-    from churnwatch.infra.config import load_settings
+    from churnwatch.infra.settings_load import load_settings
 
     defaults = load_settings()
     assert (defaults.model_max_attrs, defaults.model_attrs) == (64, None)

@@ -10,9 +10,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 
 from churnwatch.core.errors import ConfigError
-from churnwatch.infra.config import load_settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.redis.script_router import ScriptRouter
+from churnwatch.infra.settings_load import load_settings
 
 
 @pytest.mark.parametrize(("url", "message"), [

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from alerting.ledger import AlertLedger
 from churnwatch.core.keys import Keys
-from churnwatch.infra.config import load_settings
 from churnwatch.infra.redis.connect import connect, sends_packed
 from churnwatch.infra.redis.resp import mset
+from churnwatch.infra.settings_load import load_settings
 from features.values import StateValues
 
 pairs = st.lists(st.tuples(st.text(min_size=1, max_size=12), st.binary(max_size=300)),

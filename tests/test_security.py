@@ -23,7 +23,8 @@ import redis
 
 from churnwatch.core.errors import ConfigError
 from churnwatch.dev.embedded import EmbeddedRedis, free_port
-from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, load_settings
+from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC
+from churnwatch.infra.settings_load import load_settings
 from tests.support.history import WEBHOOK_SECRET, HookReceiver
 from tests.support.stream_feed import Feed
 from tests.support.worker import Worker, read_topic

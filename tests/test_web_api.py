@@ -18,7 +18,7 @@ from alerting.risk import RiskHistory
 from churnwatch.core.errors import ConfigError
 from churnwatch.core.keys import Keys
 from churnwatch.dev.embedded import free_port
-from churnwatch.infra.config import load_settings
+from churnwatch.infra.settings_load import load_settings
 from churnwatch.web.api import ApiDeps
 from churnwatch.web.auth import COOKIE
 from churnwatch.web.server import RUNNER_OPTIONS, ReadyProbe, build_app

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 
 from churnwatch.core.errors import ChurnwatchError
-from churnwatch.infra.config import Settings, load_settings
+from churnwatch.infra.config import Settings
+from churnwatch.infra.settings_load import load_settings
 
 err = Console(stderr=True, soft_wrap=True)
 

@@ -86,7 +86,7 @@ def env_names(text: str) -> set[str]:
 
 
 def unknown_settings(names: Iterable[str]) -> set[str]:
-    """Names that ``churnwatch.infra.config.load_settings`` would reject as unknown."""
+    """Names that ``churnwatch.infra.settings_load.load_settings`` would reject as unknown."""
     from churnwatch.infra import config
 
     known = set(config.Settings.model_fields) | set(config._OTHER_ENV)
