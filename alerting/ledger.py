@@ -5,7 +5,7 @@ and records its cooldown entries and decided alerts (as *pending*) atomically, s
 any point either loses the whole batch's effects (and the replay redoes them) or none of
 them: on a single Redis one ``MULTI``/``EXEC`` of an ``MSET`` and the ledger script, on a
 Redis Cluster one script per node (``churnwatch.infra.redis.script_router``; every subscriber's effects
-stay in one script). ``mark_delivered`` moves an alert from pending to the subscriber's
+stay in one script). ``delivered_writes`` move an alert from pending to the subscriber's
 recent alerts once every sink has it; a replayed duplicate event gets its still-pending
 alert back from ``FeatureStore.stage``, to be sent again.
 """
@@ -103,10 +103,11 @@ class AlertLedger:
         return ["commit", _packer.encode(items), self.ttl_s, packed,
                 "set" if self.router.cluster else "mset"]
 
-    async def mark_delivered(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:
-        """Record (subscriber_id, event_id, alert_json) as delivered to every sink."""
+    async def delivered_writes(self, alerts: Sequence[tuple[str, str, bytes]]) -> list[Write]:
+        """The writes recording (subscriber_id, event_id, alert_json) as delivered to every
+        sink: each alert moves from pending to the subscriber's recent alerts."""
         if not alerts:
-            return
+            return []
         calls = []
         for node, members in await self.router.split([self.keys.state(sid)
                                                       for sid, _, _ in alerts]):
@@ -115,7 +116,7 @@ class AlertLedger:
                 keys += [self.keys.ledger(alerts[i][0]), self.keys.alerts(alerts[i][0])]
             items = [(alerts[i][1], _text(alerts[i][2])) for i in members]
             calls.append((node, keys, ["mark", _packer.encode(items), self.ttl_s, self.recent]))
-        await self.router.run(self._script, calls)
+        return [ScriptCalls(self.router, self._script, tuple(calls))]
 
     async def recent_alerts(self, subscriber_id: str) -> list[bytes]:
         """The subscriber's most recent delivered alerts, newest first (JSON)."""

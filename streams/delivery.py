@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,10 +21,12 @@ from alerting.decide import Decision
 from alerting.ledger import AlertLedger
 from alerting.outcomes import OutcomeTracker
 from churnwatch.core.events import Event
+from churnwatch.infra.redis.writes import Write
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
 from rules.ruleset import Ruleset
 from streams.accounting import count_alerts
+from streams.commit import BatchCommit
 from streams.records import DeadLetter, Record
 from streams.repartition import Forward
 
@@ -82,6 +84,10 @@ class Delivery:
         self._outbox = asyncio.Lock()  # one publisher call sequence at a time
         self._latest: asyncio.Future[BatchResult] | None = None  # the latest batch's delivery
         self._undelivered: Counter[tuple[str, str]] = Counter()  # alerts of those under way
+
+    async def _commit(self, describe: Callable[[], Awaitable[list[Write]]]) -> None:
+        """Send delivery-time writes (idempotent: alerts marked delivered) as a commit."""
+        await BatchCommit(self.ledger.redis, describe, cluster=self.ledger.router.cluster).send()
 
     def under_way(self, alert: Alert) -> bool:
         """Whether an earlier batch's delivery, still under way, sends ``alert``."""
@@ -161,9 +167,9 @@ class Delivery:
             failpoint("after_send")
             async for attempt in self.retrying("batch"):
                 with attempt:
-                    await self.ledger.mark_delivered(
+                    await self._commit(lambda: self.ledger.delivered_writes(
                         [(a.subscriber_id, a.event_id, p)
-                         for a, p in zip(decision.alerts, decision.payloads)])
+                         for a, p in zip(decision.alerts, decision.payloads)]))
             count_alerts(self.metrics, self.ruleset(), decision.alerts, sent_ms)
         if decision.scores:
             await publisher.scores([to_json(s) for s in decision.scores])

@@ -16,6 +16,7 @@ from churnwatch.core.keys import Keys
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.infra.kafka.topics import create_topics
 from features.store import FeatureStore
+from streams.commit import BatchCommit
 from tests.support.commits import commit
 from tests.support.compare import assert_features_equal
 from tests.support.feeds import SimulatedFeed
@@ -92,7 +93,8 @@ def test_batch_scripts_split_by_node_on_the_cluster(redis_cluster_server) -> Non
             again = await store.stage(events)
             assert again.status == "D" * 900
             assert len(again.pending_alerts) == 1  # e1's subscriber, still pending
-            await ledger.mark_delivered([(s, "e1", b'{"x":1}') for s in subs[:50]])
+            await BatchCommit(client, lambda: ledger.delivered_writes(
+                [(s, "e1", b'{"x":1}') for s in subs[:50]]), cluster=True).send()
             assert await ledger.recent_alerts(subs[1]) == [b'{"x":1}']
             assert (await store.stage(events[:3])).pending_alerts == []
         finally:
