@@ -29,12 +29,11 @@ spend days (today − day, spends, cents) and complaint days (today − day, 4 c
 within 30 days, then the spend months, and no event list. It is still read: each counted
 event of a day bucket becomes an entry at that day's first millisecond (00:00:00.000 UTC),
 which keeps every such event in exactly the windows the day-granular version counted it in
-(``(now − 7d, now]`` holds 00:00 of day D for every now before day D + 7, and so on); events
-applied after the upgrade are exact. The next write stores version 2.
+(``(now − 7d, now]`` holds 00:00 of day D for every now before day D + 7, and so on;
+``features.codec_v1``); events applied after the upgrade are exact.
 
-The stored value is the blob, then its tail: an optional extension frame and the profile
-attributes (msgpack), see ``features.extension``; the codec carries the tail over unchanged.
-Python moves whole batches: values are joined into one buffer with offsets, both ways.
+The stored value is the blob, then its tail (an extension frame, the profile attributes:
+``features.extension``), carried over unchanged. Batches move as one buffer with offsets.
 """
 
 from __future__ import annotations
