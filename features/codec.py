@@ -91,8 +91,7 @@ VERSION = 2
 VERSION_1 = 1  # read, never written
 EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
-# the most bytes a blob takes before its counted events and seen ids (every varint 10 bytes)
-MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30
+MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30  # most bytes before the entries
 
 
 @njit(cache=True)
