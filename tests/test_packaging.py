@@ -41,7 +41,7 @@ def test_every_package_ships_py_typed() -> None:
 
 def test_changelog_keeps_a_changelog_without_commit_ids_or_branches() -> None:
     text = (ROOT / "CHANGELOG.md").read_text()
-    assert text.startswith("# Changelog\n") and "keepachangelog.com" in text
+    assert text.startswith("# Changelog\n") and "Keep a Changelog" in text
     assert "\n## [Unreleased]\n" in text and "\n### Added\n" in text
     assert not re.search(r"\b[0-9a-f]{7,40}\b", text), "a commit id"
     branches = {line.split()[-1] for line in subprocess.run(
