@@ -56,9 +56,12 @@ def test_settings_secrets(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens.write_text('[tokens]\n"feed-token-1234" = "crm"\n')
     monkeypatch.setenv("CHURNWATCH_SEND_TOKEN", "send-token-5678")
     settings = Settings(redis_url="redis://:redispass@127.0.0.1:6379/0",
-                        webhook_secret=HOOK_SECRET, ingest_tokens_file=tokens)
+                        webhook_secret=HOOK_SECRET, ingest_tokens_file=tokens,
+                        web_token="web-token-0123456789abc", kafka_security_protocol="SASL_SSL",
+                        kafka_username="churn", kafka_password="kafka-pass-42")
     assert set(settings_secrets(settings)) == {HOOK_SECRET, "redispass", "feed-token-1234",
-                                               "send-token-5678"}
+                                               "send-token-5678", "web-token-0123456789abc",
+                                               "kafka-pass-42"}
 
 
 class _Terminal(io.StringIO):

@@ -24,11 +24,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def settings_secrets(settings: Any) -> list[str]:
-    """The secrets a process may know from its settings: the webhook secret, passwords in
-    the Redis and broker URLs, ingest tokens (when the file reads) and the send token."""
+    """The secrets a process may know from its settings: the webhook secret, the web token,
+    the Kafka password, passwords in the Redis and broker URLs, ingest tokens (when the file
+    reads) and the send token."""
     from streams.ingest_auth import parse_tokens
 
-    found = [settings.webhook_secret.get_secret_value(),
+    found = [settings.webhook_secret.get_secret_value(), settings.web_token.get_secret_value(),
+             settings.kafka_password.get_secret_value(),
              os.environ.get("CHURNWATCH_SEND_TOKEN", "")]
     for url in (settings.redis_url, settings.broker):
         password = urlparse(url).password if url else None
