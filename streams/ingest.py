@@ -32,7 +32,7 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -41,8 +41,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from churnwatch.core.errors import ConfigError, EventError
 from churnwatch.core.events import MAX_EVENT_BYTES, decode_event, split_records
-from churnwatch.infra.config import DLQ_TOPIC, EVENTS_TOPIC, Settings
+from churnwatch.infra.config import EVENTS_TOPIC, Settings
 from churnwatch.infra.kafka.produce import partition_for
+from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.runtime.metrics import IngestMetrics
 from streams.ingest_auth import InFlight, TokenStore
 from streams.ingest_body import BodyError, content_encoding, read_body
@@ -70,10 +71,13 @@ class Producer(Protocol):
 class KafkaIngestProducer:
     """An aiokafka producer with acks=all; ``partitions`` is read from the topic's metadata."""
 
-    def __init__(self, bootstrap: str, partitions: int, linger_ms: int = 0) -> None:
+    def __init__(self, bootstrap: str, partitions: int, linger_ms: int = 0, *,
+                 topic: str = EVENTS_TOPIC, client_options: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.partitions = partitions
         self.linger_ms = linger_ms
+        self.topic = topic  # the events topic (its partition count is read at start)
+        self.client_options = client_options or {}  # security (churnwatch.infra.kafka.auth)
         self._producer = None
 
     async def start(self) -> None:
@@ -81,9 +85,10 @@ class KafkaIngestProducer:
 
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                           linger_ms=self.linger_ms, max_batch_size=1 << 20,
-                                          max_request_size=8 << 20, compression_type=None)
+                                          max_request_size=8 << 20, compression_type=None,
+                                          **self.client_options)
         await self._producer.start()
-        found = await self._producer.partitions_for(EVENTS_TOPIC)
+        found = await self._producer.partitions_for(self.topic)
         if found:
             self.partitions = len(found)
 
@@ -108,6 +113,7 @@ class IngestState:
         self.tokens = tokens
         self.metrics = metrics
         self.limiter = limiter
+        self.topics = TopicNames.of(settings)
         self.in_flight = InFlight(settings.ingest_max_in_flight,
                                   settings.ingest_max_in_flight_per_feed)
         self.openapi = orjson.dumps(openapi_document(settings.ingest_max_body_bytes,
@@ -144,7 +150,7 @@ def stamped(raw: bytes, feed: str, event_id: str) -> bytes:
 
 
 def pack(routed: Sequence[tuple[int, bytes]], per_message: int,
-         max_bytes: int = MAX_MESSAGE_BYTES) -> list[Message]:
+         max_bytes: int = MAX_MESSAGE_BYTES, topic: str = EVENTS_TOPIC) -> list[Message]:
     """(partition, event bytes) in order → JSON-array messages per partition, order kept."""
     buffers: dict[int, list[bytes]] = {}
     sizes: dict[int, int] = {}
@@ -155,12 +161,12 @@ def pack(routed: Sequence[tuple[int, bytes]], per_message: int,
             buf = buffers[part] = []
             sizes[part] = 2
         if buf and (len(buf) >= per_message or sizes[part] + len(raw) + 1 > max_bytes):
-            out.append((EVENTS_TOPIC, part, b"[" + b",".join(buf) + b"]"))
+            out.append((topic, part, b"[" + b",".join(buf) + b"]"))
             buf.clear()
             sizes[part] = 2
         buf.append(raw)
         sizes[part] += len(raw) + 1
-    out += [(EVENTS_TOPIC, part, b"[" + b",".join(buf) + b"]")
+    out += [(topic, part, b"[" + b",".join(buf) + b"]")
             for part, buf in buffers.items() if buf]
     return out
 
@@ -248,9 +254,9 @@ async def _admitted(request: web.Request, state: IngestState, feed: str,
             continue
         routed.append((partition_for(event.subscriber_id, partitions),
                        stamped(raw, feed, event.event_id)))
-    messages = pack(routed, s.ingest_per_message)
+    messages = pack(routed, s.ingest_per_message, topic=state.topics.events)
     topic = f"http:{feed}"
-    messages += [(DLQ_TOPIC, None, msgspec.json.encode(DeadLetter(
+    messages += [(state.topics.dlq, None, msgspec.json.encode(DeadLetter(
         reason, kind, topic, -1, -1, index, raw[:MAX_EVENT_BYTES].decode("utf-8", "replace"))))
         for index, reason, raw, kind in rejected]
     try:
@@ -316,7 +322,8 @@ def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run ``churnwatch ingest`` until SIGINT/SIGTERM; in-flight requests finish first."""
-    from churnwatch.infra.kafka.topics import create_topics
+    from churnwatch.infra.kafka.auth import client_options
+    from churnwatch.infra.kafka.topics import ensure_topics
 
     if not settings.broker:
         raise ConfigError("churnwatch ingest needs CHURNWATCH_BROKER (e.g. kafka://127.0.0.1:9092)")
@@ -328,9 +335,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     redactor = current_redactor()
     tokens = TokenStore(settings.ingest_tokens_file,
                         on_tokens=None if redactor is None else redactor.add_all)
-    await create_topics(settings.bootstrap, {EVENTS_TOPIC: settings.partitions,
-                                             DLQ_TOPIC: settings.partitions})
-    producer = KafkaIngestProducer(settings.bootstrap, settings.partitions)
+    names = TopicNames.of(settings)
+    await ensure_topics(settings, (names.events, names.dlq))
+    producer = KafkaIngestProducer(settings.bootstrap, settings.partitions, topic=names.events,
+                                   client_options=client_options(settings))
     await producer.start()
     runner = web.AppRunner(create_ingest_app(settings, producer, tokens), access_log=None,
                            shutdown_timeout=settings.ingest_produce_timeout_s,

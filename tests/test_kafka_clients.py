@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,18 +218,37 @@ def test_worker_and_replay_over_tls(tls_broker: tuple[EmbeddedBroker, int, Path]
         worker.stop()
 
 
-def test_ingest_refuses_kafka_settings_it_does_not_apply(tmp_path: Path) -> None:
-    """Until the ingest's producer takes the shared client options, it stops at startup
-    naming the setting, rather than writing in plaintext or to the unprefixed topic."""
+def test_ingest_and_send_over_tls_to_the_prefixed_topics(
+        tls_broker: tuple[EmbeddedBroker, int, Path], tmp_path: Path) -> None:
+    """`churnwatch ingest` takes the shared client options and topic names: over TLS, it
+    creates and writes the prefixed topics, and `churnwatch send` posts to it."""
     import os
-    import sys
 
+    from churnwatch.infra.kafka.auth import client_options
+    from churnwatch.infra.kafka.offsets import topic_size
+    from tests.support.ingest import _start_ingest, _stop
+
+    broker, tls_port, ca = tls_broker
     tokens = tmp_path / "tokens.toml"
     tokens.write_text('[tokens]\n"ingest-token-0123456" = "crm"\n')
-    env = dict(os.environ, CHURNWATCH_BROKER="kafka://127.0.0.1:1",
-               CHURNWATCH_INGEST_TOKENS_FILE=str(tokens), CHURNWATCH_TOPIC_PREFIX="staging.")
-    out = subprocess.run([sys.executable, "-m", "churnwatch", "ingest"], env=env,
-                         capture_output=True, timeout=60)
-    text = (out.stdout + out.stderr).decode()
-    assert out.returncode != 0 and "CHURNWATCH_TOPIC_PREFIX" in text, text
-    assert "Traceback" not in text
+    env = dict(os.environ, CHURNWATCH_BROKER=f"kafka://127.0.0.1:{tls_port}",
+               CHURNWATCH_KAFKA_SECURITY_PROTOCOL="SSL", CHURNWATCH_KAFKA_SSL_CAFILE=str(ca),
+               CHURNWATCH_TOPIC_PREFIX="tlsin.", CHURNWATCH_INGEST_TOKENS_FILE=str(tokens))
+    settings = load_settings(broker=f"kafka://127.0.0.1:{tls_port}",
+                             kafka_security_protocol="SSL", kafka_ssl_cafile=ca)
+    options = client_options(settings)
+    feed = tmp_path / "events.ndjson"
+    feed.write_bytes(b"".join(orjson.dumps({"event_id": f"e{i}", "subscriber_id": "+447700900501",
+                                            "type": "login", "ts": 1_767_225_600_000 + i}) + b"\n"
+                              for i in range(5)))
+    proc, url = _start_ingest(env, tmp_path / "ingest.log")
+    try:
+        out = subprocess.run([sys.executable, "-m", "churnwatch", "send", str(feed), "--url", url,
+                              "--token", "ingest-token-0123456", "--json"],
+                             env=env, capture_output=True, timeout=60)
+        assert out.returncode == 0, (out.stdout + out.stderr).decode()
+        assert orjson.loads(out.stdout)["accepted"] == 5
+    finally:
+        _stop(proc)
+    assert asyncio.run(topic_size(settings.bootstrap, "tlsin.churn.events", options)) >= 1
+    assert asyncio.run(topic_size(settings.bootstrap, "churn.events", options)) == 0

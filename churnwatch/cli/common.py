@@ -123,13 +123,3 @@ def redis_error_line(exc: BaseException) -> str | None:
         return (f"cannot reach Redis ({exc}). Fix: check CHURNWATCH_REDIS_URL and that Redis "
                 f"is running and reachable")
     return None
-
-
-def ingest_unsupported(settings: Settings) -> str:
-    """The Kafka client settings the ingest process does not apply yet (empty: none)."""
-    keys = [key for key, value, default in (
-        ("kafka_security_protocol", settings.kafka_security_protocol, "PLAINTEXT"),
-        ("topic_prefix", settings.topic_prefix, ""),
-        ("topic_replication_factor", settings.topic_replication_factor, 1),
-        ("create_topics", settings.create_topics, True)) if value != default]
-    return ", ".join(f"CHURNWATCH_{key.upper()}" for key in keys)

@@ -19,7 +19,6 @@ from churnwatch.cli.common import (
     VersionOpt,
     err,
     fail,
-    ingest_unsupported,
     load,
     redis_error_line,
     require_redis,
@@ -28,7 +27,7 @@ from churnwatch.cli.common import (
 from churnwatch.cli.effect import effect_command
 from churnwatch.cli.model import model_app
 from churnwatch.cli.ops import broker_app, dnc_app, rules_app, storm_app
-from churnwatch.core.errors import ChurnwatchError, ConfigError
+from churnwatch.core.errors import ChurnwatchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Real-time churn early warning for telecom operators.")
@@ -191,13 +190,6 @@ def ingest(
     from streams.ingest import serve
 
     settings = load(config, service=True, ingest_host=host, ingest_port=port)
-    unsupported = ingest_unsupported(settings)
-    if unsupported:
-        raise fail(ConfigError(
-            f"churnwatch ingest does not apply {unsupported} yet: its Kafka producer and topic "
-            f"creation connect in plaintext to the unprefixed churn.events. Fix: unset "
-            f"{unsupported} for the ingest process, or have feeds produce to Kafka directly "
-            f"(docs/contract.md) or with `churnwatch replay`"))
     try:
         asyncio.run(serve(settings))
     except ChurnwatchError as exc:
