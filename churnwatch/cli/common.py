@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from churnwatch.core.errors import ChurnwatchError
 from churnwatch.infra.config import Settings
@@ -64,7 +65,7 @@ def load(config: Path | None, service: bool = False, **overrides: object) -> Set
     try:
         settings = load_settings(config, **overrides)
     except ChurnwatchError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     level = settings.log_level
     if not service and level == "info":
@@ -75,7 +76,7 @@ def load(config: Path | None, service: bool = False, **overrides: object) -> Set
 
 def fail(exc: Exception) -> typer.Exit:
     """Print an error and return the exit to raise (code 1)."""
-    err.print(f"[red]error:[/] {redis_error_line(exc) or exc}")
+    err.print(f"[red]error:[/] {escape(str(redis_error_line(exc) or exc))}")
     return typer.Exit(1)
 
 

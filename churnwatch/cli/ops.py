@@ -8,6 +8,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from churnwatch.cli.common import (
     ConfigOpt,
@@ -65,7 +66,7 @@ def rules_test(file: Annotated[Path, typer.Argument(help="rules TOML")],
         print(orjson.dumps(report).decode())
         return
     for alert in report["alerts"]:
-        err.print(f"line {alert['line']}: {alert['severity']:<6} {alert['subscriber_id']} "
+        err.print(f"line {alert['line']}: {alert['severity']:<6} {escape(alert['subscriber_id'])} "
                   f"rules {','.join(alert['rules'])} indicators {','.join(alert['indicators'])}")
     err.print(f"events {report['events']}  rule hits {report['rule_hits']}  "
               f"alerts {len(report['alerts'])}")
