@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,22 @@ class DemoOptions:
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
-    """Run the demo end to end and return its summary (also printed unless json_output)."""
+    """Run the demo end to end and return its summary (also printed unless json_output).
+
+    SIGTERM stops it as Ctrl-C does: the worker, the embedded broker and redis-server are
+    stopped and their temporary data removed (the ExitStack unwinds)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run_demo(settings, options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
     console = Console(stderr=options.json_output, quiet=options.json_output)
     with ExitStack() as stack:
         broker = settings.broker or stack.enter_context(EmbeddedBroker()).url

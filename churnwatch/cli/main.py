@@ -86,6 +86,9 @@ def demo(
         summary = run_demo(settings, options)
     except ChurnwatchError as exc:
         raise fail(exc) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: everything the demo started is stopped
+        err.print("demo stopped")
+        raise typer.Exit(130) from None
     if json_out:
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
 
