@@ -234,7 +234,9 @@ class Worker:
                         "secrets; print(secrets.token_urlsafe(32))'`", settings.web_host, port)
             return
         web_app = build_web_app(token, worker_deps(settings, self.redis, self.pipeline,
-                                                   send_event), probe)
+                                                   send_event), probe,
+                                session_ttl_s=settings.web_session_ttl_s,
+                                logins_per_minute=settings.web_logins_per_minute)
         _, port = await start_web(web_app, settings.web_host, settings.web_port)
         log.info("web on http://%s:%d/ (retention page; /healthz, /readyz)",
                  settings.web_host, port)

@@ -162,9 +162,44 @@ def test_login_sets_a_strict_httponly_cookie_that_is_not_the_token(redis_url: st
         resp = await client.post("/api/outcomes", data="subscriber_id=x",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert resp.status == 415
+        # logout ends the session server-side: the same cookie, replayed, is refused
         await client.post("/logout", allow_redirects=False)
         client.session.cookie_jar.clear()
         assert (await client.get("/api/alerts")).status == 401
+        replayed = await client.get("/api/alerts", cookies={COOKIE: cookie.value})
+        assert replayed.status == 401
+    run(redis_url, body)
+
+
+def test_sessions_are_random_per_login_and_expire(redis_url: str) -> None:
+    async def body(client: TestClient, h: Harness) -> None:
+        values = []
+        for _ in range(2):
+            resp = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+            values.append(resp.cookies[COOKIE].value)
+            assert int(resp.cookies[COOKIE]["max-age"]) == 8 * 3600
+        assert values[0] != values[1]  # not a function of the token
+        client.session.cookie_jar.clear()
+        for value in values:
+            assert (await client.get("/api/alerts", cookies={COOKIE: value})).status == 200
+        # the sessions expire in Redis (here: made to expire now)
+        for key in await h.redis.keys(Keys().web_session("*")):
+            await h.redis.pexpire(key, 1)
+        await asyncio.sleep(0.05)
+        for value in values:
+            assert (await client.get("/api/alerts", cookies={COOKIE: value})).status == 401
+        assert (await client.get("/api/alerts", cookies={COOKIE: "forged"})).status == 401
+    run(redis_url, body)
+
+
+def test_login_attempts_are_limited_per_address(redis_url: str) -> None:
+    async def body(client: TestClient, h: Harness) -> None:
+        statuses = [(await client.post("/login", data={"token": f"guess-{n}"},
+                                       allow_redirects=False)).status for n in range(10)]
+        assert statuses == [302] * 10  # wrong tokens: back to the form
+        refused = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+        assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert COOKIE not in refused.cookies  # even the right token waits out the window
     run(redis_url, body)
 
 

@@ -47,6 +47,10 @@ class Keys:
         """Sorted set: partition → highest event time seen on it (the event-time watermark)."""
         return f"{self.prefix}:watermarks"
 
+    def web_session(self, digest: str) -> str:
+        """A retention-page session, by the SHA-256 of its id (the id is only in the cookie)."""
+        return f"{self.prefix}:web:session:{digest}"
+
     def do_not_contact(self) -> str:
         """Set of subscriber ids that no retention action may contact."""
         return f"{self.prefix}:dnc"

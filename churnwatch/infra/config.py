@@ -241,6 +241,12 @@ class Settings(BaseSettings):
     web_token: SecretStr = Field(SecretStr(""), description="token of the retention team's page "
                                  "and API (at least 16 characters); without it the web "
                                  "server serves /healthz and /readyz only")
+    web_session_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86_400, description="a browser "
+                                   "session of the retention page ends this long after its "
+                                   "login (logout ends it at once, on every worker)")
+    web_logins_per_minute: int = Field(10, ge=1, le=10_000, description="login attempts one "
+                                       "client address may make per minute on a worker's page "
+                                       "(then 429 with Retry-After)")
     web_feed_maxlen: int = Field(10_000, ge=100, le=10_000_000, description="approximate "
                                  "number of recent alerts kept in the global feed cw:feed")
     risk_history: int = Field(100, ge=0, le=10_000, description="risk-score points kept per "

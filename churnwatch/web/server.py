@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from churnwatch.web.api import Api, ApiDeps
-from churnwatch.web.auth import TokenAuth
+from churnwatch.web.auth import Sessions, TokenAuth
 
 log = logging.getLogger("churnwatch.web")
 _STATIC = resources.files("churnwatch.web").joinpath("static")
@@ -95,9 +95,11 @@ def build_probes_app(probe: ReadyProbe) -> web.Application:
     return app
 
 
-def build_app(token: str, deps: ApiDeps, probe: ReadyProbe) -> web.Application:
-    """The aiohttp application; ``token`` must not be empty."""
-    auth = TokenAuth(token)
+def build_app(token: str, deps: ApiDeps, probe: ReadyProbe, *, session_ttl_s: int = 8 * 3600,
+              logins_per_minute: int = 10) -> web.Application:
+    """The aiohttp application; ``token`` must not be empty. Browser sessions are kept in
+    ``deps.redis`` for ``session_ttl_s``; login attempts are limited per client address."""
+    auth = TokenAuth(token, Sessions(deps.redis, deps.keys, session_ttl_s), logins_per_minute)
     app = web.Application(middlewares=[_headers, auth.middleware], client_max_size=64 * 1024)
 
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
