@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import orjson
@@ -69,6 +70,15 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(
+        f":{parts.password}@", ":***@")))
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -77,7 +87,9 @@ def _run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
     console = Console(stderr=options.json_output, quiet=options.json_output)
     with ExitStack() as stack:
         broker = settings.broker or stack.enter_context(EmbeddedBroker()).url
-        redis_url = settings.redis_url or stack.enter_context(EmbeddedRedis()).url
+        # the embedded Redis requires a random password, as a production one should
+        redis_url = settings.redis_url or stack.enter_context(
+            EmbeddedRedis(password=secrets.token_urlsafe(18))).url
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="churnwatch-demo-")))
         alerts_path = settings.alerts_jsonl or workdir / "alerts.jsonl"
         metrics_port = free_port()
@@ -85,7 +97,8 @@ def _run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         web_token = settings.web_token.get_secret_value() or secrets.token_urlsafe(24)
         app_id = settings.app_id if settings.broker else "churnwatch-demo"
         settings = settings.model_copy(update={"broker": broker, "app_id": app_id})
-        console.print(f"broker {broker}  redis {redis_url}  alerts → {alerts_path}")
+        console.print(f"broker {broker}  redis {_without_password(redis_url)}  "
+                      f"alerts → {alerts_path}")
         asyncio.run(ensure_topics(settings))
         env = dict(os.environ, CHURNWATCH_BROKER=broker, CHURNWATCH_REDIS_URL=redis_url,
                    CHURNWATCH_ALERTS_JSONL=str(alerts_path), CHURNWATCH_APP_ID=app_id,

@@ -12,7 +12,9 @@ import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -208,3 +210,15 @@ def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
         assert not low <= port <= high  # outgoing connections never take it meanwhile
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_embedded_redis_with_a_password_refuses_clients_without_it() -> None:
+    with EmbeddedRedis(password="s3cret-pw_1") as server:
+        assert ":s3cret-pw_1@" in server.url
+        assert redis.Redis.from_url(server.url).ping()
+        anonymous = redis.Redis(host="127.0.0.1", port=server.port)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.set("k", "v")
+        conf = Path(server.dir) / "auth.conf"
+        assert conf.stat().st_mode & 0o077 == 0  # the owner's only
+        assert "s3cret-pw_1" not in " ".join(psutil.Process(server.pid).cmdline())

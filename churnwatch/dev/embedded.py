@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from churnwatch.core.errors import ChurnwatchError
 
@@ -220,32 +221,50 @@ class _Server:
 
 
 class EmbeddedRedis(_Server):
-    """redis-server on 127.0.0.1 with AOF persistence (``appendfsync`` configurable), RDB snapshots off."""
+    """redis-server on 127.0.0.1 with AOF persistence (``appendfsync`` configurable), RDB snapshots off.
+
+    With ``password`` it requires it (``requirepass``, written to a config file in its data
+    directory, readable by the owner only, so it is not on the command line); ``url`` carries it."""
 
     name = "redis"
 
     def __init__(self, port: int | None = None, *, data_dir: str | None = None, appendfsync: str = "everysec",
-                 binary: str | None = None, startup_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+                 binary: str | None = None, startup_timeout: float = 10.0, stop_timeout: float = 5.0,
+                 password: str | None = None) -> None:
         if appendfsync not in ("always", "everysec", "no"):
             raise EmbeddedRuntimeError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         super().__init__(port, binary=binary, startup_timeout=startup_timeout, stop_timeout=stop_timeout)
         self.appendfsync = appendfsync
+        self.password = password
         if data_dir is not None:  # caller-owned: reused as is and never deleted
             os.makedirs(data_dir, exist_ok=True)
             self.dir, self._owns_dir = data_dir, False
 
     @property
     def url(self) -> str:
-        return f"redis://{_HOST}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{_HOST}:{self.port}/0"
 
     def _argv(self) -> list[str]:
-        return [self.binary or find_redis_server(), "--bind", _HOST, "--port", str(self.port),
+        conf: list[str] = []
+        if self.password:
+            path = os.path.join(self.dir or "", "auth.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f'requirepass "{self.password}"\n')
+            conf = [path]
+        return [self.binary or find_redis_server(), *conf, "--bind", _HOST, "--port", str(self.port),
                 "--protected-mode", "yes", "--daemonize", "no", "--dir", self.dir, "--logfile", self.log_path,
                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", ""]
 
     def _ready(self) -> bool:
         try:
             with socket.create_connection((_HOST, self.port), timeout=1) as sock:
+                if self.password:
+                    sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n"
+                                 % (len(self.password.encode()), self.password.encode()))
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")  # -LOADING while replaying the AOF
         except OSError:
