@@ -34,7 +34,8 @@ def _run_and_stop(args: list[str], marker: str, tmp_path: Path) -> None:
     # the demo's own temporary directories: the servers run in theirs, the worker's log and
     # the alerts file are in the demo's
     tmp = tempfile.gettempdir()
-    dirs = {c.cwd() for c in children if c.cwd().startswith(tmp)}
+    dirs = {c.cwd() for c in children
+            if Path(c.cwd()).parent == Path(tmp) and Path(c.cwd()).name.startswith("churnwatch-")}
     dirs |= set(re.findall(re.escape(tmp) + r"/churnwatch-demo-[\w]+", log.read_text()))
     assert len(dirs) >= 3, dirs
     demo.send_signal(signal.SIGTERM)
