@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnwatch.core.errors import ChurnwatchError
 from churnwatch.infra.config import Settings
@@ -72,6 +73,12 @@ def load(config: Path | None, service: bool = False, **overrides: object) -> Set
         level = "warning"
     configure_logging(level, settings_secrets(settings))
     return settings
+
+
+def event_progress(label: str, quiet: bool) -> Progress:
+    """A progress line on stderr counting events (off with ``quiet``, e.g. ``--json``)."""
+    return Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed} events"),
+                    TimeElapsedColumn(), console=err, disable=quiet)
 
 
 def fail(exc: Exception) -> typer.Exit:

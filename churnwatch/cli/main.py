@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from churnwatch.cli.bench import register as register_bench
 from churnwatch.cli.common import (
@@ -18,6 +17,7 @@ from churnwatch.cli.common import (
     JsonOpt,
     VersionOpt,
     err,
+    event_progress,
     fail,
     load,
     redis_error_line,
@@ -164,8 +164,7 @@ def replay(
         await ensure_topics(settings)
         async with EventProducer(settings.bootstrap, topic, settings.partitions, per_message,
                                  client_options(settings)) as producer:
-            with Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed} events"),
-                          TimeElapsedColumn(), console=err, disable=json_out) as bar:
+            with event_progress("replay", quiet=json_out) as bar:
                 task = bar.add_task("replay", total=None)
                 return await producer.send_lines(stream, lambda n: bar.advance(task, n))
 
@@ -219,8 +218,7 @@ def send(
         raise fail(exc) from None
 
     async def main():  # type: ignore[no-untyped-def]
-        with Progress(TextColumn("send"), BarColumn(), TextColumn("{task.completed} events"),
-                      TimeElapsedColumn(), console=err, disable=json_out) as bar:
+        with event_progress("send", quiet=json_out) as bar:
             task = bar.add_task("send", total=None)
             return await send_stream(stream, url, token, batch=batch, concurrency=concurrency,
                                      progress=lambda n: bar.advance(task, n))

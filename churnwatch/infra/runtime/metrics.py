@@ -34,18 +34,21 @@ WITHHELD_REASONS = {"do-not-contact": "do_not_contact", "monthly contact cap": "
                     "holdout": "holdout"}
 
 
+def standard_registry() -> CollectorRegistry:
+    """A new registry with prometheus_client's standard ``process_*``, ``python_gc_*`` and
+    ``python_info`` collectors, as the default registry has."""
+    registry = CollectorRegistry()
+    for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+        registry.register(standard)
+    return registry
+
+
 class Metrics:
     """Every metric the worker records; names follow Prometheus conventions."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        """``registry``: where to register (default: a new one, which also gets
-        prometheus_client's standard ``process_*``, ``python_gc_*`` and ``python_info``
-        collectors, as the default registry has)."""
-        if registry is None:
-            registry = CollectorRegistry()
-            for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
-                registry.register(standard)
-        self.registry = registry
+        """``registry``: where to register (default: :func:`standard_registry`)."""
+        self.registry = registry if registry is not None else standard_registry()
         r = self.registry
         self.events = Counter("churnwatch_events", "Valid events by type and outcome (applied, "
                               "duplicate, late); invalid records are in churnwatch_dlq_records",
@@ -170,14 +173,8 @@ class IngestMetrics:
     """Metrics of the HTTP ingest process (``churnwatch ingest``), on their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        """``registry``: where to register (default: a new one, which also gets
-        prometheus_client's standard ``process_*``, ``python_gc_*`` and ``python_info``
-        collectors, as the default registry has)."""
-        if registry is None:
-            registry = CollectorRegistry()
-            for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
-                registry.register(standard)
-        self.registry = registry
+        """``registry``: where to register (default: :func:`standard_registry`)."""
+        self.registry = registry if registry is not None else standard_registry()
         r = self.registry
         self.requests = Counter("churnwatch_ingest_requests", "HTTP requests to /v1/events by "
                                 "response status", ["status"], registry=r)
