@@ -82,11 +82,14 @@ def producer_config(bootstrap: str, compression: str = "none",
 def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes], *,
             compression: str = "none", partitioner: str = "consistent_random",
             key: KeyMode = "normalised", offsets: bool = False, timeout_s: float = 120.0,
-            progress: Callable[[int], None] | None = None, **config: Any) -> Delivery:
+            progress: Callable[[int], None] | None = None, partition: int | None = None,
+            **config: Any) -> Delivery:
     """Produce ``events`` (dicts, or already encoded JSON objects as bytes) to ``topic``, one
     per message, keyed per ``key``; flush, and raise :class:`ProduceError` if any message was
-    not delivered. ``config`` adds librdkafka properties (dots as underscores are *not*
-    translated: pass ``**{"message.max.bytes": ...}``)."""
+    not delivered. ``partition``: every message to that partition (a producer with a
+    partitioner of its own), instead of the ``partitioner``'s choice. ``config`` adds
+    librdkafka properties (dots as underscores are *not* translated: pass
+    ``**{"message.max.bytes": ...}``)."""
     from confluent_kafka import KafkaException, Producer
 
     producer = Producer(producer_config(bootstrap, compression, partitioner, **config))
@@ -107,6 +110,7 @@ def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes]
         if err is None:
             slots[i] = (msg.partition(), msg.offset())
 
+    where = {} if partition is None else {"partition": partition}
     t0 = time.perf_counter()
     n = 0
     try:
@@ -120,7 +124,7 @@ def produce(bootstrap: str, topic: str, events: Iterable[dict[str, Any] | bytes]
                 callback = delivered
             while True:
                 try:
-                    producer.produce(topic, value, k, on_delivery=callback)
+                    producer.produce(topic, value, k, on_delivery=callback, **where)
                     break
                 except BufferError:  # local queue full: serve delivery reports, then retry
                     producer.poll(0.05)

@@ -18,7 +18,6 @@ import asyncio
 import zlib
 from pathlib import Path
 
-import orjson
 import pytest
 
 from churnwatch.core.events import Event, decode_payload
@@ -29,6 +28,7 @@ from streams.records import Record
 from streams.repartition import Homes
 from tests.support.fleet import PARTITIONS, feed, group_of, wait_serving
 from tests.support.history import check_history, oracle
+from tests.support.id_formats import subscriber, variant
 from tests.support.producers import produce_events
 
 SOURCE, HOME = "churn.events", "app.churn.events.home"
@@ -125,25 +125,6 @@ def test_forwarded_events_without_a_source_header_are_fresh() -> None:
     assert homes.replays(events, [0], records, {(HOME, 1, 0): 10**12}) == (events, [0], [], {})
 
 
-def _variant(line: bytes, k: int) -> bytes:
-    """The line with its subscriber id written in format ``k`` (a valid event only: invalid
-    records are dead-lettered by their payload, which must not change)."""
-    valid, rejected = decode_payload(line)
-    if len(valid) != 1 or rejected or not valid[0].subscriber_id.startswith("+44"):
-        return line
-    doc = orjson.loads(line)
-    digits = valid[0].subscriber_id[3:]
-    doc["subscriber_id"] = (f"+44{digits}", f"+44 {digits[:4]} {digits[4:]}",
-                            f"0044{digits}")[k]
-    return orjson.dumps(doc)
-
-
-def _subscriber(line: bytes) -> str:
-    """The normalised subscriber id of a valid event, else the line (sent alone)."""
-    valid, rejected = decode_payload(line)
-    return valid[0].subscriber_id if len(valid) == 1 and not rejected else line.hex()
-
-
 @pytest.mark.integration
 @pytest.mark.chaos
 def test_three_partitioners_and_id_formats_lose_no_update_in_a_fleet(
@@ -163,8 +144,8 @@ def test_three_partitioners_and_id_formats_lose_no_update_in_a_fleet(
         for k in range(slices):
             by_producer: list[list[bytes]] = [[], [], []]
             for line in lines[k * size:(k + 1) * size]:
-                h = zlib.crc32(_subscriber(line).encode())
-                by_producer[(h + k) % 3].append(_variant(line, (h // 3 + k) % 3))
+                h = zlib.crc32(subscriber(line).encode())
+                by_producer[(h + k) % 3].append(variant(line, (h // 3 + k) % 3))
             produce_events(broker.bootstrap, EVENTS_TOPIC, by_producer[0], compression="lz4",
                            partitioner="consistent_random", key="raw")
             produce_events(broker.bootstrap, EVENTS_TOPIC, by_producer[1], compression="zstd",

@@ -35,13 +35,15 @@ def produce(bootstrap: str, lines: list[bytes], partitions: int, per_message: in
     asyncio.run(go())
 
 
-def group_of(n: int, broker, redis_url: str, tmp: Path, **env: str) -> list[Worker]:
-    """``n`` workers (not started) sharing one consumer group, each with its own log."""
+def group_of(n: int, broker, redis_url: str, tmp: Path, partitions: int = PARTITIONS,
+             **env: str) -> list[Worker]:
+    """``n`` workers (not started) sharing one consumer group on ``partitions`` partitions,
+    each with its own log."""
     group = f"chaos-{os.urandom(4).hex()}"
     out = []
     for i in range(n):
         (tmp / f"w{i}").mkdir()
-        w = Worker(broker, redis_url, tmp / f"w{i}", partitions=PARTITIONS,
+        w = Worker(broker, redis_url, tmp / f"w{i}", partitions=partitions,
                    CHURNWATCH_SILENCE_INTERVAL_S="3600", CHURNWATCH_WORK_QUEUES="true",
                    CHURNWATCH_BATCH_MAX="20", **env)
         w.app_id = w.env["CHURNWATCH_APP_ID"] = group
