@@ -104,7 +104,7 @@ class BatchCommit:
             if fence is not None:  # in the transaction: the offsets land with the states
                 if offsets is not None:
                     await queue_writes(pipe, offsets.writes(with_partitions=False))
-                fence.close(pipe, target)
+                fence.close(pipe, self.partitions, target)
             if self.before_send is not None:
                 self.before_send()
             await pipe.execute()

@@ -17,10 +17,15 @@ single Redis only (a Redis Cluster cannot watch a key across slots).
 The same transaction fences the worker's own earlier attempts. A commit whose reply was lost
 (a timeout, a dropped connection) is sent again, but its first copy may still be on its way:
 held by a proxy or a stalled link, it can reach Redis after the retry, and after later
-batches, and would put their subscribers' states back. So :class:`WriteFence` also
-``WATCH``es the partitions' applied offsets (``Keys.applied_offsets``), and every fenced write
-bumps a counter in that hash: of the copies of one write, the first to run makes every other
+batches, and would put their subscribers' states back. So every fenced write bumps a write
+counter per partition it touches (``<applied offsets key>:writes:<topic>:<partition>``, next
+to the hash of applied offsets, ``Keys.applied_offsets``), and :class:`WriteFence` also
+``WATCH``es those counters: of the copies of one write, the first to run makes every other
 one abort, and a copy whose retry finds the batch's offsets already stored knows it landed.
+
+The counters are per partition so that the workers of a group do not abort each other: a
+commit watches only its own partitions' counters (and the claims, which change only on a
+rebalance), not the one hash every worker's commits write.
 """
 
 from __future__ import annotations
@@ -75,21 +80,30 @@ class PartitionOwners:
                                                           [partition_field(tp) for tp in tps]))
 
 
-WRITES_FIELD = "writes"  # the applied-offsets hash's counter of fenced writes
+WRITES_FIELD = "writes"  # the counter of fenced writes that touch no partition
 
 
 class WriteFence:
     """Makes each of the worker's writes one ``MULTI``/``EXEC`` that runs at most once and
     only while this worker holds the partitions: it ``WATCH``es the claims (``owners``) and
-    the applied offsets (the hash ``applied_key``) and bumps that hash's write counter.
+    the write counters of the partitions written, and bumps them (a write to no partition:
+    the ``writes`` field of the applied-offsets hash ``applied_key``).
 
     Use: ``if await fence.open(pipe, partitions, target):`` queue the writes, then
-    :meth:`close` and ``pipe.execute()``; on :class:`WatchError` call :meth:`refused`.
+    :meth:`close` with the same partitions and ``pipe.execute()``; on :class:`WatchError`
+    call :meth:`refused`.
     """
 
     def __init__(self, owners: PartitionOwners, applied_key: str) -> None:
         self.owners = owners
         self.applied_key = applied_key
+
+    def counter(self, tp: Partition) -> str:
+        """The key counting the fenced writes to partition ``tp``."""
+        return f"{self.applied_key}:writes:{partition_field(tp)}"
+
+    def _watched(self, tps: Sequence[Partition]) -> list[str]:
+        return [self.counter(tp) for tp in tps] or [self.applied_key]
 
     async def open(self, pipe: Any, partitions: Iterable[Partition],
                    target: Mapping[Partition, int]) -> bool:
@@ -99,7 +113,7 @@ class WriteFence:
         do). Raises :class:`FencedError` (after resetting ``pipe``) if another worker claimed
         one of the partitions, or if a partition's stored offset is past ``target``."""
         tps = sorted(set(partitions) | set(target))
-        await pipe.watch(self.owners.key, self.applied_key)
+        await pipe.watch(self.owners.key, *self._watched(tps))
         fields = [partition_field(tp) for tp in tps]
         lost = self.owners.lost(tps, await pipe.hmget(self.owners.key, fields)) if tps else []
         if lost:
@@ -107,6 +121,7 @@ class WriteFence:
             raise FencedError("partitions claimed by another worker: "
                               + ", ".join(partition_field(tp) for tp in lost))
         if target:
+            # consistent with the watched counters: every write of these offsets bumps them
             stored = dict(zip(tps, await pipe.hmget(self.applied_key, fields)))
             now = {tp: int(stored[tp]) if stored[tp] is not None else -1 for tp in target}
             if all(now[tp] == offset for tp, offset in target.items()):
@@ -120,13 +135,19 @@ class WriteFence:
         pipe.multi()
         return True
 
-    def close(self, pipe: Any, target: Mapping[Partition, int]) -> None:
+    def close(self, pipe: Any, partitions: Iterable[Partition],
+              target: Mapping[Partition, int]) -> None:
         """Queue, last in the transaction: the applied offsets ``target`` and the bump of
-        the write counter (which makes every other copy of this write abort)."""
+        the write counters of ``partitions`` and ``target``'s (which makes every other copy
+        of this write abort)."""
         if target:
             pipe.hset(self.applied_key,
                       mapping={partition_field(tp): offset for tp, offset in target.items()})
-        pipe.hincrby(self.applied_key, WRITES_FIELD, 1)
+        tps = sorted(set(partitions) | set(target))
+        for tp in tps:
+            pipe.incr(self.counter(tp))
+        if not tps:
+            pipe.hincrby(self.applied_key, WRITES_FIELD, 1)
 
     async def refused(self, partitions: Iterable[Partition]) -> Exception:
         """The error for a transaction refused by its ``WATCH``: a connection error (retry:

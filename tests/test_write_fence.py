@@ -15,6 +15,7 @@ from streams.ownership import PartitionOwners, WatchError, WriteFence
 
 OWNERS, APPLIED, STATE = "t:owners", "t:applied", "t:state"
 TP = ("churn.events", 0)
+OTHER = ("churn.events", 1)
 
 
 async def _fence(client: aioredis.Redis, member: str = "w1") -> WriteFence:
@@ -30,7 +31,7 @@ async def _prepare(fence: WriteFence, client: aioredis.Redis, value: str,
     if not await fence.open(pipe, [TP], target):
         return pipe, False
     pipe.set(STATE, value)
-    fence.close(pipe, target)
+    fence.close(pipe, [TP], target)
     return pipe, True
 
 
@@ -46,7 +47,7 @@ def _run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
         clients = [aioredis.Redis.from_url(redis_url) for _ in range(3)]
         try:
-            await clients[0].delete(OWNERS, APPLIED, STATE)
+            await clients[0].flushdb()
             await scenario(*clients)
         finally:
             for c in clients:
@@ -78,7 +79,7 @@ def test_a_retry_whose_first_copy_landed_does_nothing(redis_url: str) -> None:
         assert await _execute(first) == "ran"  # ...and its reply was lost
         _pipe, needed = await _prepare(fence, b, "batch-1", {TP: 10})
         assert not needed
-        assert await b.hget(APPLIED, "writes") == b"1"
+        assert await b.get(fence.counter(TP)) == b"1"
 
     _run(redis_url, scenario)
 
@@ -120,5 +121,48 @@ def test_a_write_behind_the_stored_offsets_is_refused(redis_url: str) -> None:
         assert await _execute(pipe) == "ran"
         with pytest.raises(FencedError, match="past this batch"):
             await _prepare(fence, a, "batch-1", {TP: 10})
+
+    _run(redis_url, scenario)
+
+
+def test_workers_of_a_group_writing_other_partitions_do_not_abort_each_other(
+        redis_url: str) -> None:
+    """Every worker's commits store their offsets in the group's one hash, but a commit
+    watches only its own partitions' write counters: another worker's commit, to another
+    partition, landing meanwhile does not refuse it (a refusal is retried after a pause and
+    counted as a Redis error: in a fleet, every worker would keep aborting the others)."""
+    async def scenario(a: aioredis.Redis, b: aioredis.Redis, _: aioredis.Redis) -> None:
+        fence_a = await _fence(a, "w1")
+        owners_b = PartitionOwners(b, OWNERS, "w2")
+        await owners_b.claim([OTHER])
+        fence_b = WriteFence(owners_b, APPLIED)
+        mine, ok = await _prepare(fence_a, a, "w1-batch", {TP: 10})
+        assert ok
+        pipe = b.pipeline(transaction=True)
+        assert await fence_b.open(pipe, [OTHER], {OTHER: 7})
+        pipe.set("t:other-state", "w2-batch")
+        fence_b.close(pipe, [OTHER], {OTHER: 7})
+        assert await _execute(pipe) == "ran"
+        assert await _execute(mine) == "ran"
+        assert await a.hmget(APPLIED, ["churn.events:0", "churn.events:1"]) == [b"10", b"7"]
+        assert await a.get(STATE) == b"w1-batch"
+
+    _run(redis_url, scenario)
+
+
+def test_a_write_to_no_partition_is_ordered_by_the_groups_counter(redis_url: str) -> None:
+    async def scenario(a: aioredis.Redis, b: aioredis.Redis, _: aioredis.Redis) -> None:
+        fence = await _fence(a)
+        held = a.pipeline(transaction=True)
+        assert await fence.open(held, [], {})
+        held.set(STATE, "held")
+        fence.close(held, [], {})
+        again = b.pipeline(transaction=True)
+        assert await fence.open(again, [], {})
+        again.set(STATE, "retry")
+        fence.close(again, [], {})
+        assert await _execute(again) == "ran"
+        assert await _execute(held) == "refused"
+        assert await b.hget(APPLIED, "writes") == b"1"
 
     _run(redis_url, scenario)

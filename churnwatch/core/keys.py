@@ -80,7 +80,9 @@ class Keys:
 
     def applied_offsets(self, group: str) -> str:
         """Hash: ``<topic>:<partition>`` → the offset after the last record whose effects the
-        consumer group ``group`` stored (written with the states, in the same transaction)."""
+        consumer group ``group`` stored (written with the states, in the same transaction).
+        Next to it, ``<this key>:writes:<topic>:<partition>``: each partition's counter of
+        fenced writes (``streams.ownership``)."""
         return f"{self.prefix}:applied:{{{group}}}"
 
     def partition_owners(self, group: str) -> str:
