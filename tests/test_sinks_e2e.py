@@ -6,6 +6,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from standardwebhooks import Webhook
@@ -77,3 +78,9 @@ def test_alert_reaches_webhook_and_team_queues(broker, redis_url, tmp_path: Path
         entries = client.xrange(f"cw:queue:{team}")
         assert [e[1][b"alert_id"].decode() for e in entries].count(alert["alert_id"]) == sum(
             a["team"] == team for a in alert["actions"])
+        for _, entry in entries:  # the action itself, and where to read the whole alert
+            action = orjson.loads(entry[b"action"])
+            assert action in alert["actions"] and action["team"] == team
+            sid = entry[b"subscriber_id"].decode()
+            recent = [orjson.loads(x) for x in client.lrange(f"cw:{{{sid}}}:alerts", 0, -1)]
+            assert alert in recent

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from alerting.alert import Action, Alert, to_json
+from alerting.ledger import AlertLedger
 from alerting.workqueue import TeamQueues, WorkItem
+from churnwatch.infra.redis.writes import queue_writes
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +48,24 @@ async def fields(client: aioredis.Redis, stream: str) -> list[dict[bytes, bytes]
     return [f for _, f in await client.xrange(stream)]
 
 
+def entry(a: Alert, action: Action, deadline_ms: int) -> dict[bytes, bytes]:
+    """A queued action's fields: what the team routes on, and the action, not the alert."""
+    return {b"alert_id": a.alert_id.encode(), b"action_id": action.id.encode(),
+            b"team": action.team.encode(), b"deadline_ms": str(deadline_ms).encode(),
+            b"subscriber_id": a.subscriber_id.encode(), b"event_id": a.event_id.encode(),
+            b"severity": a.severity.encode(), b"detected_at": str(a.detected_at).encode(),
+            b"action": to_json(action)}
+
+
 def test_entries_land_in_their_team_streams_once(redis_url: str) -> None:
     a1, a2 = alert(1, CALL, OFFER), alert(2, FIX)
 
     async def body(client: aioredis.Redis, q: TeamQueues) -> None:
         assert await q.send([a1, a2], [to_json(a1), to_json(a2)]) == 3
         assert await fields(client, "cw:queue:care") == [
-            {b"alert_id": b"a1", b"action_id": b"call", b"team": b"care",
-             b"deadline_ms": str(NOW + 1 + 24 * HOUR).encode(), b"payload": to_json(a1)},
-            {b"alert_id": b"a2", b"action_id": b"fix", b"team": b"care",
-             b"deadline_ms": str(NOW + 2 + 72 * HOUR).encode(), b"payload": to_json(a2)},
-        ]
+            entry(a1, CALL, NOW + 1 + 24 * HOUR), entry(a2, FIX, NOW + 2 + 72 * HOUR)]
         assert await fields(client, "cw:queue:offers") == [
-            {b"alert_id": b"a1", b"action_id": b"offer", b"team": b"offers",
-             b"deadline_ms": str(NOW + 1 + 90 * 60_000).encode(), b"payload": to_json(a1)}]
+            entry(a1, OFFER, NOW + 1 + 90 * 60_000)]
         # a re-send (and a duplicate inside one call) adds nothing; a new alert still lands
         a3 = alert(3, OFFER)
         assert await q.send([a1, a2, a1, a3],
@@ -101,7 +108,8 @@ def test_consumer_group_claim_and_ack(redis_url: str) -> None:
         first = await q.claim("care", "tools", "c1", count=3)
         assert [(i.alert_id, i.action_id, i.team, i.deadline_ms) for i in first] == [
             (f"a{n}", "call", "care", NOW + n + 24 * HOUR) for n in range(3)]
-        assert first[0].payload == to_json(alerts[0])
+        assert (first[0].subscriber_id, first[0].event_id, first[0].severity,
+                first[0].detected_at, first[0].action) == ("s0", "e0", "high", NOW, CALL)
         rest = await q.claim("care", "tools", "c2", count=10)
         assert [i.alert_id for i in rest] == ["a3", "a4"]
         assert await q.claim("care", "tools", "c2", count=10) == []
@@ -176,5 +184,41 @@ def test_reclaim_respects_count_across_pages(redis_url: str) -> None:
         assert [i.alert_id for i in first] == ["a0", "a1"]
         second = await q.reclaim_stuck("care", "tools", "r2", min_idle_ms=0, count=10)
         assert [i.alert_id for i in second] == ["a0", "a1", "a2", "a3", "a4"]
+
+    run(redis_url, body)
+
+
+def test_an_entry_finds_its_alert_pending_delivered_or_not_at_all(redis_url: str) -> None:
+    """The whole alert is read from the subscriber's ledger while its delivery is under way
+    (the work queue is written before the alert is marked delivered), then from its recent
+    alerts; once it is gone from both (trimmed, expired), the lookup says so."""
+    a1, a2 = alert(1, CALL), alert(2, OFFER)
+
+    async def body(client: aioredis.Redis, q: TeamQueues) -> None:
+        ledger = AlertLedger(client, recent=1)
+        pipe = client.pipeline(transaction=True)
+        await queue_writes(pipe, await ledger.writes(
+            {}, {"s1": [("e1", to_json(a1))], "s2": [("e2", to_json(a2))]}))
+        await pipe.execute()
+        await q.send([a1, a2])
+        await q.ensure_group("care", "t")
+        await q.ensure_group("offers", "t")
+        [i1] = await q.claim("care", "t", "c")
+        [i2] = await q.claim("offers", "t", "c")
+        assert await q.alert(i1) == to_json(a1)  # pending
+        pipe = client.pipeline(transaction=True)
+        await queue_writes(pipe, await ledger.delivered_writes(
+            [("s1", "e1", to_json(a1)), ("s2", "e2", to_json(a2))]))
+        await pipe.execute()
+        assert await client.hlen("cw:{s1}:ledger") == 0
+        assert await q.alert(i1) == to_json(a1)  # delivered: the recent alerts
+        assert await q.alert(i2) == to_json(a2)
+        # a newer alert of s2 pushes a2 out of its recent alerts (1 kept here)
+        newer = msgspec.structs.replace(alert(3, CALL), subscriber_id="s2", event_id="e3")
+        pipe = client.pipeline(transaction=True)
+        await queue_writes(pipe, await ledger.writes({}, {"s2": [("e3", to_json(newer))]}))
+        await queue_writes(pipe, await ledger.delivered_writes([("s2", "e3", to_json(newer))]))
+        await pipe.execute()
+        assert await q.alert(i2) is None
 
     run(redis_url, body)
