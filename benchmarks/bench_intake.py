@@ -32,7 +32,7 @@ assigned the partitions; the start-up before that is reported as ``startup_s``) 
 
 - every offset of ``churn.events`` committed by its group (``events_per_s``, the headline: lag
   0 as a client sees it; commit timers add up to ~3 s for Faust, ~5 s for Quix; for
-  churnwatch, whose worker forwards the events that arrive away from their subscriber's home
+  churnwatch, whose worker may forward events that arrive away from their subscriber's home
   partition through an internal topic, also every event processed), and
 - every message processed, by its own count (``events_per_s_processed``; churnwatch's
   /metrics, the baselines' stats files), also from the first message processed
@@ -507,10 +507,15 @@ def worker_metrics(port: int) -> dict[str, Any]:
         "batches": int(batch["count"]) if batch else None,
         "mean_events_per_batch": round(batch["sum"] / batch["count"], 1)
         if batch and batch["count"] else None,
-        # events that arrived away from their subscriber's home partition (streams/repartition)
-        "forwarded_events": int(sum(v for name, _, v in m.get("churnwatch_forwarded_events", ())
-                                    if name.endswith("_total"))) if m else None,
+        # events that arrived away from their subscriber's home partition (streams/repartition):
+        # forwarded there, or applied where they arrived by the home partition's owner
+        "forwarded_events": _total(m, "churnwatch_forwarded_events"),
+        "away_applied_events": _total(m, "churnwatch_away_applied_events"),
     }
+
+
+def _total(m: dict[str, Any], family: str) -> int | None:
+    return int(sum(v for name, _, v in m.get(family, ()) if name.endswith("_total"))) if m else None
 
 
 def stats_extra(stats: dict[str, Any]) -> dict[str, Any]:
