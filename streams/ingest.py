@@ -316,7 +316,7 @@ def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore
     closed with the app."""
     limiter = limiter or rate_limiter(settings)
     app = web.Application(client_max_size=settings.ingest_max_body_bytes,
-                          middlewares=[problem_middleware()])
+                          middlewares=[problem_middleware(coded=True)])
 
     async def close_limiter(app: web.Application) -> None:
         await limiter.close()

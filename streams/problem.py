@@ -68,14 +68,22 @@ def problem(status: int, detail: str, code: str | None = None, *,
         content_type=PROBLEM_JSON)
 
 
-def from_http_exception(exc: web.HTTPException) -> web.Response:
-    """A problem response for an aiohttp HTTP error (its headers kept, its text as detail)."""
+def from_http_exception(exc: web.HTTPException, coded: bool = False) -> web.Response:
+    """A problem response for an aiohttp HTTP error (its headers kept, its text as detail);
+    ``coded``: with a code from the status phrase and the detail again as ``reason``."""
     headers = {k: v for k, v in exc.headers.items()
                if k.lower() not in ("content-type", "content-length")}
     text = exc.text or ""
     default = f"{exc.status}: {exc.reason}"
     detail = text if text and text != default else _DETAILS.get(exc.status, exc.reason)
-    return problem(exc.status, detail, headers=headers)
+    return _problem(exc.status, detail, headers, coded)
+
+
+def _problem(status: int, detail: str, headers: Mapping[str, str], coded: bool) -> web.Response:
+    if not coded:
+        return problem(status, detail, headers=headers)
+    code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return problem(status, detail, code, headers=headers, reason=detail)
 
 
 _DETAILS = {
@@ -90,9 +98,11 @@ def is_problem(response: web.StreamResponse) -> bool:
 
 
 def problem_middleware(applies: Callable[[web.Request], bool] = lambda request: True,
+                       coded: bool = False,
                        ) -> Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]:
     """Middleware: for requests where ``applies(request)``, HTTP errors that are not already
-    problems, and unexpected exceptions, are answered as problems."""
+    problems, and unexpected exceptions, are answered as problems (``coded``: with a code
+    from the status phrase, e.g. ``not_found``, and ``reason``, as the ingest answers)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -103,24 +113,24 @@ def problem_middleware(applies: Callable[[web.Request], bool] = lambda request: 
         except web.HTTPException as exc:
             if exc.status < 400 or is_problem(exc):
                 raise
-            return from_http_exception(exc)
+            return from_http_exception(exc, coded)
         except Exception:  # noqa: BLE001 - a bug: log it, answer a problem, keep serving
             log.exception("unhandled error on %s %s", request.method,
                           request.match_info.route.resource.canonical
                           if request.match_info.route.resource else "(unmatched)")
-            return problem(500, "internal error; the server logged it")
+            return _problem(500, "internal error; the server logged it", {}, coded)
         if response.status >= 400 and isinstance(response, web.Response) \
                 and not is_problem(response):
-            return _rewrap(response)
+            return _rewrap(response, coded)
         return response
 
     return middleware
 
 
-def _rewrap(response: web.Response) -> web.Response:
+def _rewrap(response: web.Response, coded: bool) -> web.Response:
     text = (response.text or "") if response.content_type == "text/plain" else ""
     if not text.strip():
         text = _DETAILS.get(response.status, response.reason or "error")
     headers = {k: v for k, v in response.headers.items()
                if k.lower() not in ("content-type", "content-length")}
-    return problem(response.status, text.strip(), headers=headers)
+    return _problem(response.status, text.strip(), headers, coded)
