@@ -62,6 +62,27 @@ def settings_doc(
     doc.write(path)
 
 
+@app.command("schemas")
+def schemas(
+    docs: Annotated[Path, typer.Argument(help="the docs directory (schemas/ and openapi/ go "
+                                          "under it)")] = Path("docs"),
+    check: Annotated[bool, typer.Option("--check", help="only check that the files are "
+                                        "current (exit 1 if not)")] = False,
+) -> None:
+    """Write the JSON Schemas (events, alerts, score records, webhook and error bodies) and
+    the OpenAPI documents (ingest, web API), generated from the code."""
+    from churnwatch.cli import schemas as gen
+
+    if check:
+        stale = gen.stale(docs)
+        if stale:
+            raise fail(ChurnwatchError(f"{', '.join(str(docs / n) for n in stale)} differ from "
+                                       "the code. Fix: run `churnwatch schemas` and commit them"))
+        return
+    for path in gen.write(docs):
+        typer.echo(path)
+
+
 @app.command()
 def demo(
     subscribers: Annotated[int, typer.Option(help="synthetic population size")] = 1000,
