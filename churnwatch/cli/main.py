@@ -74,6 +74,9 @@ def demo(
     keep_serving: Annotated[bool, typer.Option(help="after the summary, keep the worker and the "
                                                "retention team's page running until Ctrl-C")]
     = False,
+    warm_start: Annotated[bool, typer.Option(help="start from the shipped model trained on "
+                                             "the simulator (another seed); off: from an "
+                                             "empty model, as a new deployment")] = True,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -83,7 +86,8 @@ def demo(
 
     settings = load(config)
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, churn_rate=churn_rate,
-                          faults=faults, json_output=json_out, keep_serving=keep_serving)
+                          faults=faults, json_output=json_out, keep_serving=keep_serving,
+                          warm_start=warm_start)
     try:
         summary = run_demo(settings, options)
     except ChurnwatchError as exc:
