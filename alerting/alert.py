@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from churnwatch.core.severity import SEVERITIES
+
+
+_SEVERITY = {"enum": list(SEVERITIES)}
+_Reason = Annotated[dict[str, Any], msgspec.Meta(
+    description="why: `kind` indicator (an indicator that held, with its inputs), model (one "
+                "of the model's top features and its contribution), storm (a rule over its "
+                "hourly budget) or storm_release; other members depend on the kind",
+    extra_json_schema={"required": ["kind"], "properties": {"kind": {
+        "type": "string", "examples": ["indicator", "model", "storm", "storm_release"]}}})]
+_Suppressed = Annotated[dict[str, str], msgspec.Meta(
+    description="an action withheld: its `id` and the `reason` (holdout, contact policy, "
+                "storm hold, or an action that backfires in the segment)",
+    extra_json_schema={"required": ["id", "reason"]})]
+_Choice = Annotated[dict[str, str], msgspec.Meta(
+    description="one group of alternative actions: the `group`, the action `chosen`, the "
+                "comma-separated `alternatives` and the `reason`",
+    extra_json_schema={"required": ["group", "chosen", "alternatives", "reason"]})]
+_EpochMs = Annotated[int, msgspec.Meta(description="epoch milliseconds (UTC)")]
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -17,43 +37,56 @@ class Action(msgspec.Struct, frozen=True):
     deadline_hours: float
     params: dict[str, Any] = {}
     description: str = ""
-    channel: str = "internal"  # call, message, visit (contacts the subscriber) or internal
-    offer: bool = False  # counts against the monthly offer cap
-    not_before: int | None = None  # epoch ms: held until quiet hours end
+    # call, message, visit (contacts the subscriber) or internal
+    channel: Annotated[str, msgspec.Meta(
+        description="call, message, visit (contacts the subscriber) or internal")] = "internal"
+    offer: Annotated[bool, msgspec.Meta(
+        description="counts against the monthly offer cap")] = False
+    not_before: Annotated[int | None, msgspec.Meta(
+        description="epoch ms: held until quiet hours end")] = None
 
 
 class Alert(msgspec.Struct, frozen=True):
-    """A churn alert: who, when, how bad, why, and what to do about it."""
+    """A churn alert: who, when, how bad, why, and what to do about it (docs/contract.md §4).
+    Published on churn.alerts and to the sinks; deduplicate on alert_id."""
 
-    alert_id: str
-    subscriber_id: str
-    ts: int
-    event_id: str
-    severity: str
-    score: float
-    rules: list[str]
-    reasons: list[dict[str, Any]]
+    alert_id: Annotated[str, msgspec.Meta(
+        description="the same cause (subscriber, triggering event, rules) gives the same id")]
+    subscriber_id: Annotated[str, msgspec.Meta(
+        description="normalised subscriber id; `*` for a rule-storm notice")]
+    ts: Annotated[int, msgspec.Meta(description="event time of the triggering event, epoch ms")]
+    event_id: Annotated[str, msgspec.Meta(description="the triggering event")]
+    severity: Annotated[str, msgspec.Meta(extra_json_schema=_SEVERITY)]
+    score: Annotated[float, msgspec.Meta(description="the model's churn probability")]
+    rules: Annotated[list[str], msgspec.Meta(description="ids of the rules that fired")]
+    reasons: list[_Reason]
     segment: str
-    actions: list[Action]
-    detected_at: int
+    actions: Annotated[list[Action], msgspec.Meta(
+        description="the actions to perform, each owned by a team")]
+    detected_at: Annotated[int, msgspec.Meta(description="wall clock of detection, epoch ms")]
     model_version: str
     ruleset_version: str
-    ingested_at: int | None = None
-    suppressed: list[dict[str, str]] = []  # actions the contact policy withheld, with why
-    holdout: bool = False  # in the random holdout: actions withheld to measure their effect
+    ingested_at: Annotated[int | None, msgspec.Meta(
+        description="when the triggering event reached the broker, epoch ms")] = None
+    suppressed: list[_Suppressed] = []  # actions the contact policy withheld, with why
+    holdout: Annotated[bool, msgspec.Meta(
+        description="in the random holdout: actions withheld to measure their effect")] = False
     # per group of alternatives: the one chosen and why (alerting.allocate)
-    allocation: list[dict[str, str]] = []
+    allocation: list[_Choice] = []
 
 
 class ScoreRecord(msgspec.Struct, frozen=True, array_like=False):
-    """One scored event, so alert quality can be measured from outside."""
+    """One scored event, so alert quality can be measured from outside (churn.scores and
+    the scores JSONL file)."""
 
     event_id: str
     subscriber_id: str
-    ts: int
-    score: float
-    severity: str | None
-    rules: list[str]
+    ts: Annotated[int, msgspec.Meta(description="event time, epoch ms")]
+    score: Annotated[float, msgspec.Meta(description="the model's churn probability")]
+    severity: Annotated[str | None, msgspec.Meta(
+        description="the highest severity of the rules that held, null when none did",
+        extra_json_schema={"enum": [*SEVERITIES, None]})]
+    rules: Annotated[list[str], msgspec.Meta(description="ids of the acting rules that held")]
     segment: str
 
 

@@ -31,8 +31,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Annotated, Literal
 
 import httpx
+import msgspec
 
 from alerting.alert import Alert
 from alerting.sinks.base import SinkReport, actions_of
@@ -47,13 +49,25 @@ _RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtoco
 DeadLetterHandler = Callable[[Alert, str], Awaitable[None]]
 
 
+class WebhookEnvelope(msgspec.Struct, frozen=True):
+    """The body of a webhook request (Standard Webhooks): the event type, the alert's
+    detection time (RFC 3339, UTC, milliseconds) and the alert itself."""
+
+    type: Literal["churn.alert"]
+    timestamp: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+    data: Alert
+
+
 def envelope(alert: Alert, payload: bytes) -> bytes:
     """The request body: the Standard Webhooks envelope around the alert's JSON ``payload``,
     timestamped with the alert's detection time (so every retry sends the same bytes)."""
     when = datetime.fromtimestamp(alert.detected_at / 1000, tz=timezone.utc)
     stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return (b'{"type":"' + EVENT_TYPE.encode() + b'","timestamp":"' + stamp.encode()
-            + b'","data":' + payload + b"}")
+    # the alert's bytes as published (msgspec.Raw), not a re-encoding
+    return _envelope_encoder.encode(WebhookEnvelope(EVENT_TYPE, stamp, msgspec.Raw(payload)))
+
+
+_envelope_encoder = msgspec.json.Encoder()
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -32,7 +32,7 @@ assigned the partitions; the start-up before that is reported as ``startup_s``) 
 
 - every offset of ``churn.events`` committed by its group (``events_per_s``, the headline: lag
   0 as a client sees it; commit timers add up to ~3 s for Faust, ~5 s for Quix; for
-  churnwatch, whose worker forwards the events that arrive away from their subscriber's home
+  churnwatch, whose worker may forward events that arrive away from their subscriber's home
   partition through an internal topic, also every event processed), and
 - every message processed, by its own count (``events_per_s_processed``; churnwatch's
   /metrics, the baselines' stats files), also from the first message processed
@@ -70,7 +70,7 @@ from typing import Any, Self
 import msgspec
 import orjson
 
-from benchmarks import report
+from benchmarks import paced_latency, report
 from benchmarks.bench_e2e import (
     CommitWatch,
     counts,
@@ -84,6 +84,7 @@ from churnwatch.core.errors import ChurnwatchError
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from churnwatch.dev.simulate import SimConfig, Simulation
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
+from churnwatch.infra.kafka.offsets import group_members
 from churnwatch.infra.kafka.topics import create_topics
 
 SIZES = {"tiny": (60, 40), "small": (2000, 60), "large": (10_000, 150)}
@@ -117,6 +118,7 @@ class Options:
     join_timeout_s: float = 120.0
     quix_python: str | None = None
     without_cramjam: bool = False
+    latency_s: float = 20.0
     out_dir: str | None = None
     json_output: bool = False
 
@@ -145,6 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--without-cramjam", action="store_true", help="hide the cramjam package "
                    "from the churnwatch worker and the naive app (an install without it: "
                    "aiokafka then has no snappy/lz4/zstd codec)")
+    p.add_argument("--latency-s", type=float, default=20.0, help="after the churnwatch worker "
+                   "drained the backlog, offer it half its measured rate for this long, one "
+                   "event per message, and report the alerts' detection latency (0: skip)")
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     p.add_argument("--json", dest="json_output", action="store_true",
                    help="print the report as JSON on stdout")
@@ -156,6 +161,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(size=a.size, subscribers=a.subscribers or subs, days=a.days or days,
                    seed=a.seed, partitions=a.partitions, compression=a.compression,
                    partitioner=a.partitioner, designs=designs, repeat=max(1, a.repeat),
+                   latency_s=a.latency_s,
                    max_s=a.max_s if a.max_s is not None else (1800.0 if a.size == "large"
                                                               else 300.0),
                    stall_s=a.stall_s, quix_python=a.quix_python,
@@ -307,8 +313,10 @@ async def drain(c: Consumer, bootstrap: str, ends: dict[int, int], opts: Options
 class Run:
     """One run: its own broker, Redis and working directory."""
 
-    def __init__(self, opts: Options, lines: list[bytes], workdir: Path, index: int) -> None:
+    def __init__(self, opts: Options, lines: list[bytes], workdir: Path, index: int,
+                 sim: SimConfig | None = None) -> None:
         self.opts, self.lines, self.index = opts, lines, index
+        self.sim = sim or SimConfig(subscribers=opts.subscribers, days=opts.days, seed=opts.seed)
         self.stack = ExitStack()
         self.workdir = workdir / f"run{index}"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -437,7 +445,8 @@ class Run:
             if design not in opts.designs:
                 continue
             if design == "churnwatch":
-                c, port = self.worker(bootstrap, redis_url, f"churnwatch-bench-intake-{self.index}")
+                app_id = f"churnwatch-bench-intake-{self.index}"
+                c, port = self.worker(bootstrap, redis_url, app_id)
                 r = asyncio.run(drain(c, bootstrap, ends, opts, bar("churnwatch worker")))
                 r.update(worker_metrics(port))
             elif design == "naive":
@@ -457,7 +466,49 @@ class Run:
                 r["python"] = python
             stop_process(c.proc)
             result[design] = r
+        cw = result.get("churnwatch") or {}
+        if opts.latency_s > 0 and cw.get("outcome") == "complete":  # after the baselines:
+            # they read the topic to its end, and the latency feed would lengthen it
+            cw["latency"] = self.latency(bootstrap, redis_url, f"churnwatch-bench-intake-"
+                                         f"{self.index}", cw.get("events_per_s_processed")
+                                         or cw["events_per_s"])
         return result
+
+    def latency(self, bootstrap: str, redis_url: str, app_id: str, rate: float
+                ) -> dict[str, Any]:
+        """The worker that drained the backlog, started again (its group resumes at the end),
+        at half its measured ``rate``: detection latency with one event per message from the
+        standard producer (``benchmarks/paced_latency.py``)."""
+        opts = self.opts
+        c, _ = self.worker(bootstrap, redis_url, app_id)
+
+        async def joined() -> None:
+            deadline = time.monotonic() + opts.join_timeout_s
+            while await group_members(bootstrap, app_id) < 1:
+                if c.proc.poll() is not None or time.monotonic() > deadline:
+                    raise ChurnwatchError("the worker did not rejoin for the latency feed")
+                await asyncio.sleep(0.5)
+
+        asyncio.run(joined())
+        offered = rate / 2
+        lines = paced_latency.continuation(self.sim, int(offered * opts.latency_s * 1.1))
+        sent = paced_latency.offer(bootstrap, EVENTS_TOPIC, lines, offered, opts.latency_s,
+                                   compression=opts.compression, partitioner=opts.partitioner)
+
+        async def drained() -> None:
+            async with CommitWatch(bootstrap, app_id, EVENTS_TOPIC) as watch:
+                end = await watch.ends()
+                deadline = time.monotonic() + 120
+                while await watch.committed() < end:
+                    if c.proc.poll() is not None or time.monotonic() > deadline:
+                        raise ChurnwatchError("the worker did not finish the latency feed")
+                    await asyncio.sleep(0.2)
+
+        asyncio.run(drained())
+        time.sleep(1.0)  # the last alerts' JSONL lines
+        stop_process(c.proc)
+        return paced_latency.summary(sent, paced_latency.alert_latencies(
+            self.workdir / f"{app_id}-alerts.jsonl", sent["started_ms"]))
 
     def packed(self, bar: Callable[[str], Callable[[int], None]]) -> dict[str, Any]:
         """Design 4: a fresh broker and Redis, the feed written by `churnwatch replay`."""
@@ -507,10 +558,15 @@ def worker_metrics(port: int) -> dict[str, Any]:
         "batches": int(batch["count"]) if batch else None,
         "mean_events_per_batch": round(batch["sum"] / batch["count"], 1)
         if batch and batch["count"] else None,
-        # events that arrived away from their subscriber's home partition (streams/repartition)
-        "forwarded_events": int(sum(v for name, _, v in m.get("churnwatch_forwarded_events", ())
-                                    if name.endswith("_total"))) if m else None,
+        # events that arrived away from their subscriber's home partition (streams/repartition):
+        # forwarded there, or applied where they arrived by the home partition's owner
+        "forwarded_events": _total(m, "churnwatch_forwarded_events"),
+        "away_applied_events": _total(m, "churnwatch_away_applied_events"),
     }
+
+
+def _total(m: dict[str, Any], family: str) -> int | None:
+    return int(sum(v for name, _, v in m.get(family, ()) if name.endswith("_total"))) if m else None
 
 
 def stats_extra(stats: dict[str, Any]) -> dict[str, Any]:
@@ -535,6 +591,9 @@ def summarise(runs: list[dict[str, Any]], designs: Sequence[str]) -> dict[str, A
             "median_events_per_batch": (statistics.median(b) if (b := [
                 x["mean_events_per_batch"] for x in rs if x.get("mean_events_per_batch")])
                 else None),
+            "median_alert_latency_p99_ms": _median([
+                x["latency"]["alert_latency_ms"]["p99"] for x in rs
+                if (x.get("latency") or {}).get("alert_latency_ms", {}).get("p99") is not None]),
         }
 
     def ratio(a: str, b: str) -> float | None:
@@ -554,10 +613,10 @@ def run(opts: Options) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    sim = Simulation(SimConfig(subscribers=opts.subscribers, days=opts.days, seed=opts.seed,
-                               churn_rate=0.08, duplicate_rate=0.01, invalid_rate=0.002,
-                               out_of_order_rate=0.01))
-    lines = [_encode(e) for e in sim.events()]
+    config = SimConfig(subscribers=opts.subscribers, days=opts.days, seed=opts.seed,
+                       churn_rate=0.08, duplicate_rate=0.01, invalid_rate=0.002,
+                       out_of_order_rate=0.01)
+    lines = [_encode(e) for e in Simulation(config).events()]
     result: dict[str, Any] = {
         "benchmark": "intake", "created": report.utc_now(), "options": asdict(opts),
         "machine": report.machine_info(), "code_version": report.code_version(CODE_PATHS),
@@ -601,10 +660,10 @@ def run(opts: Options) -> dict[str, Any]:
             for i in range(opts.repeat):
                 res: dict[str, Any] = {}
                 if set(opts.designs) & {"churnwatch", "naive", "quix"}:
-                    with Run(opts, lines, workdir, i) as r:
+                    with Run(opts, lines, workdir, i, config) as r:
                         res.update(r.standard(bar_for(i + 1)))
                 if "packed" in opts.designs:
-                    with Run(opts, lines, workdir, i) as r:
+                    with Run(opts, lines, workdir, i, config) as r:
                         res["packed"] = r.packed(bar_for(i + 1))
                 res["load_avg_1_5_15"] = list(os.getloadavg())
                 runs.append(res)
@@ -644,6 +703,12 @@ def print_summary(r: dict[str, Any]) -> None:
                             f"(exit code {x.get('exit_code')}; cause: {x.get('cause')})")
                 for line in x.get("log", []):
                     report.note(f"    {line}", )
+        lat = (run_.get("churnwatch") or {}).get("latency")
+        if lat:
+            ms = lat["alert_latency_ms"]
+            report.note(f"latency: {lat['achieved_events_per_s']:,} events/s offered one per "
+                        f"message for {lat['window_s']} s: {lat['alerts']} alerts, event→alert "
+                        f"p50 {ms['p50']} ms, p99 {ms['p99']} ms, max {ms['max']} ms")
     rat = s["ratios"]
     report.note(f"churnwatch/naive: {rat['churnwatch_over_naive']}x, churnwatch/quix: "
                 f"{rat['churnwatch_over_quix']}x (quix does much less), packed/churnwatch: "

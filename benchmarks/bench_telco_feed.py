@@ -34,7 +34,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +43,22 @@ import numpy as np
 import redis.asyncio as aioredis
 from scipy.optimize import minimize
 
-from alerting.alert import Alert, ScoreRecord
-from alerting.holdout import Holdout
-from alerting.ledger import AlertLedger
-from alerting.playbook import load_playbook
 from benchmarks import report
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
 from churnwatch.dev.embedded import EmbeddedRedis
-from churnwatch.infra.runtime.metrics import Metrics
 from features.reference import ReferenceStore
-from features.store import FeatureStore
 from online_models.evaluate import roc_auc
-from online_models.learner import Learner, ModelWatcher
 from online_models.model import ChurnModel, model_input
 from online_models.snapshots import LabelPolicy
 from online_models.telco import T0_MS, pseudonym, read_rows, row_attrs
-from online_models.versions import ModelVersions
-from rules.engine import compile_ruleset
-from rules.ruleset import load_ruleset
-from streams.pipeline import Pipeline
 from streams.records import Record
+from streams.replay import replay
+from streams.replay import report as quality_report
 
-CODE_PATHS = ("online_models", "features", "streams/pipeline.py", "benchmarks/bench_telco_feed.py")
+CODE_PATHS = ("online_models", "features", "streams/pipeline.py", "streams/replay.py",
+              "benchmarks/bench_telco_feed.py")
 DEFAULT_CSV = Path("/work/shared/data/ibm_telco/Telco-Customer-Churn.csv")
-_scores = msgspec.json.Decoder(ScoreRecord)
 
 
 def feed(csv_path: str | os.PathLike[str], seed: int, spread_days: float, delay_min: float,
@@ -93,70 +84,46 @@ def feed(csv_path: str | os.PathLike[str], seed: int, spread_days: float, delay_
     return events, labels
 
 
-class _Publisher:
-    """Keeps the score records of profile events; counts alerts."""
-
-    wants_scores = True
-
-    def __init__(self) -> None:
-        self.profile_scores: dict[str, tuple[int, float]] = {}  # subscriber → (ts, score)
-        self.sent = 0
-
-    async def dead_letters(self, payloads: list[bytes]) -> None:
-        pass
-
-    async def forward(self, topic: str, messages: list[Any]) -> None:
-        pass
-
-    async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
-        self.sent += len(alerts)
-
-    async def scores(self, payloads: list[bytes]) -> None:
-        for raw in payloads:
-            record = _scores.decode(raw)
-            if record.event_id.endswith("-profile"):
-                self.profile_scores[record.subscriber_id] = (record.ts, record.score)
-
-
 async def _replay(url: str, events: Sequence[Event], batch: int, holdout: float,
-                  policy: LabelPolicy) -> tuple[_Publisher, dict[str, Any]]:
+                  policy: LabelPolicy, model_factory: Callable[[], ChurnModel] = ChurnModel,
+                  ) -> tuple[dict[str, tuple[int, float]], dict[str, Any]]:
+    """The shared driver (``streams.replay``, as ``churnwatch evaluate`` runs it): each
+    profile's score record (subscriber → (ts, score)) and the run's counts."""
     client = aioredis.Redis.from_url(url)
-    metrics = Metrics()
-    pipeline = Pipeline(FeatureStore(client), AlertLedger(client),
-                        compile_ruleset(load_ruleset()), ChurnModel(), load_playbook(), metrics,
-                        labels=policy, holdout=Holdout(holdout))
-    versions = ModelVersions(client)
-    learner = Learner(client, versions, metrics, "bench", publish_every_s=0.0)
-    watcher = ModelWatcher(versions, pipeline.switch_model)
-    publisher = _Publisher()
-    started = time.perf_counter()
-    for k in range(0, len(events), batch):
-        chunk = events[k:k + batch]
-        records = [Record("churn.events", 0, k + j, msgspec.json.encode(ev))
-                   for j, ev in enumerate(chunk)]
-        await pipeline.run(records, publisher)
-        await learner.step(publish=True)
-        await watcher.poll()
-    elapsed = time.perf_counter() - started
-    registry = metrics.registry
+    try:
+        run = await replay(client, [Record("churn.events", 0, k, msgspec.json.encode(ev))
+                                    for k, ev in enumerate(events)],
+                           batch=batch, holdout=holdout, policy=policy,
+                           model_factory=model_factory)
+    finally:
+        await client.aclose()
+    assert run.metrics is not None and run.model is not None
+    registry = run.metrics.registry
 
     def total(name: str, **labels: str) -> int:
         return int(registry.get_sample_value(name, labels or None) or 0)
 
-    quality = learner.quality.snapshot()
-    positives, negatives = pipeline.model.label_counts()
+    profile_scores = {event_id.removesuffix("-profile"): scored
+                      for event_id, scored in run.score_events.items()
+                      if event_id.endswith("-profile")}
+    positives, negatives = run.model.label_counts()
+    quality = quality_report(run)
     counts = {
         "examples_positive": total("churnwatch_model_examples_total", label="churn"),
         "examples_negative": total("churnwatch_model_examples_total", label="active"),
         "learned_positive": positives, "learned_negative": negatives,
         "dropped_treated": total("churnwatch_model_snapshots_dropped_total", reason="treated"),
-        "alerts": publisher.sent,
-        "model_version": pipeline.model.version,
-        "learner_progressive_roc_auc": quality.roc_auc,
-        "replay_seconds": round(elapsed, 1),
+        "alerts": run.alerts,
+        "model_version": run.model.version,
+        "learner_progressive_roc_auc": run.learner_roc_auc,
+        # what `churnwatch evaluate` reports on this run: labels joined to their snapshots'
+        # score records, the later half by snapshot time
+        "evaluate_roc_auc_all": quality["overall"]["roc_auc"],
+        "evaluate_roc_auc_second_half": quality["second_half"]["roc_auc"],
+        "examples_unscored": quality["examples_unscored"],
+        "replay_seconds": round(run.seconds, 1),
     }
-    await client.aclose()
-    return publisher, counts
+    return profile_scores, counts
 
 
 # ---- batch baselines on the same rows ------------------------------------------------------
@@ -273,12 +240,13 @@ def cross_validated(X: np.ndarray, y: np.ndarray, fit: Any, seed: int, k: int = 
 
 
 def run(csv_path: str | os.PathLike[str], seed: int, batch: int, holdout: float,
-        spread_days: float, delay_min: float, delay_max: float) -> dict[str, Any]:
+        spread_days: float, delay_min: float, delay_max: float,
+        model_factory: Callable[[], ChurnModel] = ChurnModel) -> dict[str, Any]:
     events, labels = feed(csv_path, seed, spread_days, delay_min, delay_max)
     policy = LabelPolicy()  # the shipped defaults (model_history_days 35, horizon 60 days)
     with EmbeddedRedis() as server:
-        publisher, counts = asyncio.run(_replay(server.url, events, batch, holdout, policy))
-    scored = publisher.profile_scores
+        scored, counts = asyncio.run(_replay(server.url, events, batch, holdout, policy,
+                                             model_factory))
     sids = sorted(scored, key=lambda s: scored[s])
     ts = np.array([scored[s][0] for s in sids])
     score = np.array([scored[s][1] for s in sids])

@@ -37,6 +37,7 @@ from rich.table import Table
 from churnwatch.cli.render import alert_line
 from churnwatch.core.errors import ChurnwatchError
 from churnwatch.core.units import DAY_MS
+from churnwatch.demo_model import install_warm_start, model_figures, read_scores
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from churnwatch.dev.simulate import SimConfig, Simulation, Truth
 from churnwatch.infra.config import Settings
@@ -44,6 +45,8 @@ from churnwatch.infra.kafka.auth import client_options
 from churnwatch.infra.kafka.offsets import topic_size, worker_lag
 from churnwatch.infra.kafka.produce import EventProducer
 from churnwatch.infra.kafka.topics import TopicNames, ensure_topics
+from churnwatch.infra.sections import Sections
+from rules.ruleset import load_ruleset
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class DemoOptions:
     json_output: bool = False
     timeout_s: float = 900.0
     keep_serving: bool = False  # after the summary, keep the worker and its page up (Ctrl-C)
+    warm_start: bool = True  # start from the shipped model trained on the generator
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
@@ -100,8 +104,12 @@ def _run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
         console.print(f"broker {broker}  redis {_without_password(redis_url)}  "
                       f"alerts → {alerts_path}")
         asyncio.run(ensure_topics(settings))
+        if options.warm_start:
+            _warm_start(console, settings, redis_url)
+        scores_path = settings.scores_jsonl or workdir / "scores.jsonl"
         env = dict(os.environ, CHURNWATCH_BROKER=broker, CHURNWATCH_REDIS_URL=redis_url,
                    CHURNWATCH_ALERTS_JSONL=str(alerts_path), CHURNWATCH_APP_ID=app_id,
+                   CHURNWATCH_SCORES_JSONL=str(scores_path),
                    CHURNWATCH_METRICS_PORT=str(metrics_port),
                    CHURNWATCH_WEB_ENABLED="true", CHURNWATCH_WEB_HOST="127.0.0.1",
                    CHURNWATCH_WEB_PORT=str(web_port), CHURNWATCH_WEB_TOKEN=web_token,
@@ -124,12 +132,33 @@ def _run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
             console.print(f"[red]worker log tail:[/]\n{log_path.read_text()[-3000:]}")
             raise
         run["worker_metrics"] = _scrape(metrics_port)
-        summary = _summarise(sim.truth, int(sim.cfg.start.timestamp() * 1000), run)
+        start_ms = int(sim.cfg.start.timestamp() * 1000)
+        summary = _summarise(sim.truth, start_ms, run)
+        summary["model"] = model_figures(
+            sim.truth, start_ms, run["alerts"], load_ruleset(settings.rules_file),
+            read_scores(Path(scores_path)), Sections.of(settings).labels.horizon_ms)
         _print_summary(console, summary)
         summary["web_url"] = f"http://127.0.0.1:{web_port}/"
         if options.keep_serving:
             _serve_until_interrupted(console, worker, summary["web_url"], web_token)
         return summary
+
+
+def _warm_start(console: Console, settings: Settings, redis_url: str) -> None:
+    """Install the shipped model as the first version (a store with a model is left as is)."""
+    from churnwatch.infra.redis.connect import connect
+
+    async def install() -> str | None:
+        client = connect(settings.model_copy(update={"redis_url": redis_url}))
+        try:
+            return await install_warm_start(client)
+        finally:
+            await client.aclose()
+
+    version = asyncio.run(install())
+    console.print(f"model: warm start from version {version}, trained on the simulator "
+                  "(another seed)" if version else
+                  "model: the store already has a model version; scoring with it")
 
 
 def _serve_until_interrupted(console: Console, worker: subprocess.Popen, url: str,
@@ -287,6 +316,10 @@ def _summarise(truth: Truth, start_ms: int, run: dict[str, Any]) -> dict[str, An
     }
 
 
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+}"
+
+
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table = Table(title="churnwatch demo summary", show_header=False)
     rows = [
@@ -304,6 +337,27 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         ("detection latency p50 / p99", f"{s['detection_latency_ms_p50']} / "
                                         f"{s['detection_latency_ms_p99']} ms"),
     ]
+    m = s.get("model")
+    if m:
+        r, b, at = m["rules_only"], m["rules_and_model"], m["at_rules_precision"]
+        auc = "–" if m["model_roc_auc"] is None else f"{m['model_roc_auc']:.3f}"
+        rows += [
+            ("model ROC AUC (its score records)", f"{auc} over {m['score_records']:,} scored "
+                                                  f"events ({m['scored_at_0_5']:,} at 0.50)"),
+            ("high: rules alone", f"precision {r['precision']} / recall {r['recall']} "
+                                  f"({r['caught']} caught of {r['alerted']} alerted)"),
+            ("high: rules + model", f"precision {b['precision']} / recall {b['recall']} "
+                                    f"({b['caught']} caught of {b['alerted']} alerted)"),
+            ("model adds (shipped rules)", f"recall {_signed(m['added_recall']['recall'])} at "
+                                           f"precision {_signed(m['added_recall']['precision'])}"),
+            ("model's rules (any severity)", f"precision {m['model_rules']['precision']} / "
+                                             f"recall {m['model_rules']['recall']} "
+                                             f"({m['model_alerts']} alerts)"),
+            ("model adds at the rules' precision", f"+{at['added_churners']} churners, "
+                                                   f"+{at['added_false_alarms']} false alarms: "
+                                                   f"recall {at['recall']} (score ≥ "
+                                                   f"{at['threshold']}, chosen on this run)"),
+        ]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)

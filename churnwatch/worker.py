@@ -5,6 +5,7 @@ Nothing here computes anything; see ``streams.pipeline`` for the batch logic.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -19,6 +20,7 @@ import faust
 import redis as syncredis
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from alerting.holdout import Holdout
 from alerting.ledger import AlertLedger
@@ -31,6 +33,7 @@ from churnwatch.core.keys import Keys
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
+from churnwatch.infra.kafka.offsets import end_offsets
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.redis.connect import connect, connect_sync
@@ -163,6 +166,7 @@ class Worker:
                                max_attrs=learning.max_attrs,
                                allowed_attrs=learning.allowed_attrs)
         self.lag = LagGauge(metrics.consumer_lag)
+        self._home_ends: asyncio.Future[None] | None = None  # read after each assignment
         self._register()
         self.app.churnwatch_pipeline = pipeline  # type: ignore[attr-defined]
 
@@ -199,6 +203,31 @@ class Worker:
         batches wait until the claims are loaded."""
         await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
                                             if tp.topic in self.app.record_topics))
+        partitions = self.pipeline.partitions
+        if partitions.home_partitions():
+            self._home_ends = asyncio.ensure_future(self.read_home_ends(partitions.count))
+
+    async def read_home_ends(self, assignment: int) -> None:
+        """Read the internal topic's end offsets after the claim: once this worker has
+        applied its home partitions' forwarded events up to them, it applies events that
+        arrive away from home there itself instead of forwarding them
+        (``streams.assignment``). On failure it keeps forwarding them, which is correct."""
+        partitions = self.pipeline.partitions
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(5),
+                                               wait=wait_exponential(0.2, max=5),
+                                               retry=retry_if_exception_type(
+                                                   (KafkaError, OSError)), reraise=True):
+                with attempt:
+                    ends = await end_offsets(self.settings.bootstrap, self.topics.home,
+                                             client_options(self.settings))
+        except (KafkaError, OSError) as exc:
+            log.warning("could not read the end of %s (%s): events away from their home "
+                        "partition are forwarded there until the next rebalance",
+                        self.topics.home, type(exc).__name__)
+            return
+        owned = set(partitions.home_partitions())
+        partitions.home_ends({p: end for p, end in ends.items() if p in owned}, assignment)
 
     # ----------------------------------------------------------------- tasks
     async def consume(self) -> None:

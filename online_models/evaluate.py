@@ -1,14 +1,9 @@
-"""Offline, prequential ("test-then-train") evaluation of the online churn model.
+"""Quality figures of churn scores against labels: exact ROC AUC, log loss, Brier score,
+precision/recall at a threshold, precision at k and calibration.
 
-An event file is replayed in order through the reference feature computation
-(features/reference.py, no Redis or Kafka). At every label event (``churn`` → 1,
-``active`` → 0) the subscriber's current snapshot — the label event's feature row plus the
-latest profile's attributes, exactly what the worker hands the model — is first scored by the
-model as it stands, the (score, label) pair recorded, and only then learned from. Every
-score is therefore made on data the model has not seen, as in production.
-
-Prequential metrics include the cold start (the first scores come from an untrained model),
-so the same metrics are also reported on the second half of the labels alone.
+``churnwatch evaluate`` computes them on the worker's own scores (``streams.replay``: the
+feed through the real pipeline and fleet learner); the learner's progressive validation
+(``online_models.quality``) on the examples it learns.
 
 ROC AUC is computed exactly (Mann–Whitney U with average ranks for ties), not with River's
 fixed-threshold approximation.
@@ -16,26 +11,12 @@ fixed-threshold approximation.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from churnwatch.core.units import DAY_MS
-from features.reference import ReferenceStore, replay_lines
-from online_models.model import ChurnModel, model_input
-
 LOG_LOSS_EPS = 1e-15
-
-
-class _Model(Protocol):
-    version: str
-
-    def score(self, xs: Any) -> np.ndarray: ...
-
-    def learn(self, x: Any, churned: bool) -> None: ...
 
 
 def roc_auc(scores: Iterable[float], labels: Iterable[int | bool]) -> float | None:
@@ -133,49 +114,4 @@ def metrics(scores: Iterable[float], labels: Iterable[int | bool], threshold: fl
         "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
         "k": positives, "precision_at_k": precision_at_k(s, y, positives),
         "calibration": table, "ece": float(ece),
-    }
-
-
-def prequential_scores(
-    lines: Iterable[bytes],
-    model_factory: Callable[[], _Model] = ChurnModel,
-    lateness_ms: int = 7 * DAY_MS,
-) -> tuple[np.ndarray, np.ndarray, dict[str, int], _Model]:
-    """Replay ``lines`` (NDJSON lines or multi-event payloads); at each applied label event
-    score first, then learn. Returns (scores, labels, event outcome counts, trained model)."""
-    model = model_factory()
-    store = ReferenceStore(lateness_ms)
-    outcomes: Counter[str] = Counter()
-    scores: list[float] = []
-    labels: list[int] = []
-    for _, ev, row in replay_lines(lines, store, outcomes):
-        if ev.type not in ("churn", "active"):
-            continue
-        x = model_input(row, store.attrs(ev.subscriber_id))
-        churned = ev.type == "churn"
-        scores.append(float(model.score([x])[0]))
-        labels.append(int(churned))
-        model.learn(x, churned)
-    counts = {k: outcomes.get(k, 0) for k in ("applied", "duplicate", "late", "invalid")}
-    return (np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int8), counts,
-            model)
-
-
-def evaluate(lines: Iterable[bytes], model_factory: Callable[[], _Model] = ChurnModel,
-             threshold: float = 0.5, bins: int = 10) -> dict[str, Any]:
-    """Prequential evaluation of a model on an event stream: overall and second half."""
-    if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-        raise ValueError("threshold must be within [0, 1]")
-    if bins < 1:
-        raise ValueError("bins must be at least 1")
-    scores, labels, counts, model = prequential_scores(lines, model_factory)
-    half = len(scores) // 2
-    return {
-        "model_version": getattr(model, "version", None),
-        "events": counts,
-        "threshold": threshold,
-        "bins": bins,
-        "overall": metrics(scores, labels, threshold, bins),
-        "second_half": {"from_label": half, **metrics(scores[half:], labels[half:], threshold,
-                                                      bins)},
     }

@@ -59,6 +59,20 @@ class Checkpoint:
 
 
 _REFUSALS_REMEMBERED = 1024
+# Store a version as the first head and active version, only on a store without either.
+# KEYS: head, version, versions (hash), active; ARGV: version id, blob, metadata JSON
+_INSTALL = """
+if redis.call("EXISTS", KEYS[1]) == 1 or redis.call("EXISTS", KEYS[4]) == 1 then
+  return 0
+end
+if not redis.call("SET", KEYS[2], ARGV[2], "NX") then
+  return 0
+end
+redis.call("HSET", KEYS[3], ARGV[1], ARGV[3])
+redis.call("SET", KEYS[1], ARGV[1])
+redis.call("SET", KEYS[4], ARGV[1])
+return 1
+"""
 
 
 class ModelVersions:
@@ -71,6 +85,7 @@ class ModelVersions:
         self._refused: dict[str, None] = {}  # versions refused (and logged) by this process
         self._publish = redis.register_script(
             resources.files("online_models").joinpath("publish.lua").read_text())
+        self._install = redis.register_script(_INSTALL)
 
     async def active(self) -> str | None:
         raw = await self.redis.get(self.keys.model("active"))
@@ -141,6 +156,22 @@ class ModelVersions:
                   k("pinned"), k("history"), k("dedup")],
             args=[owner, expected_head or "", version, checkpoint.encode(),
                   orjson.dumps(meta), "1" if promote else "0", dedup]))
+
+    async def install(self, blob: bytes, created_ms: int) -> str | None:
+        """Make a model document (``blob``, validated here: :class:`ModelFormatError`) the
+        first version of a store that has none: head and active, so workers score with it and
+        the learner resumes from it (from its stream position). Returns the version, or None
+        when the store already has a head or an active version (nothing changed)."""
+        checkpoint = Checkpoint.decode(blob, "model document to install")
+        model = checkpoint.model
+        positives, negatives = model.label_counts()
+        meta = {"created_ms": created_ms, "offset": checkpoint.offset, "positives": positives,
+                "negatives": negatives, "parent": None}
+        k = self.keys.model
+        done = await self._install(keys=[k("head"), k(f"v:{model.version}"), k("versions"),
+                                         k("active")],
+                                   args=[model.version, blob, orjson.dumps(meta)])
+        return model.version if done else None
 
     async def list(self) -> list[dict[str, Any]]:
         """Every version's metadata, oldest first, with ``active`` / ``head`` flags."""

@@ -6,6 +6,11 @@ batches stored with their states: records before a partition's applied offset ar
 skipped and counted as duplicates, never re-scored. On home partitions it also reads the
 highest source positions of the forwarded events applied (``streams.repartition``). A batch
 taken while a rebalance is under way waits on :attr:`Assignment.ready`.
+
+Events that arrive away from their home partition are applied here, not forwarded, when this
+worker owns the home partition and has applied its forwarded events up to the end the
+internal topic had after the claim (:meth:`Assignment.home_ends`, read by the worker): what a
+former owner forwarded is applied first, in its order.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class Assignment:
         self.seen: Seen = {}  # of home partitions: the forwarded events applied (repartition)
         self.owners: PartitionOwners | None = None  # claims on partitions (None: not fenced)
         self.fence: WriteFence | None = None  # orders and fences the writes (single Redis)
+        # per home partition number: the internal topic's end after this assignment's claim
+        # (None until the worker read it); caught up past it, away events are applied here
+        self.ends: dict[int, int] | None = None
+        self._here: frozenset[int] = frozenset()
         self.count = 0  # assignments so far
         self.reassigned = asyncio.Event()  # set, then replaced, by each assignment
         # set while the claims and applied offsets are loaded (after own(): from the first
@@ -70,6 +79,7 @@ class Assignment:
                 if self.owners is not None:
                     await self.owners.claim(partitions)
                 await self._load(partitions)
+        self.ends, self._here = None, frozenset()
         self.count += 1
         self.reassigned.set()
         self.reassigned = asyncio.Event()
@@ -86,6 +96,31 @@ class Assignment:
         n = len(partitions)
         self.applied = {tp: int(v) for tp, v in zip(partitions, values[:n]) if v is not None}
         self.seen = {key: int(v) for key, v in zip(keys, values[n:]) if v is not None}
+
+    def home_partitions(self) -> list[int]:
+        """The partition numbers of the internal topic (``homes.topic``) this worker owns."""
+        if self.homes is None or self.owners is None:
+            return []
+        return sorted(p for t, p in self.owners.tokens if t == self.homes.topic)
+
+    def home_ends(self, ends: dict[int, int], assignment: int) -> None:
+        """The internal topic's end offsets read after assignment number ``assignment``'s
+        claim (ignored if another assignment came since)."""
+        if assignment == self.count:
+            self.ends = dict(ends)
+
+    def here(self) -> frozenset[int]:
+        """The home partitions whose away events this worker applies where they arrive:
+        owned, and their forwarded events applied up to :attr:`ends`."""
+        ends, homes = self.ends, self.homes
+        if ends is None or homes is None or self.owners is None:
+            return frozenset()
+        if len(self._here) < len(ends):
+            applied, topic = self.applied, homes.topic
+            self._here = frozenset(p for p, end in ends.items()
+                                   if (topic, p) in self.owners.tokens
+                                   and applied.get((topic, p), 0) >= end)
+        return self._here
 
     def split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
         """The records not applied yet, and the replays: records before their partition's

@@ -49,8 +49,15 @@ from streams.ingest_auth import InFlight, TokenStore
 from streams.ingest_body import BodyError, content_encoding, read_body
 from streams.ingest_feeds import namespaced_id
 from streams.ingest_http import runner_options
-from streams.ingest_openapi import openapi_document, reason_kind
+from streams.ingest_openapi import (
+    Health,
+    IngestResult,
+    Rejection,
+    openapi_document,
+    reason_kind,
+)
 from streams.ingest_ratelimit import FeedRateLimiter
+from streams.problem import problem, problem_middleware
 from streams.records import DeadLetter
 
 log = logging.getLogger("churnwatch.ingest")
@@ -124,16 +131,18 @@ STATE = web.AppKey("churnwatch_ingest", IngestState)
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), headers=headers,
+    return web.Response(status=status, body=msgspec.json.encode(body), headers=headers,
                         content_type="application/json")
 
 
 def _error(status: int, error: str, reason: str, retry_after: int | None = None,
            headers: dict[str, str] | None = None) -> web.Response:
+    """A problem+json answer (:mod:`streams.problem`); ``error`` is its code and, with
+    ``reason`` (= detail), an extension member kept from the earlier error bodies."""
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return _json(status, {"error": error, "reason": reason}, headers)
+    return problem(status, reason, error, headers=headers, reason=reason)
 
 
 _fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -272,9 +281,9 @@ async def _admitted(request: web.Request, state: IngestState, feed: str,
     for index, reason, _, dlq_kind in rejected:
         kind = "forbidden" if dlq_kind == "forbidden" else reason_kind(reason)
         metrics.rejected.labels(feed, kind).inc()
-        out.append({"index": index, "reason": reason, "kind": kind,
-                    "status": 403 if dlq_kind == "forbidden" else 422})
-    return _json(200, {"accepted": len(routed), "rejected": out, "feed": feed})
+        out.append(Rejection(index, reason, kind,  # type: ignore[arg-type]
+                             403 if dlq_kind == "forbidden" else 422))
+    return _json(200, IngestResult(len(routed), out, feed))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -282,7 +291,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json(200, {"status": "ok"})
+    return _json(200, Health("ok"))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -306,7 +315,8 @@ def create_ingest_app(settings: Settings, producer: Producer, tokens: TokenStore
     it with :func:`streams.ingest_http.runner_options`. The rate limiter's connections are
     closed with the app."""
     limiter = limiter or rate_limiter(settings)
-    app = web.Application(client_max_size=settings.ingest_max_body_bytes)
+    app = web.Application(client_max_size=settings.ingest_max_body_bytes,
+                          middlewares=[problem_middleware(coded=True)])
 
     async def close_limiter(app: web.Application) -> None:
         await limiter.close()

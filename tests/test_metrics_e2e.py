@@ -20,7 +20,7 @@ from churnwatch.dev.embedded import free_port
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.infra.kafka.topics import create_topics
 from tests.support.feeds import DAY
-from tests.support.promql_names import exposed_names, missing_metrics
+from tests.support.promql_names import by_process, exposed_names, missing_metrics
 from tests.support.promtool import promtool, promtool_problems
 from tests.support.stream_feed import NOW, Feed
 from tests.support.worker import Worker
@@ -112,7 +112,7 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
     assert {"process_resident_memory_bytes", "python_gc_collections_total"} <= exposed_names(text)
 
     dashboard = json.loads(DASHBOARD.read_text())
-    assert missing_metrics(dashboard, text) == {}
+    assert missing_metrics(by_process(dashboard)["worker"], text) == {}
 
     def value(name: str, **labels: str) -> float:
         for line in text.splitlines():

@@ -9,8 +9,11 @@ and ``churnwatch replay``'s packer (murmur2 of the normalised id). The ids are w
 several formats (``+44 7954 288876``, ``00447954288876``). Each slice of the feed gives each
 subscriber to one producer and one format, and the next slice starts once the group caught
 up, so every subscriber's events arrive in the feed's order but on several partitions,
-owned by both workers. Features, alerts, dead letters and work queues must equal the
-oracle's: no update is lost to a second writer."""
+owned by both workers. Each worker forwards the away events whose home the other owns and
+applies the others where they arrive. Before the last slice one worker is SIGKILLed once it
+forwarded some of the slice: the other takes every partition over and applies the forwarded
+events before applying away events itself. Features, alerts, dead letters and work queues
+must equal the oracle's: no update is lost to a second writer or to the takeover."""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def test_events_away_from_home_are_forwarded_packed_per_partition() -> None:
     # every event arrives on partition 0 of the source, and the last two on the home topic
     records = [Record(SOURCE, 0, 100, b"", 0), Record(HOME, 3, 7, b"", 0)]
     origins = [0] * (len(events) - 2) + [1, 1]
-    kept, kept_origins, forwards = homes.split(events, origins, records)
+    kept, kept_origins, forwards, *_ = homes.split(events, origins, records)
 
     at_home = [ev for ev in events[:-2] if partition_for(ev.subscriber_id, 4) == 0]
     assert kept == at_home + events[-2:]
@@ -68,14 +71,16 @@ def test_a_batch_at_home_is_returned_as_it_is() -> None:
     events = [_event(i, "+447700900123") for i in range(3)]
     p = partition_for("+447700900123", 4)
     records = [Record(SOURCE, p, 0, b"", 0)]
-    assert homes.split(events, [0, 0, 0], records) == (events, [0, 0, 0], [])
+    split = homes.split(events, [0, 0, 0], records)
+    assert (split.kept, split.origins, split.forwards, split.replayed) == (
+        events, [0, 0, 0], [], [])
 
 
 def _forwarded(homes: Homes, events: list[Event], records: list[Record],
                origins: list[int], home_offset: int = 0) -> list[Record]:
     """The records of the internal topic that forward ``events`` (as the broker gives them
     back to the home partition's owner)."""
-    _, _, forwards = homes.split(events, origins, records)
+    forwards = homes.split(events, origins, records).forwards
     return [Record(HOME, f.partition, home_offset + n, f.value, None, f.headers)
             for n, f in enumerate(forwards)]
 
@@ -118,6 +123,53 @@ def test_copies_of_forwarded_events_are_replays_whatever_their_batches() -> None
     assert advanced == {(HOME, 1, 0): max(seen.values()) + (1 << 16)}
 
 
+def test_away_events_of_a_home_partition_owned_here_are_applied_here() -> None:
+    """A worker that owns (and caught up) an away event's home partition applies it where it
+    arrived: nothing is forwarded for it, its position is stored like a forwarded one's and
+    its commit is fenced on the home partition; the others are still forwarded."""
+    homes = Homes(SOURCE, HOME, 4)
+    sids = [f"+4477009001{k:02d}" for k in range(16)]
+    events = [_event(i, sid) for i, sid in enumerate(sids)]
+    records = [Record(SOURCE, 0, 100 + i, b"", 0) for i in range(len(events))]
+    origins = list(range(len(events)))
+    split = homes.split(events, origins, records, here={2})
+
+    homes_of = [partition_for(ev.subscriber_id, 4) for ev in events]
+    assert {0, 2} < set(homes_of) and {1, 3} & set(homes_of)
+    assert split.kept == [ev for ev, p in zip(events, homes_of) if p in (0, 2)]
+    assert split.origins == [n for n, p in zip(origins, homes_of) if p in (0, 2)]
+    forwarded = [ev for f in split.forwards for ev in decode_payload(f.value)[0]]
+    assert sorted(e.event_id for e in forwarded) == sorted(
+        ev.event_id for ev, p in zip(events, homes_of) if p in (1, 3))
+    assert split.borrowed == {2} and split.here == homes_of.count(2)
+    last = max(n for n, p in enumerate(homes_of) if p == 2)
+    assert split.advanced == {(HOME, 2, 0): (100 + last) << 16}
+
+
+def test_a_copy_applied_at_home_is_a_replay_when_read_again_away() -> None:
+    """A stalled former owner forwarded events; their home owner applied them; the same events
+    re-read from the source by the home owner (now owning both) are replays, and the ones past
+    them are applied here."""
+    homes = Homes(SOURCE, HOME, 2)
+    away = [sid for sid in (f"+4477009001{k:02d}" for k in range(40))
+            if partition_for(sid, 2) == 1][:3]
+    events = [_event(i, away[i]) for i in range(3)]
+    records = [Record(SOURCE, 0, 10 + n, b"", 0) for n in range(3)]
+    forwarded = _forwarded(homes, events[:2], records[:2], [0, 1])
+    got, got_origins = _decoded(forwarded)
+    _, _, _, seen = homes.replays(got, got_origins, forwarded, {})
+
+    split = homes.split(events, [0, 1, 2], records, here={1}, seen=seen)
+    assert [e.event_id for e in split.replayed] == ["e0", "e1"]
+    assert split.kept == [events[2]] and not split.forwards
+    assert split.advanced == {(HOME, 1, 0): 12 << 16}
+    # and a forwarded copy of an event applied here is a replay at home
+    late = _forwarded(homes, events, records, [0, 1, 2], 5)
+    got, got_origins = _decoded(late)
+    fresh, _, replayed, _ = homes.replays(got, got_origins, late, {**seen, **split.advanced})
+    assert not fresh and len(replayed) == 3
+
+
 def test_forwarded_events_without_a_source_header_are_fresh() -> None:
     homes = Homes(SOURCE, HOME, 2)
     events = [_event(0, "+447700900123")]
@@ -156,11 +208,49 @@ def test_three_partitioners_and_id_formats_lose_no_update_in_a_fleet(
                     await p.send_lines(chunk)
 
             asyncio.run(packed())
+            if k == slices - 2:
+                # the second worker is killed once it forwarded some of this slice: the first
+                # takes its partitions over, with events it forwarded still to be applied
+                before = workers[1].metric("churnwatch_forwarded_events_total") or 0
+                workers[1].wait_for(lambda: (workers[1].metric(
+                    "churnwatch_forwarded_events_total") or 0) > before, 120, "a forward")
+                moved = [w.metric(name) or 0 for w in workers
+                         for name in ("churnwatch_forwarded_events_total",
+                                      "churnwatch_away_applied_events_total")]
+                assert workers[1].proc is not None
+                workers[1].proc.kill()
             workers[0].wait_caught_up(timeout=180)
-        forwarded = sum(w.metric("churnwatch_forwarded_events_total") or 0 for w in workers)
-        assert forwarded > len(lines) / 4  # most of the confluent-kafka producers' events
+        forwarded, here = moved[0] + moved[2], moved[1] + moved[3]
+        # the confluent-kafka producers' events arrive away from home: each worker forwards
+        # those whose home the other owns and applies the others where they arrive
+        assert forwarded > len(lines) / 20 and here > len(lines) / 20
+        alone_here = workers[0].metric("churnwatch_away_applied_events_total") or 0
+        assert alone_here > moved[1]  # alone, it applies every event where it arrives
     finally:
         for w in workers:
             w.stop()
     history = check_history(broker.bootstrap, redis_url, workers[0].app_id, expected)
     assert history.alerts > 0
+
+
+def test_away_events_are_applied_here_once_the_home_partition_caught_up() -> None:
+    """Only home partitions this worker owns, and only once their forwarded events are applied
+    up to the internal topic's end read after this assignment's claim."""
+    from churnwatch.core.keys import Keys
+    from streams.assignment import Assignment
+
+    part = Assignment(None, Keys(), Homes(SOURCE, HOME, 4))
+    part.own("app", "member")
+    assert part.owners is not None
+    part.owners.tokens = {tp: "token" for tp in [(SOURCE, 1), (SOURCE, 2), (HOME, 1), (HOME, 2)]}
+    part.count = 1
+    assert part.home_partitions() == [1, 2]
+    assert part.here() == frozenset()  # the ends are not read yet
+    part.home_ends({1: 0, 2: 5}, assignment=0)  # read for an earlier assignment: ignored
+    assert part.here() == frozenset()
+    part.home_ends({1: 0, 2: 5}, assignment=1)
+    assert part.here() == {1}  # partition 2 still has forwarded events to apply
+    part.applied[(HOME, 2)] = 4
+    assert part.here() == {1}
+    part.applied[(HOME, 2)] = 5
+    assert part.here() == {1, 2}

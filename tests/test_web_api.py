@@ -31,6 +31,7 @@ XSS = "<img/src=x/onerror=alert(1)>"
 T0 = 1_767_225_600_000
 DAY = 86_400_000
 from tests.support.commits import record_risk
+from tests.support.contracts import DOCS, assert_problem, assert_valid_component
 
 
 def _alert(n: int, sid: str, severity: str, team: str, ts: int = T0) -> dict[str, Any]:
@@ -114,11 +115,11 @@ def test_api_refuses_missing_or_wrong_token(redis_url: str) -> None:
     async def body(client: TestClient, h: Harness) -> None:
         for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
                         {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
-            resp = await client.get("/api/alerts", headers=headers)
+            resp = await client.get("/api/v1/alerts", headers=headers)
             assert resp.status == 401, headers
         resp = await client.get("/", allow_redirects=False)
         assert resp.status == 302 and resp.headers["Location"] == "/login"
-        resp = await client.post("/api/outcomes", json={})
+        resp = await client.post("/api/v1/outcomes", json={})
         assert resp.status == 401
     run(redis_url, body)
 
@@ -129,7 +130,7 @@ def test_feed_is_newest_first_deduplicated_and_filtered(redis_url: str) -> None:
                         _alert(3, "+443", "high", "care"))
         await h.feed.add([orjson.dumps(_alert(2, "+442", "low", "care"))])  # a replayed batch
         async def ids(query: str) -> list[str]:
-            resp = await client.get("/api/alerts" + query, headers=AUTH)
+            resp = await client.get("/api/v1/alerts" + query, headers=AUTH)
             assert resp.status == 200
             return [a["alert_id"] for a in (await resp.json())["alerts"]]
         assert await ids("") == ["a2", "a3", "a1"]
@@ -138,8 +139,8 @@ def test_feed_is_newest_first_deduplicated_and_filtered(redis_url: str) -> None:
         assert await ids("?team=care&severity=high") == ["a3"]
         assert await ids("?limit=1") == ["a2"]
         for bad in ("?severity=urgent", "?limit=0", "?limit=x"):
-            assert (await client.get("/api/alerts" + bad, headers=AUTH)).status == 400
-        meta = await (await client.get("/api/meta", headers=AUTH)).json()
+            assert (await client.get("/api/v1/alerts" + bad, headers=AUTH)).status == 400
+        meta = await (await client.get("/api/v1/meta", headers=AUTH)).json()
         assert meta == {"teams": ["care", "retention"], "severities": ["high", "medium", "low"]}
     run(redis_url, body)
 
@@ -157,16 +158,16 @@ def test_login_sets_a_strict_httponly_cookie_that_is_not_the_token(redis_url: st
         page = await client.get("/")
         assert page.status == 200 and "Live alerts" in await page.text()
         assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-        assert (await client.get("/api/alerts")).status == 200
+        assert (await client.get("/api/v1/alerts")).status == 200
         # a cookie-authenticated change must be JSON (cross-site forms cannot send that)
-        resp = await client.post("/api/outcomes", data="subscriber_id=x",
+        resp = await client.post("/api/v1/outcomes", data="subscriber_id=x",
                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert resp.status == 415
         # logout ends the session server-side: the same cookie, replayed, is refused
         await client.post("/logout", allow_redirects=False)
         client.session.cookie_jar.clear()
-        assert (await client.get("/api/alerts")).status == 401
-        replayed = await client.get("/api/alerts", cookies={COOKIE: cookie.value})
+        assert (await client.get("/api/v1/alerts")).status == 401
+        replayed = await client.get("/api/v1/alerts", cookies={COOKIE: cookie.value})
         assert replayed.status == 401
     run(redis_url, body)
 
@@ -181,14 +182,14 @@ def test_sessions_are_random_per_login_and_expire(redis_url: str) -> None:
         assert values[0] != values[1]  # not a function of the token
         client.session.cookie_jar.clear()
         for value in values:
-            assert (await client.get("/api/alerts", cookies={COOKIE: value})).status == 200
+            assert (await client.get("/api/v1/alerts", cookies={COOKIE: value})).status == 200
         # the sessions expire in Redis (here: made to expire now)
         for key in await h.redis.keys(Keys().web_session("*")):
             await h.redis.pexpire(key, 1)
         await asyncio.sleep(0.05)
         for value in values:
-            assert (await client.get("/api/alerts", cookies={COOKIE: value})).status == 401
-        assert (await client.get("/api/alerts", cookies={COOKIE: "forged"})).status == 401
+            assert (await client.get("/api/v1/alerts", cookies={COOKIE: value})).status == 401
+        assert (await client.get("/api/v1/alerts", cookies={COOKIE: "forged"})).status == 401
     run(redis_url, body)
 
 
@@ -207,8 +208,8 @@ def test_marking_an_outcome_produces_a_fresh_outcome_event(redis_url: str) -> No
     async def body(client: TestClient, h: Harness) -> None:
         await h.deliver(_alert(1, "+4479111", "high", "retention"))
         request = {"subscriber_id": "+44 79111", "alert_id": "a1", "result": "accepted"}
-        first = await client.post("/api/outcomes", json=request, headers=AUTH)
-        second = await client.post("/api/outcomes", json=request, headers=AUTH)
+        first = await client.post("/api/v1/outcomes", json=request, headers=AUTH)
+        second = await client.post("/api/v1/outcomes", json=request, headers=AUTH)
         assert first.status == second.status == 202
         assert [sid for sid, _ in h.sent] == ["+4479111", "+4479111"]
         event = h.sent[0][1]
@@ -219,15 +220,15 @@ def test_marking_an_outcome_produces_a_fresh_outcome_event(redis_url: str) -> No
         assert h.sent[0][1]["event_id"] != h.sent[1][1]["event_id"]
         assert (await first.json())["event_id"] == event["event_id"]
         h.watermark = None
-        resp = await client.post("/api/outcomes", json=request, headers=AUTH)
+        resp = await client.post("/api/v1/outcomes", json=request, headers=AUTH)
         assert (await resp.json())["ts"] == T0 + 30 * 86_400_000  # no watermark: now
         cases = [({**request, "alert_id": "other"}, 404), ({**request, "result": "maybe"}, 422),
                  ({**request, "subscriber_id": "a b"}, 400), ({"alert_id": "a1"}, 422)]
         for payload, status in cases:
-            resp = await client.post("/api/outcomes", json=payload, headers=AUTH)
+            resp = await client.post("/api/v1/outcomes", json=payload, headers=AUTH)
             assert resp.status == status, payload
             assert "error" in await resp.json()
-        resp = await client.post("/api/outcomes", data=b"{not json", headers=AUTH)
+        resp = await client.post("/api/v1/outcomes", data=b"{not json", headers=AUTH)
         assert resp.status == 400
         assert len(h.sent) == 3
     run(redis_url, body)
@@ -239,7 +240,7 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
         await h.deliver(_alert(1, XSS, "high", "care"))
         await record_risk(h.risk, {XSS: [(T0 + 1000, 0.4, "high"), (T0 + DAY + 2000, 0.3, "")]})
         with caplog.at_level(logging.INFO, logger="churnwatch.web"):
-            resp = await client.get(f"/api/subscribers/{quote(XSS, safe='')}", headers=AUTH)
+            resp = await client.get(f"/api/v1/subscribers/{quote(XSS, safe='')}", headers=AUTH)
             await resp.read()
             await asyncio.sleep(0.05)  # the access log line follows the response
         assert resp.status == 200 and resp.content_type == "application/json"
@@ -251,8 +252,8 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
             {"ts": T0 + DAY + 2000, "score": 0.3, "severity": None}]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         logged = "\n".join(r.getMessage() for r in caplog.records)
-        assert "/api/subscribers/{subscriber}" in logged and "onerror" not in logged
-        resp = await client.get("/api/subscribers/%20", headers=AUTH)
+        assert "/api/v1/subscribers/{subscriber}" in logged and "onerror" not in logged
+        resp = await client.get("/api/v1/subscribers/%20", headers=AUTH)
         assert resp.status == 400
     run(redis_url, body)
 
@@ -280,7 +281,7 @@ def test_the_contracts_stable_keys_alone_start_a_worker_with_probes_only(
                         "the worker to start")
         base = f"http://127.0.0.1:{worker.web_port}"
         worker.wait_for(lambda: _answers(f"{base}/healthz"), 30, "/healthz")
-        for path in ("/", "/api/meta"):
+        for path in ("/", "/api/v1/meta"):
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(base + path, timeout=5)
             assert err.value.code == 404
@@ -297,3 +298,58 @@ def _answers(url: str) -> bool:
         return urllib.request.urlopen(url, timeout=5).status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def test_errors_are_problems_and_old_paths_are_deprecated_aliases(redis_url: str) -> None:
+    async def problem(resp, status: int) -> dict:  # type: ignore[no-untyped-def]
+        assert resp.status == status
+        body = await resp.json()
+        assert_problem(status, resp.content_type, body)
+        return body
+
+    async def body(client: TestClient, h: Harness) -> None:
+        await h.deliver(_alert(1, "+441", "high", "retention"))
+        new = await client.get("/api/v1/alerts", headers=AUTH)
+        old = await client.get("/api/alerts", headers=AUTH)
+        assert new.status == old.status == 200 and await new.json() == await old.json()
+        assert "Deprecation" not in new.headers and old.headers["Deprecation"] == "true"
+        assert old.headers["Link"] == '</api/v1/alerts>; rel="successor-version"'
+        unauthorized = await problem(await client.get("/api/v1/meta"), 401)
+        assert "Bearer" in unauthorized["detail"]
+        await problem(await client.get("/api/v1/alerts?limit=0", headers=AUTH), 400)
+        gone = await client.get("/api/alerts?limit=0", headers=AUTH)
+        assert (await problem(gone, 400))["error"] and gone.headers["Deprecation"] == "true"
+        await problem(await client.get("/api/v1/nothing-here", headers=AUTH), 404)
+        await problem(await client.get("/api/nothing-here", headers=AUTH), 404)
+        await problem(await client.delete("/api/v1/alerts", headers=AUTH), 405)
+        outcome = {"subscriber_id": "+4479111", "alert_id": "zz", "result": "accepted"}
+        await problem(await client.post("/api/v1/outcomes", json=outcome, headers=AUTH), 404)
+        await problem(await client.post("/api/v1/outcomes", json={"x": 1}, headers=AUTH), 422)
+        await problem(await client.post("/api/v1/outcomes", data=b"x" * 70_000,
+                                        headers={**AUTH, "Content-Type": "application/json"}),
+                      413)
+        ok = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+        assert ok.status == 302
+        await problem(await client.post("/api/v1/outcomes", data="a=b"), 415)  # the cookie
+        for n in range(10):
+            await client.post("/login", data={"token": f"guess-{n}"}, allow_redirects=False)
+        limited = await problem(await client.post("/login", data={"token": "x"}), 429)
+        assert "too many login attempts" in limited["detail"]
+        readyz = await client.get("/readyz")  # the probes keep their own bodies
+        assert readyz.content_type == "application/json"
+
+    run(redis_url, body)
+
+
+def test_the_openapi_document_is_served_without_a_token_and_is_the_published_one(
+        redis_url: str) -> None:
+    async def body(client: TestClient, h: Harness) -> None:
+        resp = await client.get("/api/v1/openapi.json")
+        assert resp.status == 200 and resp.content_type == "application/json"
+        published = orjson.loads((DOCS / "openapi" / "web.json").read_bytes())
+        assert await resp.json() == published
+        meta = await (await client.get("/api/v1/meta", headers=AUTH)).json()
+        assert_valid_component(published, "Meta", meta)
+
+    run(redis_url, body)
+

@@ -4,6 +4,7 @@ installed package."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,21 @@ import typer
 from churnwatch.cli.common import JsonOpt, fail
 from churnwatch.core.errors import ChurnwatchError
 
+# what benchmarks/ imports beyond churnwatch's own dependencies: the [bench] extra
+BENCH_MODULES = ("matplotlib", "confluent_kafka")
+
 
 def run_benchmark(module: str, argv: list[str]) -> None:
     """Run ``python -m benchmarks.<module>`` in a child process and exit with its status.
 
     The benchmarks live in the source tree, not in the installed package: the bench
-    commands work from a checkout (the working directory holding ``benchmarks/``)."""
+    commands work from a checkout (the working directory holding ``benchmarks/``), with the
+    [bench] extra (plots, a standard producer) and [embedded] (the local broker and Redis)."""
+    missing = [m for m in BENCH_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(ChurnwatchError(
+            f"the bench commands need the [bench] extra ({', '.join(missing)} not installed). "
+            "Fix: `pip install 'churnwatch[embedded,bench]'` (./run installs every extra)"))
     if not (Path.cwd() / "benchmarks" / f"{module}.py").is_file():
         raise fail(ChurnwatchError(
             f"benchmarks/{module}.py not found under {Path.cwd()}: the bench commands run "

@@ -25,6 +25,7 @@ from churnwatch.cli.common import (
     with_redis,
 )
 from churnwatch.cli.effect import effect_command
+from churnwatch.cli.evaluate import evaluate_command
 from churnwatch.cli.model import model_app
 from churnwatch.cli.ops import broker_app, dnc_app, rules_app, storm_app
 from churnwatch.core.errors import ChurnwatchError
@@ -37,6 +38,7 @@ app.add_typer(storm_app, name="storm")
 app.add_typer(model_app, name="model")
 app.add_typer(broker_app, name="broker")
 app.command("effect")(effect_command)
+app.command("evaluate")(evaluate_command)
 register_bench(app)
 
 
@@ -62,6 +64,27 @@ def settings_doc(
     doc.write(path)
 
 
+@app.command("schemas")
+def schemas(
+    docs: Annotated[Path, typer.Argument(help="the docs directory (schemas/ and openapi/ go "
+                                          "under it)")] = Path("docs"),
+    check: Annotated[bool, typer.Option("--check", help="only check that the files are "
+                                        "current (exit 1 if not)")] = False,
+) -> None:
+    """Write the JSON Schemas (events, alerts, score records, webhook and error bodies) and
+    the OpenAPI documents (ingest, web API), generated from the code."""
+    from churnwatch.cli import schemas as gen
+
+    if check:
+        stale = gen.stale(docs)
+        if stale:
+            raise fail(ChurnwatchError(f"{', '.join(str(docs / n) for n in stale)} differ from "
+                                       "the code. Fix: run `churnwatch schemas` and commit them"))
+        return
+    for path in gen.write(docs):
+        typer.echo(path)
+
+
 @app.command()
 def demo(
     subscribers: Annotated[int, typer.Option(help="synthetic population size")] = 1000,
@@ -72,6 +95,9 @@ def demo(
     keep_serving: Annotated[bool, typer.Option(help="after the summary, keep the worker and the "
                                                "retention team's page running until Ctrl-C")]
     = False,
+    warm_start: Annotated[bool, typer.Option(help="start from the shipped model trained on "
+                                             "the simulator (another seed); off: from an "
+                                             "empty model, as a new deployment")] = True,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -81,7 +107,8 @@ def demo(
 
     settings = load(config)
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, churn_rate=churn_rate,
-                          faults=faults, json_output=json_out, keep_serving=keep_serving)
+                          faults=faults, json_output=json_out, keep_serving=keep_serving,
+                          warm_start=warm_start)
     try:
         summary = run_demo(settings, options)
     except ChurnwatchError as exc:
@@ -258,61 +285,6 @@ def inspect(
     from churnwatch.cli.render import render_inspect
 
     render_inspect(Console(), report)
-
-
-@app.command()
-def evaluate(
-    file: Annotated[Path, typer.Argument(help="NDJSON events with churn/active labels "
-                                              "('-' for stdin)")],
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
-                                             help="score at or above which churn is predicted")]
-    = 0.5,
-    bins: Annotated[int, typer.Option(min=1, max=1000, help="calibration bins")] = 10,
-    json_out: JsonOpt = False,
-) -> None:
-    """Prequential quality of the online model on an event file: at each label it scores
-    first, then learns (no Kafka/Redis)."""
-    from online_models.evaluate import evaluate as run_evaluation
-
-    try:
-        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
-        with stream:
-            report = run_evaluation(stream, threshold=threshold, bins=bins)
-    except OSError as exc:
-        raise fail(exc) from None
-    if json_out:
-        print(orjson.dumps(report).decode())
-        return
-    from rich.table import Table
-
-    def fmt(value: object, digits: int = 4) -> str:
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    ev, overall, second = report["events"], report["overall"], report["second_half"]
-    err.print(f"events applied {ev['applied']}  duplicate {ev['duplicate']}  late {ev['late']}  "
-              f"invalid {ev['invalid']}  model {report['model_version']}")
-    if not overall["n"]:
-        err.print("[yellow]no churn/active label events: nothing to evaluate[/]")
-        return
-    table = Table(title=f"prequential evaluation (score, then learn) at threshold {threshold:g}")
-    table.add_column("metric")
-    table.add_column("all labels", justify="right")
-    table.add_column(f"second half (from #{second['from_label'] + 1})", justify="right")
-    for label, key in (("labels", "n"), ("churned", "positives")):
-        table.add_row(label, str(overall[key]), str(second[key]))
-    for label, key in (("ROC AUC", "roc_auc"), ("log loss", "log_loss"), ("Brier", "brier"),
-                       ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
-                       ("precision@k (k = churned)", "precision_at_k"), ("ECE", "ece")):
-        table.add_row(label, fmt(overall[key]), fmt(second[key]))
-    err.print(table)
-    calib = Table(title="calibration (all labels)")
-    for column in ("bin", "count", "mean predicted", "observed rate"):
-        calib.add_column(column, justify="right")
-    for row in overall["calibration"]:
-        close = "]" if row["hi"] >= 1.0 else ")"
-        calib.add_row(f"[{row['lo']:.2f}, {row['hi']:.2f}{close}", str(row["count"]),
-                      fmt(row["mean_predicted"], 3), fmt(row["observed_rate"], 3))
-    err.print(calib)
 
 
 def main() -> None:

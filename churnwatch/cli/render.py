@@ -20,6 +20,11 @@ def alert_line(alert: dict[str, Any]) -> str:
     sev = alert["severity"]
     why = escape(", ".join(r["indicator"] for r in alert["reasons"]
                            if r.get("kind") == "indicator"))
+    # the model's reasons: the inputs raising the score most (none from an untrained model)
+    model = escape(", ".join(r["feature"] for r in alert["reasons"]
+                             if r.get("kind") == "model" and r.get("contribution", 0) > 0))
+    if model:
+        why = f"{why}  model: {model}" if why else f"model: {model}"
     acts = escape(", ".join(f"{a['id']}→{a['team']}" for a in alert["actions"]))
     return (f"[{SEVERITY_STYLE.get(sev, '')}]{escape(sev):<6}[/] "
             f"{escape(alert['subscriber_id']):<16} {escape(alert['segment']):<17} "

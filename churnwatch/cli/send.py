@@ -119,7 +119,8 @@ async def send_stream(lines: Iterable[bytes], url: str, token: str, batch: int =
                     raise _Retryable(response.status_code, _retry_after(response))
         if response.status_code != 200:
             try:
-                reason = orjson.loads(response.content).get("reason", "")
+                problem = orjson.loads(response.content)
+                reason = problem.get("detail") or problem.get("reason", "")
             except (orjson.JSONDecodeError, AttributeError):
                 reason = response.text[:200]
             raise SendError(f"HTTP {response.status_code} from {target}: {reason}")

@@ -41,9 +41,26 @@ OUTCOME_RESULTS = ("accepted", "declined", "no_contact")
 OutcomeResult = Literal["accepted", "declined", "no_contact"]
 
 _Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
-_Ts = Union[int, str]
-_EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_SubscriberId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_RFC3339 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+            r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+# ``ts``'s range and format are checked by parse_ts (with its own reasons); the JSON Schema
+# annotations below only document them
+_Ts = Union[
+    Annotated[int, msgspec.Meta(
+        description="event time, epoch milliseconds (2000-01-01 .. 2100-01-01)",
+        extra_json_schema={"minimum": MIN_TS_MS, "exclusiveMaximum": MAX_TS_MS})],
+    Annotated[str, msgspec.Meta(
+        description="event time, RFC 3339 with a UTC offset (2000-01-01 .. 2100-01-01)",
+        extra_json_schema={"format": "date-time", "pattern": _RFC3339})],
+]
+_EventId = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=128,
+    description="unique per event: a repeated event_id changes nothing downstream")]
+_SubscriberId = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=64,
+    description="a phone number in any usual format (normalised to +digits: '+44 7911-123456', "
+                "'0044 7911 123456' and '+447911123456' are one subscriber) or an opaque id "
+                "without whitespace")]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
@@ -53,51 +70,69 @@ class _Base(msgspec.Struct, tag_field="type", frozen=True, forbid_unknown_fields
     ts: _Ts
 
 
-class _Spend(_Base, tag="spend", frozen=True):
+class SpendEvent(_Base, tag="spend", frozen=True):
+    """Money the subscriber spent (`amount` in currency units)."""
+
     amount: _Amount
     kind: Literal["recharge", "bill", "purchase"] | None = None
 
 
-class _Login(_Base, tag="login", frozen=True):
+class LoginEvent(_Base, tag="login", frozen=True):
+    """An app or web login."""
+
     channel: Literal["app", "web"] | None = None
 
 
-class _Complaint(_Base, tag="complaint", frozen=True):
+class ComplaintEvent(_Base, tag="complaint", frozen=True):
+    """A complaint or care ticket."""
+
     category: Literal["network", "billing", "service", "other"]
 
 
-class _Usage(_Base, tag="usage", frozen=True):
+class UsageEvent(_Base, tag="usage", frozen=True):
+    """Consumption: data, voice minutes, messages."""
+
     data_mb: _Amount = 0.0
     voice_min: _Amount = 0.0
     sms: _Amount = 0.0
 
 
-class _PlanChange(_Base, tag="plan_change", frozen=True):
+class PlanChangeEvent(_Base, tag="plan_change", frozen=True):
+    """A plan switch (up- or downgrade, derived from the fee)."""
+
     plan: _Name
     monthly_fee: _Amount
 
 
-class _Profile(_Base, tag="profile", frozen=True):
+class ProfileEvent(_Base, tag="profile", frozen=True):
+    """A BSS snapshot: plan, tenure and attributes (name → number) for the model."""
+
     plan: _Name | None = None
     tenure_months: Annotated[float, msgspec.Meta(ge=0, le=1200)] | None = None
     attrs: dict[_Name, Annotated[float, msgspec.Meta(ge=-1e12, le=1e12)]] = {}
 
 
-class _Churn(_Base, tag="churn", frozen=True):
+class ChurnEvent(_Base, tag="churn", frozen=True):
+    """The subscriber left (port-out, cancel): a positive label."""
+
     reason: str | None = None
 
 
-class _Active(_Base, tag="active", frozen=True):
-    pass
+class ActiveEvent(_Base, tag="active", frozen=True):
+    """The subscriber is confirmed active (e.g. renewed): a negative label."""
 
 
-class _Outcome(_Base, tag="outcome", frozen=True):
+class OutcomeEvent(_Base, tag="outcome", frozen=True):
+    """The result of a retention action on one of the subscriber's alerts."""
+
     alert_id: _Name
     result: OutcomeResult
 
 
-_AnyEvent = Union[
-    _Spend, _Login, _Complaint, _Usage, _PlanChange, _Profile, _Churn, _Active, _Outcome
+# one event as producers send it (docs/contract.md §2); unknown fields are ignored
+AnyEvent = Union[
+    SpendEvent, LoginEvent, ComplaintEvent, UsageEvent, PlanChangeEvent, ProfileEvent,
+    ChurnEvent, ActiveEvent, OutcomeEvent,
 ]
 
 
@@ -130,7 +165,7 @@ class Rejected(msgspec.Struct, frozen=True):
     raw: bytes
 
 
-_decoder = msgspec.json.Decoder(_AnyEvent)
+_decoder = msgspec.json.Decoder(AnyEvent)
 _array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _value_decoder = msgspec.json.Decoder(msgspec.Raw)
 _TOO_DEEP = "JSON nested too deeply"
@@ -189,23 +224,23 @@ def parse_ts(value: int | str) -> int:
     return ms
 
 
-def _normalise(ev: _AnyEvent) -> Event:
+def _normalise(ev: AnyEvent) -> Event:
     head = (ev.event_id, normalise_subscriber(ev.subscriber_id),
             type(ev).__struct_config__.tag, parse_ts(ev.ts))
-    if isinstance(ev, _Usage):  # the commonest types first
+    if isinstance(ev, UsageEvent):  # the commonest types first
         return Event(*head, data_mb=ev.data_mb, voice_min=ev.voice_min, sms=ev.sms)
-    if isinstance(ev, _Spend):
+    if isinstance(ev, SpendEvent):
         return Event(*head, amount=ev.amount)
-    if isinstance(ev, _Complaint):
+    if isinstance(ev, ComplaintEvent):
         return Event(*head, category=ev.category)
-    if isinstance(ev, _PlanChange):
+    if isinstance(ev, PlanChangeEvent):
         return Event(*head, plan=ev.plan, monthly_fee=ev.monthly_fee)
-    if isinstance(ev, _Profile):
+    if isinstance(ev, ProfileEvent):
         return Event(*head, plan=ev.plan, tenure_months=ev.tenure_months,
                      attrs=dict(ev.attrs) or None)
-    if isinstance(ev, _Churn):
+    if isinstance(ev, ChurnEvent):
         return Event(*head, reason=ev.reason)
-    if isinstance(ev, _Outcome):
+    if isinstance(ev, OutcomeEvent):
         return Event(*head, alert_id=ev.alert_id, result=ev.result)
     return Event(*head)
 

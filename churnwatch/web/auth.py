@@ -26,9 +26,10 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from churnwatch.core.keys import Keys
+from streams.problem import problem
 
 COOKIE = "churnwatch_session"
-PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/logout"})
+PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/logout", "/api/v1/openapi.json"})
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -122,4 +123,5 @@ class TokenAuth:
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    headers = {"WWW-Authenticate": 'Bearer realm="churnwatch"'} if status == 401 else None
+    return problem(status, message, headers=headers, error=message)

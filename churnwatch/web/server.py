@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from churnwatch.web.api import Api, ApiDeps
+from churnwatch.web.api import LEGACY_PREFIX, PREFIX, Api, ApiDeps
 from churnwatch.web.auth import Sessions, TokenAuth
+from churnwatch.web.openapi import openapi_document
+from streams.problem import problem_middleware
 
 log = logging.getLogger("churnwatch.web")
 _STATIC = resources.files("churnwatch.web").joinpath("static")
@@ -95,12 +98,24 @@ def build_probes_app(probe: ReadyProbe) -> web.Application:
     return app
 
 
+def _problems(request: web.Request) -> bool:
+    """Errors of the API (unknown paths under it too) and of the login are problem+json; the
+    pages' and the probes' are not."""
+    path = request.path
+    return path == LEGACY_PREFIX or path.startswith(LEGACY_PREFIX + "/") or path == "/login"
+
+
 def build_app(token: str, deps: ApiDeps, probe: ReadyProbe, *, session_ttl_s: int = 8 * 3600,
               logins_per_minute: int = 10) -> web.Application:
     """The aiohttp application; ``token`` must not be empty. Browser sessions are kept in
     ``deps.redis`` for ``session_ttl_s``; login attempts are limited per client address."""
     auth = TokenAuth(token, Sessions(deps.redis, deps.keys, session_ttl_s), logins_per_minute)
-    app = web.Application(middlewares=[_headers, auth.middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_headers, problem_middleware(_problems), auth.middleware],
+                          client_max_size=64 * 1024)
+    spec = orjson.dumps(openapi_document())
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
 
     def page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
@@ -111,7 +126,8 @@ def build_app(token: str, deps: ApiDeps, probe: ReadyProbe, *, session_ttl_s: in
     app.add_routes([*_probes(probe),
                     web.get("/", page("index.html")), web.get("/login", page("login.html")),
                     web.post("/login", auth.login), web.post("/logout", auth.logout),
-                    web.static("/static", str(_STATIC)), *Api(deps).routes()])
+                    web.static("/static", str(_STATIC)), web.get(f"{PREFIX}/openapi.json", openapi),
+                    *Api(deps).routes()])
     return app
 
 

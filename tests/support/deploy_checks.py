@@ -174,26 +174,40 @@ def packages_copied(text: str) -> list[str]:
     return [p.rstrip("*") for p in include if p.rstrip("*") not in copied]
 
 
-def constraint_problems(text: str) -> list[str]:
-    """Every exact pin of pyproject's runtime dependencies must be in the constraints file,
-    at the same version, once."""
-    pins: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins.setdefault(_canonical(name), []).append(version)
-    problems = [f"{n}: pinned {len(v)} times" for n, v in pins.items() if len(v) > 1]
-    for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
-        name, _, version = dep.partition("==")
-        got = pins.get(_canonical(name))
-        if got != [version]:
-            problems.append(f"{name}: pyproject pins {version}, constraints have {got}")
+def build_copies(text: str) -> list[tuple[str, str]]:
+    """(source, destination) of the build stage's COPY instructions (the image's build context)."""
+    out = []
+    for i, args in dockerfile_instructions(text):
+        if i == "COPY" and "--from=" not in args:
+            *sources, dest = shlex.split(args)
+            out += [(src, dest) for src in sources]
+    return out
+
+
+def install_problems(text: str, core_lock: str = "requirements/lock-core.txt") -> list[str]:
+    """The image installs its dependencies from the hashed core lock only, and churnwatch
+    itself without resolving anything (no extras: no demo binaries, plots or test tools)."""
+    commands = [c.strip() for i, a in dockerfile_instructions(text) if i == "RUN"
+                for c in a.split("&&")]
+    installs = [shlex.split(c) for c in commands if re.search(r"\bpip install\b", c)]
+    problems = []
+    from_lock = [c for c in installs if "--require-hashes" in c and "-r" in c
+                 and c[c.index("-r") + 1] == core_lock]
+    if not from_lock:
+        problems.append(f"no `pip install --require-hashes -r {core_lock}`")
+    if core_lock not in {src for src, _ in build_copies(text)}:
+        problems.append(f"{core_lock} is not copied into the build stage")
+    for argv in installs:
+        if argv in from_lock:
+            continue
+        if "--no-deps" not in argv:
+            problems.append(f"`{' '.join(argv)}` resolves dependencies outside the core lock")
+        if any("[" in word or word in ("-r", "-c", "--constraint", "--requirement")
+               for word in argv):
+            problems.append(f"`{' '.join(argv)}`: extras or another requirements file")
+    if not any(re.search(r"\bpip check\b", c) for c in commands):
+        problems.append("no `pip check` after the install")
     return problems
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 # --- what the processes serve ------------------------------------------------------------
@@ -307,9 +321,15 @@ def compose() -> dict:
     return yaml.safe_load(interpolate(compose_text(), env_example()))
 
 
+# manifests of custom resources (kubernetes-validate has no schema for them) that are not in
+# the kustomization (a cluster without their operator lacks the kind)
+OPERATOR_MANIFESTS = frozenset({"prometheusrule.yaml"})
+
+
 def manifests() -> dict[str, list[dict]]:
+    """The core Kubernetes manifests of deploy/k8s (custom resources apart)."""
     return {p.name: yaml_docs(p.read_text()) for p in sorted(K8S.glob("*.yaml"))
-            if p.name != "kustomization.yaml"}
+            if p.name != "kustomization.yaml" and p.name not in OPERATOR_MANIFESTS}
 
 
 def k8s(kind: str) -> list[dict]:

@@ -131,3 +131,27 @@ def missing_metrics(dashboard: dict[str, Any], exposition: str) -> dict[str, set
         if absent:
             out[expr] = absent
     return out
+
+
+INGEST_ROW = "HTTP ingest"  # the dashboard's row of the ingest process's panels
+INGEST_VARIABLE = "ingest"
+
+
+def by_process(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The dashboard split by the process whose metrics it queries: ``ingest`` (the panels
+    from the "HTTP ingest" row to the next row, and the ``ingest`` variable) and ``worker``
+    (everything else)."""
+    worker: list[dict[str, Any]] = []
+    ingest: list[dict[str, Any]] = []
+    current = worker
+    for panel in dashboard.get("panels", []):
+        if panel.get("type") == "row":
+            current = ingest if panel.get("title") == INGEST_ROW else worker
+        current.append(panel)
+    variables = dashboard.get("templating", {}).get("list", [])
+
+    def part(panels: list[dict[str, Any]], ingest_vars: bool) -> dict[str, Any]:
+        return {"panels": panels, "templating": {"list": [
+            v for v in variables if (v.get("name") == INGEST_VARIABLE) == ingest_vars]}}
+
+    return {"worker": part(worker, False), "ingest": part(ingest, True)}

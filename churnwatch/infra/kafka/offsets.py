@@ -34,6 +34,18 @@ async def high_watermarks(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicP
     return out
 
 
+async def end_offsets(bootstrap: str, topic: str,
+                      options: dict[str, Any] | None = None) -> dict[int, int]:
+    """The true end offset of every partition of ``topic``, by partition number."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **(options or {}))
+    await consumer.start()
+    try:
+        return {tp.partition: end for tp, end in (await high_watermarks(consumer, topic)).items()}
+    finally:
+        await consumer.stop()
+
+
 async def group_lag(bootstrap: str, group: str, topic: str,
                     options: dict[str, Any] | None = None) -> int:
     """Records of ``topic`` that ``group`` has not committed yet (``options``: the client

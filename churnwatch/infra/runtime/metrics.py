@@ -121,6 +121,10 @@ class Metrics:
                                  "arrived away from their subscriber's home partition and were "
                                  "forwarded to it (the internal topic <app_id>.churn.events.home)",
                                  registry=r)
+        self.away_here = Counter("churnwatch_away_applied_events", "Events of churn.events that "
+                                 "arrived away from their subscriber's home partition and were "
+                                 "applied where they arrived, because this worker owns the home "
+                                 "partition too (nothing to forward)", registry=r)
         self.ruleset = Gauge("churnwatch_ruleset_info", "Active ruleset version (always 1)",
                              ["version"], registry=r)
         self.model = Gauge("churnwatch_model_info", "Active model version (always 1)",

@@ -21,7 +21,7 @@ async function api(path, options) {
   const res = await fetch(path, Object.assign({credentials: "same-origin"}, options || {}));
   if (res.status === 401) { location.href = "/login"; throw new Error("signed out"); }
   const body = await res.json();
-  if (!res.ok) throw new Error(body.error || res.statusText);
+  if (!res.ok) throw new Error(body.detail || body.error || res.statusText);
   return body;
 }
 
@@ -44,7 +44,7 @@ function owners(alert) { return [...new Set(alert.actions.map((a) => a.team))].j
 
 // ---- feed ----
 async function loadMeta() {
-  const meta = await api("/api/meta");
+  const meta = await api("/api/v1/meta");
   for (const t of meta.teams) $("filter-team").append(el("option", {value: t}, t));
   for (const s of meta.severities) $("filter-severity").append(el("option", {value: s}, s));
 }
@@ -54,7 +54,7 @@ async function refreshFeed() {
   if ($("filter-team").value) q.set("team", $("filter-team").value);
   if ($("filter-severity").value) q.set("severity", $("filter-severity").value);
   try {
-    const body = await api("/api/alerts?" + q.toString());
+    const body = await api("/api/v1/alerts?" + q.toString());
     const rows = body.alerts.map((a) => el("tr", {"data-alert-id": a.alert_id, class: "alert-row"},
       el("td", {}, when(a.ts)), el("td", {}, sevBadge(a.severity)),
       el("td", {}, subscriberLink(a.subscriber_id)), el("td", {}, a.segment),
@@ -98,7 +98,7 @@ function outcomeCell(subscriberId, alert) {
     const button = el("button", {type: "button", "data-result": result}, result.replace("_", " "));
     button.addEventListener("click", async () => {
       try {
-        await api("/api/outcomes", {method: "POST", headers: {"Content-Type": "application/json"},
+        await api("/api/v1/outcomes", {method: "POST", headers: {"Content-Type": "application/json"},
           body: JSON.stringify({subscriber_id: subscriberId, alert_id: alert.alert_id, result})});
         cell.replaceChildren(el("span", {class: "done", "data-testid": "outcome-done"}, "marked " + result.replace("_", " ")));
       } catch (err) {
@@ -116,7 +116,7 @@ async function showSubscriber(id) {
   $("sub-id").textContent = id;
   $("status").textContent = "subscriber view";
   let r;
-  try { r = await api("/api/subscribers/" + encodeURIComponent(id)); }
+  try { r = await api("/api/v1/subscribers/" + encodeURIComponent(id)); }
   catch (err) { $("sub-summary").replaceChildren(el("p", {class: "error"}, err.message)); return; }
   const stat = (label, value) => el("div", {}, label, el("b", {}, value));
   $("sub-summary").replaceChildren(
@@ -140,7 +140,7 @@ function money(x) { return x == null ? "–" : Math.round(x).toLocaleString("en"
 
 async function refreshEffect() {
   let body;
-  try { body = await api("/api/effect?by=segment"); } catch (err) { return; }
+  try { body = await api("/api/v1/effect?by=segment"); } catch (err) { return; }
   $("effect-window").textContent = String(body.window_days);
   $("effect").replaceChildren(...body.rows.map((r) => el("tr", {
     class: r.high != null && r.high < 0 ? "backfires" : (r.low != null && r.low > 0 ? "works" : ""),

@@ -1,0 +1,126 @@
+"""`churnwatch evaluate`: the model's prequential quality on an event file, measured on the
+worker's own path (``streams.replay``: the real pipeline and fleet learner on a temporary
+redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from churnwatch.cli.common import ConfigOpt, JsonOpt, err, fail, load
+from churnwatch.core.errors import ChurnwatchError
+from churnwatch.infra.config import Settings
+
+
+def evaluate_file(lines: list[bytes], settings: Settings, *, threshold: float = 0.5,
+                  bins: int = 10, batch: int = 500, holdout: float = 1.0) -> dict[str, Any]:
+    """Replay ``lines`` through the pipeline and the learner on an embedded redis-server,
+    with the label policy, ruleset and playbook of ``settings``; the quality report."""
+    if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+        raise ValueError("threshold must be within [0, 1]")
+    if bins < 1 or batch < 1:
+        raise ValueError("bins and batch must be at least 1")
+    from alerting.playbook import load_playbook
+    from churnwatch.dev.embedded import EmbeddedRedis
+    from churnwatch.infra.redis.connect import connect
+    from churnwatch.infra.sections import Sections
+    from online_models.snapshots import LabelPolicy
+    from rules.engine import compile_ruleset
+    from rules.ruleset import load_ruleset
+    from streams.replay import records, replay, report
+
+    lab = Sections.of(settings).labels
+    policy = LabelPolicy(horizon_ms=lab.horizon_ms, every_ms=lab.every_ms,
+                         lateness_ms=lab.lateness_ms, exclusion_ms=lab.exclusion_ms,
+                         history_ms=lab.history_ms, max_labels=lab.max_labels)
+    rules = compile_ruleset(load_ruleset(settings.rules_file))
+    playbook = load_playbook(settings.playbook_file)
+    feed = records(lines)
+
+    async def run(url: str):  # type: ignore[no-untyped-def]
+        client = connect(settings.model_copy(update={"redis_url": url, "redis_cluster": False}))
+        try:
+            return await replay(client, feed, batch=batch, holdout=holdout, policy=policy,
+                                rules=rules, playbook=playbook)
+        finally:
+            await client.aclose()
+
+    with EmbeddedRedis(appendfsync="no") as server:
+        return report(asyncio.run(run(server.url)), threshold, bins)
+
+
+def evaluate_command(
+    file: Annotated[Path, typer.Argument(help="NDJSON events with churn/active labels "
+                                              "('-' for stdin)")],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                             help="score at or above which churn is predicted")]
+    = 0.5,
+    bins: Annotated[int, typer.Option(min=1, max=1000, help="calibration bins")] = 10,
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="events per pipeline batch "
+                                       "(the learner publishes after each)")] = 500,
+    holdout: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of alerted "
+                                           "subscribers not acted on (1: nobody is treated, "
+                                           "so no label is hidden by an action)")] = 1.0,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Prequential quality of the online model on an event file, on the worker's own path:
+    the events go in file order through the pipeline (feature store, rules, snapshots, labels)
+    and the fleet learner on a temporary redis-server, and each learned label is compared
+    with the score the worker published for its snapshot (no Kafka; the configured Redis is
+    not touched)."""
+    settings = load(config)
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+        with stream:
+            lines = stream.read().splitlines()
+        report = evaluate_file(lines, settings, threshold=threshold, bins=bins, batch=batch,
+                               holdout=holdout)
+    except (OSError, ChurnwatchError) as exc:
+        raise fail(exc) from None
+    if json_out:
+        print(orjson.dumps(report).decode())
+        return
+    _print(report, threshold)
+
+
+def _print(report: dict[str, Any], threshold: float) -> None:
+    from rich.table import Table
+
+    def fmt(value: object, digits: int = 4) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    ev, overall, second = report["events"], report["overall"], report["second_half"]
+    learned = report["labels_learned"]
+    err.print(f"events applied {ev['applied']}  duplicate {ev['duplicate']}  late {ev['late']}  "
+              f"invalid {ev['invalid']}  model {report['model_version']}  labels learned "
+              f"{learned['churned']} churned / {learned['active']} active")
+    if not overall["n"]:
+        err.print("[yellow]no label joined a scored snapshot: nothing to evaluate[/]")
+        return
+    table = Table(title="prequential evaluation (the worker's score of each snapshot, before "
+                        f"its label was learned) at threshold {threshold:g}")
+    table.add_column("metric")
+    table.add_column("all labels", justify="right")
+    table.add_column(f"second half (from #{second['from_label'] + 1})", justify="right")
+    for label, key in (("labels", "n"), ("churned", "positives")):
+        table.add_row(label, str(overall[key]), str(second[key]))
+    for label, key in (("ROC AUC", "roc_auc"), ("log loss", "log_loss"), ("Brier", "brier"),
+                       ("precision", "precision"), ("recall", "recall"), ("F1", "f1"),
+                       ("precision@k (k = churned)", "precision_at_k"), ("ECE", "ece")):
+        table.add_row(label, fmt(overall[key]), fmt(second[key]))
+    err.print(table)
+    calib = Table(title="calibration (all labels)")
+    for column in ("bin", "count", "mean predicted", "observed rate"):
+        calib.add_column(column, justify="right")
+    for row in overall["calibration"]:
+        close = "]" if row["hi"] >= 1.0 else ")"
+        calib.add_row(f"[{row['lo']:.2f}, {row['hi']:.2f}{close}", str(row["count"]),
+                      fmt(row["mean_predicted"], 3), fmt(row["observed_rate"], 3))
+    err.print(calib)
