@@ -28,7 +28,7 @@ from alerting.playbook import load_playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard
-from churnwatch.core.errors import ConfigError, FencedError, RetryableError
+from churnwatch.core.errors import ConfigError, FencedError, RedisRefused, RetryableError
 from churnwatch.core.keys import Keys
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
@@ -37,7 +37,7 @@ from churnwatch.infra.kafka.offsets import end_offsets
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.redis.connect import connect, connect_sync
-from churnwatch.infra.redis.errors import is_retryable
+from churnwatch.infra.redis.errors import is_retryable, refusal_line
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.infra.sections import Sections
@@ -66,6 +66,7 @@ from streams.repartition import Homes
 from streams.transport import ChurnApp
 
 log = logging.getLogger("churnwatch.worker")
+REFUSED_EXIT_CODE = 78  # EX_CONFIG: Redis refused the credentials or a permission
 
 
 def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
@@ -148,7 +149,8 @@ class Worker:
             self.app.topics.add(self.app.topic(topic, partitions=settings.partitions,
                                                internal=False))
         self.loop = BatchLoop(self.records, pipeline, self.publisher,
-                              lambda offsets: self.app.consumer.commit_offsets(offsets))
+                              lambda offsets: self.app.consumer.commit_offsets(offsets),
+                              self.stop_refused)
         self.guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
                                  pipeline.store.config.keys.broker_offsets(settings.app_id),
                                  client_options(settings))
@@ -201,8 +203,12 @@ class Worker:
         """Claim the partitions and load their applied offsets. Faust's recovery may already
         have sought to the committed offsets and fetched again: the buffer is kept, and
         batches wait until the claims are loaded."""
-        await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
-                                            if tp.topic in self.app.record_topics))
+        try:
+            await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
+                                                if tp.topic in self.app.record_topics))
+        except RedisRefused as exc:  # batches stay blocked until the worker stops
+            self.stop_refused(exc)
+            return
         partitions = self.pipeline.partitions
         if partitions.home_partitions():
             self._home_ends = asyncio.ensure_future(self.read_home_ends(partitions.count))
@@ -276,6 +282,8 @@ class Worker:
             await self.guard.check()
         except BrokerResetError as exc:
             _stop_for_broker_reset(self.app, self.metrics, exc)
+        except RedisRefused as exc:
+            self.stop_refused(exc)
         except (syncredis.RedisError, RetryableError, KafkaError, OSError) as exc:
             log.warning("broker check skipped: %s", type(exc).__name__)  # checked again
 
@@ -321,6 +329,12 @@ class Worker:
         self.lag.update(consumer_lags(self.app.consumer, self.app.record_topics,
                                       self.pipeline.delivery.positions))
 
+    def stop_refused(self, exc: BaseException) -> None:
+        """Redis refused the worker's credentials or a command's permission: one line with
+        the fix, and the worker stops with exit code 78 (EX_CONFIG). What it had not applied
+        is not committed: the next worker, once Redis lets it, reads it again."""
+        _stop(self.app, REFUSED_EXIT_CODE, f"stopping: {refusal_line(exc) or exc}")
+
     async def _survive_redis(self, operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
         again on its next tick) and gives False. Other errors, bugs included, propagate."""
@@ -328,6 +342,9 @@ class Worker:
             await work
         except FencedError:  # the partition moved to another worker: it sweeps it now
             log.info("%s: the partition was claimed by another worker", what)
+            return False
+        except RedisRefused as exc:  # a misconfiguration, not an outage
+            self.stop_refused(exc)
             return False
         except (syncredis.RedisError, RetryableError) as exc:
             if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
@@ -372,8 +389,15 @@ def _faust_app(settings: Settings, topics: TopicNames, records: RecordBuffer) ->
 def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
     """Report loudly, stop consuming, and stop the worker gracefully with exit code 3."""
     metrics.broker_reset.set(1)
-    log.error("%s", exc)
-    app.churnwatch_exit_code = EXIT_CODE  # type: ignore[attr-defined]
+    _stop(app, EXIT_CODE, str(exc))
+
+
+def _stop(app: faust.App, code: int, why: str) -> None:
+    """Log ``why`` once, stop consuming, and stop the worker gracefully with exit ``code``."""
+    if getattr(app, "churnwatch_exit_code", None):
+        return  # stopping already
+    log.error("%s", why)
+    app.churnwatch_exit_code = code  # type: ignore[attr-defined]
     with contextlib.suppress(Exception):  # best effort: the stop below is what matters
         app.consumer.pause_partitions(app.consumer.assignment())
     os.kill(os.getpid(), signal.SIGTERM)
