@@ -22,21 +22,16 @@ from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from alerting.holdout import Holdout
-from alerting.ledger import AlertLedger
-from alerting.playbook import load_playbook
-from alerting.policy import ContactPolicy
-from alerting.risk import RiskHistory
-from alerting.storm import StormGuard
 from churnwatch.core.errors import ConfigError, FencedError, RedisRefused, RetryableError
 from churnwatch.core.keys import Keys
+from churnwatch.assembly import build_pipeline
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.infra.kafka.offsets import end_offsets
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.kafka.topics import TopicNames
-from churnwatch.infra.redis.connect import connect, connect_sync
+from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.redis.errors import is_retryable, refusal_line
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
@@ -45,17 +40,9 @@ from churnwatch.web.server import ReadyProbe, build_probes_app
 from churnwatch.web.server import build_app as build_web_app
 from churnwatch.web.server import start as start_web
 from churnwatch.web.worker import worker_deps
-from features.attrs import AttrBounds
-from features.cache import StateCache
-from features.silence import SilenceIndex
-from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.learner import Learner, ModelWatcher
-from online_models.model import ChurnModel
-from online_models.snapshots import LabelPolicy
-from online_models.versions import ModelVersions, active_model_sync
+from online_models.versions import ModelVersions
 from rules import registry
-from rules.engine import compile_ruleset
-from rules.ruleset import load_ruleset, parse_ruleset
 from streams.assignment import Assignment
 from streams.batch_loop import BatchLoop
 from streams.fetch import RecordBuffer
@@ -67,46 +54,6 @@ from streams.transport import ChurnApp
 
 log = logging.getLogger("churnwatch.worker")
 REFUSED_EXIT_CODE = 78  # EX_CONFIG: Redis refused the credentials or a permission
-
-
-def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
-                   partitions: Assignment | None = None) -> Pipeline:
-    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline
-    (``partitions``: the worker's partitions, when it consumes as a member of a group)."""
-    sections = Sections.of(settings)
-    st, pol, lab = sections.store, sections.policy, sections.labels
-    store = FeatureStore(redis, StoreConfig(lateness_ms=st.lateness_ms, future_ms=st.future_ms,
-                                            ttl_s=st.ttl_s,
-                                            attrs=AttrBounds(st.attrs_max_keys,
-                                                             st.attrs_max_key_length)),
-                         StateCache(st.cache_size))
-    ledger = AlertLedger(redis, ttl_s=st.ttl_s)
-    sync = connect_sync(settings)
-    published = registry.decode(sync.get(registry.ACTIVE_KEY))
-    ruleset = (parse_ruleset(published.text, published.source) if published
-               else load_ruleset(settings.rules_file))
-    rules = compile_ruleset(ruleset)
-    warm_up()
-    model = active_model_sync(sync)
-    do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
-    sync.close()
-    silence = SilenceIndex(quiet_ms=sections.silence.quiet_ms,
-                           every_ms=sections.silence.every_ms)
-    playbook = load_playbook(settings.playbook_file)
-    playbook.check_segments(rules.ruleset.segment_names)
-    policy = ContactPolicy(pol.max_contacts_per_month, pol.max_offers_per_month,
-                           pol.quiet_start_hour, pol.quiet_end_hour, pol.timezone)
-    labels = LabelPolicy(horizon_ms=lab.horizon_ms, every_ms=lab.every_ms,
-                         lateness_ms=lab.lateness_ms, exclusion_ms=lab.exclusion_ms,
-                         history_ms=lab.history_ms, max_labels=lab.max_labels)
-    pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
-                        policy, labels=labels,
-                        holdout=Holdout(pol.holdout_fraction, pol.holdout_salt),
-                        risk=RiskHistory(redis, cap=settings.risk_history),
-                        partitions=partitions,
-                        storm=StormGuard(pol.storm_max_alerts_per_hour),
-                        do_not_contact=do_not_contact)
-    return pipeline
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
