@@ -3,7 +3,7 @@
     python -m benchmarks.profile_pipeline [--subscribers N] [--days D] [--batch EVENTS]
                                           [--pstats FILE]
 
-Builds the worker's pipeline (``churnwatch.worker.build_pipeline``: same rules, model, playbook,
+Builds the worker's pipeline (``churnwatch.assembly.build_pipeline``: same rules, model, playbook,
 store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
 events, ``--batch`` events per batch, started (``Pipeline.start``) while the previous batch's
 delivery finishes, as the Faust agent does (one delivery ahead), and publishes to a publisher
@@ -42,7 +42,7 @@ from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.worker import build_pipeline
+from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 _encode = msgspec.json.Encoder().encode

@@ -22,22 +22,17 @@ from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from alerting.holdout import Holdout
-from alerting.ledger import AlertLedger
-from alerting.playbook import load_playbook
-from alerting.policy import ContactPolicy
-from alerting.risk import RiskHistory
-from alerting.storm import StormGuard
-from churnwatch.core.errors import ConfigError, FencedError, RetryableError
+from churnwatch.core.errors import ConfigError, FencedError, RedisRefused, RetryableError
 from churnwatch.core.keys import Keys
+from churnwatch.assembly import build_pipeline
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError
 from churnwatch.infra.kafka.offsets import end_offsets
 from churnwatch.infra.kafka.produce import partition_for
 from churnwatch.infra.kafka.topics import TopicNames
-from churnwatch.infra.redis.connect import connect, connect_sync
-from churnwatch.infra.redis.errors import is_retryable
+from churnwatch.infra.redis.connect import connect
+from churnwatch.infra.redis.errors import is_retryable, refusal_line
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.infra.sections import Sections
@@ -45,17 +40,9 @@ from churnwatch.web.server import ReadyProbe, build_probes_app
 from churnwatch.web.server import build_app as build_web_app
 from churnwatch.web.server import start as start_web
 from churnwatch.web.worker import worker_deps
-from features.attrs import AttrBounds
-from features.cache import StateCache
-from features.silence import SilenceIndex
-from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.learner import Learner, ModelWatcher
-from online_models.model import ChurnModel
-from online_models.snapshots import LabelPolicy
-from online_models.versions import ModelVersions, active_model_sync
+from online_models.versions import ModelVersions
 from rules import registry
-from rules.engine import compile_ruleset
-from rules.ruleset import load_ruleset, parse_ruleset
 from streams.assignment import Assignment
 from streams.batch_loop import BatchLoop
 from streams.fetch import RecordBuffer
@@ -66,46 +53,7 @@ from streams.repartition import Homes
 from streams.transport import ChurnApp
 
 log = logging.getLogger("churnwatch.worker")
-
-
-def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
-                   partitions: Assignment | None = None) -> Pipeline:
-    """Load and validate rules and playbook, compile the kernels, and assemble the pipeline
-    (``partitions``: the worker's partitions, when it consumes as a member of a group)."""
-    sections = Sections.of(settings)
-    st, pol, lab = sections.store, sections.policy, sections.labels
-    store = FeatureStore(redis, StoreConfig(lateness_ms=st.lateness_ms, future_ms=st.future_ms,
-                                            ttl_s=st.ttl_s,
-                                            attrs=AttrBounds(st.attrs_max_keys,
-                                                             st.attrs_max_key_length)),
-                         StateCache(st.cache_size))
-    ledger = AlertLedger(redis, ttl_s=st.ttl_s)
-    sync = connect_sync(settings)
-    published = registry.decode(sync.get(registry.ACTIVE_KEY))
-    ruleset = (parse_ruleset(published.text, published.source) if published
-               else load_ruleset(settings.rules_file))
-    rules = compile_ruleset(ruleset)
-    warm_up()
-    model = active_model_sync(sync)
-    do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
-    sync.close()
-    silence = SilenceIndex(quiet_ms=sections.silence.quiet_ms,
-                           every_ms=sections.silence.every_ms)
-    playbook = load_playbook(settings.playbook_file)
-    playbook.check_segments(rules.ruleset.segment_names)
-    policy = ContactPolicy(pol.max_contacts_per_month, pol.max_offers_per_month,
-                           pol.quiet_start_hour, pol.quiet_end_hour, pol.timezone)
-    labels = LabelPolicy(horizon_ms=lab.horizon_ms, every_ms=lab.every_ms,
-                         lateness_ms=lab.lateness_ms, exclusion_ms=lab.exclusion_ms,
-                         history_ms=lab.history_ms, max_labels=lab.max_labels)
-    pipeline = Pipeline(store, ledger, rules, model or ChurnModel(), playbook, metrics, silence,
-                        policy, labels=labels,
-                        holdout=Holdout(pol.holdout_fraction, pol.holdout_salt),
-                        risk=RiskHistory(redis, cap=settings.risk_history),
-                        partitions=partitions,
-                        storm=StormGuard(pol.storm_max_alerts_per_hour),
-                        do_not_contact=do_not_contact)
-    return pipeline
+REFUSED_EXIT_CODE = 78  # EX_CONFIG: Redis refused the credentials or a permission
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
@@ -148,7 +96,8 @@ class Worker:
             self.app.topics.add(self.app.topic(topic, partitions=settings.partitions,
                                                internal=False))
         self.loop = BatchLoop(self.records, pipeline, self.publisher,
-                              lambda offsets: self.app.consumer.commit_offsets(offsets))
+                              lambda offsets: self.app.consumer.commit_offsets(offsets),
+                              self.stop_refused)
         self.guard = BrokerGuard(redis, settings.bootstrap, settings.app_id, topics.events,
                                  pipeline.store.config.keys.broker_offsets(settings.app_id),
                                  client_options(settings))
@@ -201,8 +150,12 @@ class Worker:
         """Claim the partitions and load their applied offsets. Faust's recovery may already
         have sought to the committed offsets and fetched again: the buffer is kept, and
         batches wait until the claims are loaded."""
-        await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
-                                            if tp.topic in self.app.record_topics))
+        try:
+            await self.pipeline.assigned(sorted((tp.topic, tp.partition) for tp in assigned
+                                                if tp.topic in self.app.record_topics))
+        except RedisRefused as exc:  # batches stay blocked until the worker stops
+            self.stop_refused(exc)
+            return
         partitions = self.pipeline.partitions
         if partitions.home_partitions():
             self._home_ends = asyncio.ensure_future(self.read_home_ends(partitions.count))
@@ -276,6 +229,8 @@ class Worker:
             await self.guard.check()
         except BrokerResetError as exc:
             _stop_for_broker_reset(self.app, self.metrics, exc)
+        except RedisRefused as exc:
+            self.stop_refused(exc)
         except (syncredis.RedisError, RetryableError, KafkaError, OSError) as exc:
             log.warning("broker check skipped: %s", type(exc).__name__)  # checked again
 
@@ -321,6 +276,12 @@ class Worker:
         self.lag.update(consumer_lags(self.app.consumer, self.app.record_topics,
                                       self.pipeline.delivery.positions))
 
+    def stop_refused(self, exc: BaseException) -> None:
+        """Redis refused the worker's credentials or a command's permission: one line with
+        the fix, and the worker stops with exit code 78 (EX_CONFIG). What it had not applied
+        is not committed: the next worker, once Redis lets it, reads it again."""
+        _stop(self.app, REFUSED_EXIT_CODE, f"stopping: {refusal_line(exc) or exc}")
+
     async def _survive_redis(self, operation: str, what: str, work: Awaitable[Any]) -> bool:
         """Await a timer's ``work``; a Redis outage is counted and logged (the timer tries
         again on its next tick) and gives False. Other errors, bugs included, propagate."""
@@ -328,6 +289,9 @@ class Worker:
             await work
         except FencedError:  # the partition moved to another worker: it sweeps it now
             log.info("%s: the partition was claimed by another worker", what)
+            return False
+        except RedisRefused as exc:  # a misconfiguration, not an outage
+            self.stop_refused(exc)
             return False
         except (syncredis.RedisError, RetryableError) as exc:
             if not is_retryable(exc):  # e.g. a script error: a bug, not an outage
@@ -372,8 +336,15 @@ def _faust_app(settings: Settings, topics: TopicNames, records: RecordBuffer) ->
 def _stop_for_broker_reset(app: faust.App, metrics: Metrics, exc: BrokerResetError) -> None:
     """Report loudly, stop consuming, and stop the worker gracefully with exit code 3."""
     metrics.broker_reset.set(1)
-    log.error("%s", exc)
-    app.churnwatch_exit_code = EXIT_CODE  # type: ignore[attr-defined]
+    _stop(app, EXIT_CODE, str(exc))
+
+
+def _stop(app: faust.App, code: int, why: str) -> None:
+    """Log ``why`` once, stop consuming, and stop the worker gracefully with exit ``code``."""
+    if getattr(app, "churnwatch_exit_code", None):
+        return  # stopping already
+    log.error("%s", why)
+    app.churnwatch_exit_code = code  # type: ignore[attr-defined]
     with contextlib.suppress(Exception):  # best effort: the stop below is what matters
         app.consumer.pause_partitions(app.consumer.assignment())
     os.kill(os.getpid(), signal.SIGTERM)

@@ -23,7 +23,7 @@ import msgspec
 from churnwatch.infra.runtime.failpoints import failpoint
 from streams.batching import InOrderAcks
 from streams.fetch import RecordBuffer
-from streams.pipeline import Pipeline, Publisher, is_fenced
+from streams.pipeline import Pipeline, Publisher, is_fenced, refusal
 from streams.records import DeadLetter, Record, next_offsets
 
 __all__ = ["BatchLoop"]
@@ -50,14 +50,22 @@ class BatchLoop:
     this one stalled and lost it) means this worker's group membership is stale: nothing
     more is processed until the rebalance that follows, which assigns partitions afresh
     and re-reads them from their committed offsets (the fenced batches' never were).
+
+    A batch Redis refused (credentials, ACL permissions: a misconfiguration) is not
+    dead-lettered: no later batch is started or committed, and ``refused`` is called once
+    (the worker stops with one line saying how to fix it); the records are read again by
+    the next worker, once it is fixed.
     """
 
     def __init__(self, records: RecordBuffer, pipeline: Pipeline, publisher: Publisher,
-                 commit: CommitOffsets) -> None:
+                 commit: CommitOffsets,
+                 refused: Callable[[BaseException], None] | None = None) -> None:
         self.records = records
         self.pipeline = pipeline
         self.publisher = publisher
         self._commit = commit
+        self._on_refused = refused
+        self.refused: BaseException | None = None  # Redis refused a batch: nothing more
         self._fenced_in: int | None = None  # the assignment in which a batch was fenced
         self._unsettled = 0  # batches taken and not yet committed
         self._settled = asyncio.Event()
@@ -71,6 +79,8 @@ class BatchLoop:
         acks = InOrderAcks(self._committed)
         try:
             while True:
+                if self.refused is not None:  # until the worker stops
+                    await asyncio.Event().wait()
                 if self._fenced_in == self.pipeline.partitions.count:
                     await self.pipeline.partitions.reassigned.wait()
                     continue
@@ -107,7 +117,7 @@ class BatchLoop:
     async def _committed(self, batch: _Batch) -> None:
         try:
             failpoint("before_offset_commit")  # the batch is done, its offsets not committed
-            if batch.landed:
+            if batch.landed and self.refused is None:
                 await self._commit(next_offsets(batch.records))
         finally:
             self._unsettled -= 1
@@ -121,6 +131,8 @@ class BatchLoop:
         try:
             delivery = await self.pipeline.start(batch.records, self.publisher)
         except Exception as exc:  # noqa: BLE001 - last line of defence before the commit
+            if refusal(exc) is not None:  # no later batch is started (see run)
+                self._refuse(exc)
             delivery = asyncio.get_running_loop().create_future()
             delivery.set_exception(exc)
         await acks.add(asyncio.ensure_future(self._delivered(delivery, batch)), batch)
@@ -139,6 +151,10 @@ class BatchLoop:
                 if batch.assignment == pipeline.partitions.count:
                     self._fenced_in = batch.assignment
                 return
+            if refusal(exc) is not None:  # a misconfiguration: stop, lose nothing
+                batch.landed = False
+                self._refuse(exc)
+                return
             records = batch.records
             log.exception("batch of %d records failed; sending them to the dead-letter topic",
                           len(records))
@@ -147,6 +163,14 @@ class BatchLoop:
                                   r.value.decode("utf-8", "replace")) for r in records]
             pipeline.metrics.dead_letters.labels("internal").inc(len(letters))
             await self.publisher.dead_letters([msgspec.json.encode(d) for d in letters])
+
+
+    def _refuse(self, exc: BaseException) -> None:
+        if self.refused is not None:
+            return
+        self.refused = exc
+        if self._on_refused is not None:
+            self._on_refused(exc)
 
 
 async def _to_the_end(batch: Awaitable[None]) -> None:

@@ -44,7 +44,7 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
-from churnwatch.core.errors import FencedError
+from churnwatch.core.errors import FencedError, RedisRefused
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.writes import Write
@@ -86,6 +86,13 @@ def is_fenced(exc: BaseException) -> bool:
     """``exc`` is a fenced commit, or a batch staged on one."""
     return isinstance(exc, FencedError) or (isinstance(exc, CommitChainBroken)
                                             and isinstance(exc.__cause__, FencedError))
+
+
+def refusal(exc: BaseException) -> RedisRefused | None:
+    """The Redis refusal (credentials, ACL) behind ``exc``: a batch refused, or staged on one."""
+    if isinstance(exc, CommitChainBroken):
+        exc = exc.__cause__  # type: ignore[assignment]
+    return exc if isinstance(exc, RedisRefused) else None
 
 
 class Pipeline:
@@ -204,6 +211,8 @@ class Pipeline:
         if self.commits.failure is not None:
             if is_fenced(self.commits.failure):  # until the next assignment re-reads them
                 raise FencedError("an earlier batch was fenced; waiting for the rebalance")
+            if (refused := refusal(self.commits.failure)) is not None:
+                raise refused  # no later batch may land: the worker stops (streams/batch_loop)
             # its batches were dead-lettered (streams/batch_loop.py)
             log.warning("a batch commit failed; the next batches start again from Redis")
             self.commits = CommitChain(self.store)

@@ -5,6 +5,7 @@ line naming CHURNWATCH_REDIS_URL, without a traceback or the password."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 import shutil
@@ -16,8 +17,9 @@ import pytest
 import redis
 
 from churnwatch.dev.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from churnwatch.infra.config import DLQ_TOPIC
 from tests.support.stream_feed import Feed
-from tests.support.worker import Worker
+from tests.support.worker import Worker, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +111,52 @@ def test_redis_refusals_are_one_line(case: str, redis_7_0: EmbeddedRedis,
         assert len(lines) == 1 and "CHURNWATCH_REDIS_URL" in lines[0] and "Fix:" in lines[0], (
             args, text[-2000:])
         assert PASSWORD not in text and "Traceback" not in text
+
+
+def test_a_permission_revoked_while_running_stops_the_worker_and_loses_nothing(
+        redis_7_0: EmbeddedRedis, broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Redis refuses the running worker's commands (an ACL changed under it): it stops with
+    exit code 78 and one line saying how to fix it, dead-letters nothing and commits nothing
+    it did not apply; once the permission is back, a new worker applies the rest."""
+    admin = redis.Redis.from_url(redis_7_0.url)
+    assert admin.execute_command(*documented_acl()) == b"OK"
+    admin.config_set("requirepass", ADMIN_PASSWORD)
+    admin = redis.Redis.from_url(redis_7_0.url, password=ADMIN_PASSWORD)
+    url = f"redis://churnwatch:{PASSWORD}@127.0.0.1:{redis_7_0.port}/0"
+    worker = Worker(broker, url, tmp_path)
+    first, second = Feed(), Feed()
+    for phone in ("+447700900601", "+447700900602"):
+        first.logins(phone, 20, 1)
+        first.complaints(phone, 2)
+    later = ["+447700900603", "+447700900604"]
+    for phone in later:
+        second.logins(phone, 20, 1)
+        second.complaints(phone, 2)
+    try:
+        worker.start()
+        assert worker.cli("replay", str(first.write(tmp_path / "first.ndjson"))).returncode == 0
+        worker.wait_caught_up()
+        worker.wait_for(lambda: len({a["subscriber_id"] for a in worker.alerts()}) == 2,
+                        what="the first alerts")
+        admin.execute_command("ACL", "SETUSER", "churnwatch", "-@all")  # every command refused
+        assert worker.cli("replay", str(second.write(tmp_path / "second.ndjson"))
+                          ).returncode == 0
+        assert worker.proc is not None
+        assert worker.proc.wait(90) == 78
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text()
+    refusals = [line for line in log.splitlines() if "lacks a permission" in line]
+    assert len(refusals) == 1 and "Fix:" in refusals[0], log[-3000:]
+    assert "Traceback" not in log and PASSWORD not in log, log[-3000:]
+    letters = [orjson.loads(m) for m in asyncio.run(read_topic(broker.bootstrap, DLQ_TOPIC))]
+    assert not [d for d in letters if d["kind"] == "internal"], letters
+
+    assert admin.execute_command(*documented_acl()) == b"OK"  # the permission is back
+    try:  # the same group: it resumes where the first one stopped
+        worker.start()
+        worker.wait_caught_up()
+        worker.wait_for(lambda: {a["subscriber_id"] for a in worker.alerts()} >= set(later),
+                        what="the alerts on the events sent while Redis refused")
+    finally:
+        worker.stop()

@@ -13,6 +13,7 @@ from churnwatch.core.errors import (
     ChurnwatchError,
     RedisCommandError,
     RedisOutOfMemory,
+    RedisRefused,
     RedisUnavailable,
     RetryableError,
 )
@@ -33,9 +34,9 @@ from churnwatch.infra.redis.errors import WatchError, is_retryable, translate
     (rx.ResponseError("MOVED 3999 127.0.0.1:6381"), RedisUnavailable),
     (rx.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
      RedisCommandError),
-    (rx.AuthenticationError("invalid username-password pair"), RedisCommandError),
+    (rx.AuthenticationError("invalid username-password pair"), RedisRefused),
     (rx.NoPermissionError("this user has no permissions to run the 'set' command"),
-     RedisCommandError),
+     RedisRefused),
 ])
 def test_redis_py_errors_map_to_one_churnwatch_error_each(raw: Exception, kind: type) -> None:
     mapped = translate(raw)

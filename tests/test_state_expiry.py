@@ -15,7 +15,7 @@ from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.worker import build_pipeline
+from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 pytestmark = pytest.mark.integration

@@ -116,18 +116,6 @@ def with_redis(settings: Settings, work):  # type: ignore[no-untyped-def]
 def redis_error_line(exc: BaseException) -> str | None:
     """One line saying what a Redis connection or permission error means and how to fix it
     (never the password), or None if ``exc`` is not one."""
-    from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError
+    from churnwatch.infra.redis.errors import refusal_line
 
-    if isinstance(exc, ChurnwatchError) and exc.__cause__ is not None:
-        exc = exc.__cause__  # translated by churnwatch.infra.redis.errors
-    if isinstance(exc, AuthenticationError):
-        return (f"Redis refused the credentials of CHURNWATCH_REDIS_URL "
-                f"({str(exc).rstrip('.')}). Fix: put the right user and password in it, "
-                f"redis://USER:PASSWORD@HOST:PORT/DB (percent-encode special characters)")
-    if isinstance(exc, NoPermissionError):
-        return (f"the Redis user of CHURNWATCH_REDIS_URL lacks a permission ({exc}). Fix: "
-                f"grant it with the ACL line in docs/operations.md")
-    if isinstance(exc, ConnectionError):
-        return (f"cannot reach Redis ({exc}). Fix: check CHURNWATCH_REDIS_URL and that Redis "
-                f"is running and reachable")
-    return None
+    return refusal_line(exc)

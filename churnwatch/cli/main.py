@@ -161,7 +161,7 @@ def worker(config: ConfigOpt = None) -> None:
     try:
         runner.execute_from_commandline()
     except SystemExit:
-        if getattr(app_, "churnwatch_exit_code", None):  # stopped on a broker reset
+        if getattr(app_, "churnwatch_exit_code", None):  # a broker reset, a Redis refusal
             raise SystemExit(app_.churnwatch_exit_code) from None
         raise
 

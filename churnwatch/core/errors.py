@@ -43,6 +43,11 @@ class RedisCommandError(StoreError):
     misconfiguration, not an outage; not retried."""
 
 
+class RedisRefused(RedisCommandError):
+    """Redis refused this client's credentials or a command's permission (ACL): a
+    misconfiguration. Never retried; a worker stops rather than dead-letter its events."""
+
+
 class FencedError(StoreError):
     """Another worker owns a partition of this batch now (this one stalled past its session
     or lost a rebalance): nothing of the batch was written; its records are re-read."""

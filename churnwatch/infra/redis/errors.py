@@ -17,13 +17,15 @@ from contextlib import contextmanager
 from redis import exceptions as rx
 
 from churnwatch.core.errors import (
+    ChurnwatchError,
     RedisCommandError,
     RedisOutOfMemory,
+    RedisRefused,
     RedisUnavailable,
     RetryableError,
 )
 
-__all__ = ["WatchError", "is_retryable", "map_redis_errors", "translate"]
+__all__ = ["WatchError", "is_retryable", "map_redis_errors", "refusal_line", "translate"]
 
 WatchError = rx.WatchError
 
@@ -43,7 +45,7 @@ def translate(exc: BaseException) -> BaseException:
             isinstance(exc, rx.ResponseError) and "-OOM " in str(exc)):
         return RedisOutOfMemory(str(exc))
     if isinstance(exc, _REFUSED):
-        return RedisCommandError(f"{type(exc).__name__}: {exc}")
+        return RedisRefused(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, _UNAVAILABLE) or (
             isinstance(exc, rx.ResponseError) and str(exc).startswith(_MOVED)):
         return RedisUnavailable(f"{type(exc).__name__}: {exc}")
@@ -67,3 +69,21 @@ def map_redis_errors() -> Iterator[None]:
 def is_retryable(exc: BaseException) -> bool:
     """An outage worth waiting out, from a translating client or a plain redis-py one."""
     return isinstance(exc, RetryableError) or isinstance(translate(exc), RetryableError)
+
+
+def refusal_line(exc: BaseException) -> str | None:
+    """One line saying what a Redis connection or permission error means and how to fix it
+    (never the password), or None if ``exc`` is not one."""
+    if isinstance(exc, ChurnwatchError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # translated above
+    if isinstance(exc, rx.AuthenticationError):
+        return (f"Redis refused the credentials of CHURNWATCH_REDIS_URL "
+                f"({str(exc).rstrip('.')}). Fix: put the right user and password in it, "
+                f"redis://USER:PASSWORD@HOST:PORT/DB (percent-encode special characters)")
+    if isinstance(exc, (rx.NoPermissionError, rx.AuthorizationError)):
+        return (f"the Redis user of CHURNWATCH_REDIS_URL lacks a permission ({exc}). Fix: "
+                f"grant it with the ACL line in docs/operations.md")
+    if isinstance(exc, rx.ConnectionError):
+        return (f"cannot reach Redis ({exc}). Fix: check CHURNWATCH_REDIS_URL and that Redis "
+                f"is running and reachable")
+    return None
