@@ -26,6 +26,7 @@ import argparse
 import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = []
     for name, make in CANDIDATES.items():
         for inputs in (IDENTITY, SIGNED_LOG):
-            figures = [prequential(a.csv, seed, lambda: make(inputs)) for seed in seeds]
+            figures = [prequential(a.csv, seed, partial(make, inputs)) for seed in seeds]
             results[f"{name}, {inputs}"] = {str(s): f for s, f in zip(seeds, figures)}
             rows.append([name, inputs, " / ".join(f"{f[0]:.3f}" for f in figures),
                          " / ".join(f"{f[1]:.3f}" for f in figures)])
