@@ -58,7 +58,6 @@ from streams.replay import report as quality_report
 
 CODE_PATHS = ("online_models", "features", "streams/pipeline.py", "streams/replay.py",
               "benchmarks/bench_telco_feed.py")
-DEFAULT_CSV = Path("/work/shared/data/ibm_telco/Telco-Customer-Churn.csv")
 
 
 def feed(csv_path: str | os.PathLike[str], seed: int, spread_days: float, delay_min: float,
@@ -289,8 +288,8 @@ def run(csv_path: str | os.PathLike[str], seed: int, batch: int, holdout: float,
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_telco_feed",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--csv", default=os.environ.get("CHURNWATCH_TELCO_CSV", str(DEFAULT_CSV)),
-                   help="Telco-Customer-Churn.csv (default: $CHURNWATCH_TELCO_CSV or %(default)s)")
+    p.add_argument("--csv", default=os.environ.get("CHURNWATCH_TELCO_CSV"),
+                   help="Telco-Customer-Churn.csv (default: $CHURNWATCH_TELCO_CSV)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--batch", type=int, default=500, help="events per pipeline batch")
     p.add_argument("--holdout", type=float, default=1.0,
@@ -300,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--delay-max", type=float, default=60.0)
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     a = p.parse_args(argv)
-    if not Path(a.csv).is_file():
+    if not a.csv or not Path(a.csv).is_file():
         raise SystemExit(f"{a.csv}: not found. Fix: pass --csv or set CHURNWATCH_TELCO_CSV")
     result = run(a.csv, a.seed, a.batch, a.holdout, a.spread_days, a.delay_min, a.delay_max)
     path = report.write_report("telco_feed", result, a.out_dir)

@@ -121,6 +121,18 @@ def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
 _INPUTS = frozenset(MODEL_FEATURES)
 ATTR = "attr_"  # a profile attribute's input name: ATTR + its key
 MAX_ATTRS = 64
+# How the model reads an input value before scaling it. Counts, money and days are skewed (a
+# few subscribers with 10× the median), and a linear model on the raw values spends its few
+# early labels on the tail: on a signed log scale, sign(x)·log(1 + |x|) (monotone, 0 stays 0,
+# a 0/1 flag is only rescaled), it ranks better from fewer labels (docs/model.md, "Model
+# quality"). ``identity`` is how versions written before this were learned.
+SIGNED_LOG, IDENTITY = "signed_log1p", "identity"
+INPUT_SCALES = (SIGNED_LOG, IDENTITY)
+
+
+def signed_log(x: Mapping[str, float]) -> dict[str, float]:
+    """sign(v)·log(1 + |v|) of every input value."""
+    return {name: math.copysign(math.log1p(abs(v)), v) for name, v in x.items()}
 
 
 class ChurnModel:
@@ -131,13 +143,20 @@ class ChurnModel:
     AdaGrad, whose steps shrink for ever), at a weight learning rate of 0.005; the former 0.05
     overshoots on standardised inputs (second-half prequential ROC AUC 0.822 → 0.847, batch
     logistic regression 0.846 in 5-fold CV). The intercept learns 10× faster (0.05; River's
-    default is 0.01) so it tracks the churn base rate: log loss 0.471 → 0.430.
+    default is 0.01) so it tracks the churn base rate: log loss 0.471 → 0.430. Inputs are
+    read on a signed log scale (``inputs``, :data:`INPUT_SCALES`): on the Telco table in the
+    order operators' BSS gives it (``benchmarks/bench_telco_feed.py``) second-half ROC AUC
+    0.828 → 0.836 (seeds 7, 1, 2: +0.007 to +0.008), where AdaGrad, FTRL-Proximal and a
+    periodic exact refit gained 0.003 at most (``benchmarks/telco_candidates.py``).
     """
 
     def __init__(self, version: str = "lr-2", learning_rate: float = 0.005,
                  intercept_lr: float = 0.05, max_attrs: int = MAX_ATTRS,
-                 allowed_attrs: Iterable[str] | None = None) -> None:
+                 allowed_attrs: Iterable[str] | None = None, inputs: str = SIGNED_LOG) -> None:
+        if inputs not in INPUT_SCALES:
+            raise ValueError(f"inputs must be one of {INPUT_SCALES}, not {inputs!r}")
         self.version = version
+        self.inputs = inputs
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate),
                                                           intercept_lr=intercept_lr)
@@ -176,12 +195,16 @@ class ChurnModel:
         return {name: v for name, v in x.items()
                 if name in counts or not name.startswith(ATTR) or name in admitted}
 
+    def _read(self, x: Mapping[str, float]) -> Mapping[str, float]:
+        """An input dict on the model's input scale (:data:`INPUT_SCALES`)."""
+        return signed_log(x) if self.inputs == SIGNED_LOG else x
+
     def score(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Churn probability for each input (0.5 before the model has learned anything)."""
         out = np.empty(len(xs), dtype=np.float64)
         transform, predict = self.scaler.transform_one, self.classifier.predict_proba_one
         for i, x in enumerate(xs):
-            out[i] = predict(transform(self._known(x))).get(True, 0.0)
+            out[i] = predict(transform(self._read(self._known(x)))).get(True, 0.0)
         return out
 
     def score_matrix(self, matrix: np.ndarray,
@@ -198,6 +221,8 @@ class ChurnModel:
         std = np.sqrt(np.array([vars_.get(n, 0.0) for n in names]))
         w = np.array([weights.get(n, 0.0) for n in names])
         x = np.column_stack([matrix[:, cols], derived])
+        if self.inputs == SIGNED_LOG:
+            x = np.copysign(np.log1p(np.abs(x)), x)  # NaN (missing) stays NaN
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where((std > 0) & ~np.isnan(x), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
         logit = z @ w + self.classifier.intercept
@@ -216,6 +241,7 @@ class ChurnModel:
             if v and key.startswith("attr_"):
                 terms[key[5:]] = (weights.get(key, 0.0) / v**0.5, means.get(key, 0.0))
         none = (0.0, 0.0)
+        log = self.inputs == SIGNED_LOG
         out = np.empty(len(attrs))
         seen: dict[int, float] = {}
         for j, row_attrs in enumerate(attrs):
@@ -224,6 +250,8 @@ class ChurnModel:
                 term = 0.0
                 for name, value in row_attrs.items():
                     k, mean = terms.get(name, none)
+                    if log:
+                        value = math.copysign(math.log1p(abs(value)), value)
                     term += k * (value - mean)
                 seen[id(row_attrs)] = term
             out[j] = term
@@ -235,7 +263,7 @@ class ChurnModel:
 
     def learn(self, x: Mapping[str, float], churned: bool) -> None:
         """Learn from one labelled snapshot (only the attributes admitted as inputs)."""
-        x = self._admitted(x)
+        x = self._read(self._admitted(x))
         self.scaler.learn_one(x)
         self.classifier.learn_one(self.scaler.transform_one(x), churned)
         self.labels_seen += 1
@@ -243,7 +271,7 @@ class ChurnModel:
 
     def explain(self, x: Mapping[str, float], top: int = 3) -> list[dict[str, float]]:
         """The ``top`` features by absolute contribution to the logit, with their values."""
-        scaled = self.scaler.transform_one(self._known(x))
+        scaled = self.scaler.transform_one(self._read(self._known(x)))
         weights = self.classifier.weights
         contributions = sorted(
             ((name, weights.get(name, 0.0) * value) for name, value in scaled.items()),

@@ -3,7 +3,8 @@
 A version is one JSON document (readable with ``redis-cli GET``): the format, the River
 version that wrote it, the stream position learned up to, and the model's numbers: the
 scaler's per-feature count, mean and variance, the logistic regression's weights and
-intercept, its learning rates and step count, and the label counts. Loading decodes it into
+intercept, its learning rates and step count, the label counts and the scale the inputs are
+read on (``inputs``). Loading decodes it into
 strictly typed structs (finite floats, bounded names and sizes, no unknown fields) and
 rebuilds the River pipeline from the numbers. Anything else under a version key, a pickle of
 an earlier release or a value planted by someone with write access to Redis, is refused
@@ -20,7 +21,7 @@ from river import preprocessing
 from river.utils import VectorDict
 
 from churnwatch.core.errors import ChurnwatchError
-from online_models.model import ChurnModel
+from online_models.model import IDENTITY, ChurnModel
 
 FORMAT = "churnwatch-model/1"
 MAX_BLOB_BYTES = 16 << 20  # far above a model of capped inputs (docs/model.md: ~10 KB)
@@ -60,6 +61,9 @@ class Model(msgspec.Struct, forbid_unknown_fields=True):
     scaler: Scaler
     labels_seen: _Count
     positives: _Count
+    # the input scale the weights were learned on; documents written before it was recorded
+    # were learned on raw values
+    inputs: Literal["signed_log1p", "identity"] = IDENTITY
 
 
 class Version(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,7 +94,8 @@ def encode(model: ChurnModel, offset: str) -> bytes:
                   float(classifier.intercept_lr.learning_rate),
                   int(classifier.optimizer.n_iterations), float(classifier.intercept),
                   {name: float(w) for name, w in classifier.weights.items()},
-                  Scaler(counts, means, vars_), int(model.labels_seen), int(model.positives))
+                  Scaler(counts, means, vars_), int(model.labels_seen), int(model.positives),
+                  model.inputs)
     return _encoder.encode(Version(FORMAT, river_version(), offset, state))
 
 
@@ -115,7 +120,8 @@ def decode(blob: bytes, what: str = "model version") -> tuple[ChurnModel, str]:
 
 
 def _rebuilt(state: Model) -> ChurnModel:
-    model = ChurnModel(state.version, state.learning_rate, state.intercept_lr)
+    model = ChurnModel(state.version, state.learning_rate, state.intercept_lr,
+                       inputs=state.inputs)
     model.scaler = preprocessing.StandardScaler._from_state(  # River's resume API (private name)
         state.scaler.counts, state.scaler.means, state.scaler.vars)
     classifier = model.classifier

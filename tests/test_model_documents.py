@@ -94,8 +94,24 @@ def test_a_version_is_plain_json_with_the_river_version() -> None:
     doc = orjson.loads(Checkpoint(_learned(30), "5-0").encode())
     assert doc["format"] == "churnwatch-model/1" and doc["river"] == metadata.version("river")
     assert set(doc["model"]) == {"version", "learning_rate", "intercept_lr", "steps",
-                                 "intercept", "weights", "scaler", "labels_seen", "positives"}
-    assert doc["model"]["steps"] == 30
+                                 "intercept", "weights", "scaler", "labels_seen", "positives",
+                                 "inputs"}
+    assert doc["model"]["steps"] == 30 and doc["model"]["inputs"] == "signed_log1p"
+
+
+def test_a_document_without_an_input_scale_was_learned_on_raw_values() -> None:
+    """Versions written before the input scale was recorded keep scoring as they learned."""
+    raw = ChurnModel(inputs="identity")
+    for ex in _examples(200):
+        raw.learn(example_input(ex), ex.churned)
+    doc = orjson.loads(Checkpoint(raw, "5-0").encode())
+    del doc["model"]["inputs"]
+    back = Checkpoint.decode(orjson.dumps(doc)).model
+    assert back.inputs == "identity"
+    matrix, attrs = _rows(100)
+    xs = [model_input(row, a) for row, a in zip(matrix, attrs)]
+    np.testing.assert_array_equal(back.score(xs), raw.score(xs))
+    np.testing.assert_array_equal(back.score_matrix(matrix, attrs), raw.score_matrix(matrix, attrs))
 
 
 def _valid() -> dict:
@@ -119,6 +135,7 @@ def _mutations() -> list[tuple[str, bytes]]:
         {f"w{i}": 0.0 for i in range(MAX_FEATURES + 1)}))
     case("bad offset", lambda d: d.update(offset="$(reboot)"))
     case("missing model", lambda d: d.pop("model"))
+    case("unknown input scale", lambda d: d["model"].update(inputs="exp"))
     overflow = orjson.dumps(_valid()).replace(b'"intercept":', b'"intercept":1e999,"x":', 1)
     out.append(("non-finite", overflow))
     out.append(("pickle", pickle.dumps(ChurnModel())))

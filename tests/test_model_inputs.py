@@ -104,3 +104,42 @@ def test_vectorised_scores_leave_out_the_same_filling_windows() -> None:
     expected = model.score([model_input(r, {}) for r in rows])
     assert np.allclose(model.score_matrix(rows, [{}] * n), expected, rtol=0, atol=1e-12)
     assert len(np.unique(expected.round(6))) > 50
+
+
+@pytest.mark.parametrize("inputs", ["signed_log1p", "identity"])
+def test_the_vectorised_scorer_is_rivers_own_prediction_on_random_inputs(inputs: str) -> None:
+    """score_matrix equals River's scaler + predict_proba_one on the model's input scale, for
+    signed, skewed and missing values and attributes, some never learned."""
+    rng = np.random.default_rng(11)
+    n = 400
+    rows = rng.lognormal(2.0, 1.5, size=(n, len(FEATURES))) * rng.choice((-1.0, 1.0), (n, len(FEATURES)))
+    rows[:, INDEX["history_days"]] = rng.uniform(0, 90, n)
+    rows[rng.random(rows.shape) < 0.1] = np.nan
+    attrs = [{"monthly_fee": float(rng.lognormal(3, 0.5)), "flag": float(i % 2),
+              "balance": float(rng.normal(0, 500))} | ({"late": 3.0} if i >= 300 else {})
+             for i in range(n)]
+    model = ChurnModel(inputs=inputs)
+    assert model.score_matrix(rows, attrs).tolist() == [0.5] * n  # untrained
+    for i in range(300):
+        model.learn(model_input(rows[i], attrs[i]), bool(rng.random() < 0.3 + 0.4 * (i % 2)))
+    assert abs(model.classifier.weights["attr_flag"]) > 0.01
+    expected = np.array([model.classifier.predict_proba_one(model.scaler.transform_one(
+        model._read(model._known(model_input(r, a))))).get(True, 0.0)
+        for r, a in zip(rows, attrs)])
+    assert np.ptp(expected) > 0.1
+    assert np.allclose(model.score_matrix(rows, attrs), expected, rtol=0, atol=1e-12)
+    assert np.allclose(model.score([model_input(r, a) for r, a in zip(rows, attrs)]), expected,
+                       rtol=0, atol=1e-12)
+
+
+def test_inputs_are_read_on_a_signed_log_scale() -> None:
+    """The default model learns sign(x)·log(1 + |x|) of each input: the scaler's statistics are
+    of those values, so a tenfold outlier weighs as one more step, not ten."""
+    model = ChurnModel()
+    assert model.inputs == "signed_log1p"
+    model.learn({"tenure_months": 0.0, "attr_balance": -9.0}, False)
+    model.learn({"tenure_months": 99.0, "attr_balance": 0.0}, True)
+    assert model.scaler.means["tenure_months"] == pytest.approx(math.log(100) / 2)
+    assert model.scaler.means["attr_balance"] == pytest.approx(-math.log(10) / 2)
+    with pytest.raises(ValueError, match="inputs"):
+        ChurnModel(inputs="log")
