@@ -49,7 +49,7 @@ from churnwatch.dev.simulate import SimConfig, Simulation
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.worker import build_pipeline
+from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 PER_RECORD = 500
