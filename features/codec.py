@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from features.codec_rings import get_bits_ring, get_ring_v2, put_bits_ring
 from features.codec_v1 import get_v1_buckets
 from features.extension import MARK
 from features.kernel import (
@@ -99,61 +100,6 @@ VERSION_1 = 1  # read, never written
 EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
 MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30  # most bytes before the entries
-
-
-@njit(cache=True)
-def _nonzero(st, p, width):  # type: ignore[no-untyped-def]
-    for j in range(width):
-        if st[p + j] != 0:
-            return True
-    return False
-
-
-@njit(cache=True)
-def _put_bits_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-untyped-def]
-    """A ring's buckets within ``size`` (at most 63) of ``now``: which are kept as the bits
-    of a varint (bit a: the bucket of key ``now − a``), then the values of each kept one,
-    newest first."""
-    bits = np.int64(0)
-    for age in range(size):
-        key = now - age
-        s = key % size
-        if st[tag0 + s] == key and _nonzero(st, val0 + width * s, width):
-            bits |= np.int64(1) << age
-    pos = put_unsigned(buf, pos, bits)
-    for age in range(size):
-        if (bits >> age) & 1:
-            s = (now - age) % size
-            for j in range(width):
-                pos = put_signed(buf, pos, st[val0 + width * s + j])
-    return pos
-
-
-@njit(cache=True)
-def _get_bits_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-untyped-def]
-    bits, pos = get_unsigned(buf, pos)
-    for age in range(size):
-        if (bits >> age) & 1:
-            key = now - age
-            s = key % size
-            st[tag0 + s] = key
-            for j in range(width):
-                st[val0 + width * s + j], pos = get_signed(buf, pos)
-    return pos
-
-
-@njit(cache=True)
-def _get_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-untyped-def]
-    n = np.int64(buf[pos])
-    pos += 1
-    for _ in range(n):
-        age, pos = get_signed(buf, pos)
-        key = now - age
-        s = key % size
-        st[tag0 + s] = key
-        for j in range(width):
-            st[val0 + width * s + j], pos = get_signed(buf, pos)
-    return pos
 
 
 @njit(cache=True)
@@ -236,8 +182,8 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
         pos = put_signed(buf, pos, mx - st[AT])
     if flags & 128:
         pos = put8(buf, put_signed(buf, pos, mm - st[TM]), tenure_bits)
-    pos = _put_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
-    pos = _put_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
+    pos = put_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+    pos = put_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
     lo = 0
     for group in range(3):
         hi = lo
@@ -343,14 +289,14 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
         n, pos = get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
         for j in range(first + 1, n):  # (in ring order: put them in order)
             settle(e_ts[first:], e_code[first:], e_amt[first:], j - first)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+        pos = get_ring_v2(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
     else:
         if version == VERSION_2:
-            pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
-            pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+            pos = get_ring_v2(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+            pos = get_ring_v2(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
         else:
-            pos = _get_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
-            pos = _get_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+            pos = get_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+            pos = get_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
         for group in range(3):
             n, pos = _get_group(buf, pos, group, st[MX], e_ts, e_code, e_amt, n)
     count, pos = get_signed(buf, pos)
