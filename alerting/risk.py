@@ -1,14 +1,25 @@
 """Each subscriber's risk score over time: one point per event-time day (UTC), the latest
 score of that day, under the subscriber's hash tag.
 
-A point is 7 bytes (event time in seconds as uint32, score × 10000 as uint16, severity code)
-appended to one string per subscriber and cut to the last ``cap`` points, so 100 days cost
-about 700 bytes of Redis. A batch's points for a day the history already ends with replace
-that last point; points for earlier days (late events) are ignored. All points of a batch are
-written by one script call queued on the batch's commit pipeline: no extra round trip (on a
-Redis Cluster, one call per node, see ``churnwatch.infra.redis.script_router``). The key has no expiry of
-its own (an EXPIRE per subscriber and batch was a quarter of the script's work): the silence
-sweep deletes it with the rest of an idle subscriber, and a churn gives it the state's TTL.
+A history is one string per subscriber: the day of its last point (days since 1970-01-01
+UTC, uint16: good to 2149), then its points, oldest first, 3 bytes each (uint24): the days
+since the point before (10 bits; a gap of 1,024 days or more drops the points before it),
+the score quantised to 1/4095 (12 bits) and the severity code (2 bits). Cut to the last
+``cap`` points, 100 days cost about 300 bytes of Redis. A batch's points for a day the
+history already ends with replace that last point (in place); points for earlier days (late
+events) are ignored. A new day rewrites the string at its exact size (an ``APPEND`` would
+leave Redis's greedy slack, up to twice the string). All points of a batch are written by
+one script call queued on the batch's commit pipeline: no extra round trip (on a Redis
+Cluster, one call per node, see ``churnwatch.infra.redis.script_router``). The key has no
+expiry of its own (an EXPIRE per subscriber and batch was a quarter of the script's work):
+the silence sweep deletes it with the rest of an idle subscriber, and a churn gives it the
+state's TTL.
+
+Earlier releases kept 7-byte points (event time in seconds as uint32, score × 10000 as
+uint16, severity code) under another key (``Keys.legacy_risk``). A subscriber's first point
+under the current layout converts that history (its day, its score to the new scale) and
+deletes it; the sweep's removal and a churn's expiry cover the legacy key too, so a
+subscriber who never scores again loses it with the rest of its keys.
 """
 
 from __future__ import annotations
@@ -18,39 +29,125 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from churnwatch.core.keys import Keys
+from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.script_router import ScriptRouter
 from churnwatch.infra.redis.writes import ScriptCalls, Write
 
-_POINT = struct.Struct("<IHB")
+_IN = struct.Struct("<HH")  # a point as the script takes it: day, score << 2 | severity
+_HEAD = struct.Struct("<H")
+_LEGACY = struct.Struct("<IHB")  # the 7-byte points of earlier releases
+_SCALE = 4_095  # the score's 12 bits
+_LAST_DAY = 65_535
 _SEVERITY = ("", "low", "medium", "high")
 _CODE = {name: code for code, name in enumerate(_SEVERITY)}
+# KEYS: (history, legacy history) per subscriber; ARGV: cap, then each one's points (_IN)
 _SCRIPT = """
-local keep = tonumber(ARGV[1]) * 7
-for i, key in ipairs(KEYS) do
-  local points = ARGV[i + 1]
-  local last = redis.call("GETRANGE", key, -7, -1)
-  local day = -1
-  if #last == 7 then day = math.floor(struct.unpack("<I4", last) / 86400) end
-  local add, replace = {}, nil
-  for pos = 1, #points, 7 do
-    local point = string.sub(points, pos, pos + 6)
-    local d = math.floor(struct.unpack("<I4", point) / 86400)
-    if d > day then
-      add[#add + 1] = point
-      day = d
-    elseif d == day then
-      if #add > 0 then add[#add] = point else replace = point end
+local keep = tonumber(ARGV[1]) * 3
+local function point(gap, qs) return struct.pack("<I3", gap * 16384 + qs) end
+local function gap_of(p) return math.floor(struct.unpack("<I3", p) / 16384) end
+local function history(last, body)
+  if #body > keep then body = string.sub(body, -keep) end
+  return struct.pack("<I2", last) .. body
+end
+local function convert(old)  -- 7-byte points (uint32 seconds, uint16 score x 10000, code)
+  local out, last = {}, -1
+  for pos = #old % 7 + 1, #old - 6, 7 do
+    local ts, score, code = struct.unpack("<I4I2B", string.sub(old, pos, pos + 6))
+    local d = math.floor(ts / 86400)
+    if d > last then
+      local gap = d - last
+      if last < 0 or gap >= 1024 then out, gap = {}, 0 end
+      out[#out + 1] = point(gap, math.floor(score * 4095 / 10000 + 0.5) * 4 + code)
+      last = d
     end
   end
-  if replace then
-    redis.call("SETRANGE", key, redis.call("STRLEN", key) - 7, replace)
+  if last < 0 then return "" end
+  return history(last, table.concat(out))
+end
+for i = 1, #KEYS, 2 do
+  local key, legacy = KEYS[i], KEYS[i + 1]
+  local points = ARGV[(i + 1) / 2 + 1]
+  local value = nil  -- the whole history, when it is rewritten
+  local head = redis.call("GETRANGE", key, 0, 1)
+  if #head < 2 then
+    local old = redis.call("GET", legacy)
+    if old then
+      redis.call("DEL", legacy)
+      value = convert(old)
+      head = string.sub(value, 1, 2)
+    end
   end
-  if #add > 0 and redis.call("APPEND", key, table.concat(add)) > keep then
-    redis.call("SET", key, redis.call("GETRANGE", key, -keep, -1))
+  local stored = -1
+  if #head == 2 then stored = struct.unpack("<I2", head) end
+  local day, add, replace = stored, {}, nil
+  for pos = 1, #points, 4 do
+    local d, qs = struct.unpack("<I2I2", string.sub(points, pos, pos + 3))
+    if d > day then
+      add[#add + 1] = {d, qs}
+      day = d
+    elseif d == day then
+      if #add > 0 then add[#add][2] = qs else replace = qs end
+    end
+  end
+  if #add > 0 then
+    if value == nil then value = redis.call("GET", key) or "" end
+    local parts = {string.sub(value, 3)}
+    if replace then
+      parts[1] = string.sub(parts[1], 1, -4) .. point(gap_of(string.sub(value, -3)), replace)
+    end
+    local last = stored
+    for _, p in ipairs(add) do
+      local gap = p[1] - last
+      if last < 0 or gap >= 1024 then parts, gap = {}, 0 end
+      parts[#parts + 1] = point(gap, p[2])
+      last = p[1]
+    end
+    redis.call("SET", key, history(last, table.concat(parts)))
+  elseif replace and value then
+    redis.call("SET", key, string.sub(value, 1, -4) ..
+               point(gap_of(string.sub(value, -3)), replace))
+  elseif replace then
+    local at = redis.call("STRLEN", key) - 3
+    redis.call("SETRANGE", key, at,
+               point(gap_of(redis.call("GETRANGE", key, at, at + 2)), replace))
+  elseif value and #value > 0 then
+    redis.call("SET", key, value)
   end
 end
-return #KEYS
+return #KEYS / 2
 """
+
+
+def pack(day: int, score: float, severity: str) -> bytes:
+    """One point as the script takes it: the event-time day (days since 1970), score in
+    [0, 1] (clamped), severity ("" for none)."""
+    q = round(min(max(score, 0.0), 1.0) * _SCALE)
+    return _IN.pack(min(max(day, 0), _LAST_DAY), q << 2 | _CODE[severity])
+
+
+def unpack(raw: bytes) -> list[dict[str, Any]]:
+    """A stored history → its points, oldest first: ``ts`` the day's first millisecond (UTC),
+    ``score`` to 3 decimals, ``severity`` (None for none)."""
+    if len(raw) < _HEAD.size + 3:
+        return []
+    (day,) = _HEAD.unpack_from(raw)
+    body = raw[_HEAD.size:]
+    out = []
+    for at in range(len(body) - 3, len(body) % 3 - 1, -3):
+        v = int.from_bytes(body[at:at + 3], "little")
+        out.append({"ts": day * DAY_MS, "score": round((v >> 2 & _SCALE) / _SCALE, 3),
+                    "severity": _SEVERITY[v & 3] or None})
+        day -= v >> 14
+    out.reverse()
+    return out
+
+
+def unpack_legacy(raw: bytes) -> list[dict[str, Any]]:
+    """A history of 7-byte points → its points as :func:`unpack` gives them (the day; the
+    score to 4 decimals)."""
+    return [{"ts": ts // 86_400 * DAY_MS, "score": score / 10_000,
+             "severity": _SEVERITY[sev] or None}
+            for ts, score, sev in _LEGACY.iter_unpack(raw[len(raw) % _LEGACY.size:])]
 
 
 class RiskHistory:
@@ -69,16 +166,21 @@ class RiskHistory:
         before the previous one is ignored."""
         if not points or not self.cap:
             return []
-        keys = [self.keys.risk(sid) for sid in points]
-        packed = [b"".join(_POINT.pack(max(0, ts // 1000),
-                                       round(min(max(score, 0.0), 1.0) * 10_000), _CODE[sev])
-                           for ts, score, sev in series) for series in points.values()]
-        calls = tuple((node, [keys[i] for i in group], [self.cap, *(packed[i] for i in group)])
+        sids = list(points)
+        keys = [self.keys.risk(sid) for sid in sids]
+        packed = [b"".join(pack(ts // DAY_MS, score, sev) for ts, score, sev in series)
+                  for series in points.values()]
+        calls = tuple((node, [k for i in group
+                              for k in (keys[i], self.keys.legacy_risk(sids[i]))],
+                       [self.cap, *(packed[i] for i in group)])
                       for node, group in await self.router.split(keys))
         return [ScriptCalls(self.router, self._script, calls)]
 
     async def read(self, subscriber_id: str) -> list[dict[str, Any]]:
-        """The subscriber's points, oldest first (times to the second)."""
-        raw = await self.redis.get(self.keys.risk(subscriber_id)) or b""
-        return [{"ts": ts * 1000, "score": score / 10_000, "severity": _SEVERITY[sev] or None}
-                for ts, score, sev in _POINT.iter_unpack(raw[len(raw) % _POINT.size:])]
+        """The subscriber's points, oldest first (:func:`unpack`). A history still in the legacy
+        layout (no point since the upgrade) is read from it."""
+        raw = await self.redis.get(self.keys.risk(subscriber_id))
+        if raw is None:
+            legacy = await self.redis.get(self.keys.legacy_risk(subscriber_id))
+            return unpack_legacy(legacy or b"")
+        return unpack(raw)

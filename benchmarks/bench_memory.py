@@ -6,7 +6,7 @@ share of the shared keys, measured with ``used_memory`` at 100k and 1M subscribe
 
 1. **A sample through the worker's pipeline.** ``--sample`` simulated subscribers over
    ``--days`` days (``churnwatch.dev.simulate``, its default churn rate) run through the
-   worker's own pipeline (``churnwatch.worker.build_pipeline``: features with their snapshot
+   worker's own pipeline (``churnwatch.assembly.build_pipeline``: features with their snapshot
    records, rules, model, risk history, silence index, cooldowns and the alert ledger) on an
    embedded redis-server, with the worker's Redis sinks: the alert feed (``cw:feed``) and
    the team work queues (``cw:queue:<team>`` and their guards). The silence sweep runs at
@@ -49,7 +49,7 @@ from churnwatch.dev.simulate import SimConfig, Simulation
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.worker import build_pipeline
+from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 PER_RECORD = 500

@@ -21,13 +21,12 @@ from churnwatch.core.memcopy import copy
 from features.codec import (
     EMPTY_ATTRS,
     MAX_HEAD,
-    VERSION,
-    VERSION_1,
     attrs_start,
     decode_head,
     encode_head,
     entries_bound,
     get_seen,
+    known,
     put_count,
     put_seen,
 )
@@ -95,7 +94,7 @@ def stage_values(src, off, sub, kind, ts, day, month,  # type: ignore[no-untyped
         start, end = off[i], off[i + 1]
         count, tail, n_e = 0, start, 0
         if start < end:
-            if src[start] != VERSION and src[start] != VERSION_1:
+            if not known(src[start]):
                 return status, rows[:0], buf[:0], new_off, blob_len, clock_before, \
                     profile_before, old_tail, i
             bound = entries_bound(src, start, end, st) + first[i + 1] - first[i]

@@ -1,14 +1,16 @@
 """The per-subscriber state blob stored in Redis, and its batch codec (numba).
 
-Layout, version 2: byte ``0x02``, then LEB128 varints (zigzag for signed values: small
+Layout, version 3: byte ``0x03``, then LEB128 varints (zigzag for signed values: small
 numbers take one byte)::
 
     clock ts, clock month, today − first day, presence bits (0 last spend day, 1 last login
     day, 2 last complaint day, 3 last usage day, 4 latest plan, 5 previous plan, 6 profile,
     7 tenure), then each present one: today − day (×4), clock − ts and fee cents (×2 plans),
     clock − profile ts, clock month − tenure month and the tenure as 8 raw bytes (float64)
-    usage days within 35 days:      count, then (today − day, data, voice) each
-    spend months, current and 5 before: count, then (clock month − month, cents) each
+    usage days within 35 days:      which are kept, as bits in a varint (bit a: day
+                                    today − a), then (data, voice) of each, today first
+    spend months, current and 5 before: the same bits (bit a: clock month − a), then the
+                                    cents of each, the current month first
     logins within 35 days:          count, then newest first each one's gap in ms to the
                                     one before (to the clock for the first) as 4 raw bytes
     spends within 30 days:          count, then (gap as 4 raw bytes, cents) each
@@ -22,6 +24,10 @@ more. Each counted event keeps its millisecond event time: a window boundary can
 any day, so every event it may still cut needs its time. (A gap is below 35 days, so 4 bytes
 hold it; as raw bytes it reads faster than a varint and is no longer for gaps of 35 minutes
 to 3 days, the usual ones.)
+
+Version 2 (``0x02``) wrote each day and month bucket with its age as a varint after a count
+byte, in ring order: a byte per kept bucket where the bits take at most 5 bytes in all (~30
+bytes more for a subscriber with usage every day). It is still read.
 
 Version 1 (``0x01``, written before the windows were exact) differs only in the middle: the
 usage days carried logins too, as (today − day, logins, data, voice) within 35 days, then came
@@ -43,6 +49,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from features.codec_rings import get_bits_ring, get_ring_v2, put_bits_ring
 from features.codec_v1 import get_v1_buckets
 from features.extension import MARK
 from features.kernel import (
@@ -87,50 +94,12 @@ from features.varint import (
     put_unsigned,
 )
 
-VERSION = 2
+VERSION = 3
+VERSION_2 = 2  # read, never written
 VERSION_1 = 1  # read, never written
 EMPTY_ATTRS = 0x80  # msgpack's empty map
 _LAST_DAYS = (LS, LL, LC, LU)
 MAX_HEAD = 141 + (1 + 30 * D_SIZE) + (1 + 20 * M_SIZE) + 30  # most bytes before the entries
-
-
-@njit(cache=True)
-def _nonzero(st, p, width):  # type: ignore[no-untyped-def]
-    for j in range(width):
-        if st[p + j] != 0:
-            return True
-    return False
-
-
-@njit(cache=True)
-def _put_ring(buf, pos, st, tag0, val0,  # type: ignore[no-untyped-def]
-              width, size, now, window):
-    count_pos = pos
-    pos += 1  # at most 35 entries: the count is one byte
-    n = 0
-    for s in range(size):
-        age = now - st[tag0 + s]
-        if 0 <= age < window and _nonzero(st, val0 + width * s, width):
-            pos = put_signed(buf, pos, age)
-            for j in range(width):
-                pos = put_signed(buf, pos, st[val0 + width * s + j])
-            n += 1
-    buf[count_pos] = n
-    return pos
-
-
-@njit(cache=True)
-def _get_ring(buf, pos, st, tag0, val0, width, size, now):  # type: ignore[no-untyped-def]
-    n = np.int64(buf[pos])
-    pos += 1
-    for _ in range(n):
-        age, pos = get_signed(buf, pos)
-        key = now - age
-        s = key % size
-        st[tag0 + s] = key
-        for j in range(width):
-            st[val0 + width * s + j], pos = get_signed(buf, pos)
-    return pos
 
 
 @njit(cache=True)
@@ -213,8 +182,8 @@ def encode_head(buf, pos, st, tenure_bits,  # type: ignore[no-untyped-def]
         pos = put_signed(buf, pos, mx - st[AT])
     if flags & 128:
         pos = put8(buf, put_signed(buf, pos, mm - st[TM]), tenure_bits)
-    pos = _put_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today, D_SIZE)
-    pos = _put_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm, M_SIZE)
+    pos = put_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+    pos = put_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, mm)
     lo = 0
     for group in range(3):
         hi = lo
@@ -312,7 +281,7 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
     """Read a blob's state into the empty state ``st`` and its counted events after the
     ``n`` entries of the entry arrays (which have room for :func:`entries_bound` more), up
     to its seen ids; returns (their count, the position of the first, the tenure bits, the
-    new entry count). ``buf[pos]`` must be VERSION or VERSION_1."""
+    new entry count). ``buf[pos]`` must be a :func:`known` version."""
     version = buf[pos]
     pos, today, tenure_bits = _get_scalars(buf, pos, st)
     if version == VERSION_1:
@@ -320,19 +289,32 @@ def decode_head(buf, pos, st, e_ts, e_code, e_amt, n):  # type: ignore[no-untype
         n, pos = get_v1_buckets(buf, pos, st, today, e_ts, e_code, e_amt, n, True)
         for j in range(first + 1, n):  # (in ring order: put them in order)
             settle(e_ts[first:], e_code[first:], e_amt[first:], j - first)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+        pos = get_ring_v2(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
     else:
-        pos = _get_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
-        pos = _get_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+        if version == VERSION_2:
+            pos = get_ring_v2(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+            pos = get_ring_v2(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
+        else:
+            pos = get_bits_ring(buf, pos, st, D_TAG, D_VAL, 2, D_SIZE, today)
+            pos = get_bits_ring(buf, pos, st, M_TAG, M_VAL, 1, M_SIZE, st[MM])
         for group in range(3):
             n, pos = _get_group(buf, pos, group, st[MX], e_ts, e_code, e_amt, n)
     count, pos = get_signed(buf, pos)
     return count, pos, tenure_bits, n
 
 
+@njit(cache=True)
+def known(version):  # type: ignore[no-untyped-def]
+    """Whether a blob starting with byte ``version`` can be decoded."""
+    return version == VERSION or version == VERSION_2 or version == VERSION_1
+
+
 def readable(version: int) -> bool:
     """Whether a blob starting with byte ``version`` can be decoded."""
-    return version in (VERSION, VERSION_1)
+    return version in (VERSION, VERSION_2, VERSION_1)
+
+
+EXPECTED = f"expected {VERSION} (or {VERSION_2}, {VERSION_1})"  # for the error messages
 
 
 @njit(cache=True)
@@ -360,7 +342,7 @@ def _decode(buf, off, states, tenure_bits, attrs_at):  # type: ignore[no-untyped
         if pos == off[i + 1]:
             attrs_at[i] = pos
             continue
-        if buf[pos] != VERSION and buf[pos] != VERSION_1:
+        if not known(buf[pos]):
             return i, seen_hash[:0], seen_ts[:0], seen_count, e_ts[:0], e_code[:0], \
                 e_amt[:0], e_count
         bound = entries_bound(buf, pos, off[i + 1], states[i])
@@ -394,7 +376,6 @@ def decode_states(joined: bytes, lengths: np.ndarray) -> tuple[Any, ...]:
     bad, seen_hash, seen_ts, seen_off, e_ts, e_code, e_amt, e_off = _decode(
         buf, off, states, tenure.view(np.int64), attrs_at)
     if bad >= 0:
-        raise ValueError(f"state blob of version {buf[off[bad]]}, expected {VERSION} "
-                         f"(or {VERSION_1})")
+        raise ValueError(f"state blob of version {buf[off[bad]]}, {EXPECTED}")
     return (states, tenure, seen_hash, seen_ts, seen_off, e_ts, e_code, e_amt, e_off,
             attrs_at, off)

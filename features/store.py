@@ -37,7 +37,7 @@ from churnwatch.infra.redis.script_router import ScriptRouter
 from features.attrs import AttrBounds
 from features.batch_kernel import stage_values
 from features.cache import StateCache
-from features.codec import VERSION, VERSION_1, attrs_start, decode_states
+from features.codec import EXPECTED, attrs_start, decode_states
 from features.columns import encode_batch
 from features.kernel import MX, PROFILE, read_features
 from features.schema import DIVISOR, FEATURES, months_of
@@ -280,8 +280,7 @@ class FeatureStore:
             src, off, c.sub, c.kind, c.ts, c.day, c.month, c.a, c.b, c.tenure, c.ids,
             self.config.lateness_ms)
         if bad >= 0:
-            raise StoreError(f"state blob of version {src[off[bad]]}, expected {VERSION} (or "
-                             f"{VERSION_1})")
+            raise StoreError(f"state blob of version {src[off[bad]]}, {EXPECTED}")
         before = _attributes(src, tail_at, off)
         clocks = dict(zip(subscribers, np.maximum(clock, 0).tolist()))
         status = codes.tobytes().decode("ascii")

@@ -28,13 +28,13 @@ class SideWrites:
         will remove them; their state and risk history expire after the state TTL instead."""
         keys, ttl = self.store.config.keys, self.store.config.ttl_s
         return [Command("EXPIRE", key, ttl) for sid in subscribers
-                for key in (keys.state(sid), keys.risk(sid))]
+                for key in (keys.state(sid), keys.risk(sid), keys.legacy_risk(sid))]
 
     def expire(self, partition: int, subscribers: list[str]) -> list[Command]:
         """The removal of subscribers idle for longer than the state TTL (in event time)."""
         keys = self.store.config.keys
         return [Command("DEL", keys.state(sid), keys.ledger(sid), keys.risk(sid),
-                        keys.alerts(sid)) for sid in subscribers
+                        keys.legacy_risk(sid), keys.alerts(sid)) for sid in subscribers
                 ] + self.silence.forget(partition, subscribers)
 
     async def tails_written(self, writes: list[SweepWrite]) -> list[Write]:

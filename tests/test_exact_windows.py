@@ -1,7 +1,7 @@
 """The kernel's millisecond windows against the oracle (features.reference), without Redis:
 events at every edge (±1 ms of 7, 30 and 35 days before now, midnights, month ends), out of
-order within the lateness, duplicates, reads at later nows; and states written by version 1
-of the codec (day buckets) read on."""
+order within the lateness, duplicates, reads at later nows; and states written by versions 1
+(day buckets) and 2 (bucket ages as varints) of the codec read on."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from features.schema import (
     months_of,
 )
 from tests.support.feature_oracle import assert_same_rows, make_event
-from tests.support.windows import LATENESS, _at_midnight, v1_value
+from tests.support.windows import LATENESS, _at_midnight, v1_value, v2_value
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EDGE_DAYS = (0, 1, 6, 7, 8, 29, 30, 31, 34, 35, 36)
@@ -225,3 +225,23 @@ def test_version_1_states_keep_their_day_windows_and_new_events_are_exact(
     clock = max(ev.ts for ev in old)
     assert_same_rows(store.read(["s"], clock), oracle.features("s", clock)[None, :], "as stored")
     check_stream(new, sizes, store, oracle)
+
+
+# ------------------------------------------------------------------ version 2 states
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_streams())
+def test_version_2_states_decode_to_the_same_state_and_are_staged_on(
+        case: tuple[list[Event], list[int]]) -> None:
+    """A version 2 value (bucket ages as varints) decodes to the state its version 3 value
+    holds, and the rest of the stream staged on it matches the oracle."""
+    events, sizes = case
+    half = len(events) // 2
+    store, oracle = check_stream(events[:half], sizes)
+    old = KernelStore({sid: v2_value(value) for sid, value in store.values.items()})
+    for sid, value in store.values.items():
+        ours = decode_states(value, np.array([len(value)]))
+        theirs = decode_states(old.values[sid], np.array([len(old.values[sid])]))
+        for a, b in zip(ours[:9], theirs[:9]):  # states, tenure, seen ids, counted events
+            np.testing.assert_array_equal(np.sort(a, axis=None), np.sort(b, axis=None))
+        np.testing.assert_array_equal(ours[0], theirs[0])
+    check_stream(events[half:], sizes, old, oracle)

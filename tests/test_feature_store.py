@@ -311,6 +311,40 @@ def test_state_stays_small_after_many_events(redis_url: str) -> None:
 
 
 # ------------------------------------------------------------------ older state formats
+def test_a_version_2_value_in_redis_is_read_staged_on_and_rewritten(redis_url: str) -> None:
+    """A value of codec version 2 (each day and month bucket with its age) is read as the
+    same state, a batch staged on it matches the oracle, and the commit stores version 3."""
+    from features.codec import VERSION
+    from tests.support.windows import v2_value
+
+    rng = random.Random(11)
+    old = sorted((make_event(rng, n, "s", rng.choice(["login", "spend", "complaint", "usage"]),
+                             NOW - rng.randint(0, 40 * DAY_MS)) for n in range(80)),
+                 key=lambda e: e.ts)
+    clock = old[-1].ts
+    new = [make_event(rng, 500, "s", "usage", clock - 3 * DAY_MS + 1),
+           make_event(rng, 501, "s", "login", clock + DAY_MS), old[-3]]
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.flushall()
+        store, ledger = FeatureStore(client), AlertLedger(client)
+        oracle = Oracle()
+        await stage_and_check(store, ledger, oracle, old, "version 3")
+        value = await client.get(Keys().state("s"))
+        assert value[0] == VERSION and len(v2_value(value)) > len(value)
+        await client.set(Keys().state("s"), v2_value(value))
+        store = FeatureStore(client)  # no cached copy: read from Redis
+        for now in (0, clock + 29 * DAY_MS):
+            row = (await store.read(["s"], now))["s"][0]
+            assert_same_rows(row[None, :], oracle.ref.features("s", now)[None, :], str(now))
+        await stage_and_check(store, ledger, oracle, new, "on version 2")
+        assert (await client.get(Keys().state("s")))[0] == VERSION
+        await client.aclose()
+
+    asyncio.run(go())
+
+
 def test_a_version_1_value_in_redis_is_read_staged_on_and_rewritten(redis_url: str) -> None:
     """A value the previous release stored (codec version 1: day buckets) is read as if its
     logins, spends and complaints happened at 00:00 UTC of their day; a batch staged on it is

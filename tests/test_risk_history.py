@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
 from alerting.decide import _risk
-from alerting.risk import RiskHistory
+from alerting.risk import RiskHistory, pack, unpack
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
+from tests.support.commits import record_risk
+from tests.support.redis_target import RedisTarget
 
 DAY = 86_400_000
 T0 = 1_767_225_600_000  # a UTC midnight
-from tests.support.commits import record_risk
 
 
 def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None:
@@ -51,10 +53,118 @@ def test_points_replace_the_same_day_skip_earlier_days_and_are_capped(redis_url:
         return seen, ttl, size
 
     seen, ttl, size = asyncio.run(main())
-    point = lambda ts, score, sev: {"ts": ts // 1000 * 1000, "score": score, "severity": sev}  # noqa: E731
+    point = lambda ts, score, sev: {"ts": ts // DAY * DAY, "score": score, "severity": sev}  # noqa: E731
     assert seen[0] == [point(T0, 0.1, "low"), point(T0 + DAY, 0.2, "medium")]
     assert seen[1] == seen[2] == [point(T0, 0.1, "low"), point(T0 + DAY, 0.25, "high")]
     assert seen[3] == [point(T0 + DAY, 0.25, "high"), point(T0 + 2 * DAY, 0.35, None),
                        point(T0 + 3 * DAY, 1.0, "high")]  # capped at 3, oldest dropped
     assert seen[4] == [point(T0, 0.0, None)]
-    assert ttl == -1 and size == 3 * 7  # 7 bytes a point; no expiry (the sweep's job)
+    assert ttl == -1 and size == 2 + 3 * 3  # the last day, 3 bytes a point; no expiry
+
+
+@pytest.mark.integration
+def test_a_gap_of_1024_days_or_more_drops_the_points_before_it(redis_url: str) -> None:
+    async def main() -> list[list[dict]]:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.delete(Keys().risk("g"))
+        risk = RiskHistory(client, cap=5)
+        seen = []
+        for batch in ([(T0, 0.1, "low"), (T0 + 1023 * DAY, 0.2, "")],   # 1,023 days: kept
+                      [(T0 + 2047 * DAY, 0.3, "high"), (T0 + 2048 * DAY, 0.4, "")]):
+            await record_risk(risk, {"g": batch})
+            seen.append(await risk.read("g"))
+        await client.aclose()
+        return seen
+
+    seen = asyncio.run(main())
+    point = lambda day, score, sev: {"ts": T0 + day * DAY, "score": score, "severity": sev}  # noqa: E731
+    assert seen == [[point(0, 0.1, "low"), point(1023, 0.2, None)],
+                    [point(2047, 0.3, "high"), point(2048, 0.4, None)]]
+
+
+def test_points_keep_their_days_severities_and_scores_to_three_decimals() -> None:
+    days = [0, 1, 20_454, 65_535]
+    scores = [0.0, 0.001, 0.123, 0.5, 0.999, 1.0]
+    codes = ["", "low", "medium", "high"]
+    series = [(day, score, sev) for day in days for score in scores for sev in codes]
+    # one point per day as the script stores them: the last day, then (gap, score, severity)
+    for day, score, sev in series:
+        raw = pack(day, score, sev)
+        assert len(raw) == 4
+        d, qs = struct.unpack("<HH", raw)
+        stored = struct.pack("<H", d) + (qs).to_bytes(3, "little")
+        assert unpack(stored) == [{"ts": day * DAY, "score": score, "severity": sev or None}]
+    assert struct.unpack("<HH", pack(-3, -0.5, "")) == (0, 0)  # clamped
+    assert struct.unpack("<HH", pack(70_000, 2.0, "high")) == (65_535, 4095 << 2 | 3)
+    gaps = struct.pack("<H", 100) + b"".join(  # days 97, 98, 100 (gaps 0, 1, 2)
+        (gap << 14 | q << 2 | code).to_bytes(3, "little")
+        for gap, q, code in [(0, 0, 0), (1, 4095, 3), (2, 2048, 1)])
+    assert unpack(gaps) == [{"ts": 97 * DAY, "score": 0.0, "severity": None},
+                            {"ts": 98 * DAY, "score": 1.0, "severity": "high"},
+                            {"ts": 100 * DAY, "score": 0.5, "severity": "low"}]
+    grid = np.linspace(0, 1, 1_001)
+    back = [unpack(struct.pack("<H", 0) + (struct.unpack("<HH", pack(0, x, ""))[1]).to_bytes(
+        3, "little"))[0]["score"] for x in grid]
+    assert np.abs(np.array(back) - grid).max() < 1e-9  # every 3-decimal score comes back
+
+
+@pytest.mark.integration
+def test_a_legacy_history_is_read_then_converted_by_the_next_point(redis_url: str) -> None:
+    legacy = lambda ts, score, code: struct.pack("<IHB", ts // 1000, score, code)  # noqa: E731
+    old = b"".join([legacy(T0 + 5_000, 1234, 1), legacy(T0 + DAY + 7_000, 10_000, 3),
+                    legacy(T0 + 2 * DAY + 9, 0, 0)])
+
+    async def main() -> tuple[list[dict], list[dict], list[dict], list[dict], int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        keys = Keys()
+        for sid in "suv":
+            await client.delete(keys.risk(sid))
+            await client.set(keys.legacy_risk(sid), old)
+        risk = RiskHistory(client, cap=3)
+        before = await risk.read("s")
+        await record_risk(risk, {"s": [(T0 + 2 * DAY + 50, 0.6, "low"),   # replaces the last
+                                       (T0 + 3 * DAY, 0.7, "medium")],    # then cut to 3
+                                 "u": [(T0 + DAY, 0.1, "high")],           # earlier: ignored
+                                 "v": [(T0 + 2 * DAY + 70, 0.5, "")]})     # replaces the last
+        after = await risk.read("s")
+        kept = await risk.read("u")
+        replaced = await risk.read("v")
+        gone = await client.exists(*(keys.legacy_risk(sid) for sid in "suv"))
+        sizes = (await client.strlen(keys.risk("s")), await client.strlen(keys.risk("u")))
+        await client.aclose()
+        return before, after, kept, replaced, gone, *sizes
+
+    before, after, kept, replaced, gone, size_s, size_u = asyncio.run(main())
+    point = lambda day, score, sev: {"ts": T0 + day * DAY, "score": score, "severity": sev}  # noqa: E731
+    assert before == [point(0, 0.1234, "low"), point(1, 1.0, "high"), point(2, 0.0, None)]
+    assert after == [point(1, 1.0, "high"), point(2, 0.6, "low"), point(3, 0.7, "medium")]
+    assert kept == [point(0, 0.123, "low"), point(1, 1.0, "high"), point(2, 0.0, None)]
+    assert replaced == [point(0, 0.123, "low"), point(1, 1.0, "high"), point(2, 0.5, None)]
+    assert gone == 0 and size_s == size_u == 2 + 3 * 3  # converted; the late point ignored
+
+
+@pytest.mark.integration
+def test_histories_and_legacy_keys_on_a_cluster(redis_cluster_server) -> None:
+    """One script call per node takes each subscriber's history with its legacy key (one
+    slot: the subscriber's hash tag)."""
+    target = RedisTarget(redis_cluster_server.url, cluster=True)
+    redis_cluster_server.flushall()
+    subs = [f"+4477008{k:05d}" for k in range(60)]
+
+    async def main() -> tuple[list[list[dict]], int]:
+        client = target.client()
+        try:
+            keys = Keys()
+            for sid in subs[:30]:  # half of them with a history of the earlier layout
+                await client.set(keys.legacy_risk(sid), struct.pack("<IHB", T0 // 1000, 5000, 2))
+            risk = RiskHistory(client, cap=10)
+            await record_risk(risk, {sid: [(T0 + DAY, 0.25, "high")] for sid in subs})
+            legacy = sum([await client.exists(keys.legacy_risk(sid)) for sid in subs])
+            return [await risk.read(sid) for sid in subs], legacy
+        finally:
+            await client.aclose()
+
+    read, legacy = asyncio.run(main())
+    new = {"ts": T0 + DAY, "score": 0.25, "severity": "high"}
+    assert read[:30] == [[{"ts": T0, "score": 0.5, "severity": "medium"}, new]] * 30
+    assert read[30:] == [[new]] * 30 and legacy == 0

@@ -248,8 +248,8 @@ def test_subscriber_view_returns_data_as_json_never_html(redis_url: str,
         assert report["subscriber_id"] == XSS
         assert report["alerts"][0]["reasons"][0]["description"] == "<b>spend</b> fell"
         assert report["risk_history"] == [
-            {"ts": T0 + 1000, "score": 0.4, "severity": "high"},
-            {"ts": T0 + DAY + 2000, "score": 0.3, "severity": None}]
+            {"ts": T0 // DAY * DAY, "score": 0.4, "severity": "high"},  # the day
+            {"ts": (T0 + DAY) // DAY * DAY, "score": 0.3, "severity": None}]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "/api/v1/subscribers/{subscriber}" in logged and "onerror" not in logged

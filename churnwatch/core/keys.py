@@ -32,7 +32,13 @@ class Keys:
         return f"{self.prefix}:{{{subscriber_id}}}:alerts"
 
     def risk(self, subscriber_id: str) -> str:
-        """The subscriber's risk score over time (7-byte points, one per day; see alerting.risk)."""
+        """The subscriber's risk score over time (4-byte points, one per day; see
+        alerting.risk). One letter: the key name is part of each key's memory."""
+        return f"{self.prefix}:{{{subscriber_id}}}:r"
+
+    def legacy_risk(self, subscriber_id: str) -> str:
+        """The risk history of earlier releases (7-byte points), converted to :meth:`risk`
+        by the subscriber's next point and deleted with the subscriber."""
         return f"{self.prefix}:{{{subscriber_id}}}:risk"
 
     def feed(self) -> str:

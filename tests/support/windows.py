@@ -1,5 +1,6 @@
-"""States as version 1 of the feature codec (day buckets) wrote them, for the tests that
-read old states on, and the calendar helpers of the exact-window tests."""
+"""States as versions 1 (day buckets) and 2 (bucket ages as varints) of the feature codec
+wrote them, for the tests that read old states on, and the calendar helpers of the
+exact-window tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import msgspec
 
 from churnwatch.core.events import COMPLAINT_CATEGORIES, Event
 from churnwatch.core.units import DAY_MS
-from features.codec import VERSION_1
-from features.kernel import string_hashes
+from features.codec import VERSION, VERSION_1, VERSION_2
+from features.kernel import D_SIZE, M_SIZE, string_hashes
 from features.schema import (
     month_of,
     to_cents,
@@ -28,6 +29,51 @@ def _zz(v: int) -> bytes:
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag LEB128 varint at ``pos``: (value, next position)."""
+    z = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        z |= (byte & 127) << shift
+        if byte < 128:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+
+
+def v2_value(value: bytes) -> bytes:
+    """A value of the current codec (version 3) as version 2 wrote the same state: each day
+    and month bucket with its age (a varint) after a count byte, in ring order, instead of
+    the bits of the kept ones."""
+    assert value[0] == VERSION
+    mx, pos = _varint(value, 1)
+    mm, pos = _varint(value, pos)
+    _, pos = _varint(value, pos)
+    flags, pos = _varint(value, pos)
+    fields = sum(bool(flags & (1 << k)) for k in range(4)) + 2 * bool(flags & 16) + \
+        2 * bool(flags & 32) + bool(flags & 64) + bool(flags & 128)
+    for _ in range(fields):
+        _, pos = _varint(value, pos)
+    pos += 8 if flags & 128 else 0
+    out = bytearray([VERSION_2]) + value[1:pos]
+    for now, size, width in ((mx // DAY_MS, D_SIZE, 2), (mm, M_SIZE, 1)):
+        bits = shift = 0
+        while True:  # an unsigned varint
+            bits |= (value[pos] & 127) << shift
+            pos, shift = pos + 1, shift + 7
+            if value[pos - 1] < 128:
+                break
+        kept = []
+        for age in range(size):
+            if bits >> age & 1:
+                start = pos
+                for _ in range(width):
+                    _, pos = _varint(value, pos)
+                kept.append(((now - age) % size, _zz(age) + value[start:pos]))
+        out += bytes([len(kept)]) + b"".join(entry for _, entry in sorted(kept))
+    return bytes(out + value[pos:])
 
 
 def v1_value(events: Sequence[Event]) -> bytes:

@@ -26,6 +26,7 @@ async function api(path, options) {
 }
 
 function when(ms) { return new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC"; }
+function day(ms) { return new Date(ms).toISOString().slice(0, 10); }
 function sevBadge(sev) { return el("span", {class: "sev sev-" + sev, "data-severity": sev}, sev); }
 function subscriberLink(id) {
   return el("a", {href: "#/subscriber/" + encodeURIComponent(id), class: "subscriber"}, id);
@@ -81,8 +82,8 @@ function drawRisk(points) {
   for (const v of [0, 0.5, 1]) {
     const t = mk("text", {x: 4, y: H - B - v * (H - B - T) + 4}); t.textContent = v.toFixed(1); nodes.push(t);
   }
-  $("risk-note").textContent = points.length ? points.length + " points, " + when(points[0].ts) +
-    " → " + when(points[points.length - 1].ts) : "No scores recorded yet.";
+  $("risk-note").textContent = points.length ? points.length + " days, " + day(points[0].ts) +
+    " → " + day(points[points.length - 1].ts) : "No scores recorded yet.";
   if (points.length) {
     const t0 = points[0].ts, t1 = Math.max(points[points.length - 1].ts, t0 + 1);
     const xy = points.map((p) => [L + (p.ts - t0) / (t1 - t0) * (W - L - R), H - B - p.score * (H - B - T)]);
