@@ -30,7 +30,20 @@ _REPORT = {
                    "model_version, severity, rules, ruleset_version, alerts) and "
                    "`risk_history`, the risk score over time",
     "properties": {"subscriber_id": {"type": "string"},
-                   "risk_history": {"type": "array"}},
+                   "risk_history": {
+                       "type": "array",
+                       "description": "one point per event-time day (UTC) with events, the "
+                                      "day's latest score, oldest first",
+                       "items": {"type": "object",
+                                 "properties": {
+                                     "ts": {"type": "integer",
+                                            "description": "the day's start, ms since the "
+                                                           "epoch (UTC)"},
+                                     "score": {"type": "number", "minimum": 0, "maximum": 1,
+                                               "description": "to 3 decimals"},
+                                     "severity": {"enum": ["low", "medium", "high", None],
+                                                  "description": "null: no alert level"}},
+                                 "required": ["ts", "score", "severity"]}}},
     "required": ["subscriber_id", "risk_history"],
 }
 _EFFECT = {"type": "object", "description": "the incrementality ledger's report "
