@@ -40,15 +40,19 @@ class EffectSnapshot:
     """The ledger per (action, segment) as last read (``alerting.effect.by_action_segment``)."""
 
     cells: Mapping[tuple[str, str], EffectRow] = field(default_factory=dict)
+    min_control: int = 0  # holdout outcomes a cell needs before it can be judged backfiring
 
     @classmethod
-    def of(cls, rows: Sequence[EffectRow]) -> EffectSnapshot:
-        return cls({(r.action, r.segment): r for r in rows})
+    def of(cls, rows: Sequence[EffectRow], min_control: int = 0) -> EffectSnapshot:
+        return cls({(r.action, r.segment): r for r in rows}, min_control)
 
     def backfiring(self, action: str, segment: str) -> EffectRow | None:
-        """The cell if its interval's upper bound is below zero."""
+        """The cell if its interval's upper bound is below zero and its holdout has at least
+        ``min_control`` outcomes (a verdict on a handful of controls, looked at again and
+        again as outcomes arrive, would suppress good actions by chance)."""
         row = self.cells.get((action, segment))
-        return row if row is not None and row.high is not None and row.high < 0 else None
+        return row if (row is not None and row.high is not None and row.high < 0
+                       and row.control >= self.min_control) else None
 
 
 @dataclass(frozen=True)

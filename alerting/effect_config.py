@@ -9,6 +9,8 @@ In the playbook TOML (docs/configuration.md, "Retention effect and allocation"):
     [allocation]
     strategy = "thompson"   # or "fixed": the first alternative in playbook order
     min_outcomes = 100      # contacts per arm and segment before sampling takes over
+    min_control = 30        # holdout outcomes in a segment before an action can be judged
+                            # backfiring there (and suppressed)
     objective = "retention" # or "margin": incremental retention × value − cost
     suppress_backfiring = true
 
@@ -42,6 +44,7 @@ class EffectConfig:
     objective: str = "retention"
     suppress_backfiring: bool = True
     economics: Economics = field(default_factory=Economics)
+    min_control: int = 30
 
 
 def _fail(source: str, key: str, problem: str, fix: str) -> RulesError:
@@ -54,6 +57,13 @@ def _number(source: str, key: str, value: Any, positive: bool = False) -> float:
         raise _fail(source, key, f"{value!r} is not a {'positive' if positive else 'non-negative'}"
                     " number", f"e.g. {key.rsplit('.', 1)[-1]} = 30")
     return float(value)
+
+
+def _whole(source: str, key: str, value: Any, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(source, key, f"{value!r} is not a whole number >= 0",
+                    f"e.g. {key.rsplit('.', 1)[-1]} = {example}")
+    return value
 
 
 def _table(source: str, key: str, value: Any, allowed: set[str] | None = None) -> dict[str, Any]:
@@ -85,7 +95,8 @@ def parse_effect_config(source: str, doc: Mapping[str, Any],
     """The ``[effect]``, ``[allocation]`` and ``[value]`` tables with the actions' costs."""
     eff = _table(source, "effect", doc.get("effect", {}), {"window_days", "grace_days"})
     alloc = _table(source, "allocation", doc.get("allocation", {}),
-                   {"strategy", "min_outcomes", "objective", "suppress_backfiring"})
+                   {"strategy", "min_outcomes", "min_control", "objective",
+                    "suppress_backfiring"})
     value = _table(source, "value", doc.get("value", {}))
     strategy = alloc.get("strategy", "thompson")
     if strategy not in STRATEGIES:
@@ -95,10 +106,8 @@ def parse_effect_config(source: str, doc: Mapping[str, Any],
     if objective not in OBJECTIVES:
         raise _fail(source, "allocation.objective", f"{objective!r} is not an objective",
                     f"use one of {', '.join(OBJECTIVES)}")
-    minimum = alloc.get("min_outcomes", 100)
-    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 0:
-        raise _fail(source, "allocation.min_outcomes", f"{minimum!r} is not a whole number >= 0",
-                    "e.g. min_outcomes = 100")
+    minimum = _whole(source, "allocation.min_outcomes", alloc.get("min_outcomes", 100), 100)
+    min_control = _whole(source, "allocation.min_control", alloc.get("min_control", 30), 30)
     suppress = alloc.get("suppress_backfiring", True)
     if not isinstance(suppress, bool):
         raise _fail(source, "allocation.suppress_backfiring", "must be true or false",
@@ -114,7 +123,7 @@ def parse_effect_config(source: str, doc: Mapping[str, Any],
     return EffectConfig(
         _number(source, "effect.window_days", eff.get("window_days", 30), positive=True),
         _number(source, "effect.grace_days", eff.get("grace_days", 2)),
-        strategy, minimum, objective, suppress, economics)
+        strategy, minimum, objective, suppress, economics, min_control)
 
 
 def check_effect_segments(source: str, config: EffectConfig, known: tuple[str, ...]) -> None:

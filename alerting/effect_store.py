@@ -128,7 +128,8 @@ class EffectLedger:
         self._read_at = now
         counts = await self.counts()
         economics = self.config.economics
-        self.snapshot = EffectSnapshot.of(by_action_segment(counts, economics))
+        self.snapshot = EffectSnapshot.of(by_action_segment(counts, economics),
+                                          self.config.min_control)
         for row in rows(counts, economics, ("s",)):
             labels = (row.action, row.segment, row.x)
             self._contacts.labels(*labels).set(row.contacts)

@@ -64,7 +64,7 @@ def run(seed: int, policy: str, days: int, per_day: int, window: int = 30,
     suppressed_on: int | None = None
     seq = 0
     for day, alerts in enumerate(world.alerts(days, per_day)):
-        snapshot = EffectSnapshot.of(by_action_segment(counts))
+        snapshot = EffectSnapshot.of(by_action_segment(counts), config.min_control)
         if suppressed_on is None and snapshot.backfiring("sales_follow_up", "regular"):
             suppressed_on = day
         allocator = Allocator(config, GROUPS, snapshot)

@@ -128,3 +128,13 @@ def test_holdout_share_is_exactly_the_same_with_allocation(strategy: str) -> Non
         else:
             assert len({"personal_offer", "sales_follow_up"} & set(ids)) == 1
             assert alert.allocation[0]["group"] == "save"
+
+
+def test_no_verdict_of_backfiring_on_a_handful_of_controls() -> None:
+    """An interval below zero on 1 control outcome is not enough to drop an action: the cell
+    needs min_control holdout outcomes first."""
+    thin = [_row("sales_follow_up", "regular", 9, 9, 1, 1, 1)]  # 1 of 9 kept vs 1 of 1
+    assert EffectSnapshot.of(thin).backfiring("sales_follow_up", "regular") is not None
+    assert EffectSnapshot.of(thin, 30).backfiring("sales_follow_up", "regular") is None
+    wide = [_row("sales_follow_up", "regular", 400, 400, 200, 40, 32)]
+    assert EffectSnapshot.of(wide, 30).backfiring("sales_follow_up", "regular") is not None
