@@ -16,16 +16,21 @@ former owner forwarded is applied first, in its order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
 from streams.commit import AppliedOffsets
 from streams.ownership import Partition, PartitionOwners, WriteFence, partition_field
 from streams.records import Record
-from streams.repartition import Homes, Seen
+from streams.repartition import Forward, Homes, Seen, Split
 
-__all__ = ["Assignment"]
+__all__ = ["UNKNOWN_OFFSET", "Assignment"]
+
+UNKNOWN_OFFSET = 1 << 62  # a forward whose offset the publisher did not give: never caught up
 
 
 class Assignment:
@@ -49,6 +54,11 @@ class Assignment:
         # (None until the worker read it); caught up past it, away events are applied here
         self.ends: dict[int, int] | None = None
         self._here: frozenset[int] = frozenset()
+        # this worker's own forwards, per home partition: batches under way that forward to
+        # it, and the internal topic's offset after the last one published (kept across
+        # assignments: a batch of an earlier one may still be publishing)
+        self.forwarding: Counter[int] = Counter()
+        self.forwarded_to: dict[int, int] = {}
         self.count = 0  # assignments so far
         self.reassigned = asyncio.Event()  # set, then replaced, by each assignment
         # set while the claims and applied offsets are loaded (after own(): from the first
@@ -109,17 +119,59 @@ class Assignment:
         if assignment == self.count:
             self.ends = dict(ends)
 
+    def route(self, events: list[Event], origins: list[int], records: Sequence[Record]) -> Split:
+        """A batch's events split by :class:`~streams.repartition.Homes`: the replayed copies
+        of forwarded events, those to apply here (at home, or away from a home partition in
+        :meth:`here`) and the messages forwarding the others. Without homes: all kept."""
+        if self.homes is None:
+            return Split(events, origins, [], [], {}, frozenset())
+        events, origins, again, seen = self.homes.replays(events, origins, records, self.seen)
+        split = self.homes.split(events, origins, records, self.here(), {**self.seen, **seen})
+        return split._replace(replayed=again + split.replayed,
+                              advanced={**seen, **split.advanced})
+
+    @contextmanager
+    def forwarding_until(self, forwards: Sequence[Forward], sent: Mapping[int, int]
+                         ) -> Iterator[Callable[[asyncio.Future[Any]], None]]:
+        """While a batch that forwards ``forwards`` is under way, their home partitions are
+        not :meth:`here`. Yields ``until``: call it with the batch's commit task, whose end
+        ends the batch (else leaving the block does); ``sent``: what the commit published
+        (:meth:`forwards_done`)."""
+        homes = sorted({f.partition for f in forwards})
+        self.forwarding.update(homes)
+        handed: list[bool] = []
+
+        def until(task: asyncio.Future[Any]) -> None:
+            handed.append(True)
+            task.add_done_callback(lambda _: self.forwards_done(homes, sent))
+
+        try:
+            yield until
+        finally:
+            if not handed:
+                self.forwards_done(homes, sent)
+
+    def forwards_done(self, partitions: Iterable[int], sent: Mapping[int, int]) -> None:
+        """That batch is done; ``sent``: the offset after its last forward per partition
+        (absent: nothing was published there)."""
+        self.forwarding.subtract(partitions)
+        for p, end in sent.items():
+            self.forwarded_to[p] = max(self.forwarded_to.get(p, 0), end)
+
     def here(self) -> frozenset[int]:
         """The home partitions whose away events this worker applies where they arrive:
-        owned, and their forwarded events applied up to :attr:`ends`."""
+        owned, no batch of this worker forwarding to them, and their forwarded events
+        applied up to :attr:`ends` and past this worker's own last forward. Once there, a
+        partition stays until the next assignment (nothing is forwarded to it meanwhile)."""
         ends, homes = self.ends, self.homes
         if ends is None or homes is None or self.owners is None:
             return frozenset()
         if len(self._here) < len(ends):
             applied, topic = self.applied, homes.topic
-            self._here = frozenset(p for p, end in ends.items()
-                                   if (topic, p) in self.owners.tokens
-                                   and applied.get((topic, p), 0) >= end)
+            self._here = self._here | frozenset(
+                p for p, end in ends.items()
+                if (topic, p) in self.owners.tokens and self.forwarding[p] <= 0
+                and applied.get((topic, p), 0) >= max(end, self.forwarded_to.get(p, 0)))
         return self._here
 
     def split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:

@@ -22,8 +22,9 @@ import msgspec
 
 from churnwatch.infra.runtime.failpoints import failpoint
 from streams.batching import InOrderAcks
+from streams.commit import is_fenced, refusal
 from streams.fetch import RecordBuffer
-from streams.pipeline import Pipeline, Publisher, is_fenced, refusal
+from streams.pipeline import Pipeline, Publisher
 from streams.records import DeadLetter, Record, next_offsets
 
 __all__ = ["BatchLoop"]

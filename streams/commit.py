@@ -24,7 +24,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from churnwatch.core.errors import FencedError, RedisRefused
 from churnwatch.infra.redis.writes import Command, Write, queue_writes
+from features.commits import CommitChainBroken
 from streams.ownership import Partition, WatchError, WriteFence, partition_field
 
 __all__ = ["AppliedOffsets", "BatchCommit", "CommitState"]
@@ -118,3 +120,16 @@ class BatchCommit:
             if after:
                 await self.redis.execute_command(*after[0].args)
         return True
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """``exc`` is a fenced commit, or a batch staged on one."""
+    return isinstance(exc, FencedError) or (isinstance(exc, CommitChainBroken)
+                                            and isinstance(exc.__cause__, FencedError))
+
+
+def refusal(exc: BaseException) -> RedisRefused | None:
+    """The Redis refusal (credentials, ACL) behind ``exc``: a batch refused, or staged on one."""
+    if isinstance(exc, CommitChainBroken):
+        exc = exc.__cause__  # type: ignore[assignment]
+    return exc if isinstance(exc, RedisRefused) else None

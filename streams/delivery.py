@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,7 +62,8 @@ class Publisher(Protocol):
     wants_scores: bool
 
     async def dead_letters(self, payloads: list[bytes]) -> None: ...
-    async def forward(self, topic: str, messages: list[Forward]) -> None: ...
+    async def forward(self, topic: str, messages: list[Forward]
+                      ) -> Mapping[int, int] | None: ...
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None: ...
     async def scores(self, payloads: list[bytes]) -> None: ...
 

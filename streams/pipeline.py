@@ -44,13 +44,13 @@ from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy
 from alerting.risk import RiskHistory
 from alerting.storm import StormGuard, released_copy
-from churnwatch.core.errors import FencedError, RedisRefused
+from churnwatch.core.errors import FencedError
 from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.writes import Write
 from churnwatch.infra.runtime.failpoints import failpoint
 from churnwatch.infra.runtime.metrics import Metrics
-from features.commits import CommitChain, CommitChainBroken
+from features.commits import CommitChain
 from features.silence import SilenceIndex
 from features.store import BatchFeatures, FeatureStore
 from online_models.labels import resolve_batch, resolve_sweep
@@ -64,8 +64,8 @@ from streams.accounting import (
     count_labels,
     count_replays,
 )
-from streams.assignment import Assignment
-from streams.commit import AppliedOffsets, BatchCommit
+from streams.assignment import UNKNOWN_OFFSET, Assignment
+from streams.commit import AppliedOffsets, BatchCommit, is_fenced, refusal
 from streams.delivery import BatchResult, Committed, Delivery, Publisher
 from streams.intake import (
     activity,
@@ -80,19 +80,6 @@ from streams.retrying import redis_retries
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
-
-
-def is_fenced(exc: BaseException) -> bool:
-    """``exc`` is a fenced commit, or a batch staged on one."""
-    return isinstance(exc, FencedError) or (isinstance(exc, CommitChainBroken)
-                                            and isinstance(exc.__cause__, FencedError))
-
-
-def refusal(exc: BaseException) -> RedisRefused | None:
-    """The Redis refusal (credentials, ACL) behind ``exc``: a batch refused, or staged on one."""
-    if isinstance(exc, CommitChainBroken):
-        exc = exc.__cause__  # type: ignore[assignment]
-    return exc if isinstance(exc, RedisRefused) else None
 
 
 class Pipeline:
@@ -188,21 +175,9 @@ class Pipeline:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
         fresh, replayed = self.partitions.split_replays(records)
         events, origins, result.dead_letters = decode_records(fresh)
-        forwards: list[Forward] = []
-        forwarded_again: list[Event] = []
-        seen: Seen = {}
-        borrowed: frozenset[int] = frozenset()  # home partitions of away events applied here
-        if self.homes is not None:  # (streams/repartition.py)
-            events, origins, forwarded_again, seen = self.homes.replays(
-                events, origins, fresh, self.partitions.seen)
-            split = self.homes.split(events, origins, fresh, self.partitions.here(),
-                                     {**self.partitions.seen, **seen})
-            events, origins, forwards = split.kept, split.origins, split.forwards
-            forwarded_again += split.replayed
-            seen.update(split.advanced)
-            borrowed = split.borrowed
-            if split.here:
-                self.metrics.away_here.inc(split.here)
+        routed = self.partitions.route(events, origins, fresh)  # (streams/repartition.py)
+        events, origins, forwards = routed.kept, routed.origins, routed.forwards
+        self.metrics.away_here.inc(routed.here)
         events, origins, ahead = future_letters(
             events, origins, fresh, int(self.clock() * 1000) + self.store.config.future_ms)
         result.dead_letters += ahead
@@ -242,16 +217,20 @@ class Pipeline:
         letters = [msgspec.json.encode(d) for d in result.dead_letters]
         applied = next_offsets(fresh)
         self.partitions.applied.update(applied)
-        self.partitions.seen.update(seen)
+        self.partitions.seen.update(routed.advanced)
         effects = self.effects.batch_writes(decision.alerts, decision.payloads,
                                             [events[i] for i in staged.rows.tolist()])
-        landed = await self.commits.submit(
-            staged, decision.entries,
-            lambda: self._commit(staged, decision, resolved.examples, active, gone, letters,
-                                 forwards, applied, seen, publisher, effects, borrowed))
+        sent: dict[int, int] = {}  # per home partition: the offset after its last forward
+        with self.partitions.forwarding_until(forwards, sent) as until:
+            landed = await self.commits.submit(
+                staged, decision.entries,
+                lambda: self._commit(staged, decision, resolved.examples, active, gone,
+                                     letters, forwards, applied, routed.advanced, publisher,
+                                     effects, routed.borrowed, sent))
+            until(landed)
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
                                               result.dead_letters))
-        replays = (decode_records(replayed)[0] if replayed else []) + forwarded_again
+        replays = (decode_records(replayed)[0] if replayed else []) + routed.replayed
         if replays:  # applied before: counted as duplicates, their undelivered alerts re-sent
             count_replays(self.metrics, replays)
             result.outcomes["duplicate"] += len(replays)
@@ -275,8 +254,8 @@ class Pipeline:
                       letters: list[bytes], forwards: list[Forward],
                       applied: dict[tuple[str, int], int], seen: Seen,
                       publisher: Publisher,
-                      effects: Callable[[], Awaitable[list[Write]]] | None = None,
-                      borrowed: frozenset[int] = frozenset()) -> None:
+                      effects: Callable[[], Awaitable[list[Write]]] | None,
+                      borrowed: frozenset[int], sent: dict[int, int]) -> None:
         """Store a batch's effects: its dead letters and the events it forwards to their home
         partitions are published first (a crash before the rest publishes them again: at
         least once; dead letters by their coordinates, events by their ids), then one Redis round
@@ -290,7 +269,10 @@ class Pipeline:
             await publisher.dead_letters(letters)
         if forwards:
             assert self.homes is not None
-            await publisher.forward(self.homes.topic, forwards)
+            # where they land is unknown until the broker says (a test publisher does not)
+            sent.update(dict.fromkeys({f.partition for f in forwards}, UNKNOWN_OFFSET))
+            ends = await publisher.forward(self.homes.topic, forwards) or {}
+            sent.update({p: ends.get(p, UNKNOWN_OFFSET) for p in sent})
             self.metrics.forwarded.inc(sum(f.events for f in forwards))
         keys = self.store.config.keys
         churned = [sid for left in gone.values() for sid in left]

@@ -81,11 +81,15 @@ class KafkaPublisher:
     async def dead_letters(self, payloads: list[bytes]) -> None:
         await self.send(self.topics.dlq, [(None, p) for p in payloads])
 
-    async def forward(self, topic: str, messages: list[Forward]) -> None:
+    async def forward(self, topic: str, messages: list[Forward]) -> dict[int, int]:
+        """Publish ``messages``; returns, per partition, the offset after the last one."""
         producer = self.app.producer
         futures = [await producer.send(topic, None, m.value, m.partition, None, m.headers)
                    for m in messages]
-        await asyncio.gather(*futures)
+        ends: dict[int, int] = {}
+        for meta in await asyncio.gather(*futures):
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
 
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
         """Hand the alerts to every sink; returns once each holds them durably."""

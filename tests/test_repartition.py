@@ -235,9 +235,12 @@ def test_three_partitioners_and_id_formats_lose_no_update_in_a_fleet(
 
 def test_away_events_are_applied_here_once_the_home_partition_caught_up() -> None:
     """Only home partitions this worker owns, and only once their forwarded events are applied
-    up to the internal topic's end read after this assignment's claim."""
+    up to the internal topic's end read after this assignment's claim and past this worker's
+    own forwards, none of which may still be under way (a batch of an earlier assignment
+    included)."""
     from churnwatch.core.keys import Keys
     from streams.assignment import Assignment
+    from streams.repartition import Forward
 
     part = Assignment(None, Keys(), Homes(SOURCE, HOME, 4))
     part.own("app", "member")
@@ -246,11 +249,45 @@ def test_away_events_are_applied_here_once_the_home_partition_caught_up() -> Non
     part.count = 1
     assert part.home_partitions() == [1, 2]
     assert part.here() == frozenset()  # the ends are not read yet
+    forwarding = part.forwarding_until([Forward(1, b"[]", 1, b"0:")], {})
+    until = forwarding.__enter__()  # a batch forwards to partition 1
     part.home_ends({1: 0, 2: 5}, assignment=0)  # read for an earlier assignment: ignored
     assert part.here() == frozenset()
     part.home_ends({1: 0, 2: 5}, assignment=1)
-    assert part.here() == {1}  # partition 2 still has forwarded events to apply
+    assert part.here() == frozenset()  # 1: its forward is under way; 2: not caught up
+    loop = asyncio.new_event_loop()
+    landed = loop.create_future()
+    until(landed)
+    forwarding.__exit__(None, None, None)
+    assert part.here() == frozenset()  # still under way until its commit is done
+    landed.set_result(None)
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert part.forwarding[1] == 0
+    assert part.here() == {1}
     part.applied[(HOME, 2)] = 4
     assert part.here() == {1}
     part.applied[(HOME, 2)] = 5
     assert part.here() == {1, 2}
+
+
+def test_a_partition_this_worker_forwarded_to_waits_for_those_forwards() -> None:
+    from churnwatch.core.keys import Keys
+    from streams.assignment import UNKNOWN_OFFSET, Assignment
+    from streams.repartition import Forward
+
+    part = Assignment(None, Keys(), Homes(SOURCE, HOME, 4))
+    part.own("app", "member")
+    assert part.owners is not None
+    part.owners.tokens = {tp: "token" for tp in [(SOURCE, 3), (HOME, 3)]}
+    with part.forwarding_until([Forward(3, b"[]", 1, b"0:")], {3: 9}):
+        pass  # the block left without a commit task: the batch is over
+    part.count = 1
+    part.home_ends({3: 4}, assignment=1)
+    assert part.here() == frozenset()  # its own forward ends at 9
+    part.applied[(HOME, 3)] = 9
+    assert part.here() == {3}
+    with pytest.raises(RuntimeError):
+        with part.forwarding_until([Forward(0, b"[]", 1, b"0:")], {0: UNKNOWN_OFFSET}):
+            raise RuntimeError("the publisher could not say where they landed")
+    assert part.forwarding[0] == 0 and part.forwarded_to[0] == UNKNOWN_OFFSET
