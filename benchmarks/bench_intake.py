@@ -119,6 +119,7 @@ class Options:
     quix_python: str | None = None
     without_cramjam: bool = False
     latency_s: float = 20.0
+    latency_rate: float | None = None
     out_dir: str | None = None
     json_output: bool = False
 
@@ -150,6 +151,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--latency-s", type=float, default=20.0, help="after the churnwatch worker "
                    "drained the backlog, offer it half its measured rate for this long, one "
                    "event per message, and report the alerts' detection latency (0: skip)")
+    p.add_argument("--latency-rate", type=float, default=None, help="events/s offered in the "
+                   "latency phase (default: half the drained rate)")
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     p.add_argument("--json", dest="json_output", action="store_true",
                    help="print the report as JSON on stdout")
@@ -161,7 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(size=a.size, subscribers=a.subscribers or subs, days=a.days or days,
                    seed=a.seed, partitions=a.partitions, compression=a.compression,
                    partitioner=a.partitioner, designs=designs, repeat=max(1, a.repeat),
-                   latency_s=a.latency_s,
+                   latency_s=a.latency_s, latency_rate=a.latency_rate,
                    max_s=a.max_s if a.max_s is not None else (1800.0 if a.size == "large"
                                                               else 300.0),
                    stall_s=a.stall_s, quix_python=a.quix_python,
@@ -490,7 +493,7 @@ class Run:
                 await asyncio.sleep(0.5)
 
         asyncio.run(joined())
-        offered = rate / 2
+        offered = opts.latency_rate or rate / 2
         lines = paced_latency.continuation(self.sim, int(offered * opts.latency_s * 1.1))
         sent = paced_latency.offer(bootstrap, EVENTS_TOPIC, lines, offered, opts.latency_s,
                                    compression=opts.compression, partitioner=opts.partitioner)
