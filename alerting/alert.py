@@ -10,7 +10,6 @@ import msgspec
 
 from churnwatch.core.severity import SEVERITIES
 
-
 _SEVERITY = {"enum": list(SEVERITIES)}
 _Reason = Annotated[dict[str, Any], msgspec.Meta(
     description="why: `kind` indicator (an indicator that held, with its inputs), model (one "

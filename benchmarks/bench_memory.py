@@ -44,12 +44,12 @@ import msgspec
 from alerting.feed import AlertFeed
 from alerting.workqueue import TeamQueues
 from benchmarks import report
+from churnwatch.assembly import build_pipeline
 from churnwatch.dev.embedded import EmbeddedRedis
 from churnwatch.dev.simulate import SimConfig, Simulation
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 PER_RECORD = 500

@@ -36,13 +36,13 @@ from typing import Any
 import msgspec
 
 from benchmarks import report
+from churnwatch.assembly import build_pipeline
 from churnwatch.dev.embedded import EmbeddedRedis
 from churnwatch.dev.simulate import SimConfig, Simulation
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime import gc_tuning
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 _encode = msgspec.json.Encoder().encode

@@ -20,11 +20,21 @@ import faust
 import redis as syncredis
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from churnwatch.core.errors import ConfigError, FencedError, RedisRefused, RetryableError
-from churnwatch.core.keys import Keys
 from churnwatch.assembly import build_pipeline
+from churnwatch.core.errors import (
+    ConfigError,
+    FencedError,
+    RedisRefused,
+    RetryableError,
+)
+from churnwatch.core.keys import Keys
 from churnwatch.infra.config import Settings
 from churnwatch.infra.kafka.auth import broker_credentials, client_options
 from churnwatch.infra.kafka.broker_guard import EXIT_CODE, BrokerGuard, BrokerResetError

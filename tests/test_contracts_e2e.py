@@ -23,7 +23,12 @@ from churnwatch.infra.config import (
     Settings,
 )
 from streams.ingest_openapi import openapi_document
-from tests.support.contracts import DOCS, assert_problem, assert_valid, assert_valid_component
+from tests.support.contracts import (
+    DOCS,
+    assert_problem,
+    assert_valid,
+    assert_valid_component,
+)
 from tests.support.ingest import _client
 from tests.support.stream_feed import NOW, Feed
 from tests.support.worker import Worker, read_topic

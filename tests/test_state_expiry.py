@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from benchmarks.profile_pipeline import CountingPublisher
+from churnwatch.assembly import build_pipeline
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import Settings
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.runtime.metrics import Metrics
-from churnwatch.assembly import build_pipeline
 from streams.records import Record
 
 pytestmark = pytest.mark.integration
