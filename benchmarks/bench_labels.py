@@ -2,7 +2,8 @@
 learner.
 
     python -m benchmarks.bench_labels [--subscribers 50000] [--workers 1|2] [--partitions 4]
-        [--poll-s 0.2] [--max-s 900] [--stall-s 120] [--out-dir DIR] [--json]
+        [--publish-interval-s S] [--poll-s 0.2] [--max-s 900] [--stall-s 120] [--out-dir DIR]
+        [--json]
 
 One run starts its own embedded broker and redis-server, and ``--workers`` real ``churnwatch
 worker`` processes with default settings (one consumer group; the fleet's one learner is

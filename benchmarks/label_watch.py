@@ -188,6 +188,9 @@ class BurstWatch:
                 "examples_learned": {k: total(m, "churnwatch_model_labels", label=k)
                                      for k in ("churn", "active")},
                 "examples_repeated": total(m, "churnwatch_model_examples_repeated"),
+                # events away from their home partition: forwarded there, or applied here
+                "forwarded_events": total(m, "churnwatch_forwarded_events"),
+                "away_applied_events": total(m, "churnwatch_away_applied_events"),
                 "snapshots_dropped": {got["reason"]: int(v) for name, got, v in m.get(
                     "churnwatch_model_snapshots_dropped", ()) if name.endswith("_total")},
                 "scoring_version": scoring_version(m)}
