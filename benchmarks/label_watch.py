@@ -164,10 +164,10 @@ class BurstWatch:
         }
 
     def _series(self, t0: float, step_s: float = 1.0) -> list[list[float]]:
-        """[s since t0, appended, learned] about once a second (for curves)."""
+        """[s since t0, appended, learned] about once a second and at the end (for curves)."""
         out, due = [], t0
-        for t, appended, learned in self.samples:
-            if t >= due:
+        for i, (t, appended, learned) in enumerate(self.samples):
+            if t >= due or i == len(self.samples) - 1:
                 out.append([round(t - t0, 2), appended, learned])
                 due = t + step_s
         return out
