@@ -1,9 +1,9 @@
 """Onboarding's label burst through a real worker: a BSS snapshot per subscriber, then every
-subscriber's label 31–60 days later, all written at once by a standard producer (one event per
-message, lz4). The worker is SIGKILLed while its learner works through the burst and started
-again; the labels are then sent a second time (a producer's retry). Every label joins its
-snapshot and is learned exactly once: the published version counts each subscriber's label
-once, and the worker scores with it.
+subscriber's label 31–60 days later (``benchmarks/label_feed.py``), all written at once by a
+standard producer (one event per message, lz4). The worker is SIGKILLed while its learner works
+through the burst and started again; the labels are then sent a second time (a producer's
+retry). Every label joins its snapshot and is learned exactly once: the published version
+counts each subscriber's label once, and the worker scores with it.
 
 ``LABEL_BURST_SUBSCRIBERS`` sizes it (default 50,000: the issue's onboarding burst).
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 from pathlib import Path
 
 import orjson
 import pytest
 
+from benchmarks.label_feed import label_burst
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.infra.kafka.topics import create_topics
@@ -29,33 +29,12 @@ pytestmark = pytest.mark.integration
 SUBSCRIBERS = int(os.environ.get("LABEL_BURST_SUBSCRIBERS", "50000"))
 
 
-def _burst(n: int, seed: int = 5) -> tuple[list[bytes], list[bytes], int]:
-    """Profiles (day 0 to 1), labels 31–60 days after each, and the number of churners."""
-    rng = random.Random(seed)
-    start = NOW - 120 * DAY_MS
-    profiles, labels, churners = [], [], 0
-    for k in range(n):
-        sid = f"+4479{k:08d}"
-        fee = rng.uniform(10, 120)
-        tenure = rng.randint(1, 72)
-        churned = rng.random() < 0.15 + 0.5 * (fee > 90) * (tenure < 12)
-        churners += churned
-        ts = start + rng.randrange(DAY_MS)
-        profiles.append(orjson.dumps({
-            "event_id": f"p{k}", "subscriber_id": sid, "type": "profile", "ts": ts,
-            "plan": "standard", "tenure_months": tenure,
-            "attrs": {"monthly_fee": round(fee, 2), "devices": rng.randint(1, 4)}}))
-        labels.append(orjson.dumps({
-            "event_id": f"l{k}", "subscriber_id": sid, "type": "churn" if churned else "active",
-            "ts": ts + rng.randint(31 * DAY_MS, 60 * DAY_MS)}))
-    return profiles, labels, churners
-
-
 def test_a_burst_of_labels_is_learned_once_across_a_crash(broker, redis_url,
                                                          tmp_path: Path) -> None:
     asyncio.run(create_topics(broker.bootstrap, {t: 4 for t in (
         EVENTS_TOPIC, ALERTS_TOPIC, SCORES_TOPIC, DLQ_TOPIC)}))
-    profiles, labels, churners = _burst(SUBSCRIBERS)
+    feed = label_burst(SUBSCRIBERS, NOW - 120 * DAY_MS)
+    profiles, labels, churners = feed.profiles, feed.labels, feed.churners
     worker = Worker(broker, redis_url, tmp_path, partitions=4,
                     CHURNWATCH_MODEL_PUBLISH_INTERVAL_S="1")
 
