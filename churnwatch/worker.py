@@ -123,7 +123,8 @@ class Worker:
                                dedup_window_ms=learning.dedup_window_ms,
                                dedup_capacity=learning.dedup_capacity,
                                max_attrs=learning.max_attrs,
-                               allowed_attrs=learning.allowed_attrs)
+                               allowed_attrs=learning.allowed_attrs,
+                               publish_growth=learning.publish_growth)
         self.lag = LagGauge(metrics.consumer_lag)
         self._home_ends: asyncio.Future[None] | None = None  # read after each assignment
         self._register()
@@ -277,7 +278,10 @@ class Worker:
                                   self.model_watcher.poll())
 
     async def learn(self) -> None:
+        head = self.learner.head
         await self._survive_redis("learner", "learner step skipped", self.learner.step())
+        if self.learner.head != head:  # it published: score with it now, not at the next poll
+            await self.watch_model()
 
     async def collect_garbage(self) -> None:
         gc_tuning.collect()  # cycles that outlived a young collection (infra/runtime/gc_tuning.py)

@@ -6,7 +6,10 @@ renewed on every step — reads the stream in order, drops examples it has alrea
 (same id: a batch whose append landed but whose commit did not, replayed; see
 :class:`~online_models.dedup.DedupWindow`), scores each one before learning it (progressive
 validation), and publishes a checkpoint with the stream position every ``publish_every_s``,
-its dedup window beside it. If it dies, another worker takes the lock and resumes
+its dedup window beside it — or sooner, as soon as the labels learned since the last version
+reach ``publish_growth`` times the labels that version had learned: a model that learns fast
+(at go-live, or catching up a backlog) then reaches the scorers within a step, while a model
+that has learned N labels publishes early at most ~log(N)/log(1 + growth) times in all. If it dies, another worker takes the lock and resumes
 from the last published head, so every example is learned once in the published lineage.
 Publishing is fenced (lock owner and expected head, see publish.lua): a learner that lost
 the lock cannot fork the lineage. Every worker scores with the *active* version
@@ -76,7 +79,8 @@ class Learner:
                  clock: Callable[[], float] = time.time,
                  model_factory: Callable[[], ChurnModel] = ChurnModel,
                  slice_s: float = 0.005, max_attrs: int = MAX_ATTRS,
-                 allowed_attrs: Sequence[str] | None = None) -> None:
+                 allowed_attrs: Sequence[str] | None = None,
+                 publish_growth: float = 0.0) -> None:
         self.redis = redis
         self.versions = versions
         self.keys = versions.keys
@@ -85,6 +89,7 @@ class Learner:
         self.lock_ms = lock_ms
         self.page = page
         self.publish_every_s = publish_every_s
+        self.publish_growth = publish_growth
         self.auto_promote = auto_promote
         self.keep_versions = keep_versions
         self.dedup_window_ms = dedup_window_ms
@@ -98,6 +103,8 @@ class Learner:
         self.head: str | None = None
         self.quality = ProgressiveValidation(model_factory(), metrics.registry)
         self.unpublished = 0
+        self.fresh = 0  # labels learned since the last version (or since resuming)
+        self._published_labels = 0  # labels the last version (or the resumed one) had learned
         self._published_at = 0.0
         self._extend = redis.register_script(_EXTEND)
 
@@ -116,10 +123,18 @@ class Learner:
         if self.checkpoint is None:
             await self._restore()
         learned = await self._learn()
-        due = self.clock() - self._published_at >= self.publish_every_s
-        if self.unpublished and (publish or (publish is None and due)):
+        self.fresh += learned
+        if self.unpublished and (publish or (publish is None and self._due())):
             await self.publish()
         return learned
+
+    def _due(self) -> bool:
+        """Is a version due: ``publish_every_s`` since the last one, or the labels learned
+        since then ``publish_growth`` times those it had (any, after a version with none)?"""
+        if self.clock() - self._published_at >= self.publish_every_s:
+            return True
+        return self.publish_growth > 0 and self.fresh > 0 and \
+            self.fresh >= self.publish_growth * self._published_labels
 
     async def _hold_lock(self) -> bool:
         lock = self.keys.model("learner")
@@ -138,7 +153,8 @@ class Learner:
         checkpoint.model.limit_attrs(*self.attr_limits)
         self.checkpoint = checkpoint
         self.quality.model = checkpoint.model
-        self.unpublished = 0
+        self.unpublished = self.fresh = 0
+        self._published_labels = sum(checkpoint.model.label_counts())
         self._published_at = self.clock()
         log.info("learner: resuming version %s after stream entry %s",
                  self.head if resumed else checkpoint.model.version, checkpoint.offset)
@@ -243,7 +259,8 @@ class Learner:
             self.checkpoint = self.dedup = None
             return None
         self.head = version
-        self.unpublished = 0
+        self.unpublished = self.fresh = 0
+        self._published_labels = positives + negatives
         self._published_at = self.clock()
         await self.redis.xtrim(self.keys.model("examples"), minid=checkpoint.offset)
         await self.versions.prune(self.keep_versions)

@@ -187,6 +187,13 @@ class Settings(BaseSettings):
                                 "(one at a time, by a Redis lock)")
     model_publish_interval_s: float = Field(10, gt=0, le=86_400, description="how often the "
                                             "learner publishes a new model version")
+    model_publish_growth: float = Field(0.1, ge=0, le=100, description="the learner also "
+                                        "publishes at its next step (each second) once the "
+                                        "labels learned since the last version reach this "
+                                        "share of the labels that version had learned, so a "
+                                        "model learning fast (go-live, a backlog) does not "
+                                        "score with a version far behind; 0: every "
+                                        "model_publish_interval_s only")
     model_auto_promote: bool = Field(True, description="each published version becomes active "
                                      "unless an operator pinned one (`churnwatch model`)")
     model_keep_versions: int = Field(200, ge=2, le=100_000, description="published versions "

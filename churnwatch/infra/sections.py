@@ -68,6 +68,7 @@ class LearnerSection:
     dedup_capacity: int
     max_attrs: int
     allowed_attrs: tuple[str, ...] | None
+    publish_growth: float
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class Sections:
                                    s.model_auto_promote, s.model_keep_versions,
                                    int(s.model_dedup_window_s * SECOND_MS),
                                    s.model_dedup_capacity, s.model_max_attrs,
-                                   tuple(s.model_attrs) if s.model_attrs is not None else None),
+                                   tuple(s.model_attrs) if s.model_attrs is not None else None,
+                                   s.model_publish_growth),
             policy=PolicySection(s.max_contacts_per_month, s.max_offers_per_month,
                                  s.quiet_start_hour, s.quiet_end_hour, s.timezone,
                                  s.holdout_fraction, s.holdout_salt,
