@@ -119,6 +119,7 @@ class Options:
     quix_python: str | None = None
     without_cramjam: bool = False
     latency_s: float = 20.0
+    latency_warmup_s: float = 5.0
     latency_rate: float | None = None
     out_dir: str | None = None
     json_output: bool = False
@@ -151,6 +152,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--latency-s", type=float, default=20.0, help="after the churnwatch worker "
                    "drained the backlog, offer it half its measured rate for this long, one "
                    "event per message, and report the alerts' detection latency (0: skip)")
+    p.add_argument("--latency-warmup-s", type=float, default=5.0, help="the same load offered "
+                   "first for this long, its alerts reported apart (the restarted worker's start)")
     p.add_argument("--latency-rate", type=float, default=None, help="events/s offered in the "
                    "latency phase (default: half the drained rate)")
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
@@ -164,7 +167,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(size=a.size, subscribers=a.subscribers or subs, days=a.days or days,
                    seed=a.seed, partitions=a.partitions, compression=a.compression,
                    partitioner=a.partitioner, designs=designs, repeat=max(1, a.repeat),
-                   latency_s=a.latency_s, latency_rate=a.latency_rate,
+                   latency_s=a.latency_s, latency_warmup_s=a.latency_warmup_s,
+                   latency_rate=a.latency_rate,
                    max_s=a.max_s if a.max_s is not None else (1800.0 if a.size == "large"
                                                               else 300.0),
                    stall_s=a.stall_s, quix_python=a.quix_python,
@@ -494,24 +498,36 @@ class Run:
 
         asyncio.run(joined())
         offered = opts.latency_rate or rate / 2
-        lines = paced_latency.continuation(self.sim, int(offered * opts.latency_s * 1.1))
-        sent = paced_latency.offer(bootstrap, EVENTS_TOPIC, lines, offered, opts.latency_s,
-                                   compression=opts.compression, partitioner=opts.partitioner)
+        lines = paced_latency.continuation(
+            self.sim, int(offered * (opts.latency_warmup_s + opts.latency_s) * 1.1))
 
-        async def drained() -> None:
+        async def drained(what: str) -> None:
             async with CommitWatch(bootstrap, app_id, EVENTS_TOPIC) as watch:
                 end = await watch.ends()
                 deadline = time.monotonic() + 120
                 while await watch.committed() < end:
                     if c.proc.poll() is not None or time.monotonic() > deadline:
-                        raise ChurnwatchError("the worker did not finish the latency feed")
+                        raise ChurnwatchError(f"the worker did not finish the {what}")
                     await asyncio.sleep(0.2)
 
-        asyncio.run(drained())
-        time.sleep(1.0)  # the last alerts' JSONL lines
+        def offer(part: list[bytes], seconds: float) -> dict[str, Any]:
+            return paced_latency.offer(bootstrap, EVENTS_TOPIC, part, offered, seconds,
+                                       compression=opts.compression,
+                                       partitioner=opts.partitioner)
+
+        warm = None
+        if opts.latency_warmup_s > 0:
+            warm = offer(lines, opts.latency_warmup_s)
+            asyncio.run(drained("latency warm-up"))
+            lines = lines[warm["events"]:]
+        sent = offer(lines, opts.latency_s)
+        asyncio.run(drained("latency feed"))
+        time.sleep(1.0)  # the last alerts' records
         stop_process(c.proc)
-        return paced_latency.summary(sent, paced_latency.alert_latencies(
-            self.workdir / f"{app_id}-alerts.jsonl", sent["started_ms"]))
+        return paced_latency.summary(
+            sent, paced_latency.alert_latencies(bootstrap, ALERTS_TOPIC, sent["started_ms"]),
+            warm, paced_latency.alert_latencies(bootstrap, ALERTS_TOPIC, warm["started_ms"],
+                                                warm["ended_ms"]) if warm else None)
 
     def packed(self, bar: Callable[[str], Callable[[int], None]]) -> dict[str, Any]:
         """Design 4: a fresh broker and Redis, the feed written by `churnwatch replay`."""
@@ -597,6 +613,10 @@ def summarise(runs: list[dict[str, Any]], designs: Sequence[str]) -> dict[str, A
             "median_alert_latency_p99_ms": _median([
                 x["latency"]["alert_latency_ms"]["p99"] for x in rs
                 if (x.get("latency") or {}).get("alert_latency_ms", {}).get("p99") is not None]),
+            "median_alert_delivery_latency_p99_ms": _median([
+                x["latency"]["alert_delivery_latency_ms"]["p99"] for x in rs
+                if ((x.get("latency") or {}).get("alert_delivery_latency_ms") or {}).get("p99")
+                is not None]),
         }
 
     def ratio(a: str, b: str) -> float | None:
@@ -708,10 +728,16 @@ def print_summary(r: dict[str, Any]) -> None:
                     report.note(f"    {line}", )
         lat = (run_.get("churnwatch") or {}).get("latency")
         if lat:
-            ms = lat["alert_latency_ms"]
+            ms, out = lat["alert_latency_ms"], lat["alert_delivery_latency_ms"]
             report.note(f"latency: {lat['achieved_events_per_s']:,} events/s offered one per "
                         f"message for {lat['window_s']} s: {lat['alerts']} alerts, event→alert "
-                        f"p50 {ms['p50']} ms, p99 {ms['p99']} ms, max {ms['max']} ms")
+                        f"detected p50 {ms['p50']} ms, p99 {ms['p99']} ms, max {ms['max']} ms; "
+                        f"delivered p50 {out['p50']} ms, p99 {out['p99']} ms, max {out['max']} ms")
+            if warm := lat.get("warmup"):
+                w = warm["alert_latency_ms"]
+                report.note(f"  warm-up after the restart ({warm['seconds']} s, apart): "
+                            f"{warm['alerts']} alerts, detected p50 {w['p50']} ms, "
+                            f"p99 {w['p99']} ms")
     rat = s["ratios"]
     report.note(f"churnwatch/naive: {rat['churnwatch_over_naive']}x, churnwatch/quix: "
                 f"{rat['churnwatch_over_quix']}x (quix does much less), packed/churnwatch: "
