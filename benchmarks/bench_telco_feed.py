@@ -119,12 +119,14 @@ async def _replay(url: str, events: Sequence[Event], batch: int, holdout: float,
         "alerts": run.alerts,
         "model_version": run.model.version,
         "learner_progressive_roc_auc": run.learner_roc_auc,
-        # what `churnwatch evaluate` reports on this run: labels joined to their snapshots'
-        # score records, the later half by snapshot time
+        # what `churnwatch evaluate` reports on this run: labels joined to their events'
+        # snapshots' score records, the later half by snapshot time (all_learned: with the
+        # silence sweep's re-scores)
         "evaluate_roc_auc_all": quality["overall"]["roc_auc"],
         "evaluate_roc_auc_second_half": quality["second_half"]["roc_auc"],
-        "evaluate_events_roc_auc_all": quality["snapshots_of_events"]["overall"]["roc_auc"],
-        "evaluate_events_roc_auc_second_half": quality["snapshots_of_events"]["second_half"]["roc_auc"],
+        "evaluate_all_learned_roc_auc_all": quality["all_learned"]["overall"]["roc_auc"],
+        "evaluate_all_learned_roc_auc_second_half":
+            quality["all_learned"]["second_half"]["roc_auc"],
         "examples_unscored": quality["examples_unscored"],
         "replay_seconds": round(run.seconds, 1),
     }

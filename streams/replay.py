@@ -212,25 +212,26 @@ def _event_counts(metrics: Metrics) -> dict[str, int]:
 
 
 def report(run: Replay, threshold: float = 0.5, bins: int = 10) -> dict[str, Any]:
-    """Prequential quality of the worker's scores on the learned examples: over all of them
-    and over the later half (by snapshot time, from ``second_half.from_label`` on); the same
-    on the snapshots of events alone (``snapshots_of_events``: without the silence sweeps'
-    re-scores)."""
-    _, scores, labels = run.pairs()
+    """Prequential quality of the worker's scores on the learned examples whose snapshot an
+    event took (each label against the score the worker published for that event): over all
+    of them and over the later half (by snapshot time, from ``second_half.from_label`` on).
+    The silence sweep's re-scores are learned too; ``all_learned`` gives the same figures
+    with them (a quiet subscriber counts once per snapshot, scored by later versions)."""
+    _, scores, labels = run.pairs(sweeps=False)
     model = run.model
     positives, negatives = model.label_counts() if model is not None else (0, 0)
-    _, event_scores, event_labels = run.pairs(sweeps=False)
+    _, all_scores, all_labels = run.pairs()
     return {
         "model_version": model.version if model is not None else None,
         "events": run.events,
         "labels_learned": {"churned": positives, "active": negatives},
-        "examples_unscored": len(run.examples) - len(scores),
-        "examples_of_sweeps": len(scores) - len(event_scores),
+        "examples_unscored": len(run.examples) - len(all_scores),
+        "examples_of_sweeps": len(all_scores) - len(scores),
         "learner_progressive_roc_auc": run.learner_roc_auc,
         "threshold": threshold,
         "bins": bins,
         **_halves(scores, labels, threshold, bins),
-        "snapshots_of_events": _halves(event_scores, event_labels, threshold, bins),
+        "all_learned": _halves(all_scores, all_labels, threshold, bins),
     }
 
 

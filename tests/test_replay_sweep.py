@@ -82,8 +82,8 @@ def test_quiet_subscribers_snapshots_from_the_sweep_are_learned(redis_url: str) 
     n_swept = sum((ex.subscriber_id, ex.snapshot_ts) in run.swept for ex in run.examples)
     assert quality["examples_unscored"] == 0
     assert quality["examples_of_sweeps"] == n_swept >= 3
-    assert quality["overall"]["n"] == len(run.examples)
-    assert quality["snapshots_of_events"]["overall"]["n"] == len(run.examples) - n_swept
+    assert quality["all_learned"]["overall"]["n"] == len(run.examples)
+    assert quality["overall"]["n"] == len(run.examples) - n_swept
 
 
 def test_without_the_sweep_only_events_take_snapshots(redis_url: str) -> None:

@@ -122,8 +122,8 @@ def _print(report: dict[str, Any], threshold: float) -> None:
     if not overall["n"]:
         err.print("[yellow]no label joined a scored snapshot: nothing to evaluate[/]")
         return
-    table = Table(title="prequential evaluation (the worker's score of each snapshot, before "
-                        f"its label was learned) at threshold {threshold:g}")
+    table = Table(title="prequential evaluation (the worker's score of each event's snapshot, "
+                        f"before its label was learned) at threshold {threshold:g}")
     table.add_column("metric")
     table.add_column("all labels", justify="right")
     table.add_column(f"second half (from #{second['from_label'] + 1})", justify="right")
@@ -135,11 +135,11 @@ def _print(report: dict[str, Any], threshold: float) -> None:
         table.add_row(label, fmt(overall[key]), fmt(second[key]))
     err.print(table)
     if report["examples_of_sweeps"]:
-        events = report["snapshots_of_events"]
-        err.print(f"{report['examples_of_sweeps']} of the labels are on silence re-scores "
-                  f"(quiet subscribers swept); on the snapshots of events alone: ROC AUC "
-                  f"{fmt(events['overall']['roc_auc'])} over {events['overall']['n']} labels, "
-                  f"{fmt(events['second_half']['roc_auc'])} over the second half")
+        both = report["all_learned"]
+        err.print(f"also learned: {report['examples_of_sweeps']} labels on silence re-scores "
+                  f"(quiet subscribers swept); with them: ROC AUC "
+                  f"{fmt(both['overall']['roc_auc'])} over {both['overall']['n']} labels, "
+                  f"{fmt(both['second_half']['roc_auc'])} over the second half")
     calib = Table(title="calibration (all labels)")
     for column in ("bin", "count", "mean predicted", "observed rate"):
         calib.add_column(column, justify="right")
