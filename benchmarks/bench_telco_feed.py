@@ -8,7 +8,10 @@ the real pipeline (``streams.pipeline.Pipeline``: real feature store on its own
 profile at a random time spread over ``--spread-days`` (90) of event time, its label
 ``--delay-min``..``--delay-max`` (31–60) days later, events in event-time order, in batches
 of ``--batch`` events. After every batch the fleet learner steps and publishes, and the
-pipeline switches to the new version, as the worker's timers would.
+pipeline switches to the new version, as the worker's timers would; the silence sweep
+re-scores the customers quiet since their profile, after every batch (a worker fed in real
+time) or every ``--sweep-every-days`` of event time (a worker fed N days a second sweeps
+every 5 s × N), or not at all (``--no-sweep``); see ``streams/replay.py``.
 
 The figure is the worker's own: the score record it publishes for each profile event, made
 with the version active at the time, against the customer's label (prequential ROC AUC, over
@@ -24,7 +27,8 @@ Nobody is acted on (``--holdout 1``): a treated subscriber's snapshot is not lea
 label is confounded by the action), so the shipped model rule acting on high scores would
 hide labels this benchmark is about. ``--holdout 0.05`` shows the production default.
 
-    python -m benchmarks.bench_telco_feed [--csv PATH] [--seed 7] [--batch 500] [--out-dir DIR]
+    python -m benchmarks.bench_telco_feed [--csv PATH] [--seed 7] [--batch 500]
+        [--sweep-every-days D | --no-sweep] [--out-dir DIR]
 """
 
 from __future__ import annotations
