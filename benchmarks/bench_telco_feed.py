@@ -8,7 +8,10 @@ the real pipeline (``streams.pipeline.Pipeline``: real feature store on its own
 profile at a random time spread over ``--spread-days`` (90) of event time, its label
 ``--delay-min``..``--delay-max`` (31–60) days later, events in event-time order, in batches
 of ``--batch`` events. After every batch the fleet learner steps and publishes, and the
-pipeline switches to the new version, as the worker's timers would.
+pipeline switches to the new version, as the worker's timers would; the silence sweep
+re-scores the customers quiet since their profile, after every batch (a worker fed in real
+time) or every ``--sweep-every-days`` of event time (a worker fed N days a second sweeps
+every 5 s × N), or not at all (``--no-sweep``); see ``streams/replay.py``.
 
 The figure is the worker's own: the score record it publishes for each profile event, made
 with the version active at the time, against the customer's label (prequential ROC AUC, over
@@ -24,7 +27,8 @@ Nobody is acted on (``--holdout 1``): a treated subscriber's snapshot is not lea
 label is confounded by the action), so the shipped model rule acting on high scores would
 hide labels this benchmark is about. ``--holdout 0.05`` shows the production default.
 
-    python -m benchmarks.bench_telco_feed [--csv PATH] [--seed 7] [--batch 500] [--out-dir DIR]
+    python -m benchmarks.bench_telco_feed [--csv PATH] [--seed 7] [--batch 500]
+        [--sweep-every-days D | --no-sweep] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ def feed(csv_path: str | os.PathLike[str], seed: int, spread_days: float, delay_
 
 async def _replay(url: str, events: Sequence[Event], batch: int, holdout: float,
                   policy: LabelPolicy, model_factory: Callable[[], ChurnModel] = ChurnModel,
+                  sweep_every_ms: int | None = 0,
                   ) -> tuple[dict[str, tuple[int, float]], dict[str, Any]]:
     """The shared driver (``streams.replay``, as ``churnwatch evaluate`` runs it): each
     profile's score record (subscriber → (ts, score)) and the run's counts."""
@@ -93,7 +98,7 @@ async def _replay(url: str, events: Sequence[Event], batch: int, holdout: float,
         run = await replay(client, [Record("churn.events", 0, k, msgspec.json.encode(ev))
                                     for k, ev in enumerate(events)],
                            batch=batch, holdout=holdout, policy=policy,
-                           model_factory=model_factory)
+                           model_factory=model_factory, sweep_every_ms=sweep_every_ms)
     finally:
         await client.aclose()
     assert run.metrics is not None and run.model is not None
@@ -112,13 +117,20 @@ async def _replay(url: str, events: Sequence[Event], batch: int, holdout: float,
         "examples_negative": total("churnwatch_model_examples_total", label="active"),
         "learned_positive": positives, "learned_negative": negatives,
         "dropped_treated": total("churnwatch_model_snapshots_dropped_total", reason="treated"),
+        "silence_rescored": len(run.swept),
+        "examples_of_sweeps": sum((ex.subscriber_id, ex.snapshot_ts) in run.swept
+                                  for ex in run.examples),
         "alerts": run.alerts,
         "model_version": run.model.version,
         "learner_progressive_roc_auc": run.learner_roc_auc,
-        # what `churnwatch evaluate` reports on this run: labels joined to their snapshots'
-        # score records, the later half by snapshot time
+        # what `churnwatch evaluate` reports on this run: labels joined to their events'
+        # snapshots' score records, the later half by snapshot time (all_learned: with the
+        # silence sweep's re-scores)
         "evaluate_roc_auc_all": quality["overall"]["roc_auc"],
         "evaluate_roc_auc_second_half": quality["second_half"]["roc_auc"],
+        "evaluate_all_learned_roc_auc_all": quality["all_learned"]["overall"]["roc_auc"],
+        "evaluate_all_learned_roc_auc_second_half":
+            quality["all_learned"]["second_half"]["roc_auc"],
         "examples_unscored": quality["examples_unscored"],
         "replay_seconds": round(run.seconds, 1),
     }
@@ -240,12 +252,16 @@ def cross_validated(X: np.ndarray, y: np.ndarray, fit: Any, seed: int, k: int = 
 
 def run(csv_path: str | os.PathLike[str], seed: int, batch: int, holdout: float,
         spread_days: float, delay_min: float, delay_max: float,
-        model_factory: Callable[[], ChurnModel] = ChurnModel) -> dict[str, Any]:
+        model_factory: Callable[[], ChurnModel] = ChurnModel,
+        sweep_every_days: float | None = 0.0) -> dict[str, Any]:
+    """``sweep_every_days``: event time between silence sweeps (0: after every batch, as a
+    worker fed in real time; ``None``: no sweep; ``streams.replay``)."""
     events, labels = feed(csv_path, seed, spread_days, delay_min, delay_max)
     policy = LabelPolicy()  # the shipped defaults (model_history_days 35, horizon 60 days)
+    sweep_every_ms = None if sweep_every_days is None else int(sweep_every_days * DAY_MS)
     with EmbeddedRedis() as server:
         scored, counts = asyncio.run(_replay(server.url, events, batch, holdout, policy,
-                                             model_factory))
+                                             model_factory, sweep_every_ms))
     sids = sorted(scored, key=lambda s: scored[s])
     ts = np.array([scored[s][0] for s in sids])
     score = np.array([scored[s][1] for s in sids])
@@ -265,7 +281,7 @@ def run(csv_path: str | os.PathLike[str], seed: int, batch: int, holdout: float,
         "feed": {"customers": len(labels), "churned": int(sum(labels.values())),
                  "events": len(events), "seed": seed, "spread_days": spread_days,
                  "label_delay_days": [delay_min, delay_max], "batch": batch,
-                 "holdout": holdout},
+                 "holdout": holdout, "sweep_every_days": sweep_every_days},
         "policy": {"history_days": policy.history_ms / DAY_MS,
                    "horizon_days": policy.horizon_ms / DAY_MS},
         "labels": counts,
@@ -297,11 +313,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--spread-days", type=float, default=90.0)
     p.add_argument("--delay-min", type=float, default=31.0)
     p.add_argument("--delay-max", type=float, default=60.0)
+    p.add_argument("--sweep-every-days", type=float, default=0.0,
+                   help="event-time days between silence sweeps (0: after every batch, as a "
+                        "worker fed in real time; a worker fed N days/s sweeps every "
+                        "5 s x N)")
+    p.add_argument("--no-sweep", action="store_true", help="run no silence sweep")
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     a = p.parse_args(argv)
     if not a.csv or not Path(a.csv).is_file():
         raise SystemExit(f"{a.csv}: not found. Fix: pass --csv or set CHURNWATCH_TELCO_CSV")
-    result = run(a.csv, a.seed, a.batch, a.holdout, a.spread_days, a.delay_min, a.delay_max)
+    if a.sweep_every_days < 0:
+        raise SystemExit("--sweep-every-days must be at least 0 (--no-sweep: none)")
+    result = run(a.csv, a.seed, a.batch, a.holdout, a.spread_days, a.delay_min, a.delay_max,
+                 sweep_every_days=None if a.no_sweep else a.sweep_every_days)
     path = report.write_report("telco_feed", result, a.out_dir)
     w, b, lab = result["worker_scores"], result["batch"], result["labels"]
     report.print_table(

@@ -57,9 +57,9 @@ from streams.assignment import Assignment
 from streams.batch_loop import BatchLoop
 from streams.fetch import RecordBuffer
 from streams.lag import LagGauge, consumer_lags
-from streams.pipeline import Pipeline
 from streams.publisher import KafkaPublisher
 from streams.repartition import Homes
+from streams.sweep import sweep_in_pages
 from streams.transport import ChurnApp
 
 log = logging.getLogger("churnwatch.worker")
@@ -251,8 +251,8 @@ class Worker:
             if tp.topic == self.topics.events:
                 ok = await self._survive_redis(
                     "sweep", "silence sweep skipped",
-                    _sweep_in_pages(self.pipeline, self.publisher, tp.partition,
-                                    settings.silence_page, settings.silence_per_tick))
+                    sweep_in_pages(self.pipeline, self.publisher, tp.partition,
+                                   settings.silence_page, settings.silence_per_tick))
                 self.metrics.silence_sweeps.labels("ok" if ok else "error").inc()
 
     async def refresh(self) -> None:
@@ -362,17 +362,3 @@ def _stop(app: faust.App, code: int, why: str) -> None:
     with contextlib.suppress(Exception):  # best effort: the stop below is what matters
         app.consumer.pause_partitions(app.consumer.assignment())
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-async def _sweep_in_pages(pipeline: Pipeline, publisher: KafkaPublisher, partition: int,
-                          page: int, most: int) -> None:
-    """Sweep a partition a page at a time, up to ``most`` subscribers: batches waiting for
-    the pipeline run between pages (one 1,000-subscriber sweep held them ~25 ms a partition,
-    the tail of the latency benchmark)."""
-    swept = 0
-    while swept < most:
-        limit = min(page, most - swept)
-        due = (await pipeline.sweep(partition, publisher, limit=limit)).outcomes["due"]
-        swept += due
-        if due < limit:  # nobody else is due
-            return

@@ -43,12 +43,16 @@ class SilenceIndex:
         return [Command("ZADD", self.keys.silence_due(partition), "GT",
                         *_pairs((due, sid) for sid in subscribers))]
 
+    async def watermark(self, redis: Any, partition: int) -> int | None:
+        """The partition's watermark: the highest event time it has applied (None: none)."""
+        watermark = await redis.zscore(self.keys.watermarks(), str(partition))
+        return None if watermark is None else int(watermark)
+
     async def due(self, redis: Any, partition: int, limit: int) -> tuple[int | None, list[str]]:
         """The partition's watermark and up to ``limit`` subscribers due at it."""
-        watermark = await redis.zscore(self.keys.watermarks(), str(partition))
-        if watermark is None:
+        wm = await self.watermark(redis, partition)
+        if wm is None:
             return None, []
-        wm = int(watermark)
         members = await redis.zrangebyscore(self.keys.silence_due(partition), "-inf", wm,
                                             start=0, num=limit)
         return wm, [m.decode() for m in members]

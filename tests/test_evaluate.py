@@ -377,8 +377,10 @@ def _generated_table(path: Path, customers: int, seed: int = 5) -> Path:
 
 def test_evaluate_gives_the_pipeline_drivers_figures(tmp_path: Path) -> None:
     """The operator's feed (profile, label 31-60 days later) of a generated table: the AUC
-    `churnwatch evaluate` reports equals the one of the profiles' score records in the
-    pipeline driver the Telco benchmark runs (the same code, so the same figure)."""
+    `churnwatch evaluate` reports (on the events' snapshots, here the profiles') equals the
+    one of the profiles' score records in the pipeline driver the Telco benchmark runs (the
+    same code, so the same figure). Both run the silence sweep: quiet customers are re-scored, and those
+    re-scores' snapshots are learned too, as in a worker; ``--no-sweep`` turns it off."""
     table = _generated_table(tmp_path / "table.csv", 1500)
     events, labels = bench_telco_feed.feed(table, seed=3, spread_days=120, delay_min=31,
                                            delay_max=60)
@@ -387,15 +389,28 @@ def test_evaluate_gives_the_pipeline_drivers_figures(tmp_path: Path) -> None:
                                                               LabelPolicy()))
     sids = sorted(scored)
     driver_auc = roc_auc([scored[s][1] for s in sids], [labels[s] for s in sids])
-    assert len(sids) == 1500 and counts["learned_positive"] + counts["learned_negative"] == 1500
+    swept = counts["examples_of_sweeps"]
+    assert len(sids) == 1500 and swept > 0
+    assert counts["learned_positive"] + counts["learned_negative"] == 1500 + swept
     feed = tmp_path / "feed.ndjson"
     feed.write_bytes(b"\n".join(msgspec.json.encode(ev) for ev in events) + b"\n")
     result = CliRunner().invoke(app, ["evaluate", str(feed), "--json", "--batch", "250"])
     assert result.exit_code == 0, result.output
     report = orjson.loads(result.stdout)
-    assert report["overall"]["n"] == 1500 and report["examples_unscored"] == 0
+    assert report["examples_unscored"] == 0 and report["examples_of_sweeps"] == swept
+    assert report["overall"]["n"] == 1500  # the profiles' snapshots
+    assert report["all_learned"]["overall"]["n"] == 1500 + swept
     assert report["labels_learned"] == {"churned": counts["learned_positive"],
                                         "active": counts["learned_negative"]}
     assert abs(report["overall"]["roc_auc"] - driver_auc) < 0.005
     # the model learned in the run: later profiles are ranked by what it learned (0.76)
     assert report["second_half"]["roc_auc"] > 0.65, report["second_half"]["roc_auc"]
+    human = CliRunner().invoke(app, ["evaluate", str(feed), "--batch", "250"])
+    assert human.exit_code == 0 and "silence re-scores" in human.output
+    # without the sweep only the profiles' snapshots are learned, each labelled once
+    unswept = CliRunner().invoke(app, ["evaluate", str(feed), "--json", "--batch", "250",
+                                       "--no-sweep"])
+    assert unswept.exit_code == 0, unswept.output
+    plain = orjson.loads(unswept.stdout)
+    assert plain["examples_of_sweeps"] == 0 and plain["overall"]["n"] == 1500
+    assert plain["overall"] == plain["all_learned"]["overall"]

@@ -1,13 +1,13 @@
-"""The worker's silence sweep runs in pages, up to a cap per partition and tick, releasing
-the pipeline between pages."""
+"""The silence sweep runs in pages, up to a cap per partition and tick (the worker) or until
+nobody is due (the replay), releasing the pipeline between pages."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-from churnwatch.worker import _sweep_in_pages
 from streams.pipeline import BatchResult
+from streams.sweep import sweep_in_pages
 
 
 class FakePipeline:
@@ -24,9 +24,9 @@ class FakePipeline:
         return BatchResult(outcomes=Counter(due=taken))
 
 
-def _pages(due: int, page: int, most: int) -> tuple[list[int], int]:
+def _pages(due: int, page: int, most: int | None) -> tuple[list[int], int]:
     pipeline = FakePipeline(due)
-    asyncio.run(_sweep_in_pages(pipeline, None, 0, page, most))  # type: ignore[arg-type]
+    asyncio.run(sweep_in_pages(pipeline, None, 0, page, most))  # type: ignore[arg-type]
     return pipeline.limits, pipeline.due
 
 
@@ -39,3 +39,8 @@ def test_pages_until_nobody_is_due() -> None:
 def test_stops_at_the_cap_per_tick() -> None:
     assert _pages(5000, 200, 1000) == ([200] * 5, 4000)
     assert _pages(5000, 300, 1000) == ([300, 300, 300, 100], 4000)
+
+
+def test_without_a_cap_pages_until_nobody_is_due() -> None:
+    assert _pages(5000, 300, None) == ([300] * 17, 0)
+    assert _pages(0, 300, None) == ([300], 0)
