@@ -252,7 +252,8 @@ class Worker:
                 ok = await self._survive_redis(
                     "sweep", "silence sweep skipped",
                     sweep_in_pages(self.pipeline, self.publisher, tp.partition,
-                                   settings.silence_page, settings.silence_per_tick))
+                                   settings.silence_page, settings.silence_per_tick,
+                                   settings.silence_share, lambda: self.records.events > 0))
                 self.metrics.silence_sweeps.labels("ok" if ok else "error").inc()
 
     async def refresh(self) -> None:

@@ -44,3 +44,46 @@ def test_stops_at_the_cap_per_tick() -> None:
 def test_without_a_cap_pages_until_nobody_is_due() -> None:
     assert _pages(5000, 300, None) == ([300] * 17, 0)
     assert _pages(0, 300, None) == ([300], 0)
+
+
+class SlowPipeline(FakePipeline):
+    """Each page takes ``page_s`` of the loop's clock."""
+
+    def __init__(self, due: int, page_s: float) -> None:
+        super().__init__(due)
+        self.page_s = page_s
+        self.pauses: list[float] = []
+
+    async def sweep(self, partition: int, publisher: object, limit: int) -> BatchResult:
+        await _real_sleep(self.page_s)
+        return await super().sweep(partition, publisher, limit)
+
+
+_real_sleep = asyncio.sleep
+
+
+def _paced(monkeypatch, waiting: bool, share: float) -> SlowPipeline:
+    pipeline = SlowPipeline(600, page_s=0.02)
+
+    async def sleep(seconds: float) -> None:
+        pipeline.pauses.append(seconds)
+        await _real_sleep(0)
+
+    monkeypatch.setattr("streams.sweep.asyncio.sleep", sleep)
+    asyncio.run(sweep_in_pages(pipeline, None, 0, 200, 1000,  # type: ignore[arg-type]
+                               share, lambda: waiting))
+    return pipeline
+
+
+def test_pages_pause_while_records_wait(monkeypatch) -> None:
+    """At a share of 1/4, each page that leaves more to do is followed by a pause of three
+    times its own duration while records wait, so batches get the rest of the time."""
+    pipeline = _paced(monkeypatch, waiting=True, share=0.25)
+    assert pipeline.limits == [200, 200, 200, 200]
+    assert len(pipeline.pauses) == 3  # none after the last page: nobody else is due
+    assert all(p >= 3 * 0.02 * 0.9 for p in pipeline.pauses)
+
+
+def test_pages_run_back_to_back_when_nothing_waits(monkeypatch) -> None:
+    assert _paced(monkeypatch, waiting=False, share=0.25).pauses == []
+    assert _paced(monkeypatch, waiting=True, share=1.0).pauses == []

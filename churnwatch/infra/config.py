@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     silence_per_tick: int = Field(1000, ge=1, le=1_000_000, description="most subscribers "
                                   "re-scored per partition per sweep tick (the rest wait for "
                                   "the next tick)")
+    silence_share: float = Field(0.25, gt=0, le=1, description="most share of the worker's "
+                                 "time the silence sweep takes while events wait to be "
+                                 "processed (a pause after each step); when none wait it runs "
+                                 "at full speed. 1: no pause")
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics")
     metrics_port: int = Field(9464, ge=0, le=65535, description="port of /metrics (0 = any free)")
     webhook_url: str = Field("", description="POST each alert, signed (Standard Webhooks), to "
