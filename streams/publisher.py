@@ -59,7 +59,7 @@ class KafkaPublisher:
         self.publish_scores = settings.publish_scores
         self.wants_scores = bool(self.scores_jsonl or self.publish_scores)
         self.feed = AlertFeed(redis, maxlen=settings.web_feed_maxlen)
-        # every alert goes to each of these, in order (alerting/sinks/base.py: the contract)
+        # every alert goes to each of these, concurrently (alerting/sinks/base.py: the contract)
         self.sinks: list[AlertSink] = [TopicSink(self)]
         if settings.alerts_jsonl:
             self.sinks.append(JsonlSink(settings.alerts_jsonl))
@@ -92,17 +92,27 @@ class KafkaPublisher:
         return ends
 
     async def alerts(self, alerts: list[Alert], payloads: list[bytes]) -> None:
-        """Hand the alerts to every sink; returns once each holds them durably."""
-        actions = self.metrics.actions
-        for sink in self.sinks:
-            if sink.waits_out_redis:
-                async for attempt in self._retrying(_OPERATION.get(sink.name, sink.name)):
-                    with attempt:
-                        report = await sink.write(alerts, payloads)
-            else:
-                report = await sink.write(alerts, payloads)
-            for outcome, n in report.counts().items():
-                actions.labels(sink.name, outcome).inc(n)
+        """Hand the alerts to every sink, all at once; returns once each holds them durably
+        (raises the first sink's error once every sink is done: a replay re-sends them, and
+        sinks are idempotent per alert). One round trip of waiting, not one per sink: a
+        delivery waits behind the next batch's processing at each of its awaits."""
+        reports = await asyncio.gather(*(self._write(sink, alerts, payloads)
+                                         for sink in self.sinks), return_exceptions=True)
+        failed = [r for r in reports if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+
+    async def _write(self, sink: AlertSink, alerts: list[Alert], payloads: list[bytes]
+                     ) -> SinkReport:
+        if not sink.waits_out_redis:
+            report = await sink.write(alerts, payloads)
+        else:
+            async for attempt in self._retrying(_OPERATION.get(sink.name, sink.name)):
+                with attempt:
+                    report = await sink.write(alerts, payloads)
+        for outcome, n in report.counts().items():
+            self.metrics.actions.labels(sink.name, outcome).inc(n)
+        return report
 
     def _retrying(self, operation: str) -> AsyncRetrying:
         """Retry a sink's Redis writes until Redis is back (the batch waits), counting errors."""
