@@ -516,8 +516,10 @@ class Run:
                                        partitioner=opts.partitioner)
 
         warm = None
-        if opts.latency_warmup_s > 0:
-            warm = offer(lines, opts.latency_warmup_s)
+        if opts.latency_warmup_s > 0:  # its share of the lines (a small feed may run out)
+            split = int(len(lines) * opts.latency_warmup_s
+                        / (opts.latency_warmup_s + opts.latency_s))
+            warm = offer(lines[:split], opts.latency_warmup_s)
             asyncio.run(drained("latency warm-up"))
             lines = lines[warm["events"]:]
         sent = offer(lines, opts.latency_s)
