@@ -1,9 +1,12 @@
 """The worker's consuming loop: micro-batches from the record buffer through the pipeline,
 their offsets committed to Kafka in order once their effects are durable.
 
-Each batch is processed up to its Redis commit (``Pipeline.start``) while the previous
-batch's outputs are still being published; a batch's offsets are committed once its outputs
-are out and every earlier batch's offsets are (:class:`~streams.batching.InOrderAcks`). The
+Each batch is processed up to its Redis commit (``Pipeline.start``). Under a backlog (a full
+batch or more waiting) the next batch is processed while the previous batch's outputs are
+still being published (throughput); live, with less than a batch waiting, the next waits
+until they are out (latency: the delivery's I/O does not queue behind a batch's processing
+on the event loop). A batch's offsets are committed once its outputs are out and every
+earlier batch's offsets are (:class:`~streams.batching.InOrderAcks`). The
 Kafka commit is where a restarted consumer starts reading; which records were already
 applied is known from the applied offsets the pipeline stores with the states in Redis, so
 a commit that lags (or fails) costs a re-read, never a lost or repeated effect.
@@ -136,7 +139,14 @@ class BatchLoop:
                 self._refuse(exc)
             delivery = asyncio.get_running_loop().create_future()
             delivery.set_exception(exc)
-        await acks.add(asyncio.ensure_future(self._delivered(delivery, batch)), batch)
+        delivered = asyncio.ensure_future(self._delivered(delivery, batch))
+        await acks.add(delivered, batch)
+        if self.records.events < self.records.max_events:
+            # live, not catching up: less than a batch waits, so this batch's alerts go out
+            # before the next batch's processing takes the event loop (each of the
+            # delivery's awaits would wait behind it); under a backlog the next batch is
+            # processed while this one is delivered
+            await asyncio.wait([delivered])
 
     async def _delivered(self, delivery: Awaitable[Any], batch: _Batch) -> None:
         pipeline = self.pipeline
