@@ -48,12 +48,7 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
     rows = staged.rows.tolist()
     if not rows:
         return out
-    quantised = quantise(staged.matrix)
     ready = learnable(staged.matrix, policy).tolist()
-
-    def row_values(j: int) -> list[int | None]:
-        return stored_values(quantised[j].tolist())
-
     by_sub: dict[str, list[int]] = {}
     latest: dict[str, int] = {}
     eventful = {sid for sid, _ in marks}
@@ -68,11 +63,21 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
             eventful.add(sid)
     values = staged.staged
     records = values.extensions()
-    for sid, js in by_sub.items():
+    changing = {sid: js for sid, js in by_sub.items()
+                if not (records[sid] and sid not in eventful and
+                        max(latest[sid], staged.clocks.get(sid, 0)) < due_of(records[sid]))}
+    # only the learnable rows of those subscribers can become snapshots: quantise just them
+    # (a fifth of a backlog batch's rows; quantising all of them took ~8 % of its time)
+    needed = [j for js in changing.values() for j in js if ready[j]]
+    at = dict(zip(needed, range(len(needed))))
+    quantised = quantise(staged.matrix[needed]) if needed else None
+
+    def row_values(j: int) -> list[int | None]:
+        assert quantised is not None
+        return stored_values(quantised[at[j]].tolist())
+
+    for sid, js in changing.items():  # the others: nothing can change before their due time
         old = records[sid]
-        if old and sid not in eventful and \
-                max(latest[sid], staged.clocks.get(sid, 0)) < due_of(old):
-            continue  # nothing can change before the record's due time
         after = staged.attrs[js[-1]]  # the attributes stored with the new value
         book = Book.decode(old, staged.previous_attrs.get(sid, after))
         book.clock = max(book.clock, staged.clocks.get(sid, 0))
