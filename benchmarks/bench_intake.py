@@ -754,16 +754,7 @@ def print_summary(r: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     opts = parse_args(argv)
-    result = run(opts)
-    path = report.write_report("intake", result, opts.out_dir)
-    result["report_path"] = str(path)
-    if opts.json_output:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2
-                                      | orjson.OPT_NON_STR_KEYS).decode() + "\n")
-    else:
-        print_summary(result)
-        report.note(f"report: {path}")
-    return result
+    return report.finish("intake", run(opts), opts.out_dir, opts.json_output, print_summary)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
-import orjson
-
 from benchmarks import report
 from benchmarks.bench_e2e import processed_count, scrape, stop_process
 from benchmarks.bench_scaling import cpu_seconds
@@ -276,16 +274,7 @@ def print_summary(r: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     opts = parse_args(argv)
-    result = run(opts)
-    path = report.write_report("labels", result, opts.out_dir)
-    result["report_path"] = str(path)
-    if opts.json_output:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2
-                                      | orjson.OPT_NON_STR_KEYS).decode() + "\n")
-    else:
-        print_summary(result)
-        report.note(f"report: {path}")
-    return result
+    return report.finish("labels", run(opts), opts.out_dir, opts.json_output, print_summary)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -185,6 +186,22 @@ def write_report(name: str, data: dict[str, Any], out_dir: str | os.PathLike[str
         path = directory / f"{name}-{stamp}-{n}.json"
     path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
     return path
+
+
+def finish(name: str, result: dict[str, Any], out_dir: str | os.PathLike[str] | None,
+           json_output: bool, summary: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A benchmark's last step: write its report, then print ``result`` as JSON on stdout
+    (``json_output``) or its ``summary`` and the report's path; returns ``result`` with
+    ``report_path``."""
+    path = write_report(name, result, out_dir)
+    result["report_path"] = str(path)
+    if json_output:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2
+                                      | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    else:
+        summary(result)
+        note(f"report: {path}")
+    return result
 
 
 def utc_now() -> str:
