@@ -17,24 +17,13 @@ from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORE
 from churnwatch.infra.kafka.topics import create_topics
 from churnwatch.infra.runtime.metrics import Metrics
 from online_models.learner import Learner, example_writes
-from online_models.model import SNAPSHOT_FEATURES
-from online_models.snapshots import Example
 from online_models.versions import ModelVersions
+from tests.support.examples import examples
 from tests.support.feeds import DAY
 from tests.support.stream_feed import NOW, Feed
 from tests.support.worker import Worker
 
 K = Keys()
-
-
-def _examples(n: int, start: int) -> list[Example]:
-    out = []
-    for i in range(start, start + n):
-        churned = i % 3 == 0
-        values = [(5 if churned else 1) + i % 2 if name == "complaints_30d" else 0
-                  for name in SNAPSHOT_FEATURES]
-        out.append(Example(f"s{i}/{i}", f"s{i}", i, i + 1, churned, values, {}))
-    return out
 
 
 async def _steps(redis_url: str, growth: float, batches: list[int]) -> list[int]:
@@ -48,7 +37,7 @@ async def _steps(redis_url: str, growth: float, batches: list[int]) -> list[int]
     out, start = [], 0
     try:
         for n in batches:
-            for write in example_writes(K, _examples(n, start)):
+            for write in example_writes(K, examples(n, start)):
                 await client.execute_command(*write.args)
             start += n
             await learner.step()

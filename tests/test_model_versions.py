@@ -16,22 +16,13 @@ from churnwatch.cli.main import app
 from churnwatch.core.keys import Keys
 from churnwatch.infra.runtime.metrics import Metrics
 from online_models.learner import Learner, ModelWatcher, example_writes
-from online_models.model import SNAPSHOT_FEATURES, ChurnModel
+from online_models.model import ChurnModel
 from online_models.snapshots import Example
 from online_models.versions import Checkpoint, ModelVersions, VersionError
+from tests.support.examples import examples
 from tests.support.redis_target import RedisTarget
 
 K = Keys()
-
-
-def _examples(n: int, start: int) -> list[Example]:
-    out = []
-    for i in range(start, start + n):
-        churned = i % 3 == 0
-        values = [(5 if churned else 1) + i % 2 if name == "complaints_30d" else 0
-                  for name in SNAPSHOT_FEATURES]
-        out.append(Example(f"s{i}/{i}", f"s{i}", i, i + 1, churned, values, {}))
-    return out
 
 
 async def _append(client, examples: list[Example]) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +42,7 @@ def test_versions_promote_rollback_and_workers_follow(redis_url: str) -> None:
         learner = Learner(client, versions, Metrics(), "a")
         published = []
         for k in range(3):
-            await _append(client, _examples(40, 40 * k))
+            await _append(client, examples(40, 40 * k))
             await learner.step(publish=True)
             published.append(await versions.head())
         assert len(set(published)) == 3 and await versions.active() == published[-1]
@@ -86,7 +77,7 @@ def test_versions_promote_rollback_and_workers_follow(redis_url: str) -> None:
         await watcher.poll()
         # the learner keeps learning and publishing, but a pinned version stays active
         learner = Learner(client, versions, Metrics(), "b")
-        await _append(client, _examples(10, 500))
+        await _append(client, examples(10, 500))
         await learner.step(publish=True)
         active = await versions.active()
         await client.aclose()
@@ -143,7 +134,7 @@ async def _learn_seconds(client, learner: Learner, seconds: range,  # type: igno
     """One stream entry a second of stream time, ``per_entry`` new examples each."""
     key = K.model("examples")
     for n in seconds:
-        blob = msgspec.msgpack.encode(_examples(per_entry, per_entry * n))
+        blob = msgspec.msgpack.encode(examples(per_entry, per_entry * n))
         await client.xadd(key, {"x": blob}, id=f"{1_000_000 + n * 1000}-0")
         if n % 100 == 99:
             await learner.step(publish=True)
@@ -167,7 +158,7 @@ def test_the_learners_dedup_window_is_fixed_and_versions_carry_no_ids(redis_url:
         last = len(await client.get(K.model(f"v:{await learner.versions.head()}")))
         assert abs(last - first) < 200  # the model's size, not the ids learned
         assert len(await client.get(K.model("dedup"))) < 40 + 8 * 5 * 120  # 8 B an id
-        repeat = msgspec.msgpack.encode(_examples(1, 5 * 3590))  # learned 10 s earlier
+        repeat = msgspec.msgpack.encode(examples(1, 5 * 3590))  # learned 10 s earlier
         await client.xadd(K.model("examples"), {"x": repeat}, id=f"{1_000_000 + 3600_000}-0")
         assert await learner.step(publish=False) == 0
         await client.aclose()
@@ -184,12 +175,12 @@ def test_a_repeat_after_a_learner_restart_is_still_dropped(redis_target: RedisTa
         client = redis_target.client()
         versions = ModelVersions(client)
         first = Learner(client, versions, Metrics(), "a", lock_ms=60_000)
-        await _append(client, _examples(30, 0))
+        await _append(client, examples(30, 0))
         assert await first.step(publish=True) == 30
         await client.delete(K.model("learner"))  # the first learner's worker died
         metrics = Metrics()
         second = Learner(client, versions, metrics, "b")
-        await _append(client, _examples(10, 25))  # 5 replayed, 5 new
+        await _append(client, examples(10, 25))  # 5 replayed, 5 new
         assert await second.step(publish=True) == 5
         assert metrics.registry.get_sample_value(
             "churnwatch_model_examples_repeated_total") == 5
@@ -205,9 +196,9 @@ def test_a_step_cancelled_mid_page_learns_the_page_again_from_the_head(redis_url
     async def main() -> None:
         client = aioredis.Redis.from_url(redis_url)
         learner = Learner(client, ModelVersions(client), Metrics(), "a", slice_s=0.0)
-        await _append(client, _examples(10, 0))
+        await _append(client, examples(10, 0))
         assert await learner.step(publish=True) == 10
-        await _append(client, _examples(30, 10))
+        await _append(client, examples(30, 10))
         observe = learner.quality.observe
         observed: list[int] = []
 
