@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from river import linear_model, optim
@@ -36,6 +36,7 @@ from scipy.optimize import minimize
 
 from benchmarks import report
 from benchmarks.bench_telco_feed import feed, model_rows
+from churnwatch.core.events import Event
 from churnwatch.core.units import DAY_MS
 from online_models.evaluate import roc_auc
 from online_models.model import IDENTITY, SIGNED_LOG, ChurnModel
@@ -100,14 +101,17 @@ CANDIDATES: dict[str, Callable[[str], ChurnModel]] = {
 }
 
 
-def prequential(csv_path: str | os.PathLike[str], seed: int,
-                factory: Callable[[], ChurnModel], batch: int = 500,
-                spread_days: float = 90.0) -> tuple[float | None, float | None]:
-    """(all profiles, second half) prequential ROC AUC of ``factory``'s model on the feed."""
-    events, labels = feed(csv_path, seed, spread_days, 31.0, 60.0)
-    sids, xs = model_rows(events, LabelPolicy())
-    inputs = dict(zip(sids, xs))
-    model = factory()
+class Learner(Protocol):
+    def score(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray: ...
+    def learn(self, x: Mapping[str, float], churned: bool) -> None: ...
+
+
+def replay_scores(events: Sequence[Event], labels: Mapping[str, bool],
+                  inputs: Mapping[str, Mapping[str, float]], model: Learner, batch: int = 500,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each profile's (time, score, label), in event order: the profiles of a batch of
+    ``batch`` events are scored by ``model`` before it learns the labels of that batch (each
+    with its profile's ``inputs``), so a score uses only the labels of earlier batches."""
     ts, scores, ys = [], [], []
     for k in range(0, len(events), batch):
         chunk = events[k:k + batch]
@@ -119,8 +123,22 @@ def prequential(csv_path: str | os.PathLike[str], seed: int,
         for ev in chunk:
             if ev.type in ("churn", "active"):
                 model.learn(inputs[ev.subscriber_id], ev.type == "churn")
-    s, y = np.array(scores), np.array(ys)
-    second = np.array(ts) >= T0_MS + spread_days * DAY_MS / 2
+    return np.array(ts), np.array(scores, dtype=float), np.array(ys, dtype=bool)
+
+
+def second_half(ts: np.ndarray, spread_days: float = 90.0) -> np.ndarray:
+    """Which of the times ``ts`` fall in the second half of the feed's event time."""
+    return ts >= T0_MS + spread_days * DAY_MS / 2
+
+
+def prequential(csv_path: str | os.PathLike[str], seed: int,
+                factory: Callable[[], ChurnModel], batch: int = 500,
+                spread_days: float = 90.0) -> tuple[float | None, float | None]:
+    """(all profiles, second half) prequential ROC AUC of ``factory``'s model on the feed."""
+    events, labels = feed(csv_path, seed, spread_days, 31.0, 60.0)
+    sids, xs = model_rows(events, LabelPolicy())
+    ts, s, y = replay_scores(events, labels, dict(zip(sids, xs)), factory(), batch)
+    second = second_half(ts, spread_days)
     return roc_auc(s, y), roc_auc(s[second], y[second])
 
 
