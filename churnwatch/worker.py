@@ -144,6 +144,7 @@ class Worker:
                   (2.0, self.refresh_lag)]
         if settings.model_learner:
             timers.append((1.0, self.learn))
+            app.before_stop.append(self.hand_over_learning)
         for interval, duty in timers:
             app.timer(interval=interval)(duty)
 
@@ -283,6 +284,12 @@ class Worker:
         await self._survive_redis("learner", "learner step skipped", self.learner.step())
         if self.learner.head != head:  # it published: score with it now, not at the next poll
             await self.watch_model()
+
+    async def hand_over_learning(self) -> None:
+        """On stop: publish what this worker learned and release the learner lock, so the
+        next learner resumes at once, not ``lock_ms`` later under live traffic."""
+        await self._survive_redis("learner", "learner hand-over skipped",
+                                  self.learner.hand_over())
 
     async def collect_garbage(self) -> None:
         gc_tuning.collect()  # cycles that outlived a young collection (infra/runtime/gc_tuning.py)

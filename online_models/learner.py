@@ -48,6 +48,13 @@ end
 return 0
 """
 
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+
 
 def example_writes(keys: Keys, examples: Sequence[Example]) -> list[Command]:
     """One stream entry holding a batch's examples (none without examples)."""
@@ -107,6 +114,9 @@ class Learner:
         self._published_labels = 0  # labels the last version (or the resumed one) had learned
         self._published_at = 0.0
         self._extend = redis.register_script(_EXTEND)
+        self._release = redis.register_script(_RELEASE)
+        self.handed_over = False
+        self._stepping = asyncio.Lock()  # a step and the hand-over, one at a time
 
     @property
     def leading(self) -> bool:
@@ -114,7 +124,13 @@ class Learner:
 
     async def step(self, publish: bool | None = None) -> int:
         """Renew (or take) the lock, learn what is new, publish when due (or when ``publish``
-        is true); returns the examples learned."""
+        is true); returns the examples learned. Nothing after :meth:`hand_over`."""
+        async with self._stepping:
+            if self.handed_over:
+                return 0
+            return await self._step(publish)
+
+    async def _step(self, publish: bool | None) -> int:
         if not await self._hold_lock():
             if self.checkpoint is not None:
                 log.info("learner lock lost; another worker learns now")
@@ -127,6 +143,22 @@ class Learner:
         if self.unpublished and (publish or (publish is None and self._due())):
             await self.publish()
         return learned
+
+    async def hand_over(self) -> None:
+        """Stop learning for good (the worker stops): publish what was learned since the
+        last version, then release the lock, so that another worker takes over at its next
+        step and resumes from here, instead of waiting out ``lock_ms`` and then learning
+        the examples again meanwhile appended (a burst on its event loop, under live
+        traffic). A step cancelled mid-page left nothing to publish: the successor
+        resumes from the head."""
+        self.handed_over = True  # a step under way stops after its page
+        async with self._stepping:
+            try:
+                if self.checkpoint is not None and self.unpublished:
+                    await self.publish()
+            finally:
+                self.checkpoint = self.dedup = None
+                await self._release(keys=[self.keys.model("learner")], args=[self.owner])
 
     def _due(self) -> bool:
         """Is a version due: ``publish_every_s`` since the last one, or the labels learned
@@ -200,7 +232,7 @@ class Learner:
             except BaseException:  # cancelled mid-page: the window is ahead of the model
                 self.checkpoint = self.dedup = None  # resume from the head next time
                 raise
-            if len(entries) < self.page:
+            if len(entries) < self.page or self.handed_over:
                 return learned
 
     async def _learn_page(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:

@@ -219,3 +219,49 @@ def test_a_step_cancelled_mid_page_learns_the_page_again_from_the_head(redis_url
         await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_stopping_learner_publishes_and_hands_the_lock_over_at_once(redis_url: str) -> None:
+    """A worker that stops publishes what it learned since its last version and releases
+    the learner lock: the next worker leads at its next step, resuming from that version
+    (nothing is learned twice), instead of waiting out the lock's expiry."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        versions = ModelVersions(client)
+        first = Learner(client, versions, Metrics(), "a", lock_ms=60_000,
+                        publish_every_s=3600)
+        await _append(client, examples(20, 0))
+        assert await first.step(publish=True) == 20
+        published = await versions.head()
+        await _append(client, examples(15, 20))
+        assert await first.step() == 15 and await versions.head() == published  # not due
+        await first.hand_over()
+        head = await versions.head()
+        assert head != published
+        assert sum((await versions.load(head)).model.label_counts()) == 35
+        assert await client.get(K.model("learner")) is None
+        assert await first.step() == 0 and not first.leading  # it does not take it back
+        assert await client.get(K.model("learner")) is None
+        second = Learner(client, versions, Metrics(), "b")
+        await _append(client, examples(5, 35))
+        assert await second.step() == 5 and second.leading
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_hand_over_releases_only_its_own_lock(redis_url: str) -> None:
+    """A learner that lost the lock (it expired while the worker was stalled, another took
+    it) leaves the new holder's lock alone when it stops."""
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        versions = ModelVersions(client)
+        first = Learner(client, versions, Metrics(), "a")
+        await _append(client, examples(10, 0))
+        await first.step(publish=True)
+        await client.set(K.model("learner"), "b")  # a expired, b took over
+        await first.hand_over()
+        assert await client.get(K.model("learner")) == b"b"
+        await client.aclose()
+
+    asyncio.run(main())

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
+from churnwatch.core.keys import Keys
 from churnwatch.infra.config import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, SCORES_TOPIC
 from churnwatch.infra.kafka.topics import create_topics
 from tests.support.feeds import DAY
@@ -71,5 +73,12 @@ def test_worker_learns_publishes_and_follows_promotion(broker, redis_url, tmp_pa
                         timeout=30, what="the worker scoring with the promoted version")
         assert worker.metric("churnwatch_model_info", version=newest) is None  # series dropped
         assert versions()["pinned"] is True
+        worker.stop()  # SIGTERM: it hands the learner lock over on its way out
+        assert worker.proc is not None and worker.proc.returncode == 0
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert client.get(Keys().model("learner")) is None
+        finally:
+            client.close()
     finally:
         worker.stop()
