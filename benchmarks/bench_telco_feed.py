@@ -20,7 +20,7 @@ to learn from). Next to it, in the same run and on the same rows (each profile's
 inputs, as the worker builds them), batch baselines in 5-fold cross-validation: L2 logistic
 regression and histogram gradient boosting (fixed settings, not tuned). scikit-learn is not
 in the project's environment, so both are small numpy/scipy implementations here
-(``_batch_lr``, ``_batch_gbm``); for scale, the table's own reference (scikit-learn, stratified
+(``fit_lr``, ``fit_gbm``); for scale, the table's own reference (scikit-learn, stratified
 5-fold) is LR 0.845, HGB 0.834 (``data/ibm_telco/SOURCE.md``).
 
 Nobody is acted on (``--holdout 1``): a treated subscriber's snapshot is not learned (its
@@ -156,12 +156,12 @@ def _matrix(xs: Sequence[dict[str, float]]) -> np.ndarray:
     return np.array([[x.get(n, np.nan) for n in names] for x in xs])
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+def cv_folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(seed).permutation(n), k)
 
 
-def _batch_lr(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-              l2: float = 1.0) -> np.ndarray:
+def fit_lr(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+           l2: float = 1.0) -> np.ndarray:
     """L2 logistic regression (standardised inputs, missing → the mean), fitted by L-BFGS."""
     mean = np.nanmean(X[train], axis=0)
     std = np.nanstd(X[train], axis=0)
@@ -195,9 +195,9 @@ def _bin(X: np.ndarray, train: np.ndarray, bins: int) -> np.ndarray:
     return out
 
 
-def _batch_gbm(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
-               rounds: int = 200, rate: float = 0.1, depth: int = 3, bins: int = 32,
-               min_hess: float = 5.0, l2: float = 1.0) -> np.ndarray:
+def fit_gbm(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+            rounds: int = 200, rate: float = 0.1, depth: int = 3, bins: int = 32,
+            min_hess: float = 5.0, l2: float = 1.0) -> np.ndarray:
     """Histogram gradient boosting of depth-``depth`` trees on the logistic loss."""
     B = _bin(X, train, bins)
     nb = bins + 1
@@ -244,7 +244,7 @@ def cross_validated(X: np.ndarray, y: np.ndarray, fit: Any, seed: int, k: int = 
                     ) -> dict[str, Any]:
     """ROC AUC of ``fit`` in ``k``-fold cross-validation: per fold, mean ± sd."""
     aucs = []
-    for fold in _folds(len(y), k, seed):
+    for fold in cv_folds(len(y), k, seed):
         train = np.setdiff1d(np.arange(len(y)), fold)
         aucs.append(roc_auc(fit(X, y, train, fold), y[fold]))
     return {"mean": float(np.mean(aucs)), "sd": float(np.std(aucs)), "folds": aucs}
@@ -272,8 +272,8 @@ def run(csv_path: str | os.PathLike[str], seed: int, batch: int, holdout: float,
     order = {s: i for i, s in enumerate(rows_sids)}
     X = _matrix(xs)
     y_rows = np.array([labels[s] for s in rows_sids])
-    batch_lr = cross_validated(X, y_rows, _batch_lr, seed)
-    batch_gbm = cross_validated(X, y_rows, _batch_gbm, seed)
+    batch_lr = cross_validated(X, y_rows, fit_lr, seed)
+    batch_gbm = cross_validated(X, y_rows, fit_gbm, seed)
     assert set(order) == set(sids), "every profile was scored"
     return {
         "benchmark": "telco_feed", "created": report.utc_now(),

@@ -35,7 +35,7 @@ import numpy as np
 from river import ensemble, forest, linear_model, naive_bayes, optim, preprocessing
 
 from benchmarks import report
-from benchmarks.bench_telco_feed import _batch_gbm, _batch_lr, _folds, feed, model_rows
+from benchmarks.bench_telco_feed import cv_folds, feed, fit_gbm, fit_lr, model_rows
 from benchmarks.telco_candidates import Learner, replay_scores, second_half
 from churnwatch.core.events import Event
 from online_models.evaluate import roc_auc
@@ -55,16 +55,16 @@ L2_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 def _lr_inner_cv(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                  k: int = 5) -> np.ndarray:
-    """``_batch_lr`` with its L2 chosen from :data:`L2_GRID` by ``k``-fold CV (ROC AUC) within
+    """``fit_lr`` with its L2 chosen from :data:`L2_GRID` by ``k``-fold CV (ROC AUC) within
     ``train``: a rule fixed in advance that adapts the regularisation to the labels at hand."""
-    folds = [train[f] for f in _folds(len(train), k, 0)]
+    folds = [train[f] for f in cv_folds(len(train), k, 0)]
     best, best_auc = 1.0, -1.0
     for l2 in L2_GRID:
-        aucs = [roc_auc(_batch_lr(X, y, np.setdiff1d(train, f), f, l2), y[f]) for f in folds]
+        aucs = [roc_auc(fit_lr(X, y, np.setdiff1d(train, f), f, l2), y[f]) for f in folds]
         auc = float(np.mean([a for a in aucs if a is not None] or [-1.0]))
         if auc > best_auc:
             best, best_auc = l2, auc
-    return _batch_lr(X, y, train, test, best)
+    return fit_lr(X, y, train, test, best)
 
 
 class ArrivedLabels:
@@ -132,11 +132,11 @@ def learners(names: Sequence[str], seed: int) -> dict[str, Callable[[], Learner]
             ensemble.BaggingClassifier(_shipped_lr(), n_models=10, seed=seed), True),
         "online adaptive random forest (10)": lambda: RiverModel(
             forest.ARFClassifier(n_models=10, seed=seed), False),
-        "arrived-labels LR (L2 1.0), raw": lambda: ArrivedLabels(_batch_lr, names),
-        "arrived-labels LR (L2 1.0), signed log": lambda: ArrivedLabels(_batch_lr, names, True),
+        "arrived-labels LR (L2 1.0), raw": lambda: ArrivedLabels(fit_lr, names),
+        "arrived-labels LR (L2 1.0), signed log": lambda: ArrivedLabels(fit_lr, names, True),
         "arrived-labels LR (L2 by inner 5-fold CV), signed log":
             lambda: ArrivedLabels(_lr_inner_cv, names, True),
-        "arrived-labels GBM (depth 3, 200 rounds)": lambda: ArrivedLabels(_batch_gbm, names),
+        "arrived-labels GBM (depth 3, 200 rounds)": lambda: ArrivedLabels(fit_gbm, names),
     }
 
 
@@ -149,7 +149,7 @@ def batch_cv(X: np.ndarray, y: np.ndarray, later: np.ndarray, fit: Fit, seed: in
     """``bench_telco_feed.cross_validated``'s folds and fits; the mean over folds of the ROC AUC
     over all of a fold's rows and over its ``later`` rows only."""
     every, part = [], []
-    for fold in _folds(len(y), k, seed):
+    for fold in cv_folds(len(y), k, seed):
         train = np.setdiff1d(np.arange(len(y)), fold)
         s = fit(X, y, train, fold)
         every.append(roc_auc(s, y[fold]))
@@ -197,11 +197,11 @@ def run_seed(csv_path: str | os.PathLike[str], seed: int, batch: int = 500,
     y_rows = np.array([labels[s] for s in sids])
     later_rows = second_half(np.array([profile_ts[s] for s in sids]), SPREAD_DAYS)
     t0 = time.perf_counter()
-    out["batch LR (L2 1.0), raw, 5-fold CV"] = batch_cv(X, y_rows, later_rows, _batch_lr, seed)
+    out["batch LR (L2 1.0), raw, 5-fold CV"] = batch_cv(X, y_rows, later_rows, fit_lr, seed)
     out["batch LR (L2 1.0), signed log, 5-fold CV"] = batch_cv(
-        _signed_log(X), y_rows, later_rows, _batch_lr, seed)
+        _signed_log(X), y_rows, later_rows, fit_lr, seed)
     out["batch GBM (depth 3, 200 rounds), 5-fold CV"] = batch_cv(
-        X, y_rows, later_rows, _batch_gbm, seed)
+        X, y_rows, later_rows, fit_gbm, seed)
     out["batch CV seconds"] = round(time.perf_counter() - t0, 1)
     out["second_half_profiles"] = int(later.sum())
     out["labels_arrived_at_second_half_batches"] = _labels_arrived(events, batch)
