@@ -44,6 +44,7 @@ from churnwatch.infra.kafka.topics import TopicNames
 from churnwatch.infra.redis.connect import connect
 from churnwatch.infra.redis.errors import is_retryable, refusal_line
 from churnwatch.infra.runtime import gc_tuning
+from churnwatch.infra.runtime.loop_watch import LoopWatch
 from churnwatch.infra.runtime.metrics import Metrics
 from churnwatch.infra.sections import Sections
 from churnwatch.web.server import ReadyProbe, build_probes_app
@@ -135,7 +136,7 @@ class Worker:
         app.on_partitions_revoked.connect(self.partitions_revoked)
         app.on_partitions_assigned.connect(self.partitions_assigned)
         app.before_stop.append(self.loop.stop)
-        for task in (self.consume, self.serve_metrics, self.serve_web):
+        for task in (self.consume, self.serve_metrics, self.serve_web, self.watch_loop):
             app.task(task)
         timers = [(settings.broker_check_interval_s, self.check_broker),
                   (settings.silence_interval_s, self.sweep_silence),
@@ -203,6 +204,10 @@ class Worker:
         server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host,
                                       registry=self.metrics.registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port)
+
+    async def watch_loop(self) -> None:
+        await LoopWatch(self.metrics.loop_lag.observe,
+                        stall_s=self.settings.loop_stall_log_s).run()
 
     async def serve_web(self) -> None:
         settings, topics, app = self.settings, self.topics, self.app

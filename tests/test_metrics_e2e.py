@@ -136,6 +136,7 @@ def test_live_metrics_lint_dashboard_and_no_phone_numbers(broker, redis_url,
     assert value("churnwatch_actions_total", sink="webhook", result="dead_letter") == actions
     assert value("churnwatch_webhook_retries_total") == 1
     assert value("churnwatch_event_to_alert_seconds_count") == 1
+    assert value("churnwatch_event_loop_lag_seconds_count") >= 1  # the loop watch runs
     for stage in ("decode", "features", "decide", "commit", "publish", "outcomes", "labels"):
         assert value("churnwatch_stage_duration_seconds_count", stage=stage) >= 1, stage
     assert value("churnwatch_model_labels_total", label="churn") == 1

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     state_ttl_days: int = Field(400, ge=1, description="a subscriber's state is dropped after "
                                 "this many days without events (event time, by the silence "
                                 "sweep), or after a churn event")
+    loop_stall_log_s: float = Field(0.5, ge=0, le=60, description="log a WARNING with the "
+                                    "code holding the worker's event loop when it is held "
+                                    "this long (0 = off; the lag histogram is always on)")
     gc_interval_s: float = Field(60.0, gt=0, le=3600, description="how often the worker runs a "
                                  "full garbage collection (churnwatch/infra/runtime/gc_tuning.py)")
     malloc_mmap_threshold_kb: int = Field(128, ge=0, le=32 * 1024, description="blocks of at "

@@ -72,6 +72,10 @@ class Metrics:
                               ["severity", "rule", "segment"], registry=r)
         self.rule_hits = Counter("churnwatch_rule_hits", "Rule hits (shadow rules included, "
                                  "before cooldown)", ["rule"], registry=r)
+        self.loop_lag = Histogram("churnwatch_event_loop_lag_seconds", "How much later than "
+                                  "asked a task on the worker's event loop woke up (sampled "
+                                  "every 50 ms): how long batches, timers and the learner "
+                                  "held the loop", buckets=_SECONDS, registry=r)
         self.alert_latency = Histogram("churnwatch_event_to_alert_seconds", "From the "
                                        "triggering message's broker timestamp until every sink "
                                        "has the alert", buckets=LATENCY_BUCKETS, registry=r)
