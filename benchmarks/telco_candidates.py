@@ -142,15 +142,27 @@ def prequential(csv_path: str | os.PathLike[str], seed: int,
     return roc_auc(s, y), roc_auc(s[second], y[second])
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.telco_candidates",
-                                description=__doc__.split("\n")[0])
+def telco_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The Telco studies' command line: ``--csv`` (the table) and ``--seeds``."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}",
+                                description=doc.split("\n")[0])
     p.add_argument("--csv", default=os.environ.get("CHURNWATCH_TELCO_CSV"),
                    help="Telco-Customer-Churn.csv (default: $CHURNWATCH_TELCO_CSV)")
     p.add_argument("--seeds", default="7,1,2")
+    return p
+
+
+def parse_telco_args(p: argparse.ArgumentParser,
+                     argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; exit with the fix when the table is not there."""
     a = p.parse_args(argv)
     if not a.csv or not Path(a.csv).is_file():
         raise SystemExit(f"{a.csv}: not found. Fix: pass --csv or set CHURNWATCH_TELCO_CSV")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    a = parse_telco_args(telco_parser("telco_candidates", __doc__), argv)
     seeds = [int(s) for s in a.seeds.split(",")]
     results: dict[str, Any] = {}
     rows = []

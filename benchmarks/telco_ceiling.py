@@ -24,11 +24,9 @@ offline by ``telco_candidates.replay_scores``):
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +34,13 @@ from river import ensemble, forest, linear_model, naive_bayes, optim, preprocess
 
 from benchmarks import report
 from benchmarks.bench_telco_feed import cv_folds, feed, fit_gbm, fit_lr, model_rows
-from benchmarks.telco_candidates import Learner, replay_scores, second_half
+from benchmarks.telco_candidates import (
+    Learner,
+    parse_telco_args,
+    replay_scores,
+    second_half,
+    telco_parser,
+)
 from churnwatch.core.events import Event
 from online_models.evaluate import roc_auc
 from online_models.model import ChurnModel
@@ -222,18 +226,12 @@ def _summary(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.telco_ceiling",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--csv", default=os.environ.get("CHURNWATCH_TELCO_CSV"),
-                   help="Telco-Customer-Churn.csv (default: $CHURNWATCH_TELCO_CSV)")
-    p.add_argument("--seeds", default="7,1,2")
+    p = telco_parser("telco_ceiling", __doc__)
     p.add_argument("--batch", type=int, default=500, help="events per batch")
     p.add_argument("--skip", action="append", default=[], help="a learner not to run")
     p.add_argument("--out-dir", default=None, help="report directory (default reports/)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    a = p.parse_args(argv)
-    if not a.csv or not Path(a.csv).is_file():
-        raise SystemExit(f"{a.csv}: not found. Fix: pass --csv or set CHURNWATCH_TELCO_CSV")
+    a = parse_telco_args(p, argv)
     result: dict[str, Any] = {"benchmark": "telco_ceiling", "created": report.utc_now(),
                               "machine": report.machine_info(with_redis=False),
                               "code_version": report.code_version(
