@@ -13,8 +13,7 @@ which work held it.
   ``stall_s``, it logs one WARNING for that stall with the frames the loop's thread is in
   (the code holding it), and one line when the stall ends, with its length.
 
-Cheap enough to stay on: one wake-up of the task per ``interval_s`` and of the thread per
-``interval_s``.
+Cheap enough to stay on: the task and the thread each wake once per ``interval_s``.
 """
 
 from __future__ import annotations
@@ -52,11 +51,9 @@ class LoopWatch:
         """Run on the loop to watch (until cancelled)."""
         self._loop_thread = threading.get_ident()
         self._beat = time.monotonic()
-        watcher = None
         if self.stall_s > 0:
-            watcher = threading.Thread(target=self._watch, name="churnwatch-loop-watch",
-                                       daemon=True)
-            watcher.start()
+            threading.Thread(target=self._watch, name="churnwatch-loop-watch",
+                             daemon=True).start()
         try:
             while True:
                 asked = time.monotonic() + self.interval_s
