@@ -1,11 +1,12 @@
 """Where a worker's time goes, without Kafka: the pipeline alone on a real redis-server.
 
     python -m benchmarks.profile_pipeline [--subscribers N] [--days D] [--batch EVENTS]
-                                          [--pstats FILE]
+                                          [--per-record EVENTS] [--pstats FILE]
 
 Builds the worker's pipeline (``churnwatch.assembly.build_pipeline``: same rules, model, playbook,
 store) on an embedded redis-server, feeds the simulator's feed (faults on) as records of 500
-events, ``--batch`` events per batch, started (``Pipeline.start``) while the previous batch's
+events (``--per-record 1``: one plain event per record, as standard producers write them),
+``--batch`` events per batch, started (``Pipeline.start``) while the previous batch's
 delivery finishes, as the Faust agent does (one delivery ahead), and publishes to a publisher
 that only counts. It prints
 
@@ -67,11 +68,14 @@ class CountingPublisher:
         return None
 
 
-def records_of(lines: list[bytes]) -> list[Record]:
-    """500-event JSON array records, as ``churnwatch replay`` and the HTTP ingest produce."""
+def records_of(lines: list[bytes], per_record: int = PER_RECORD) -> list[Record]:
+    """Records of ``per_record`` events: JSON arrays (as the HTTP ingest batches them), or
+    with 1 plain single-event messages, as a standard producer writes them."""
     now = int(time.time() * 1000)
-    return [Record("churn.events", 0, i, b"[" + b",".join(lines[j:j + PER_RECORD]) + b"]", now)
-            for i, j in enumerate(range(0, len(lines), PER_RECORD))]
+    if per_record == 1:
+        return [Record("churn.events", 0, i, line, now) for i, line in enumerate(lines)]
+    return [Record("churn.events", 0, i, b"[" + b",".join(lines[j:j + per_record]) + b"]", now)
+            for i, j in enumerate(range(0, len(lines), per_record))]
 
 
 async def run_feed(redis_url: str, records: list[Record], batch_records: int,
@@ -134,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--days", type=int, default=150)
     p.add_argument("--batch", type=int, default=5000, help="events per pipeline run")
+    p.add_argument("--per-record", type=int, default=PER_RECORD,
+                   help="events per record (1: one plain event per message, as standard "
+                        "producers write them)")
     p.add_argument("--gc", choices=("worker", "default"), default="worker",
                    help="the worker's collector settings (churnwatch.infra.runtime.gc_tuning) or CPython's")
     p.add_argument("--pstats", default=None, metavar="FILE",
@@ -143,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sim = Simulation(SimConfig(subscribers=a.subscribers, days=a.days, seed=7,
                                duplicate_rate=0.01, invalid_rate=0.002, out_of_order_rate=0.01))
     lines = [_encode(e) for e in sim.events()]
-    records = records_of(lines)
-    batch_records = max(1, a.batch // PER_RECORD)
+    records = records_of(lines, a.per_record)
+    batch_records = max(1, a.batch // a.per_record)
     if a.gc == "worker":
         gc_tuning.tune()
     with EmbeddedRedis() as server:
@@ -159,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"benchmark": "profile_pipeline", "created": report.utc_now(),
               "machine": report.machine_info(),
               "feed": {"events": len(lines), "subscribers": a.subscribers, "days": a.days,
-                       "events_per_run": a.batch},
+                       "events_per_run": a.batch, "events_per_record": a.per_record},
               "unprofiled": {**plain, "events_per_s": round(len(lines) / plain["elapsed_s"])},
               "gc": {"settings": a.gc, "pauses_by_generation": {
                   g: {"count": len(v), "total_s": round(sum(v), 3), "max_ms": round(1000 * max(v), 1)}
