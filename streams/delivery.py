@@ -27,7 +27,7 @@ from churnwatch.infra.runtime.metrics import Metrics
 from rules.ruleset import Ruleset
 from streams.accounting import count_alerts
 from streams.commit import BatchCommit
-from streams.records import DeadLetter, Record
+from streams.records import DeadLetter, Record, next_offsets
 from streams.repartition import Forward
 
 __all__ = ["BatchResult", "Committed", "Delivery", "Publisher"]
@@ -142,10 +142,9 @@ class Delivery:
     def _advance(self, records: Sequence[Record]) -> None:
         """Remember the next offset to process of each partition (for the lag gauge)."""
         positions = self.positions
-        for rec in records:
-            key = (rec.topic, rec.partition)
-            if rec.offset >= positions.get(key, 0):
-                positions[key] = rec.offset + 1
+        for key, offset in next_offsets(records).items():
+            if offset > positions.get(key, 0):
+                positions[key] = offset
 
     async def _publish_after(self, previous: asyncio.Future[BatchResult] | None,
                              decision: Decision, result: BatchResult,
