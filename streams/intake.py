@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from churnwatch.core.events import Event, decode_payload
+from churnwatch.core.events import Event, decode_payload, decode_plain
 from churnwatch.infra.runtime.metrics import Metrics, inc_counts
 from features.store import LATE, BatchFeatures
 from streams.records import DeadLetter, Record
@@ -27,23 +27,39 @@ _OUTCOME = {"A": "applied", "D": "duplicate", "L": "late"}
 
 
 def decode_records(records: Sequence[Record]) -> tuple[list[Event], list[int], list[DeadLetter]]:
-    """Valid events, the index of each one's record, and the invalid ones as dead letters."""
-    events: list[Event] = []
-    origins: list[int] = []
+    """Valid events, the index of each one's record, and the invalid ones as dead letters.
+
+    The records of one plain JSON event each (the usual Kafka message) are decoded in one
+    loop (:func:`~churnwatch.core.events.decode_plain`); the others (arrays, NDJSON, markers,
+    invalid events) one by one, as :func:`~churnwatch.core.events.decode_payload` does."""
+    events, origins, rest = decode_plain([rec.value for rec in records])
     letters: list[DeadLetter] = []
-    for n, rec in enumerate(records):
+    if not rest:
+        return events, origins, letters
+    more: list[Event] = []
+    more_origins: list[int] = []
+    for n in rest:
+        rec = records[n]
         if not rec.value and rec.headers and (why := reason_of(rec.headers)) is not None:
             letters.append(DeadLetter(
                 f"undecodable: the Kafka client could not decode its record batch ({why})",
                 "undecodable", rec.topic, rec.partition, rec.offset, -1, ""))
             continue
         valid, rejected = decode_payload(rec.value)
-        events += valid
-        origins += [n] * len(valid)
+        more += valid
+        more_origins += [n] * len(valid)
         for rej in rejected:
             letters.append(DeadLetter(
                 rej.reason, "invalid", rec.topic, rec.partition, rec.offset, rej.index,
                 rej.raw.decode("utf-8", "replace")))
+    if not events:
+        return more, more_origins, letters
+    if more:  # both kinds of record: back to record order (a stable sort keeps each's order)
+        events += more
+        origins += more_origins
+        order = sorted(range(len(origins)), key=origins.__getitem__)
+        events = [events[i] for i in order]
+        origins = [origins[i] for i in order]
     return events, origins, letters
 
 
