@@ -292,8 +292,10 @@ def decode_plain(payloads: Sequence[bytes]) -> tuple[list[Event], list[int], lis
     subscriber = normalise_subscriber
     add_event = events.append
     add_origin = origins.append
+    brace, close, newline = ord("{"), ord("}"), ord("\n")  # ints: the byte tests use memchr
     for n, raw in enumerate(payloads):
-        if raw[:1] != b"{" or raw[-1:] != b"}" or len(raw) > MAX_EVENT_BYTES or b"\n" in raw:
+        if (not raw or raw[0] != brace or raw[-1] != close or len(raw) > MAX_EVENT_BYTES
+                or newline in raw):
             rest.append(n)
             continue
         try:
