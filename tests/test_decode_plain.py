@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import msgspec
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from churnwatch.core.errors import EventError
 from churnwatch.core.events import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
@@ -205,3 +207,19 @@ def test_a_bad_subscriber_id_is_the_reason_before_a_bad_time() -> None:
     _, _, letters = decode_records([Record("t", 0, 0, raw)])
     assert [d.reason for d in letters] == [
         "subscriber_id contains whitespace, control characters or braces"]
+
+
+def test_the_subscriber_cache_stays_bounded_and_keeps_no_rejection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import churnwatch.core.events as events_module
+
+    monkeypatch.setattr(events_module, "_CANONICAL", {})
+    monkeypatch.setattr(events_module, "_CANONICAL_MAX", 4)
+    raws = [f"+44 7911 {n:06d}" for n in range(10)] + ["sub-1", "+44 7911 000003"]
+    assert [normalise_subscriber(raw) for raw in raws] == \
+        [f"+447911{n:06d}" for n in range(10)] + ["sub-1", "+447911000003"]
+    assert len(events_module._CANONICAL) <= 4
+    for _ in range(2):
+        with pytest.raises(EventError, match="whitespace"):
+            normalise_subscriber("a b")
+    assert "a b" not in events_module._CANONICAL

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -178,7 +177,13 @@ _PHONE_CHARS = re.compile(r"^\(?\+?[0-9][0-9 ()./-]*$")
 _NON_DIGITS = re.compile(r"[^0-9]")
 
 
-@lru_cache(maxsize=1 << 17)  # ids repeat in every batch; the regexes cost ~3 µs an event
+# raw subscriber id → canonical: ids repeat in every batch, and the regexes cost ~3 µs an
+# event. A plain dict (emptied when full) rather than functools.lru_cache: decode_plain reads
+# it inline, at a third of the cost of a call through the cache.
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_MAX = 1 << 17
+
+
 def normalise_subscriber(raw: str) -> str:
     """Canonical subscriber id: phone numbers become ``+digits``; pseudonyms are kept.
 
@@ -186,6 +191,16 @@ def normalise_subscriber(raw: str) -> str:
     are one subscriber.
     A number without an international prefix keeps its digits only (no country is guessed).
     """
+    canonical = _CANONICAL.get(raw)
+    if canonical is None:
+        canonical = _canonical_subscriber(raw)
+        if len(_CANONICAL) >= _CANONICAL_MAX:
+            _CANONICAL.clear()
+        _CANONICAL[raw] = canonical
+    return canonical
+
+
+def _canonical_subscriber(raw: str) -> str:
     value = raw.strip()
     if not value:
         raise EventError("subscriber_id is empty")
@@ -293,6 +308,7 @@ def decode_plain(payloads: Sequence[bytes]) -> tuple[list[Event], list[int], lis
     rest: list[int] = []
     decode = _decoder.decode
     build = _BUILD
+    known = _CANONICAL.get
     subscriber = normalise_subscriber
     add_event = events.append
     add_origin = origins.append
@@ -304,7 +320,7 @@ def decode_plain(payloads: Sequence[bytes]) -> tuple[list[Event], list[int], lis
             continue
         try:
             ev = decode(raw)
-            sid = subscriber(ev.subscriber_id)
+            sid = known(ev.subscriber_id) or subscriber(ev.subscriber_id)
             ts = ev.ts
             if ts.__class__ is not int or not MIN_TS_MS <= ts < MAX_TS_MS:
                 ts = parse_ts(ts)
