@@ -2,7 +2,8 @@
 
 A Kafka message or HTTP body holds one JSON event, a JSON array of events, or NDJSON.
 :func:`decode_payload` turns such bytes into valid :class:`Event` records and
-:class:`Rejected` entries (index + reason) without ever raising on bad input.
+:class:`Rejected` entries (index + reason) without ever raising on bad input;
+:func:`decode_plain` is its fast path for many records of one plain JSON event each.
 """
 
 from __future__ import annotations
