@@ -19,13 +19,14 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import groupby
 from typing import Any
 
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
 from streams.commit import AppliedOffsets
 from streams.ownership import Partition, PartitionOwners, WriteFence, partition_field
-from streams.records import Record
+from streams.records import Record, offset_of, topic_partition
 from streams.repartition import Forward, Homes, Seen, Split
 
 __all__ = ["UNKNOWN_OFFSET", "Assignment"]
@@ -177,18 +178,28 @@ class Assignment:
     def split_replays(self, records: Sequence[Record]) -> tuple[Sequence[Record], list[Record]]:
         """The records not applied yet, and the replays: records before their partition's
         applied offset (a re-read after a crash or a rebalance). Records of partitions this
-        worker does not own (any more) are neither: they are left to their owner."""
+        worker does not own (any more) are neither: they are left to their owner.
+
+        A measured hot path: a batch holds runs of one partition's records, and a run wholly
+        after (or before) its applied offset is taken whole."""
         applied = self.applied
         owned = self.owners.tokens if self.owners is not None else None
         if not applied and owned is None:
             return records, []
         fresh: list[Record] = []
         replayed: list[Record] = []
-        for rec in records:
-            tp = (rec.topic, rec.partition)
+        for tp, records_of_tp in groupby(records, topic_partition):
             if owned is not None and tp not in owned:
                 continue
-            (replayed if rec.offset < applied.get(tp, -1) else fresh).append(rec)
+            floor = applied.get(tp, -1)
+            run = list(records_of_tp)
+            if min(map(offset_of, run)) >= floor:
+                fresh += run
+            elif max(map(offset_of, run)) < floor:
+                replayed += run
+            else:
+                for rec in run:
+                    (replayed if rec.offset < floor else fresh).append(rec)
         return fresh, replayed
 
     def owned_of(self, partition: int) -> list[Partition]:

@@ -4,6 +4,8 @@ the offsets a batch covers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import NamedTuple
 
 import msgspec
@@ -33,11 +35,20 @@ class DeadLetter(msgspec.Struct, frozen=True):
     payload: str
 
 
+# a record's (topic, partition) and offset, read as the tuple it is (C-level, for the
+# per-record passes over a batch)
+topic_partition = itemgetter(0, 1)
+offset_of = itemgetter(2)
+
+
 def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
-    """Per (topic, partition), the offset after the last of ``records``."""
+    """Per (topic, partition), the offset after the last of ``records``.
+
+    A measured hot path: a batch holds runs of one partition's records, each run's largest
+    offset is taken at C speed."""
     out: dict[tuple[str, int], int] = {}
-    for rec in records:
-        key = (rec.topic, rec.partition)
-        if rec.offset >= out.get(key, 0):
-            out[key] = rec.offset + 1
+    for key, run in groupby(records, topic_partition):
+        after = max(map(offset_of, run)) + 1
+        if after > out.get(key, 0):
+            out[key] = after
     return out

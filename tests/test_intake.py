@@ -3,8 +3,12 @@ and activity gives each partition's latest event times and its churned subscribe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from churnwatch.core.events import Event
 from churnwatch.infra.runtime.metrics import Metrics
@@ -56,3 +60,48 @@ def test_invalid_records_become_dead_letters_with_their_index() -> None:
     events, origins, letters = decode_records(records)
     assert events == [] and origins == []
     assert [(d.kind, d.offset, d.index) for d in letters] == [("invalid", 5, 0), ("invalid", 5, 1)]
+
+
+def reference_activity(events: list[Event], origins: list[int], records: list[Record],
+                       rows: list[int], home: Callable[[str], int] | None
+                       ) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
+    """activity as a plain loop over the applied rows, one event at a time."""
+    clocks: dict[int, dict[str, int]] = {}
+    last: dict[str, tuple[int, str]] = {}
+    for i in rows:
+        ev = events[i]
+        partition = home(ev.subscriber_id) if home is not None else records[origins[i]].partition
+        sub_clocks = clocks.setdefault(partition, {})
+        if ev.ts > sub_clocks.get(ev.subscriber_id, 0):
+            sub_clocks[ev.subscriber_id] = ev.ts
+        last[ev.subscriber_id] = (partition, ev.type)
+    gone: dict[int, list[str]] = {}
+    for sid, (partition, kind) in last.items():
+        if kind == "churn":
+            clocks[partition].pop(sid, None)
+            gone.setdefault(partition, []).append(sid)
+    return clocks, gone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_activity_matches_the_event_by_event_loop(data: st.DataObject) -> None:
+    records = [Record("churn.events", data.draw(st.integers(0, 3)), n, b"")
+               for n in range(data.draw(st.integers(1, 6)))]
+    drawn = data.draw(st.lists(st.tuples(st.sampled_from(["s1", "s2", "s3", "s4"]),
+                                         st.sampled_from(["login", "usage", "churn", "active"]),
+                                         st.integers(1_700_000_000_000, 1_700_000_000_009),
+                                         st.integers(0, len(records) - 1)), max_size=30))
+    events = [_ev(n, sid, kind, ts) for n, (sid, kind, ts, _) in enumerate(drawn)]
+    origins = [origin for *_, origin in drawn]
+    rows = sorted(data.draw(st.sets(st.integers(0, max(len(events) - 1, 0)),
+                                    max_size=len(events))))
+
+    class Staged:
+        pass
+
+    staged = Staged()
+    staged.rows = np.array(rows, dtype=np.int64)  # type: ignore[attr-defined]
+    for home in (None, {"s1": 0, "s2": 5, "s3": 5, "s4": 1}.__getitem__):
+        assert activity(events, origins, records, staged, home) == \
+            reference_activity(events, origins, records, rows, home)  # type: ignore[arg-type]
