@@ -74,7 +74,7 @@ from streams.intake import (
     future_letters,
     late_letters,
 )
-from streams.records import Record, next_offsets
+from streams.records import Record, next_offsets, oldest_timestamp
 from streams.repartition import Forward, Seen
 from streams.retrying import redis_retries
 from streams.side_writes import SideWrites
@@ -170,7 +170,7 @@ class Pipeline:
         rules = self.rules
         stage = self.metrics.stage_seconds
         started = time.perf_counter()
-        oldest = min((r.timestamp_ms for r in records if r.timestamp_ms), default=None)
+        oldest = oldest_timestamp(records)
         if oldest is not None:
             self.metrics.batch_wait.observe(max(0.0, self.clock() - oldest / 1000))
         fresh, replayed = self.partitions.split_replays(records)

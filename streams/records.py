@@ -39,6 +39,12 @@ class DeadLetter(msgspec.Struct, frozen=True):
 # per-record passes over a batch)
 topic_partition = itemgetter(0, 1)
 offset_of = itemgetter(2)
+timestamp_of = itemgetter(4)
+
+
+def oldest_timestamp(records: Sequence[Record]) -> int | None:
+    """The earliest record timestamp (ms) of ``records`` (None: none has one)."""
+    return min(filter(None, map(timestamp_of, records)), default=None)
 
 
 def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:

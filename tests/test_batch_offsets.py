@@ -1,4 +1,4 @@
-"""A batch's offsets: next_offsets (what the batch covers, per partition) and
+"""A batch's offsets: next_offsets (what the batch covers, per partition), oldest_timestamp and
 Assignment.split_replays (fresh records, replays, others' partitions) give what the
 record-by-record loops give, on generated batches (runs of one partition, interleaved
 partitions, two topics, offsets out of order, records before, across and after the applied
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streams.assignment import Assignment
 from streams.ownership import PartitionOwners
-from streams.records import Record, next_offsets
+from streams.records import Record, next_offsets, oldest_timestamp
 
 _tps = [("churn.events", 0), ("churn.events", 1), ("churn.events", 2), ("other", 0)]
 
@@ -80,3 +80,11 @@ def test_a_run_across_the_applied_offset_is_split_in_order() -> None:
     fresh, replayed = assignment.split_replays(records)
     assert [r.offset for r in fresh] == [7, 9, 5] and [r.offset for r in replayed] == [3, 4]
     assert next_offsets(records) == {("t", 0): 10}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | st.integers(0, 2**45), max_size=12))
+def test_oldest_timestamp_is_the_smallest_set_timestamp(stamps: list[int | None]) -> None:
+    records = [Record("t", 0, i, b"", ts) for i, ts in enumerate(stamps)]
+    set_ = [ts for ts in stamps if ts]  # 0 and None: the record has no timestamp
+    assert oldest_timestamp(records) == (min(set_) if set_ else None)
