@@ -208,3 +208,93 @@ def test_a_failed_delivery_stops_the_acks_and_is_raised() -> None:
         return acked
 
     assert asyncio.run(main()) == []
+
+
+class _ReferenceBuffer:
+    """The record-at-a-time buffer the chunked one must equal: a deque of records, a batch
+    taken greedily while each next record fits both bounds (at least one record)."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events, self.max_bytes = max_events, max_bytes
+        self.items: list[Record] = []
+
+    def put(self, records: list[Record]) -> None:
+        self.items += records
+
+    def take(self) -> list[Record]:
+        batch: list[Record] = []
+        events = size = 0
+        while self.items:
+            rec = self.items[0]
+            n = estimate_events(rec.value)
+            if batch and (events + n > self.max_events or size + len(rec.value) > self.max_bytes):
+                break
+            batch.append(self.items.pop(0))
+            events += n
+            size += len(rec.value)
+        return batch
+
+    def drop(self, partitions: set[tuple[str, int]]) -> int:
+        kept = [r for r in self.items if (r.topic, r.partition) not in partitions]
+        dropped, self.items = len(self.items) - len(kept), kept
+        return dropped
+
+
+_values = st.sampled_from([
+    b'{"event_id":"a","type":"login"}',  # one plain event
+    b'{"event_id":"a","type":"usage","data_mb":12.5,"note":"a longer record of more bytes"}',
+    b'[{"event_id":"a"},{"event_id":"b"},{"event_id":"c"}]',  # packed: 3 events
+    b'{"event_id":"a"}\n{"event_id":"b"}',  # NDJSON starting as an object: 1
+    b'  \n{"event_id":"a"}\n{"event_id":"b"}',  # NDJSON: 2
+    b"", b"not json", b"x" * 300,  # empty, invalid, larger than small byte bounds
+])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("put"), st.integers(0, 2), st.lists(_values, min_size=0, max_size=9)),
+    st.tuples(st.just("take"), st.just(0), st.just([])),
+    st.tuples(st.just("drop"), st.integers(0, 2), st.just([]))), max_size=30),
+    st.integers(1, 12), st.integers(1, 700))
+def test_batches_are_those_of_the_record_at_a_time_buffer(
+        steps: list[tuple[str, int, list[bytes]]], max_events: int, max_bytes: int) -> None:
+    """Any interleaving of puts (any values), takes and drops gives the batches, counts and
+    sizes of the plain record-at-a-time buffer."""
+
+    async def main() -> None:
+        buf = RecordBuffer(max_events, max_bytes, linger_s=0.0, capacity_events=10**9,
+                           capacity_bytes=10**9)
+        ref = _ReferenceBuffer(max_events, max_bytes)
+        offsets = [0, 0, 0]
+        for op, partition, values in steps:
+            if op == "put":
+                recs = [Record("churn.events", partition, offsets[partition] + i, v)
+                        for i, v in enumerate(values)]
+                offsets[partition] += len(values)
+                await buf.put(recs)
+                ref.put(recs)
+            elif op == "take" and ref.items:
+                assert await buf.take() == ref.take()
+            elif op == "drop":
+                assert buf.drop([("churn.events", partition)]) == ref.drop(
+                    {("churn.events", partition)})
+            assert len(buf) == len(ref.items)
+            assert buf.events == sum(estimate_events(r.value) for r in ref.items)
+        while ref.items:
+            assert await buf.take() == ref.take()
+        assert len(buf) == 0 and buf.events == 0
+
+    asyncio.run(main())
+
+
+def test_records_that_fill_a_bound_exactly_are_taken_together() -> None:
+    async def main() -> tuple[list[int], list[int]]:
+        by_bytes = RecordBuffer(max_events=100, max_bytes=32, linger_s=3600)
+        await by_bytes.put(_recs(0, range(3), b"x" * 16))  # 16 + 16 = the bound
+        by_events = RecordBuffer(max_events=6, max_bytes=1 << 20, linger_s=3600)
+        packed = b"[" + b",".join([b'{"event_id":"e"}'] * 3) + b"]"
+        await by_events.put(_recs(1, range(3), packed))  # 3 + 3 = the bound
+        return ([r.offset for r in await by_bytes.take()],
+                [r.offset for r in await by_events.take()])
+
+    assert asyncio.run(main()) == ([0, 1], [0, 1])
