@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
@@ -125,6 +128,33 @@ def pack(day: int, score: float, severity: str) -> bytes:
     return _IN.pack(min(max(day, 0), _LAST_DAY), q << 2 | _CODE[severity])
 
 
+def packed(points: Mapping[str, Sequence[tuple[int, float, str]]]) -> list[bytes]:
+    """Each subscriber's points (event time ms, score, severity) as :func:`pack` packs them,
+    concatenated, in the order of ``points``. A measured hot path: one :func:`pack` call per
+    point was a quarter of a backlog batch's alerting time, so all points are packed at once
+    with numpy; inputs numpy would read differently (a missing score, a time or score that
+    is not a plain number) take the per-point path, which fails as :func:`pack` does."""
+    series = list(points.values())
+    flat = list(chain.from_iterable(series))
+    if not flat:
+        return [b"" for _ in series]
+    ts_in, score_in, severity_in = zip(*flat)
+    try:
+        ts, score = np.array(ts_in), np.array(score_in)
+    except (OverflowError, ValueError):
+        ts = score = np.empty(0, np.str_)  # ragged or huge: the per-point path decides
+    if ts.dtype != np.int64 or score.dtype.kind not in "fiub" or np.isnan(score).any():
+        return [b"".join(pack(t // DAY_MS, s, sev) for t, s, sev in one) for one in series]
+    codes = np.fromiter(map(_CODE.__getitem__, severity_in), np.uint16, len(flat))
+    out = np.empty((len(flat), 2), "<u2")
+    out[:, 0] = np.clip(ts // DAY_MS, 0, _LAST_DAY)
+    out[:, 1] = np.rint(np.clip(score.astype(np.float64), 0.0, 1.0) * _SCALE
+                        ).astype(np.uint16) << 2 | codes
+    raw = out.tobytes()
+    ends = np.cumsum(np.fromiter(map(len, series), np.int64, len(series))) * _IN.size
+    return [raw[a:b] for a, b in zip([0, *ends[:-1].tolist()], ends.tolist())]
+
+
 def unpack(raw: bytes) -> list[dict[str, Any]]:
     """A stored history → its points, oldest first: ``ts`` the day's first millisecond (UTC),
     ``score`` to 3 decimals, ``severity`` (None for none)."""
@@ -168,11 +198,10 @@ class RiskHistory:
             return []
         sids = list(points)
         keys = [self.keys.risk(sid) for sid in sids]
-        packed = [b"".join(pack(ts // DAY_MS, score, sev) for ts, score, sev in series)
-                  for series in points.values()]
+        series = packed(points)
         calls = tuple((node, [k for i in group
                               for k in (keys[i], self.keys.legacy_risk(sids[i]))],
-                       [self.cap, *(packed[i] for i in group)])
+                       [self.cap, *(series[i] for i in group)])
                       for node, group in await self.router.split(keys))
         return [ScriptCalls(self.router, self._script, calls)]
 

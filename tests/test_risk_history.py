@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from alerting.decide import _risk
-from alerting.risk import RiskHistory, pack, unpack
+from alerting.risk import RiskHistory, pack, packed, unpack
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
 from tests.support.commits import record_risk
@@ -29,6 +29,32 @@ def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None
     assert _risk(triggers, scores, severity) == {  # a late day comes last (the store skips it)
         "a": [(T0 + 3, 0.4, "medium"), (T0 + DAY + 5, 0.2, "")],
         "b": [(T0 + 2, 0.3, "low"), (T0 - DAY, 0.5, "")]}
+
+
+def test_points_are_packed_at_once_as_one_by_one() -> None:
+    rng = np.random.default_rng(12)
+    odd = [0.0, -0.0, 1.0, -0.5, 1.5, float("inf"), float("-inf"), 1, 0, True,
+           0.5 / 4_095, 2.5 / 4_095, 4_094.5 / 4_095]  # ties round to even, as round() does
+    for _ in range(300):
+        points = {f"s{k}": [(int(rng.integers(-2 * DAY, 70_000 * DAY)),
+                             odd[rng.integers(len(odd))] if rng.random() < 0.3 else rng.random(),
+                             ("", "low", "medium", "high")[rng.integers(4)])
+                            for _ in range(rng.integers(0, 5))]
+                  for k in range(rng.integers(0, 12))}
+        assert packed(points) == [b"".join(pack(ts // DAY, score, sev) for ts, score, sev in s)
+                                  for s in points.values()]
+    # what pack refuses, packed refuses alike
+    for bad, error in (((T0, float("nan"), ""), ValueError), ((T0, 0.5, "severe"), KeyError),
+                       ((T0 + 0.5, 0.5, ""), struct.error), ((T0, "0.5", ""), TypeError),
+                       ((2**70, 0.5, ""), None)):
+        points = {"a": [(T0, 0.2, "low")], "b": [bad]}
+        if error is None:
+            assert packed(points) == [pack(T0 // DAY, 0.2, "low"), pack(2**70 // DAY, 0.5, "")]
+            continue
+        with pytest.raises(error):
+            pack(bad[0] // DAY, bad[1], bad[2])
+        with pytest.raises(error):
+            packed(points)
 
 
 @pytest.mark.integration
