@@ -25,7 +25,9 @@ subscriber who never scores again loses it with the rest of its keys.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from typing import Any
 
@@ -134,6 +136,8 @@ def packed(points: Mapping[str, Sequence[tuple[int, float, str]]]) -> list[bytes
     point was a quarter of a backlog batch's alerting time, so all points are packed at once
     with numpy; inputs numpy would read differently (a missing score, a time or score that
     is not a plain number) take the per-point path, which fails as :func:`pack` does."""
+    if isinstance(points, RiskPoints):
+        return points.packed()
     series = list(points.values())
     flat = list(chain.from_iterable(series))
     if not flat:
@@ -146,13 +150,59 @@ def packed(points: Mapping[str, Sequence[tuple[int, float, str]]]) -> list[bytes
     if ts.dtype != np.int64 or score.dtype.kind not in "fiub" or np.isnan(score).any():
         return [b"".join(pack(t // DAY_MS, s, sev) for t, s, sev in one) for one in series]
     codes = np.fromiter(map(_CODE.__getitem__, severity_in), np.uint16, len(flat))
-    out = np.empty((len(flat), 2), "<u2")
+    ends = np.cumsum(np.fromiter(map(len, series), np.int64, len(series)))
+    return _packed_columns(ts, score.astype(np.float64), codes, ends)
+
+
+def _packed_columns(ts: np.ndarray, score: np.ndarray, codes: np.ndarray, ends: np.ndarray
+                    ) -> list[bytes]:
+    """:func:`pack` of each point (int64 times, float scores, severity codes), cut where each
+    subscriber's points end."""
+    out = np.empty((len(ts), 2), "<u2")
     out[:, 0] = np.clip(ts // DAY_MS, 0, _LAST_DAY)
-    out[:, 1] = np.rint(np.clip(score.astype(np.float64), 0.0, 1.0) * _SCALE
-                        ).astype(np.uint16) << 2 | codes
+    out[:, 1] = np.rint(np.clip(score, 0.0, 1.0) * _SCALE).astype(np.uint16) << 2 | codes
     raw = out.tobytes()
-    ends = np.cumsum(np.fromiter(map(len, series), np.int64, len(series))) * _IN.size
-    return [raw[a:b] for a, b in zip([0, *ends[:-1].tolist()], ends.tolist())]
+    cuts = (ends * _IN.size).tolist()
+    return [raw[a:b] for a, b in zip([0, *cuts[:-1]], cuts)]
+
+
+@dataclass(frozen=True, eq=False)  # equal as mappings are
+class RiskPoints(Mapping[str, list[tuple[int, float, str]]]):
+    """A batch's risk points, by subscriber, held as columns: subscriber ``i``'s points are
+    rows ``ends[i - 1]:ends[i]`` of ``ts`` (event time, ms), ``scores`` and ``ranks``
+    (indices into ``names``: severity names, "" for none). Read as a mapping: each
+    subscriber's points as (event time, score, severity). A measured hot path:
+    :meth:`RiskHistory.writes` packs the columns as they are, no object per point."""
+
+    subscribers: list[str]
+    ends: np.ndarray
+    ts: np.ndarray
+    scores: np.ndarray
+    ranks: np.ndarray
+    names: tuple[str, ...]
+
+    @cached_property
+    def _at(self) -> dict[str, int]:
+        return dict(zip(self.subscribers, range(len(self.subscribers))))
+
+    def __getitem__(self, subscriber_id: str) -> list[tuple[int, float, str]]:
+        i = self._at[subscriber_id]
+        rows = slice(int(self.ends[i - 1]) if i else 0, int(self.ends[i]))
+        return list(zip(self.ts[rows].tolist(), self.scores[rows].tolist(),
+                        [self.names[r] for r in self.ranks[rows].tolist()]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.subscribers)
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    def packed(self) -> list[bytes]:
+        """:func:`packed` of these points."""
+        if np.isnan(self.scores).any():  # pack refuses a missing score: fail alike
+            return packed(dict(self))
+        codes = np.array([_CODE[name] for name in self.names], np.uint16)[self.ranks]
+        return _packed_columns(self.ts, self.scores.astype(np.float64), codes, self.ends)
 
 
 def unpack(raw: bytes) -> list[dict[str, Any]]:

@@ -31,6 +31,35 @@ def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None
         "b": [(T0 + 2, 0.3, "low"), (T0 - DAY, 0.5, "")]}
 
 
+def _risk_oracle(triggers, scores, severity):  # type: ignore[no-untyped-def]
+    """The plain reading of _risk: a dict keyed by (subscriber, day), the last row wins."""
+    last = {(ev.subscriber_id, ev.ts // DAY): j for j, ev in enumerate(triggers)}
+    out: dict = {}
+    for (sid, _), j in last.items():
+        out.setdefault(sid, []).append((triggers[j].ts, float(scores[j]),
+                                        ("", "low", "medium", "high")[int(severity[j])]))
+    return out
+
+
+def test_risk_points_match_the_plain_reading_and_pack_as_it_does() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(0, 60))
+        subs = [f"s{int(k)}" for k in rng.integers(0, rng.integers(1, 9), n)]
+        ts = [int(t) for t in T0 + rng.integers(-3 * DAY, 4 * DAY, n)]
+        triggers = [Event(event_id=str(i), subscriber_id=s, type="login", ts=t)
+                    for i, (s, t) in enumerate(zip(subs, ts))]
+        scores, severity = rng.random(n), rng.integers(0, 4, n).astype(np.int8)
+        points, want = _risk(triggers, scores, severity), _risk_oracle(triggers, scores, severity)
+        assert dict(points) == want and list(points) == list(want)  # same points, same order
+        # the columns packed as the general path packs the same points
+        assert packed(points) == packed(dict(points)) == [
+            b"".join(pack(t // DAY, s, sev) for t, s, sev in one) for one in want.values()]
+    triggers = [Event(event_id="1", subscriber_id="a", type="login", ts=T0)]
+    with pytest.raises(ValueError):  # a missing score is refused, as pack refuses it
+        packed(_risk(triggers, np.array([np.nan]), np.array([1])))
+
+
 def test_points_are_packed_at_once_as_one_by_one() -> None:
     rng = np.random.default_rng(12)
     odd = [0.0, -0.0, 1.0, -0.5, 1.5, float("inf"), float("-inf"), 1, 0, True,
