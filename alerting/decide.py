@@ -7,9 +7,10 @@ The same decision serves the event path (one row per applied event) and the sile
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter, itemgetter
 
 import msgspec
 import numpy as np
@@ -20,6 +21,7 @@ from alerting.cooldown import decide
 from alerting.holdout import Holdout
 from alerting.playbook import Playbook
 from alerting.policy import ContactPolicy, apply_policy
+from alerting.risk import RiskPoints
 from alerting.storm import StormGuard, storm_alert
 from churnwatch.core.events import Event
 from churnwatch.core.severity import SEVERITIES, SEVERITY_RANK
@@ -40,8 +42,9 @@ class Decision:
     rule_hits: dict[str, int]
     held: list[tuple[str, bytes]] = field(default_factory=list)  # (rule, alert with actions)
     storm_counts: Counter[tuple[str, int]] = field(default_factory=Counter)
-    risk: dict[str, list[tuple[int, float, str]]] = field(default_factory=dict)  # subscriber
-    # → (event time, score, severity or "") of its last row of each event-time day, by day
+    risk: Mapping[str, Sequence[tuple[int, float, str]]] = field(default_factory=dict)
+    # subscriber → (event time, score, severity or "") of its last row of each event-time
+    # day, by day (alerting.risk.RiskPoints)
 
 
 @dataclass(frozen=True)
@@ -162,18 +165,25 @@ def decide_alerts(
     return out
 
 
-def _risk(triggers: Sequence[Event], scores: np.ndarray,
-          severity: np.ndarray) -> dict[str, list[tuple[int, float, str]]]:
+def _risk(triggers: Sequence[Event], scores: np.ndarray, severity: np.ndarray) -> RiskPoints:
     """Each subscriber's last row of each event-time day, days in order of first appearance
-    (event order): (event time, score, severity or "")."""
-    last = dict(zip([(ev.subscriber_id, ev.ts // DAY_MS) for ev in triggers], range(len(triggers))))
+    (event order): (event time, score, severity or ""). A measured hot path: kept as
+    columns (:class:`RiskPoints`), not a tuple per point."""
+    n = len(triggers)
+    sids = list(map(_SUBSCRIBER, triggers))
+    ts = np.fromiter(map(_TS, triggers), np.int64, n)
+    last = dict(zip(zip(sids, (ts // DAY_MS).tolist()), range(n)))  # the last row wins
     rows = np.fromiter(last.values(), np.int64, len(last))
-    names = ("",) + SEVERITIES
-    out: dict[str, list[tuple[int, float, str]]] = {}
-    for (sid, _), j, score, rank in zip(last, rows.tolist(), scores[rows].tolist(),
-                                        severity[rows].tolist()):
-        out.setdefault(sid, []).append((triggers[j].ts, score, names[rank]))
-    return out
+    kept = list(map(_FIRST, last))
+    order = list(dict.fromkeys(kept))  # subscribers in order of first appearance
+    code = np.fromiter(map(dict(zip(order, range(len(order)))).__getitem__, kept), np.int64,
+                       len(kept))
+    rows = rows[np.argsort(code, kind="stable")]  # by subscriber, days in order of appearance
+    return RiskPoints(order, np.cumsum(np.bincount(code, minlength=len(order))), ts[rows],
+                      scores[rows], severity[rows], ("",) + SEVERITIES)
+
+
+_SUBSCRIBER, _TS, _FIRST = attrgetter("subscriber_id"), attrgetter("ts"), itemgetter(0)
 
 
 def _month(ts_ms: int) -> str:

@@ -25,8 +25,13 @@ subscriber who never scores again loses it with the rest of its keys.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from churnwatch.core.keys import Keys
 from churnwatch.core.units import DAY_MS
@@ -125,6 +130,81 @@ def pack(day: int, score: float, severity: str) -> bytes:
     return _IN.pack(min(max(day, 0), _LAST_DAY), q << 2 | _CODE[severity])
 
 
+def packed(points: Mapping[str, Sequence[tuple[int, float, str]]]) -> list[bytes]:
+    """Each subscriber's points (event time ms, score, severity) as :func:`pack` packs them,
+    concatenated, in the order of ``points``. A measured hot path: one :func:`pack` call per
+    point took about 5 ms of a 10,000-event batch, so all points are packed at once with
+    numpy (:class:`RiskPoints` as they are held); inputs numpy would read differently (a missing score, a time or score that
+    is not a plain number) take the per-point path, which fails as :func:`pack` does."""
+    if isinstance(points, RiskPoints):
+        return points.packed()
+    series = list(points.values())
+    flat = list(chain.from_iterable(series))
+    if not flat:
+        return [b"" for _ in series]
+    ts_in, score_in, severity_in = zip(*flat)
+    try:
+        ts, score = np.array(ts_in), np.array(score_in)
+    except (OverflowError, ValueError):
+        ts = score = np.empty(0, np.str_)  # ragged or huge: the per-point path decides
+    if ts.dtype != np.int64 or score.dtype.kind not in "fiub" or np.isnan(score).any():
+        return [b"".join(pack(t // DAY_MS, s, sev) for t, s, sev in one) for one in series]
+    codes = np.fromiter(map(_CODE.__getitem__, severity_in), np.uint16, len(flat))
+    ends = np.cumsum(np.fromiter(map(len, series), np.int64, len(series)))
+    return _packed_columns(ts, score.astype(np.float64), codes, ends)
+
+
+def _packed_columns(ts: np.ndarray, score: np.ndarray, codes: np.ndarray, ends: np.ndarray
+                    ) -> list[bytes]:
+    """:func:`pack` of each point (int64 times, float scores, severity codes), cut where each
+    subscriber's points end."""
+    out = np.empty((len(ts), 2), "<u2")
+    out[:, 0] = np.clip(ts // DAY_MS, 0, _LAST_DAY)
+    out[:, 1] = np.rint(np.clip(score, 0.0, 1.0) * _SCALE).astype(np.uint16) << 2 | codes
+    raw = out.tobytes()
+    cuts = (ends * _IN.size).tolist()
+    return [raw[a:b] for a, b in zip([0, *cuts[:-1]], cuts)]
+
+
+@dataclass(frozen=True, eq=False)  # equal as mappings are
+class RiskPoints(Mapping[str, list[tuple[int, float, str]]]):
+    """A batch's risk points, by subscriber, held as columns: subscriber ``i``'s points are
+    rows ``ends[i - 1]:ends[i]`` of ``ts`` (event time, ms), ``scores`` and ``ranks``
+    (indices into ``names``: severity names, "" for none). Read as a mapping: each
+    subscriber's points as (event time, score, severity). A measured hot path:
+    :meth:`RiskHistory.writes` packs the columns as they are, no object per point."""
+
+    subscribers: list[str]
+    ends: np.ndarray
+    ts: np.ndarray
+    scores: np.ndarray
+    ranks: np.ndarray
+    names: tuple[str, ...]
+
+    @cached_property
+    def _at(self) -> dict[str, int]:
+        return dict(zip(self.subscribers, range(len(self.subscribers))))
+
+    def __getitem__(self, subscriber_id: str) -> list[tuple[int, float, str]]:
+        i = self._at[subscriber_id]
+        rows = slice(int(self.ends[i - 1]) if i else 0, int(self.ends[i]))
+        return list(zip(self.ts[rows].tolist(), self.scores[rows].tolist(),
+                        [self.names[r] for r in self.ranks[rows].tolist()]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.subscribers)
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    def packed(self) -> list[bytes]:
+        """:func:`packed` of these points."""
+        if np.isnan(self.scores).any():  # pack refuses a missing score: fail alike
+            return packed(dict(self))
+        codes = np.array([_CODE[name] for name in self.names], np.uint16)[self.ranks]
+        return _packed_columns(self.ts, self.scores.astype(np.float64), codes, self.ends)
+
+
 def unpack(raw: bytes) -> list[dict[str, Any]]:
     """A stored history → its points, oldest first: ``ts`` the day's first millisecond (UTC),
     ``score`` to 3 decimals, ``severity`` (None for none)."""
@@ -168,11 +248,10 @@ class RiskHistory:
             return []
         sids = list(points)
         keys = [self.keys.risk(sid) for sid in sids]
-        packed = [b"".join(pack(ts // DAY_MS, score, sev) for ts, score, sev in series)
-                  for series in points.values()]
+        series = packed(points)
         calls = tuple((node, [k for i in group
                               for k in (keys[i], self.keys.legacy_risk(sids[i]))],
-                       [self.cap, *(packed[i] for i in group)])
+                       [self.cap, *(series[i] for i in group)])
                       for node, group in await self.router.split(keys))
         return [ScriptCalls(self.router, self._script, calls)]
 

@@ -101,17 +101,31 @@ def _filling_masked(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def _derived_columns(matrix: np.ndarray, attrs: Sequence[Mapping[str, float]],
+def _distinct(attrs: Sequence[Mapping[str, float]]
+              ) -> tuple[list[Mapping[str, float]], np.ndarray]:
+    """The distinct attribute dicts of rows (by identity: the store gives a subscriber's rows
+    one shared dict) and each row's index among them, so per-dict work is done once."""
+    ids = np.fromiter(map(id, attrs), np.uint64, len(attrs))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    return [attrs[i] for i in first.tolist()], inverse
+
+
+def _derived_columns(matrix: np.ndarray,
+                     attrs: tuple[list[Mapping[str, float]], np.ndarray] | None,
                      ) -> tuple[list[str], np.ndarray]:
     """:func:`with_derived` for a matrix of feature rows, windows still filling already set
-    missing (NaN where an input is missing)."""
+    missing (NaN where an input is missing); ``attrs``: the rows' attributes as
+    :func:`_distinct` gives them, None when no row has any."""
     history = matrix[:, INDEX[HISTORY]]
     seen = np.minimum(history, FULL_HISTORY_DAYS) / FULL_HISTORY_DAYS  # NaN stays NaN
     col = {name: np.maximum(matrix[:, INDEX[name]], 0.0) for name in  # NaN stays NaN
            ("monthly_fee", *(n for _, r, b, _ in TRENDS for n in (r, b)))}
     out = [np.log((col[r] / 7 + f) / (col[b] / 28 + f)) for _, r, b, f in TRENDS]
-    base = np.array([float(a.get("monthly_fee", np.nan)) for a in attrs]) if any(attrs) \
-        else np.full(len(matrix), np.nan)
+    if attrs is None:
+        base = np.full(len(matrix), np.nan)
+    else:
+        distinct, inverse = attrs
+        base = np.array([float(a.get("monthly_fee", np.nan)) for a in distinct])[inverse]
     with np.errstate(invalid="ignore", divide="ignore"):
         out.append(np.where(base != 0, matrix[:, INDEX["monthly_fee"]] / base - 1.0, np.nan))
     out.append(seen)
@@ -215,7 +229,8 @@ class ChurnModel:
         weights = self.classifier.weights
         cols = [i for i, name in enumerate(FEATURES) if name in _INPUTS and name != HISTORY]
         matrix = _filling_masked(matrix)
-        derived_names, derived = _derived_columns(matrix, attrs)
+        distinct = _distinct(attrs) if any(attrs) else None
+        derived_names, derived = _derived_columns(matrix, distinct)
         names = [FEATURES[i] for i in cols] + derived_names
         mean = np.array([means.get(n, 0.0) for n in names])
         std = np.sqrt(np.array([vars_.get(n, 0.0) for n in names]))
@@ -226,15 +241,18 @@ class ChurnModel:
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where((std > 0) & ~np.isnan(x), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
         logit = z @ w + self.classifier.intercept
-        if any(attrs):
-            logit += self._attrs_logit(attrs)
+        if distinct is not None:
+            logit += self._attrs_logit(*distinct)
         with np.errstate(over="ignore"):
             p = 1.0 / (1.0 + np.exp(-logit))
         return np.where(logit < -30, 0.0, np.where(logit > 30, 1.0, p))
 
-    def _attrs_logit(self, attrs: Sequence[Mapping[str, float]]) -> np.ndarray:
-        """Each row's logit term from its attributes; rows of a subscriber share one dict
-        (``features.store``), so each distinct dict is summed once."""
+    def _attrs_logit(self, distinct: Sequence[Mapping[str, float]], inverse: np.ndarray
+                     ) -> np.ndarray:
+        """Each row's logit term from its attributes (:func:`_distinct`: each distinct dict
+        is summed once, then spread to its rows with numpy). A measured hot path: a lookup
+        per row, here and for the fee column, was a quarter of the scoring time; summing
+        the items with numpy instead measured slower than this loop over the distinct dicts."""
         means, vars_, weights = self.scaler.means, self.scaler.vars, self.classifier.weights
         terms: dict[str, tuple[float, float]] = {}  # attribute → (weight / std, mean)
         for key, v in vars_.items():
@@ -242,20 +260,16 @@ class ChurnModel:
                 terms[key[5:]] = (weights.get(key, 0.0) / v**0.5, means.get(key, 0.0))
         none = (0.0, 0.0)
         log = self.inputs == SIGNED_LOG
-        out = np.empty(len(attrs))
-        seen: dict[int, float] = {}
-        for j, row_attrs in enumerate(attrs):
-            term = seen.get(id(row_attrs))
-            if term is None:
-                term = 0.0
-                for name, value in row_attrs.items():
-                    k, mean = terms.get(name, none)
-                    if log:
-                        value = math.copysign(math.log1p(abs(value)), value)
-                    term += k * (value - mean)
-                seen[id(row_attrs)] = term
-            out[j] = term
-        return out
+        sums = np.empty(len(distinct))
+        for j, row_attrs in enumerate(distinct):
+            term = 0.0
+            for name, value in row_attrs.items():
+                k, mean = terms.get(name, none)
+                if log:
+                    value = math.copysign(math.log1p(abs(value)), value)
+                term += k * (value - mean)
+            sums[j] = term
+        return sums[inverse]
 
     def label_counts(self) -> tuple[int, int]:
         """(positive, negative) labels learned so far."""

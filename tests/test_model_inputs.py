@@ -8,7 +8,7 @@ import pytest
 
 from features.schema import FEATURES, INDEX
 from online_models.learner import example_input
-from online_models.model import ChurnModel, model_input
+from online_models.model import ChurnModel, _distinct, model_input
 from online_models.snapshots import Example, quantise, stored_values
 
 
@@ -143,3 +143,38 @@ def test_inputs_are_read_on_a_signed_log_scale() -> None:
     assert model.scaler.means["attr_balance"] == pytest.approx(-math.log(10) / 2)
     with pytest.raises(ValueError, match="inputs"):
         ChurnModel(inputs="log")
+
+
+def _attrs_logit_oracle(model: ChurnModel, attrs: list[dict[str, float]]) -> np.ndarray:
+    """The plain reading: each row's attributes, scaled and weighted, summed in dict order."""
+    out = []
+    for row_attrs in attrs:
+        term = 0.0
+        for name, value in row_attrs.items():
+            key = f"attr_{name}"
+            var = model.scaler.vars.get(key, 0.0)
+            k = model.classifier.weights.get(key, 0.0) / var**0.5 if var else 0.0
+            mean = model.scaler.means.get(key, 0.0) if var else 0.0
+            if model.inputs == "signed_log1p":
+                value = math.copysign(math.log1p(abs(value)), value)
+            term += k * (value - mean)
+        out.append(term)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("inputs", ["signed_log1p", "identity"])
+def test_attribute_terms_are_exactly_those_of_a_loop_over_each_dict(inputs: str) -> None:
+    rng = np.random.default_rng(8)
+    names = [f"a{i}" for i in range(12)]
+    pool = [{str(name): (float(rng.normal(0, 10) * 10.0 ** rng.integers(-3, 7))
+                         if rng.random() < 0.8 else int(rng.integers(-50, 50)))
+             for name in rng.permutation(names)[:rng.integers(0, 13)]} for _ in range(40)]
+    attrs = [pool[i] for i in rng.integers(0, len(pool), 500)]  # shared dicts, as the store gives
+    model = ChurnModel(inputs=inputs, max_attrs=8)  # some attributes never learned
+    row = np.full(len(FEATURES), 1.0)
+    for i, a in enumerate(attrs[:300]):
+        model.learn(model_input(row, a), i % 3 == 0)
+    got = model._attrs_logit(*_distinct(attrs))
+    assert np.array_equal(got, _attrs_logit_oracle(model, attrs))  # to the last bit
+    copies = [dict(a) for a in attrs]
+    assert np.array_equal(model._attrs_logit(*_distinct(copies)), got)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from alerting.decide import _risk
-from alerting.risk import RiskHistory, pack, unpack
+from alerting.risk import RiskHistory, pack, packed, unpack
 from churnwatch.core.events import Event
 from churnwatch.core.keys import Keys
 from tests.support.commits import record_risk
@@ -29,6 +29,61 @@ def test_each_subscriber_keeps_its_last_row_of_each_day_in_event_order() -> None
     assert _risk(triggers, scores, severity) == {  # a late day comes last (the store skips it)
         "a": [(T0 + 3, 0.4, "medium"), (T0 + DAY + 5, 0.2, "")],
         "b": [(T0 + 2, 0.3, "low"), (T0 - DAY, 0.5, "")]}
+
+
+def _risk_oracle(triggers, scores, severity):  # type: ignore[no-untyped-def]
+    """The plain reading of _risk: a dict keyed by (subscriber, day), the last row wins."""
+    last = {(ev.subscriber_id, ev.ts // DAY): j for j, ev in enumerate(triggers)}
+    out: dict = {}
+    for (sid, _), j in last.items():
+        out.setdefault(sid, []).append((triggers[j].ts, float(scores[j]),
+                                        ("", "low", "medium", "high")[int(severity[j])]))
+    return out
+
+
+def test_risk_points_match_the_plain_reading_and_pack_as_it_does() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(0, 60))
+        subs = [f"s{int(k)}" for k in rng.integers(0, rng.integers(1, 9), n)]
+        ts = [int(t) for t in T0 + rng.integers(-3 * DAY, 4 * DAY, n)]
+        triggers = [Event(event_id=str(i), subscriber_id=s, type="login", ts=t)
+                    for i, (s, t) in enumerate(zip(subs, ts))]
+        scores, severity = rng.random(n), rng.integers(0, 4, n).astype(np.int8)
+        points, want = _risk(triggers, scores, severity), _risk_oracle(triggers, scores, severity)
+        assert dict(points) == want and list(points) == list(want)  # same points, same order
+        # the columns packed as the general path packs the same points
+        assert packed(points) == packed(dict(points)) == [
+            b"".join(pack(t // DAY, s, sev) for t, s, sev in one) for one in want.values()]
+    triggers = [Event(event_id="1", subscriber_id="a", type="login", ts=T0)]
+    with pytest.raises(ValueError):  # a missing score is refused, as pack refuses it
+        packed(_risk(triggers, np.array([np.nan]), np.array([1])))
+
+
+def test_points_are_packed_at_once_as_one_by_one() -> None:
+    rng = np.random.default_rng(12)
+    odd = [0.0, -0.0, 1.0, -0.5, 1.5, float("inf"), float("-inf"), 1, 0, True,
+           0.5 / 4_095, 2.5 / 4_095, 4_094.5 / 4_095]  # ties round to even, as round() does
+    for _ in range(300):
+        points = {f"s{k}": [(int(rng.integers(-2 * DAY, 70_000 * DAY)),
+                             odd[rng.integers(len(odd))] if rng.random() < 0.3 else rng.random(),
+                             ("", "low", "medium", "high")[rng.integers(4)])
+                            for _ in range(rng.integers(0, 5))]
+                  for k in range(rng.integers(0, 12))}
+        assert packed(points) == [b"".join(pack(ts // DAY, score, sev) for ts, score, sev in s)
+                                  for s in points.values()]
+    # what pack refuses, packed refuses alike
+    for bad, error in (((T0, float("nan"), ""), ValueError), ((T0, 0.5, "severe"), KeyError),
+                       ((T0 + 0.5, 0.5, ""), struct.error), ((T0, "0.5", ""), TypeError),
+                       ((2**70, 0.5, ""), None)):
+        points = {"a": [(T0, 0.2, "low")], "b": [bad]}
+        if error is None:
+            assert packed(points) == [pack(T0 // DAY, 0.2, "low"), pack(2**70 // DAY, 0.5, "")]
+            continue
+        with pytest.raises(error):
+            pack(bad[0] // DAY, bad[1], bad[2])
+        with pytest.raises(error):
+            packed(points)
 
 
 @pytest.mark.integration
