@@ -48,7 +48,7 @@ class StateValues(Mapping[str, bytes]):
     """
 
     __slots__ = ("subscribers", "_raw", "_offsets", "_off", "_blob_len", "_index", "_replaced",
-                 "_values")
+                 "_values", "_buffer")
 
     def __init__(self, subscribers: Sequence[str], raw: bytes, off: np.ndarray,
                  blob_len: np.ndarray) -> None:
@@ -62,6 +62,7 @@ class StateValues(Mapping[str, bytes]):
         self._index: dict[str, int] | None = None
         self._replaced: dict[int, bytes] = {}
         self._values: list[bytes] | None = None
+        self._buffer: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def of(cls, values: Mapping[str, bytes]) -> StateValues:
@@ -139,17 +140,24 @@ class StateValues(Mapping[str, bytes]):
         """Store ``body`` as the subscriber's extension record (blob and attributes kept)."""
         blob, _, attributes = self.parts(subscriber_id)
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
-        self._values = None
+        self._values = self._buffer = None
 
     def replace_attributes(self, subscriber_id: str, attributes: bytes) -> None:
         """Store ``attributes`` (msgpack) as the subscriber's attributes (blob and extension
         record kept)."""
         blob, body, _ = self.parts(subscriber_id)
         self._replaced[self._at(subscriber_id)] = blob + frame(body) + attributes
-        self._values = None
+        self._values = self._buffer = None
 
     def buffer(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every value, replacements included, as (one uint8 buffer, n + 1 offsets)."""
+        """Every value, replacements included, as (one uint8 buffer, n + 1 offsets; shared:
+        do not mutate). Built once until the next replacement (the commit and the state
+        cache both take it)."""
+        if self._buffer is None:
+            self._buffer = self._joined()
+        return self._buffer
+
+    def _joined(self) -> tuple[np.ndarray, np.ndarray]:
         raw = np.frombuffer(self._raw, np.uint8)
         if not self._replaced:
             return raw, self._offsets

@@ -39,6 +39,7 @@ part = st.tuples(st.binary(min_size=0, max_size=12), st.binary(max_size=6),
 @given(st.lists(part, min_size=1, max_size=12), st.data())
 def test_values_parts_and_packing_agree_with_a_dict(parts: list, data: st.DataObject) -> None:
     values = build(parts)
+    values.buffer()  # built before the replacements: each of them must rebuild it
     want = {f"s{i}": (blob + frame(ext) + attrs if blob else b"")
             for i, (blob, ext, attrs) in enumerate(parts)}
     for i, (blob, ext, attrs) in enumerate(parts):
