@@ -25,6 +25,7 @@ from features.cache import StateCache
 from features.silence import SilenceIndex
 from features.store import FeatureStore, StoreConfig, warm_up
 from online_models.model import ChurnModel
+from online_models.model import warm_up as warm_up_scoring
 from online_models.snapshots import LabelPolicy
 from online_models.versions import active_model_sync
 from rules import registry
@@ -54,6 +55,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
                else load_ruleset(settings.rules_file))
     rules = compile_ruleset(ruleset)
     warm_up()
+    warm_up_scoring()
     model = active_model_sync(sync)
     do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
     sync.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
+from numba import njit
 from river import linear_model, optim, preprocessing
 
 from features.schema import FEATURES, INDEX
@@ -108,6 +110,29 @@ def _distinct(attrs: Sequence[Mapping[str, float]]
     ids = np.fromiter(map(id, attrs), np.uint64, len(attrs))
     _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     return [attrs[i] for i in first.tolist()], inverse
+
+
+@njit(cache=True)
+def _attr_sums(ends, k, mean, values, log):  # type: ignore[no-untyped-def]
+    """Per distinct dict j (its items end at ``ends[j]``): the sum over its items, in order,
+    of ``k * (value - mean)``, values read on the signed log scale when ``log``."""
+    out = np.empty(len(ends))
+    start = 0
+    for j in range(len(ends)):
+        term = 0.0
+        for i in range(start, ends[j]):
+            v = values[i]
+            if log:
+                v = math.copysign(math.log1p(abs(v)), v)
+            term += k[i] * (v - mean[i])
+        out[j] = term
+        start = ends[j]
+    return out
+
+
+def warm_up() -> None:
+    """Compile the scoring kernel (or load it from numba's cache) before the first batch."""
+    _attr_sums(np.ones(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1), True)
 
 
 def _derived_columns(matrix: np.ndarray,
@@ -250,25 +275,27 @@ class ChurnModel:
     def _attrs_logit(self, distinct: Sequence[Mapping[str, float]], inverse: np.ndarray
                      ) -> np.ndarray:
         """Each row's logit term from its attributes (:func:`_distinct`: each distinct dict
-        is summed once, then spread to its rows with numpy). A measured hot path: a lookup
-        per row, here and for the fee column, was a quarter of the scoring time; summing
-        the items with numpy instead measured slower than this loop over the distinct dicts."""
+        is summed once, then spread to its rows with numpy). A measured hot path: the dicts'
+        items are flattened at C speed and summed by a numba loop, in each dict's order with
+        the same operations as Python's (to the last bit); the Python loop over the items was
+        about a fifth of a live-sized batch's scoring and deciding."""
         means, vars_, weights = self.scaler.means, self.scaler.vars, self.classifier.weights
-        terms: dict[str, tuple[float, float]] = {}  # attribute → (weight / std, mean)
+        scale: dict[str, float] = {}  # attribute → weight / std
+        centre: dict[str, float] = {}  # attribute → mean
         for key, v in vars_.items():
             if v and key.startswith("attr_"):
-                terms[key[5:]] = (weights.get(key, 0.0) / v**0.5, means.get(key, 0.0))
-        none = (0.0, 0.0)
-        log = self.inputs == SIGNED_LOG
-        sums = np.empty(len(distinct))
-        for j, row_attrs in enumerate(distinct):
-            term = 0.0
-            for name, value in row_attrs.items():
-                k, mean = terms.get(name, none)
-                if log:
-                    value = math.copysign(math.log1p(abs(value)), value)
-                term += k * (value - mean)
-            sums[j] = term
+                scale[key[5:]] = weights.get(key, 0.0) / v**0.5
+                centre[key[5:]] = means.get(key, 0.0)
+        names: list[str] = []
+        values: list[float] = []
+        for row_attrs in distinct:
+            names += row_attrs
+            values += row_attrs.values()
+        ends = np.cumsum(np.fromiter(map(len, distinct), np.int64, len(distinct)))
+        k = np.fromiter(map(scale.get, names, repeat(0.0)), np.float64, len(names))
+        mean = np.fromiter(map(centre.get, names, repeat(0.0)), np.float64, len(names))
+        sums = _attr_sums(ends, k, mean, np.array(values, np.float64),
+                          self.inputs == SIGNED_LOG)
         return sums[inverse]
 
     def label_counts(self) -> tuple[int, int]:
