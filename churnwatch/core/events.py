@@ -329,14 +329,7 @@ def decode_plain(payloads: Sequence[bytes]) -> tuple[list[Event], list[int], lis
                 UnicodeDecodeError):
             rest.append(n)
             continue
-        kind = ev.__class__
-        if kind is LoginEvent:  # the two commonest types without the builder's call
-            add_event(Event(ev.event_id, sid, "login", ts))
-        elif kind is UsageEvent:
-            add_event(Event(ev.event_id, sid, "usage", ts, 0.0, None, ev.data_mb, ev.voice_min,
-                            ev.sms))
-        else:
-            add_event(build[kind](ev, sid, ts))
+        add_event(build[ev.__class__](ev, sid, ts))
         add_origin(n)
     return events, origins, rest
 
