@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, repeat
 
-from streams.records import Record
+from streams.records import Record, value_of
 
 __all__ = ["RecordBuffer", "estimate_events"]
 
@@ -49,7 +49,7 @@ class _Chunk:
     __slots__ = ("bytes_to", "events_to", "records", "start")
 
     def __init__(self, records: list[Record]) -> None:
-        values = [rec.value for rec in records]
+        values = list(map(value_of, records))
         self.records = records
         self.start = 0
         # one plain event a record (the common case) at C speed; else each record's estimate
@@ -195,7 +195,7 @@ class RecordBuffer:
             whole = n == len(chunk)
             e = chunk.events if whole else chunk.events_before(start + n) - chunk.events_before(start)
             b = chunk.size if whole else chunk.bytes_before(start + n) - chunk.bytes_before(start)
-            batch += chunk.records[start:start + n] if start or not whole else chunk.records
+            batch += chunk.records[start:start + n]
             events += e
             size += b
             if whole:

@@ -35,10 +35,11 @@ class DeadLetter(msgspec.Struct, frozen=True):
     payload: str
 
 
-# a record's (topic, partition) and offset, read as the tuple it is (C-level, for the
+# a record's (topic, partition), offset, value and timestamp, read as the tuple it is (C-level, for the
 # per-record passes over a batch)
 topic_partition = itemgetter(0, 1)
 offset_of = itemgetter(2)
+value_of = itemgetter(3)
 timestamp_of = itemgetter(4)
 
 
