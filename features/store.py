@@ -38,7 +38,7 @@ from features.attrs import AttrBounds
 from features.batch_kernel import stage_values
 from features.cache import StateCache
 from features.codec import EXPECTED, attrs_start, decode_states
-from features.columns import encode_batch
+from features.columns import Columns, encode_batch
 from features.kernel import MX, PROFILE, read_features
 from features.schema import DIVISOR, FEATURES, months_of
 from features.values import StateValues
@@ -89,6 +89,8 @@ class BatchFeatures:
     # attributes before the batch of the subscribers whose attributes the batch changed
     previous_attrs: dict[str, dict[str, float]] = field(default_factory=dict)
     attrs_dropped: int = 0  # profile attributes beyond the bounds (features.attrs), dropped
+    # from stage: the input events as the kernel's columns (``sub`` indexes ``subscribers``)
+    columns: Columns | None = None
 
 
 def _empty() -> BatchFeatures:
@@ -295,7 +297,7 @@ class FeatureStore:
             previous[sid] = before[k]
         pending = await self._pending(events, codes)
         return BatchFeatures(status, rows, matrix / DIVISOR, attrs, subscribers, ledgers,
-                             pending, staged, clocks, generation, previous, dropped)
+                             pending, staged, clocks, generation, previous, dropped, c)
 
     async def _pending(self, events: Sequence[Event], codes: np.ndarray) -> list[bytes]:
         """The undelivered alerts of the batch's duplicate events (to be sent again)."""

@@ -123,18 +123,24 @@ class StateValues(Mapping[str, bytes]):
         value = self._value(i)
         return (value[:size], *split(value[size:]))
 
-    def extensions(self) -> dict[str, bytes]:
-        """Every subscriber's extension record (empty if none), at once: :meth:`parts`'
-        second items, without copying the rest of the values."""
+    def extension_heads(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every subscriber's extension body length and its first ``size`` bytes (an
+        ``(n, size)`` uint8 array, zero-padded), at once: what a layer needs to skip the
+        subscribers whose records cannot change without reading each record."""
         if len(self._blob_len) and self._blob_len.min() < 0:
             raise ValueError("values built from a mapping have no known blob length")
-        starts, ends = _bodies(np.frombuffer(self._raw, np.uint8),
-                               np.asarray(self._off, np.int64), self._blob_len)
-        raw = self._raw
-        bodies = [raw[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        raw = np.frombuffer(self._raw, np.uint8)
+        starts, ends = _bodies(raw, np.asarray(self._offsets, np.int64), self._blob_len)
+        lengths = ends - starts
+        heads = np.zeros((len(lengths), size), np.uint8)
+        for k in range(size):
+            has = lengths > k
+            heads[has, k] = raw[starts[has] + k]
         for i in self._replaced:
-            bodies[i] = self.parts(self.subscribers[i])[1]
-        return dict(zip(self.subscribers, bodies))
+            body = self.parts(self.subscribers[i])[1]
+            lengths[i] = len(body)
+            heads[i] = np.frombuffer(body[:size].ljust(size, b"\0"), np.uint8)
+        return lengths, heads
 
     def replace_extension(self, subscriber_id: str, body: bytes) -> None:
         """Store ``body`` as the subscriber's extension record (blob and attributes kept)."""

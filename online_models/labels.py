@@ -10,21 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
-from churnwatch.core.events import Event
+import numpy as np
+
+from churnwatch.core.events import TYPE_CODE, Event
 from features.extension import frame
 from features.store import BatchFeatures
 from online_models.snapshots import (
+    DUE_BYTES,
     Book,
     LabelPolicy,
     Resolved,
-    due_of,
+    dues_of,
     learnable,
     quantise,
     stored_values,
 )
 
 LABEL_TYPES = ("churn", "active")
+_LABEL_CODES = [TYPE_CODE[t] for t in LABEL_TYPES]
 
 
 @dataclass(frozen=True)
@@ -43,32 +48,20 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
 
     A subscriber without label or alert in the batch whose clock stays below its record's
     due time (see :meth:`Book.due`) is skipped: nothing can change (most subscribers in most
-    batches)."""
+    batches). A measured hot path: which subscribers to skip is found with numpy over the
+    batch's columns (``staged.columns``); a step per applied event and a due time read per
+    subscriber took a fifth of a backlog's pipeline time."""
     out = Resolved()
-    rows = staged.rows.tolist()
-    if not rows:
+    if not len(staged.rows):
         return out
+    assert staged.columns is not None, "resolve_batch takes FeatureStore.stage's answer"
+    rows = staged.rows.tolist()
     ready = learnable(staged.matrix, policy).tolist()
-    by_sub: dict[str, list[int]] = {}
-    latest: dict[str, int] = {}
-    eventful = {sid for sid, _ in marks}
-    eventful.update(staged.previous_attrs)  # snapshots' attributes are stored relative to these
-    for j, i in enumerate(rows):
-        ev = events[i]
-        sid = ev.subscriber_id
-        by_sub.setdefault(sid, []).append(j)
-        if ev.ts > latest.get(sid, 0):
-            latest[sid] = ev.ts
-        if ev.type in LABEL_TYPES:
-            eventful.add(sid)
     values = staged.staged
-    records = values.extensions()
-    changing = {sid: js for sid, js in by_sub.items()
-                if not (records[sid] and sid not in eventful and
-                        max(latest[sid], staged.clocks.get(sid, 0)) < due_of(records[sid]))}
+    changing = _changing(staged, marks)
     # only the learnable rows of those subscribers can become snapshots: quantise just them
     # (a fifth of a backlog batch's rows; quantising all of them took ~8 % of its time)
-    needed = [j for js in changing.values() for j in js if ready[j]]
+    needed = [j for _, js in changing for j in js if ready[j]]
     at = dict(zip(needed, range(len(needed))))
     quantised = quantise(staged.matrix[needed]) if needed else None
 
@@ -76,8 +69,8 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
         assert quantised is not None
         return stored_values(quantised[at[j]].tolist())
 
-    for sid, js in changing.items():  # the others: nothing can change before their due time
-        old = records[sid]
+    for sid, js in changing:  # the others: nothing can change before their due time
+        old = values.parts(sid)[1]
         after = staged.attrs[js[-1]]  # the attributes stored with the new value
         book = Book.decode(old, staged.previous_attrs.get(sid, after))
         book.clock = max(book.clock, staged.clocks.get(sid, 0))
@@ -88,6 +81,37 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
         if body != old:
             values.replace_extension(sid, body)
     return out
+
+
+def _changing(staged: BatchFeatures, marks: Mapping[tuple[str, str], bool]
+              ) -> list[tuple[str, list[int]]]:
+    """The subscribers whose records the batch may change, in the order of their first
+    applied event, each with its applied rows (indices into ``staged.rows``) in order."""
+    columns, values, subscribers = staged.columns, staged.staged, staged.subscribers
+    assert columns is not None
+    sub = columns.sub[staged.rows]
+    order = np.argsort(sub, kind="stable")  # rows grouped by subscriber, in order
+    grouped = sub[order]
+    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
+    present = grouped[starts]
+    latest = np.maximum(np.maximum.reduceat(columns.ts[staged.rows][order], starts), 0)
+    labelled = np.isin(columns.kind[staged.rows][order], _LABEL_CODES)
+    eventful = np.zeros(len(subscribers), bool)
+    eventful[present[np.logical_or.reduceat(labelled, starts)]] = True
+    # snapshots' attributes are stored relative to the previous ones
+    for sid in {sid for sid, _ in marks}.union(staged.previous_attrs):
+        if sid in values:
+            eventful[values.index(sid)] = True
+    clocks = np.fromiter(map(staged.clocks.get, subscribers, repeat(0)), np.int64,
+                         len(subscribers))
+    lengths, heads = values.extension_heads(DUE_BYTES)
+    quiet = (lengths > 0) & ~eventful
+    quiet[present] &= np.maximum(latest, clocks[present]) < dues_of(lengths, heads)[present]
+    groups = np.flatnonzero(~quiet[present])
+    groups = groups[np.argsort(order[starts[groups]], kind="stable")]  # first applied row
+    ends = np.append(starts[1:], len(order))
+    return [(subscribers[present[g]], order[starts[g]:ends[g]].tolist())
+            for g in groups.tolist()]
 
 
 def _step(book: Book, policy: LabelPolicy, ev: Event, j: int, ready: bool,

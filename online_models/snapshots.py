@@ -297,7 +297,7 @@ class Book:
                 self.clock - self.alerted_at if self.group else 0, self.group, rows, runs]
         if self.labels:
             body.append([self.clock - t for t in self.labels])
-        return due.to_bytes(4, "little") + _encoder.encode(body)
+        return due.to_bytes(DUE_BYTES, "little") + _encoder.encode(body)
 
     @classmethod
     def decode(cls, body: bytes, attrs: Mapping[str, float] | None = None) -> Book:
@@ -345,6 +345,12 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
 
-def due_of(body: bytes) -> int:
-    """A stored record's :meth:`Book.due` (ms, rounded down to the second); 0 when empty."""
-    return int.from_bytes(body[:4], "little") * 1000 if body else 0
+DUE_BYTES = 4  # a record starts with its due time (seconds, uint32 little-endian)
+
+
+def dues_of(lengths: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Stored records' :meth:`Book.due` (ms, rounded down to the second; 0 for an empty
+    record), from their lengths and first :data:`DUE_BYTES` bytes
+    (``features.values.StateValues.extension_heads``)."""
+    seconds = np.ascontiguousarray(heads[:, :DUE_BYTES]).view("<u4")[:, 0].astype(np.int64)
+    return np.where(lengths > 0, seconds * 1000, 0)

@@ -55,8 +55,11 @@ def test_values_parts_and_packing_agree_with_a_dict(parts: list, data: st.DataOb
         want[f"s{i}"] = blob + frame(ext) + attrs
         assert values.parts(f"s{i}") == (blob, ext, attrs)
     assert dict(values) == want
-    assert values.extensions() == {f"s{i}": (split(v[len(parts[i][0]):])[0] if v else b"")
-                                   for i, v in enumerate(want.values())}
+    bodies = [split(v[len(parts[i][0]):])[0] if v else b"" for i, v in enumerate(want.values())]
+    for size in (1, 4, 9):
+        lengths, heads = values.extension_heads(size)
+        assert lengths.tolist() == [len(b) for b in bodies]
+        assert [bytes(h) for h in heads] == [b[:size].ljust(size, b"\0") for b in bodies]
     assert values.in_order() == list(want.values())
     stored = [i for i, v in enumerate(want.values()) if v]
     chosen, packed = values.packed()
