@@ -70,53 +70,50 @@ local function convert(old)  -- 7-byte points (uint32 seconds, uint16 score x 10
   return history(last, table.concat(out))
 end
 for i = 1, #KEYS, 2 do
-  local key, legacy = KEYS[i], KEYS[i + 1]
-  local points = ARGV[(i + 1) / 2 + 1]
-  local value = nil  -- the whole history, when it is rewritten
-  local head = redis.call("GETRANGE", key, 0, 1)
-  if #head < 2 then
-    local old = redis.call("GET", legacy)
+  local key, points = KEYS[i], ARGV[(i + 1) / 2 + 1]
+  local value = redis.call("GET", key) or ""
+  local was = value  -- nil once converted from a legacy history
+  if #value < 2 then
+    local old = redis.call("GET", KEYS[i + 1])
     if old then
-      redis.call("DEL", legacy)
-      value = convert(old)
-      head = string.sub(value, 1, 2)
+      redis.call("DEL", KEYS[i + 1])
+      value, was = convert(old), nil
     end
   end
   local stored = -1
-  if #head == 2 then stored = struct.unpack("<I2", head) end
-  local day, add, replace = stored, {}, nil
+  if #value >= 2 then stored = struct.unpack("<I2", value) end
+  -- the points of days after the stored one (each day's last), and the stored day's last
+  local days, scores, replace = {}, {}, nil
+  local day = stored
   for pos = 1, #points, 4 do
-    local d, qs = struct.unpack("<I2I2", string.sub(points, pos, pos + 3))
+    local d, qs = struct.unpack("<I2I2", points, pos)
     if d > day then
-      add[#add + 1] = {d, qs}
-      day = d
+      days[#days + 1], scores[#days + 1], day = d, qs, d
     elseif d == day then
-      if #add > 0 then add[#add][2] = qs else replace = qs end
+      if #days > 0 then scores[#days] = qs else replace = qs end
     end
   end
-  if #add > 0 then
-    if value == nil then value = redis.call("GET", key) or "" end
-    local parts = {string.sub(value, 3)}
-    if replace then
-      parts[1] = string.sub(parts[1], 1, -4) .. point(gap_of(string.sub(value, -3)), replace)
-    end
+  local tail = nil  -- the stored day's last point, replaced
+  if replace then
+    local p = point(gap_of(string.sub(value, -3)), replace)
+    if p ~= string.sub(value, -3) then tail = p end
+  end
+  if #days > 0 then
+    local body = string.sub(value, 3)
+    if tail then body = string.sub(body, 1, -4) .. tail end
     local last = stored
-    for _, p in ipairs(add) do
-      local gap = p[1] - last
-      if last < 0 or gap >= 1024 then parts, gap = {}, 0 end
-      parts[#parts + 1] = point(gap, p[2])
-      last = p[1]
+    for k = 1, #days do
+      local gap = days[k] - last
+      if last < 0 or gap >= 1024 then body, gap = "", 0 end
+      body = body .. point(gap, scores[k])
+      last = days[k]
     end
-    redis.call("SET", key, history(last, table.concat(parts)))
-  elseif replace and value then
-    redis.call("SET", key, string.sub(value, 1, -4) ..
-               point(gap_of(string.sub(value, -3)), replace))
-  elseif replace then
-    local at = redis.call("STRLEN", key) - 3
-    redis.call("SETRANGE", key, at,
-               point(gap_of(redis.call("GETRANGE", key, at, at + 2)), replace))
-  elseif value and #value > 0 then
-    redis.call("SET", key, value)
+    redis.call("SET", key, history(last, body))
+  elseif was == nil then  -- converted from the legacy history
+    if tail then value = string.sub(value, 1, -4) .. tail end
+    if #value > 0 then redis.call("SET", key, value) end
+  elseif tail then  -- in place
+    redis.call("SETRANGE", key, #value - 3, tail)
   end
 end
 return #KEYS / 2

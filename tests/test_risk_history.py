@@ -223,3 +223,76 @@ def test_histories_and_legacy_keys_on_a_cluster(redis_cluster_server) -> None:
     new = {"ts": T0 + DAY, "score": 0.25, "severity": "high"}
     assert read[:30] == [[{"ts": T0, "score": 0.5, "severity": "medium"}, new]] * 30
     assert read[30:] == [[new]] * 30 and legacy == 0
+
+
+def _reference(history: list[tuple[int, int]], points: list[tuple[int, int]], cap: int
+               ) -> list[tuple[int, int]]:
+    """A subscriber's (day, quantised score << 2 | severity) points after one batch, plainly:
+    a later day appends (a gap of 1,024 days or more drops what came before), the same day
+    replaces the last point, an earlier day is ignored; the last ``cap`` points are kept."""
+    out = list(history)
+    added = False
+    for day, qs in points:
+        last = out[-1][0] if out else -1
+        if day > last:
+            if out and day - last >= 1024:
+                out = []
+            out.append((day, qs))
+            added = True
+        elif day == last:
+            out[-1] = (day, qs)
+    return out[-cap:] if added else out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_batches_of_points_match_a_plain_history(redis_url: str, seed: int) -> None:
+    """Batches of one or several points per subscriber (same days, earlier days, long gaps),
+    some subscribers starting from a legacy history: each stored history reads back as the
+    plain reference's."""
+    rng = np.random.default_rng(seed)
+    subs = [f"r{seed}-{k}" for k in range(40)]
+    cap = 5
+    legacy = {sid: [(20_000 + d, int(rng.integers(0, 4096)) << 2 | int(rng.integers(0, 4)))
+                    for d in sorted(rng.choice(30, size=3, replace=False).tolist())]
+              for sid in subs[:8]}
+    want: dict[str, list[tuple[int, int]]] = {sid: list(legacy.get(sid, []))[-cap:]
+                                              for sid in subs}
+    day = {sid: 20_020 for sid in subs}
+
+    def scored(qs: int) -> tuple[float, str]:
+        return (qs >> 2) / 4095, ("", "low", "medium", "high")[qs & 3]
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        keys = Keys()
+        await client.delete(*(keys.risk(s) for s in subs), *(keys.legacy_risk(s) for s in subs))
+        for sid, points in legacy.items():  # 7-byte points: seconds, score × 10,000, code
+            await client.set(keys.legacy_risk(sid), b"".join(
+                struct.pack("<IHB", d * 86_400 + 7, round((qs >> 2) / 4095 * 10_000), qs & 3)
+                for d, qs in points))
+            want[sid] = [(d, round(round((qs >> 2) / 4095 * 10_000) * 4095 / 10_000) << 2
+                          | (qs & 3)) for d, qs in points]
+        risk = RiskHistory(client, cap=cap)
+        touched: set[str] = set()  # (a legacy history reads in its own layout until then)
+        for _ in range(25):
+            batch: dict[str, list[tuple[int, float, str]]] = {}
+            for sid in rng.choice(subs, size=25, replace=False).tolist():
+                points = []
+                for _ in range(int(rng.choice([1, 1, 1, 2, 4]))):
+                    step = int(rng.choice([0, 0, 1, 1, 2, -1, -3, 1500]))
+                    day[sid] = max(day[sid] + step, 0)
+                    qs = int(rng.integers(0, 4096)) << 2 | int(rng.integers(0, 4))
+                    points.append((day[sid], qs))
+                batch[sid] = [(d * DAY + 1, *scored(qs)) for d, qs in points]
+                want[sid] = _reference(want[sid], points, cap)
+            await record_risk(risk, batch)
+            touched.update(batch)
+            for sid in sorted(touched):
+                got = [(p["ts"] // DAY, p["score"], p["severity"]) for p in await risk.read(sid)]
+                assert got == [(d, round((qs >> 2) / 4095, 3),
+                                ("", "low", "medium", "high")[qs & 3] or None)
+                               for d, qs in want[sid]], sid
+        await client.aclose()
+
+    asyncio.run(main())
