@@ -38,6 +38,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
 # a record's (topic, partition), offset, value and timestamp, read as the tuple it is (C-level, for the
 # per-record passes over a batch)
 topic_partition = itemgetter(0, 1)
+partition_of = itemgetter(1)
 offset_of = itemgetter(2)
 value_of = itemgetter(3)
 timestamp_of = itemgetter(4)
