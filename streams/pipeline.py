@@ -10,11 +10,12 @@ Order of effects, and why nothing is lost or repeated:
    delayed labels on the subscribers' snapshot records (``online_models.labels``);
 3. commit: append the resolved examples to the learner's stream, then store the new states
    (snapshot records included) and record decided alerts as pending, atomically (plus the
-   silence index, in the same round trip). :meth:`Pipeline.start` returns once it is sent:
+   silence index, in the same round trip), once the batch's dead letters (published as soon
+   as they are known) are out. :meth:`Pipeline.start` returns once it is sent:
    the next batch stages on this one's states, pinned in the cache, while it lands
    (``features.commits.CommitChain``); commits land in order;
 4. deliver: once the batch's commit landed and the previous batch's delivery is done,
-   publish dead letters, alerts and scores, then mark the alerts delivered. The next batch
+   publish alerts and scores, then mark the alerts delivered. The next batch
    runs steps 1-3 meanwhile; its messages are acknowledged once its delivery is done.
 Redis errors in steps 1-2 retry the batch from step 1 (nothing was written); in step 3 they
 re-send the same writes until they land (each is idempotent). A replay after a crash
@@ -222,7 +223,11 @@ class Pipeline:
         active, gone = activity(events, origins, fresh, staged,
                                 self.homes.home if self.homes is not None else None)
         result.dead_letters += late_letters(events, origins, fresh, staged.status)
-        letters = [msgspec.json.encode(d) for d in result.dead_letters]
+        # dead letters go out now, while the batch waits for its turn to commit; the commit
+        # waits for them before its Redis round trip (durable before the batch is applied)
+        lettered = _started(publisher.dead_letters(
+            [msgspec.json.encode(d) for d in result.dead_letters])) \
+            if result.dead_letters else None
         applied = next_offsets(fresh)
         self.partitions.applied.update(applied)
         self.partitions.seen.update(routed.advanced)
@@ -233,7 +238,7 @@ class Pipeline:
             landed = await self.commits.submit(
                 staged, decision.entries,
                 lambda: self._commit(staged, decision, resolved.examples, active, gone,
-                                     letters, forwards, applied, routed.advanced, publisher,
+                                     lettered, forwards, applied, routed.advanced, publisher,
                                      effects, routed.borrowed, sent))
             until(landed)
         result.outcomes.update(count_outcomes(self.metrics, events, staged.status,
@@ -259,22 +264,23 @@ class Pipeline:
 
     async def _commit(self, staged: BatchFeatures, decision: Decision, examples: list[Example],
                       active: dict[int, dict[str, int]], gone: dict[int, list[str]],
-                      letters: list[bytes], forwards: list[Forward],
+                      lettered: asyncio.Future[None] | None, forwards: list[Forward],
                       applied: dict[tuple[str, int], int], seen: Seen,
                       publisher: Publisher,
                       effects: Callable[[], Awaitable[list[Write]]] | None,
                       borrowed: frozenset[int], sent: dict[int, int]) -> None:
-        """Store a batch's effects: its dead letters and the events it forwards to their home
-        partitions are published first (a crash before the rest publishes them again: at
-        least once; dead letters by their coordinates, events by their ids), then one Redis round
+        """Store a batch's effects: its dead letters (``lettered``, under way since the batch
+        was processed) and the events it forwards to their home partitions are published
+        first (a crash before the rest publishes them again: at least once; dead letters by
+        their coordinates, events by their ids), then one Redis round
         trip: the resolved examples (a crash before the rest re-appends the same ids, which
         the learner drops), then the new states with the decided alerts as pending, the
         partitions' applied offsets, the silence index, storm-held alerts, risk history and
         expiries. Redis errors re-send the same writes until they land (the next batch is
         staged on them meanwhile, see ``features.commits``)."""
         t0 = time.perf_counter()
-        if letters:
-            await publisher.dead_letters(letters)
+        if lettered is not None:
+            await lettered
         if forwards:
             assert self.homes is not None
             # where they land is unknown until the broker says (a test publisher does not)
@@ -405,3 +411,11 @@ class Pipeline:
     def _reload_slots(self) -> None:
         self.store.router.invalidate()  # a cluster's slots may have moved
         self.ledger.router.invalidate()
+
+
+def _started(work: Awaitable[None]) -> asyncio.Future[None]:
+    """``work`` under way as a task; its failure is raised where it is awaited (or dropped
+    with the batch, if the batch's commit never runs)."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
