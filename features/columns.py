@@ -78,3 +78,13 @@ def encode_batch(events: Sequence[Event]) -> tuple[list[str], Columns]:
             tenure[rows] = [-1.0 if t is None else t for t in _of(events, rows, "tenure_months")]
     hashes = string_hashes(list(map(_ID, events)))[2]
     return subscribers, Columns(sub, kind, ts, ts // DAY_MS, months_of(ts), a, b, tenure, hashes)
+
+
+def runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``keys`` grouped by key (a stable sort: in order within each group) and
+    where each group starts among them: group g is ``order[starts[g]:starts[g + 1]]``."""
+    order = np.argsort(keys, kind="stable")
+    grouped = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1]))) \
+        if len(keys) else np.empty(0, np.int64)
+    return order, starts

@@ -15,6 +15,7 @@ from itertools import repeat
 import numpy as np
 
 from churnwatch.core.events import TYPE_CODE, Event
+from features.columns import runs
 from features.extension import frame
 from features.store import BatchFeatures
 from online_models.snapshots import (
@@ -54,7 +55,6 @@ def resolve_batch(policy: LabelPolicy, events: Sequence[Event], staged: BatchFea
     out = Resolved()
     if not len(staged.rows):
         return out
-    assert staged.columns is not None, "resolve_batch takes FeatureStore.stage's answer"
     rows = staged.rows.tolist()
     ready = learnable(staged.matrix, policy).tolist()
     values = staged.staged
@@ -88,12 +88,10 @@ def _changing(staged: BatchFeatures, marks: Mapping[tuple[str, str], bool]
     """The subscribers whose records the batch may change, in the order of their first
     applied event, each with its applied rows (indices into ``staged.rows``) in order."""
     columns, values, subscribers = staged.columns, staged.staged, staged.subscribers
-    assert columns is not None
+    assert columns is not None, "resolve_batch takes FeatureStore.stage's answer"
     sub = columns.sub[staged.rows]
-    order = np.argsort(sub, kind="stable")  # rows grouped by subscriber, in order
-    grouped = sub[order]
-    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
-    present = grouped[starts]
+    order, starts = runs(sub)  # rows grouped by subscriber, in order
+    present = sub[order[starts]]
     latest = np.maximum(np.maximum.reduceat(columns.ts[staged.rows][order], starts), 0)
     labelled = np.isin(columns.kind[staged.rows][order], _LABEL_CODES)
     eventful = np.zeros(len(subscribers), bool)

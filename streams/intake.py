@@ -20,6 +20,7 @@ import numpy as np
 
 from churnwatch.core.events import TYPE_CODE, Event, decode_payload, decode_plain
 from churnwatch.infra.runtime.metrics import Metrics, inc_counts
+from features.columns import runs
 from features.store import LATE, BatchFeatures
 from streams.records import DeadLetter, Record, partition_of
 from streams.undecodable import reason_of
@@ -115,8 +116,8 @@ def count_outcomes(metrics: Metrics, events: Sequence[Event], status: str,
     return by_outcome
 
 
-def activity(events: list[Event], origins: list[int], records: Sequence[Record],
-             staged: BatchFeatures, home: Callable[[str], int] | None = None
+def activity(origins: list[int], records: Sequence[Record], staged: BatchFeatures,
+             home: Callable[[str], int] | None = None
              ) -> tuple[dict[int, dict[str, int]], dict[int, list[str]]]:
     """Per partition: the latest applied event time of each subscriber in the batch, and the
     subscribers whose last applied event was ``churn`` (they left: no silence checks; in
@@ -143,18 +144,16 @@ def activity(events: list[Event], origins: list[int], records: Sequence[Record],
         homes[present] = [home(subscribers[k]) for k in present.tolist()]
         part = homes[sub]
     # each subscriber's last applied row
-    by_sub = np.argsort(sub, kind="stable")
-    last = by_sub[np.flatnonzero(np.append(sub[by_sub][1:] != sub[by_sub][:-1], True))]
+    by_sub, starts = runs(sub)
+    last = by_sub[np.append(starts[1:], len(by_sub)) - 1]
     left_from = np.full(n, -1, np.int64)  # the partition a churned subscriber left from
     churned = columns.kind[rows][last] == CHURN
     left_from[sub[last][churned]] = part[last][churned]
     # the latest time per (partition, subscriber): groups in partition order
     key = part * n + sub
-    order = np.argsort(key, kind="stable")
-    grouped = key[order]
-    starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
+    order, starts = runs(key)
     latest = np.maximum.reduceat(ts[order], starts)
-    group_part, group_sub = np.divmod(grouped[starts], n)
+    group_part, group_sub = np.divmod(key[order[starts]], n)
     kept = (latest > 0) & (left_from[group_sub] != group_part)
     clocks: dict[int, dict[str, int]] = {}
     at = np.flatnonzero(np.append(True, group_part[1:] != group_part[:-1]))

@@ -225,7 +225,7 @@ class Pipeline:
                 stage.labels("features").observe(t1 - t0)
                 stage.labels("decide").observe(t_labels - t1)
                 stage.labels("labels").observe(t2 - t_labels)
-        active, gone = activity(events, origins, fresh, staged,
+        active, gone = activity(origins, fresh, staged,
                                 self.homes.home if self.homes is not None else None)
         result.dead_letters += late_letters(events, origins, fresh, staged.status)
         # dead letters go out now, while the batch waits for its turn to commit; the commit

@@ -56,7 +56,7 @@ def _staged(events: list[Event], rows: list[int]) -> BatchFeatures:
 
 
 def test_activity_keeps_the_latest_time_and_drops_the_churned() -> None:
-    clocks, gone = activity(EVENTS, ORIGINS, RECORDS, _staged(EVENTS, [0, 1, 2, 3]))
+    clocks, gone = activity(ORIGINS, RECORDS, _staged(EVENTS, [0, 1, 2, 3]))
     assert clocks == {0: {}, 3: {"s2": 1_900_000_000_000}}
     assert gone == {0: ["s1"]}
 
@@ -105,7 +105,7 @@ def test_activity_matches_the_event_by_event_loop(data: st.DataObject) -> None:
 
     staged = _staged(events, rows)
     for home in (None, {"s1": 0, "s2": 5, "s3": 5, "s4": 1}.__getitem__):
-        clocks, gone = activity(events, origins, records, staged, home)
+        clocks, gone = activity(origins, records, staged, home)
         want_clocks, want_gone = reference_activity(events, origins, records, rows, home)
         assert clocks == want_clocks
         assert {p: sorted(sids) for p, sids in gone.items()} == \
