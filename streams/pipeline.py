@@ -81,11 +81,6 @@ from streams.retrying import redis_retries
 from streams.side_writes import SideWrites
 
 log = logging.getLogger("churnwatch.pipeline")
-# Commits under way while the next batches stage (features.commits). A commit's round trips
-# wait for turns of the event loop between the next batch's steps, so one commit took longer
-# than a batch's processing under a backlog; with two under way a 10,000-subscriber backlog
-# drained 7-9 % faster (49-51k against 46k events/s, single-event records).
-COMMIT_DEPTH = 2
 
 
 class Pipeline:
@@ -121,7 +116,7 @@ class Pipeline:
         self._lock = asyncio.Lock()  # one batch or sweep processed at a time
         self.delivery = Delivery(ledger, self.outcomes, metrics, lambda: self.rules.ruleset,
                                  self._retrying, clock)
-        self.commits = CommitChain(store, COMMIT_DEPTH)  # commits land while the next batches stage
+        self.commits = CommitChain(store)  # a batch's commit lands while the next one stages
         metrics.set_version(metrics.ruleset, rules.version)
         metrics.set_version(metrics.model, model.version)
 
@@ -152,7 +147,7 @@ class Pipeline:
         state cache is cleared (another worker may have written these subscribers)."""
         self.store.cache.clear()
         if self.commits.failure is not None:  # e.g. fenced: those batches are read again
-            self.commits = CommitChain(self.store, COMMIT_DEPTH)
+            self.commits = CommitChain(self.store)
         await self.partitions.assigned(partitions, self._retrying("assign"))
 
     async def run(self, records: Sequence[Record], publisher: Publisher) -> BatchResult:
@@ -199,7 +194,7 @@ class Pipeline:
                 raise refused  # no later batch may land: the worker stops (streams/batch_loop)
             # its batches were dead-lettered (streams/batch_loop.py)
             log.warning("a batch commit failed; the next batches start again from Redis")
-            self.commits = CommitChain(self.store, COMMIT_DEPTH)
+            self.commits = CommitChain(self.store)
         async for attempt in self._retrying("batch"):
             with attempt:
                 await self.commits.ready()
