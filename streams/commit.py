@@ -1,7 +1,7 @@
 """The one owner of a batch's (or a sweep's) Redis writes.
 
 The batch's collaborators describe what to write (``churnwatch.infra.redis.writes``);
-:class:`BatchCommit` sends it as one round trip and tracks where it is:
+:class:`BatchCommit` sends it and tracks where it is:
 
     staged ──send()──▶ sent ──▶ landed
                          └────▶ failed ──send()──▶ sent …
@@ -9,7 +9,8 @@ The batch's collaborators describe what to write (``churnwatch.infra.redis.write
 On a single Redis the writes are one ``MULTI``/``EXEC``. When the worker owns its
 partitions (a consumer group), that transaction is fenced (``streams.ownership.WriteFence``):
 it runs only while this worker holds the partitions, at most once whatever the number of
-copies sent, and stores the partitions' applied offsets with the states. A Redis Cluster
+copies sent, and stores the partitions' applied offsets with the states, in two round trips
+(watch and check, then the transaction: ``churnwatch.infra.redis.transaction``). A Redis Cluster
 cannot watch keys across slots: there the writes go out unfenced (each subscriber's effects
 stay in one script per node) and the applied offsets are stored after them.
 
@@ -25,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from churnwatch.core.errors import FencedError, RedisRefused
-from churnwatch.infra.redis.writes import Command, Write, queue_writes
+from churnwatch.infra.redis.transaction import WatchedTransaction
+from churnwatch.infra.redis.writes import (
+    Command,
+    Write,
+    queue_writes,
+    single_redis_commands,
+)
 from features.commits import CommitChainBroken
 from streams.ownership import Partition, WatchError, WriteFence, partition_field
 
@@ -96,29 +103,40 @@ class BatchCommit:
         self.landed_by = "this" if ran else "a copy"
 
     async def _send_once(self) -> bool:
-        fence, offsets = self.fence, self.offsets
-        target = dict(offsets.partitions) if offsets is not None else {}
+        if self.fence is not None:
+            return await self._send_fenced(self.fence)
+        offsets = self.offsets
         pipe = self.redis.pipeline(transaction=not self.cluster)
         try:
-            if fence is not None and not await fence.open(pipe, self.partitions, target):
-                return False  # an earlier copy landed; its reply was lost
             await queue_writes(pipe, await self.describe())
-            if fence is not None:  # in the transaction: the offsets land with the states
-                if offsets is not None:
-                    await queue_writes(pipe, offsets.writes(with_partitions=False))
-                fence.close(pipe, self.partitions, target)
             if self.before_send is not None:
                 self.before_send()
             await pipe.execute()
-        except WatchError:  # (also a connection lost while watching, before the EXEC)
-            assert fence is not None
-            raise await fence.refused(self.partitions) from None
         finally:
             await pipe.reset()
-        if fence is None and offsets is not None:  # unfenced: after the states
+        if offsets is not None:  # unfenced: after the states
             after = offsets.writes(with_partitions=True)
             if after:
                 await self.redis.execute_command(*after[0].args)
+        return True
+
+    async def _send_fenced(self, fence: WriteFence) -> bool:
+        """Two round trips (``WatchedTransaction``): watch and check, then the writes with
+        the applied offsets in one ``MULTI``/``EXEC``."""
+        target = dict(self.offsets.partitions) if self.offsets is not None else {}
+        commands, scripts = single_redis_commands(await self.describe())
+        if self.offsets is not None:
+            commands += [w.args for w in self.offsets.writes(with_partitions=False)]
+        commands += fence.close(self.partitions, target)
+        async with WatchedTransaction(self.redis) as tx:
+            if not await fence.open(tx, self.partitions, target, scripts):
+                return False  # an earlier copy landed; its reply was lost
+            if self.before_send is not None:
+                self.before_send()
+            try:
+                await tx.execute(commands)
+            except WatchError:  # another copy ran, or the partitions were claimed
+                raise await fence.refused(self.partitions) from None
         return True
 
 

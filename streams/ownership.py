@@ -10,8 +10,8 @@ written to one hash (``Keys.partition_owners``) before anything is read. Every b
 ``WATCH``es that hash, checks that it still holds this worker's token for each partition of
 the batch, and writes the batch in ``MULTI``/``EXEC``: if another worker claimed one of them
 in between, the commit is refused (:class:`~churnwatch.core.errors.FencedError`) and nothing of it
-is written. redis-py also reports a connection lost while watching as a ``WatchError``: the
-claims are then read again, and the commit is retried if they are still this worker's. On a
+is written. A connection lost while watching is retried like any outage: the retry
+watches and reads the claims again. On a
 single Redis only (a Redis Cluster cannot watch a key across slots).
 
 The same transaction fences the worker's own earlier attempts. A commit whose reply was lost
@@ -36,6 +36,7 @@ from typing import Any
 
 from churnwatch.core.errors import FencedError, RedisUnavailable
 from churnwatch.infra.redis.errors import WatchError
+from churnwatch.infra.redis.transaction import WatchedTransaction
 
 __all__ = ["Partition", "PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 
@@ -89,9 +90,9 @@ class WriteFence:
     the write counters of the partitions written, and bumps them (a write to no partition:
     the ``writes`` field of the applied-offsets hash ``applied_key``).
 
-    Use: ``if await fence.open(pipe, partitions, target):`` queue the writes, then
-    :meth:`close` with the same partitions and ``pipe.execute()``; on :class:`WatchError`
-    call :meth:`refused`.
+    Use, on a :class:`~churnwatch.infra.redis.transaction.WatchedTransaction` ``tx``:
+    ``if await fence.open(tx, partitions, target):`` execute the writes followed by
+    :meth:`close`'s commands; on :class:`WatchError` raise :meth:`refused`.
     """
 
     def __init__(self, owners: PartitionOwners, applied_key: str) -> None:
@@ -105,49 +106,49 @@ class WriteFence:
     def _watched(self, tps: Sequence[Partition]) -> list[str]:
         return [self.counter(tp) for tp in tps] or [self.applied_key]
 
-    async def open(self, pipe: Any, partitions: Iterable[Partition],
-                   target: Mapping[Partition, int]) -> bool:
-        """Watch, check and start the transaction on ``pipe`` (a transaction pipeline) for a
-        write to ``partitions`` that stores the applied offsets ``target``. False if a
-        copy of this write already landed (every offset of ``target`` is stored: nothing to
-        do). Raises :class:`FencedError` (after resetting ``pipe``) if another worker claimed
-        one of the partitions, or if a partition's stored offset is past ``target``."""
+    async def open(self, tx: WatchedTransaction, partitions: Iterable[Partition],
+                   target: Mapping[Partition, int], scripts: Sequence[Any] = ()) -> bool:
+        """Watch and check, in one round trip on ``tx``, a write to ``partitions`` that
+        stores the applied offsets ``target`` (and runs ``scripts``, loaded if missing).
+        False if a copy of this write already landed (every offset of ``target`` is stored:
+        nothing to do). Raises :class:`FencedError` if another worker claimed one of the
+        partitions, or if a partition's stored offset is past ``target``."""
         tps = sorted(set(partitions) | set(target))
-        await pipe.watch(self.owners.key, *self._watched(tps))
         fields = [partition_field(tp) for tp in tps]
-        lost = self.owners.lost(tps, await pipe.hmget(self.owners.key, fields)) if tps else []
+        reads = [("HMGET", self.owners.key, *fields)] if tps else []
+        if target:  # read after the WATCH: consistent with the watched counters
+            reads.append(("HMGET", self.applied_key, *fields))
+        replies = await tx.watch([self.owners.key, *self._watched(tps)], reads, scripts)
+        lost = self.owners.lost(tps, replies[0]) if tps else []
         if lost:
-            await pipe.reset()
             raise FencedError("partitions claimed by another worker: "
                               + ", ".join(partition_field(tp) for tp in lost))
         if target:
-            # consistent with the watched counters: every write of these offsets bumps them
-            stored = dict(zip(tps, await pipe.hmget(self.applied_key, fields)))
+            stored = dict(zip(tps, replies[1]))
             now = {tp: int(stored[tp]) if stored[tp] is not None else -1 for tp in target}
             if all(now[tp] == offset for tp, offset in target.items()):
-                await pipe.reset()
                 return False
             ahead = [tp for tp, offset in target.items() if now[tp] > offset]
             if ahead:
-                await pipe.reset()
                 raise FencedError("records past this batch were applied to "
                                   + ", ".join(partition_field(tp) for tp in ahead))
-        pipe.multi()
         return True
 
-    def close(self, pipe: Any, partitions: Iterable[Partition],
-              target: Mapping[Partition, int]) -> None:
-        """Queue, last in the transaction: the applied offsets ``target`` and the bump of
-        the write counters of ``partitions`` and ``target``'s (which makes every other copy
-        of this write abort)."""
+    def close(self, partitions: Iterable[Partition],
+              target: Mapping[Partition, int]) -> list[tuple[Any, ...]]:
+        """The commands to run last in the transaction: store the applied offsets
+        ``target`` and bump the write counters of ``partitions`` and ``target``'s (which
+        makes every other copy of this write abort)."""
+        out: list[tuple[Any, ...]] = []
         if target:
-            pipe.hset(self.applied_key,
-                      mapping={partition_field(tp): offset for tp, offset in target.items()})
+            out.append(("HSET", self.applied_key,
+                        *(x for tp, offset in target.items()
+                          for x in (partition_field(tp), offset))))
         tps = sorted(set(partitions) | set(target))
-        for tp in tps:
-            pipe.incr(self.counter(tp))
+        out += [("INCR", self.counter(tp)) for tp in tps]
         if not tps:
-            pipe.hincrby(self.applied_key, WRITES_FIELD, 1)
+            out.append(("HINCRBY", self.applied_key, WRITES_FIELD, 1))
+        return out
 
     async def refused(self, partitions: Iterable[Partition]) -> Exception:
         """The error for a transaction refused by its ``WATCH``: a connection error (retry:

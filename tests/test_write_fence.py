@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from churnwatch.core.errors import FencedError
+from churnwatch.infra.redis.transaction import WatchedTransaction
 from streams.ownership import PartitionOwners, WatchError, WriteFence
 
 OWNERS, APPLIED, STATE = "t:owners", "t:applied", "t:state"
@@ -24,23 +25,40 @@ async def _fence(client: aioredis.Redis, member: str = "w1") -> WriteFence:
     return WriteFence(owners, APPLIED)
 
 
+class _Held:
+    """A fenced write watched and checked on its own connection, not yet executed."""
+
+    def __init__(self, tx: WatchedTransaction, commands: list[tuple[object, ...]]) -> None:
+        self.tx = tx
+        self.commands = commands
+
+    async def execute(self) -> str:
+        try:
+            await self.tx.execute(self.commands)
+        except WatchError:
+            return "refused"
+        finally:
+            await self.tx.__aexit__(None, None, None)
+        return "ran"
+
+
 async def _prepare(fence: WriteFence, client: aioredis.Redis, value: str,
-                   target: dict[tuple[str, int], int]) -> tuple[object, bool]:
-    """A write of ``value`` to the state, watched and queued, not yet executed."""
-    pipe = client.pipeline(transaction=True)
-    if not await fence.open(pipe, [TP], target):
-        return pipe, False
-    pipe.set(STATE, value)
-    fence.close(pipe, [TP], target)
-    return pipe, True
-
-
-async def _execute(pipe) -> str:  # type: ignore[no-untyped-def]
+                   target: dict[tuple[str, int], int],
+                   partitions: tuple[tuple[str, int], ...] = (TP,),
+                   key: str = STATE) -> tuple[_Held, bool]:
+    """A write of ``value`` to ``key``, watched and checked, not yet executed."""
+    tx = await WatchedTransaction(client).__aenter__()
     try:
-        await pipe.execute()
-    except WatchError:
-        return "refused"
-    return "ran"
+        ok = await fence.open(tx, partitions, target)
+    except BaseException as exc:
+        await tx.__aexit__(type(exc), exc, None)
+        raise
+    commands = [("SET", key, value), *fence.close(partitions, target)]
+    return _Held(tx, commands), ok
+
+
+async def _execute(held: _Held) -> str:
+    return await held.execute()
 
 
 def _run(redis_url: str, scenario) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +95,8 @@ def test_a_retry_whose_first_copy_landed_does_nothing(redis_url: str) -> None:
         fence = await _fence(a)
         first, _ok = await _prepare(fence, a, "batch-1", {TP: 10})
         assert await _execute(first) == "ran"  # ...and its reply was lost
-        _pipe, needed = await _prepare(fence, b, "batch-1", {TP: 10})
+        retry, needed = await _prepare(fence, b, "batch-1", {TP: 10})
+        await retry.tx.__aexit__(None, None, None)
         assert not needed
         assert await b.get(fence.counter(TP)) == b"1"
 
@@ -138,11 +157,9 @@ def test_workers_of_a_group_writing_other_partitions_do_not_abort_each_other(
         fence_b = WriteFence(owners_b, APPLIED)
         mine, ok = await _prepare(fence_a, a, "w1-batch", {TP: 10})
         assert ok
-        pipe = b.pipeline(transaction=True)
-        assert await fence_b.open(pipe, [OTHER], {OTHER: 7})
-        pipe.set("t:other-state", "w2-batch")
-        fence_b.close(pipe, [OTHER], {OTHER: 7})
-        assert await _execute(pipe) == "ran"
+        theirs, ok = await _prepare(fence_b, b, "w2-batch", {OTHER: 7}, (OTHER,),
+                                    "t:other-state")
+        assert ok and await _execute(theirs) == "ran"
         assert await _execute(mine) == "ran"
         assert await a.hmget(APPLIED, ["churn.events:0", "churn.events:1"]) == [b"10", b"7"]
         assert await a.get(STATE) == b"w1-batch"
@@ -153,15 +170,10 @@ def test_workers_of_a_group_writing_other_partitions_do_not_abort_each_other(
 def test_a_write_to_no_partition_is_ordered_by_the_groups_counter(redis_url: str) -> None:
     async def scenario(a: aioredis.Redis, b: aioredis.Redis, _: aioredis.Redis) -> None:
         fence = await _fence(a)
-        held = a.pipeline(transaction=True)
-        assert await fence.open(held, [], {})
-        held.set(STATE, "held")
-        fence.close(held, [], {})
-        again = b.pipeline(transaction=True)
-        assert await fence.open(again, [], {})
-        again.set(STATE, "retry")
-        fence.close(again, [], {})
-        assert await _execute(again) == "ran"
+        held, ok = await _prepare(fence, a, "held", {}, ())
+        assert ok
+        again, ok = await _prepare(fence, b, "retry", {}, ())
+        assert ok and await _execute(again) == "ran"
         assert await _execute(held) == "refused"
         assert await b.hget(APPLIED, "writes") == b"1"
 

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from churnwatch.infra.redis.script_router import ScriptRouter
 
-__all__ = ["Command", "ScriptCalls", "Write", "queue_writes"]
+__all__ = ["Command", "ScriptCalls", "Write", "queue_writes", "single_redis_commands"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +49,18 @@ async def queue_writes(pipe: Any, writes: Iterable[Write]) -> None:
             pipe.execute_command(*write.args)
         elif write.calls:
             await write.router.run(write.script, write.calls, pipe=pipe)
+
+
+def single_redis_commands(writes: Iterable[Write]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    """``writes`` for a single Redis as plain commands, in order (a script call becomes an
+    ``EVALSHA``), and the scripts they run (to be loaded if Redis lacks them)."""
+    commands: list[tuple[Any, ...]] = []
+    scripts: dict[str, Any] = {}
+    for write in writes:
+        if isinstance(write, Command):
+            commands.append(write.args)
+            continue
+        scripts.setdefault(write.script.sha, write.script)
+        commands += [("EVALSHA", write.script.sha, len(keys), *keys, *args)
+                     for _, keys, args in write.calls]
+    return commands, list(scripts.values())
