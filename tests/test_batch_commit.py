@@ -8,9 +8,11 @@ import asyncio
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
 
 from churnwatch.core.errors import FencedError
-from churnwatch.infra.redis.writes import Command, Write
+from churnwatch.infra.redis.script_router import ScriptRouter
+from churnwatch.infra.redis.writes import Command, ScriptCalls, Write
 from streams.commit import AppliedOffsets, BatchCommit, CommitState
 from streams.ownership import PartitionOwners, WriteFence
 
@@ -121,5 +123,35 @@ def test_unfenced_offsets_are_stored_after_the_writes_and_each_attempt_describes
         assert await client.get("bc:a") == b"2"
         assert await client.hget(APPLIED, "churn.events:0") == b"3"
         assert await client.hget(APPLIED, "writes") is None  # not fenced: no write counter
+
+    _run(redis_url, scenario)
+
+
+def test_a_fenced_commit_is_two_round_trips(redis_url: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch with its reads and the script check in one packet, the transaction in a
+    second: each round trip waits for a turn of the worker's busy event loop."""
+    async def scenario(client: aioredis.Redis) -> None:
+        fence = await _fence(client, "w1")
+        script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+        await script(keys=["bc:s"], args=["loaded"])
+        router = ScriptRouter(client)
+        packets: list[int] = []
+        send = Connection.send_packed_command
+
+        async def counted(self: Connection, command: object, check_health: bool = True) -> None:
+            packets.append(1)
+            await send(self, command, check_health)
+
+        monkeypatch.setattr(Connection, "send_packed_command", counted)
+        commit = BatchCommit(client, _describe(
+            Command("SET", "bc:a", "1"),
+            ScriptCalls(router, script, ((None, ["bc:s"], ["by the commit"]),)))[0],
+            cluster=False, fence=fence, partitions=[TP], offsets=AppliedOffsets(APPLIED, {TP: 5}))
+        await commit.send()
+        assert len(packets) == 2
+        monkeypatch.undo()
+        assert await client.get("bc:a") == b"1" and await client.get("bc:s") == b"by the commit"
+        assert await client.hget(APPLIED, "churn.events:0") == b"5"
 
     _run(redis_url, scenario)
