@@ -124,10 +124,9 @@ class BatchCommit:
         """Two round trips (``WatchedTransaction``): watch and check, then the writes with
         the applied offsets in one ``MULTI``/``EXEC``."""
         target = dict(self.offsets.partitions) if self.offsets is not None else {}
-        commands, scripts = single_redis_commands(await self.describe())
-        if self.offsets is not None:
-            commands += [w.args for w in self.offsets.writes(with_partitions=False)]
-        commands += fence.close(self.partitions, target)
+        offsets = self.offsets.writes(with_partitions=False) if self.offsets is not None else []
+        commands, scripts = single_redis_commands(
+            [*await self.describe(), *offsets, *fence.close(self.partitions, target)])
         async with WatchedTransaction(self.redis) as tx:
             if not await fence.open(tx, self.partitions, target, scripts):
                 return False  # an earlier copy landed; its reply was lost

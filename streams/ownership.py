@@ -37,6 +37,7 @@ from typing import Any
 from churnwatch.core.errors import FencedError, RedisUnavailable
 from churnwatch.infra.redis.errors import WatchError
 from churnwatch.infra.redis.transaction import WatchedTransaction
+from churnwatch.infra.redis.writes import Command
 
 __all__ = ["Partition", "PartitionOwners", "WatchError", "WriteFence", "partition_field"]
 
@@ -92,7 +93,7 @@ class WriteFence:
 
     Use, on a :class:`~churnwatch.infra.redis.transaction.WatchedTransaction` ``tx``:
     ``if await fence.open(tx, partitions, target):`` execute the writes followed by
-    :meth:`close`'s commands; on :class:`WatchError` raise :meth:`refused`.
+    :meth:`close`'s; on :class:`WatchError` raise :meth:`refused`.
     """
 
     def __init__(self, owners: PartitionOwners, applied_key: str) -> None:
@@ -135,25 +136,25 @@ class WriteFence:
         return True
 
     def close(self, partitions: Iterable[Partition],
-              target: Mapping[Partition, int]) -> list[tuple[Any, ...]]:
-        """The commands to run last in the transaction: store the applied offsets
-        ``target`` and bump the write counters of ``partitions`` and ``target``'s (which
-        makes every other copy of this write abort)."""
-        out: list[tuple[Any, ...]] = []
+              target: Mapping[Partition, int]) -> list[Command]:
+        """The writes to run last in the transaction: store the applied offsets ``target``
+        and bump the write counters of ``partitions`` and ``target``'s (which makes every
+        other copy of this write abort)."""
+        out: list[Command] = []
         if target:
-            out.append(("HSET", self.applied_key,
-                        *(x for tp, offset in target.items()
-                          for x in (partition_field(tp), offset))))
+            out.append(Command("HSET", self.applied_key,
+                               *(x for tp, offset in target.items()
+                                 for x in (partition_field(tp), offset))))
         tps = sorted(set(partitions) | set(target))
-        out += [("INCR", self.counter(tp)) for tp in tps]
+        out += [Command("INCR", self.counter(tp)) for tp in tps]
         if not tps:
-            out.append(("HINCRBY", self.applied_key, WRITES_FIELD, 1))
+            out.append(Command("HINCRBY", self.applied_key, WRITES_FIELD, 1))
         return out
 
     async def refused(self, partitions: Iterable[Partition]) -> Exception:
-        """The error for a transaction refused by its ``WATCH``: a connection error (retry:
-        a lost connection, or another copy of the write ran) while this worker holds
-        ``partitions``, else :class:`FencedError`."""
+        """The error for a transaction refused by its ``WATCH``: retryable while this worker
+        holds ``partitions`` (another copy of the write ran, or another worker's claim
+        changed the claims hash), else :class:`FencedError`."""
         if await self.owners.holds(partitions):
             return RedisUnavailable("the watched keys changed or the connection was lost "
                                         "during a fenced write; trying again")

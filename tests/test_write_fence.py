@@ -53,7 +53,7 @@ async def _prepare(fence: WriteFence, client: aioredis.Redis, value: str,
     except BaseException as exc:
         await tx.__aexit__(type(exc), exc, None)
         raise
-    commands = [("SET", key, value), *fence.close(partitions, target)]
+    commands = [("SET", key, value), *(c.args for c in fence.close(partitions, target))]
     return _Held(tx, commands), ok
 
 
