@@ -23,7 +23,9 @@ from churnwatch.infra.sections import Sections
 from features.attrs import AttrBounds
 from features.cache import StateCache
 from features.silence import SilenceIndex
-from features.store import FeatureStore, StoreConfig, warm_up
+from features.store import FeatureStore, StoreConfig
+from features.store import warm_up as warm_up_features
+from online_models.dedup import warm_up as warm_up_learning
 from online_models.model import ChurnModel
 from online_models.model import warm_up as warm_up_scoring
 from online_models.snapshots import LabelPolicy
@@ -34,7 +36,16 @@ from rules.ruleset import load_ruleset, parse_ruleset
 from streams.assignment import Assignment
 from streams.pipeline import Pipeline
 
-__all__ = ["build_pipeline"]
+__all__ = ["build_pipeline", "warm_up_kernels"]
+
+
+def warm_up_kernels() -> None:
+    """Compile every numba kernel a worker runs (or load it from numba's cache) before it
+    takes partitions, so none is compiled while it processes (a compile holds the
+    interpreter: hundreds of ms per kernel on a cold cache)."""
+    warm_up_features()
+    warm_up_scoring()
+    warm_up_learning()
 
 
 def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
@@ -54,8 +65,7 @@ def build_pipeline(settings: Settings, redis: Any, metrics: Metrics,
     ruleset = (parse_ruleset(published.text, published.source) if published
                else load_ruleset(settings.rules_file))
     rules = compile_ruleset(ruleset)
-    warm_up()
-    warm_up_scoring()
+    warm_up_kernels()
     model = active_model_sync(sync)
     do_not_contact = frozenset(m.decode() for m in sync.smembers(Keys().do_not_contact()))
     sync.close()

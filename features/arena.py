@@ -33,8 +33,9 @@ from numba import njit
 from churnwatch.core.memcopy import copy
 from features.kernel import string_hashes
 
-__all__ = ["ValueArena", "encode_keys", "interleave"]
+__all__ = ["INITIAL_SLOTS", "ValueArena", "encode_keys", "interleave"]
 
+INITIAL_SLOTS = 1024  # a new arena's index; it doubles when a batch could fill half of it
 HDR = 32
 # the log grows once a batch could leave more than FULL of it live, to where GROWN is
 FULL, GROWN = 0.8, 0.65
@@ -302,7 +303,7 @@ class ValueArena:
             raise ValueError("max_record must be a multiple of 8, at least 64")
         self._meta = np.zeros(6, np.int64)
         self._meta[RMAX] = self.max_record = max_record
-        self._set(np.zeros((1024, 2), np.int64),
+        self._set(np.zeros((INITIAL_SLOTS, 2), np.int64),
                   np.empty((max(log_bytes, 8 * max_record) + 7) & ~7, np.uint8))
 
     def _set(self, table: np.ndarray, log: np.ndarray) -> None:

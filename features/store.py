@@ -34,6 +34,7 @@ from churnwatch.core.memcopy import copy
 from churnwatch.core.units import DAY_MS
 from churnwatch.infra.redis.resp import mset
 from churnwatch.infra.redis.script_router import ScriptRouter
+from features.arena import INITIAL_SLOTS
 from features.attrs import AttrBounds
 from features.batch_kernel import stage_values
 from features.cache import StateCache
@@ -180,23 +181,27 @@ def _merge_reads(subscribers: Sequence[str], groups: Sequence[tuple[Any, list[in
 
 
 def warm_up() -> None:
-    """Compile the kernels (or load them from numba's cache) with a one-event batch."""
-    ev = Event(event_id="warm-up", subscriber_id="warm-up", type="login", ts=DAY_MS * 20_000)
-    _, cols = encode_batch([ev])
+    """Compile the kernels (or load them from numba's cache) with a small batch, so none is
+    compiled while a worker processes its first batches: one event each for more subscribers
+    than half a new cache index holds (the index grows, as it does under a first backlog)."""
+    ids = [f"warm-up-{i}" for i in range(INITIAL_SLOTS // 2 + 1)]
+    _, cols = encode_batch([Event(event_id="warm-up", subscriber_id=sid, type="login",
+                                  ts=DAY_MS * 20_000) for sid in ids])
     _, _, buf, off, blob_len, *_ = stage_values(
-        np.frombuffer(b"", np.uint8), np.zeros(2, np.int64), cols.sub, cols.kind, cols.ts,
-        cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
+        np.frombuffer(b"", np.uint8), np.zeros(len(ids) + 1, np.int64), cols.sub, cols.kind,
+        cols.ts, cols.day, cols.month, cols.a, cols.b, cols.tenure, cols.ids, DAY_MS)
     states, tenure, _, _, _, e_ts, e_code, e_amt, e_off, _, _ = decode_states(
         buf.tobytes(), np.diff(off))
     read_features(states, tenure, 0, 0, e_ts, e_code, e_amt, e_off)
     _attributes(np.frombuffer(buf.tobytes(), np.uint8), off[:-1] + blob_len, off)
-    values = StateValues(["warm-up"], buf.tobytes(), off, blob_len)
-    mset(["warm-up"], *values.buffer())
+    values = StateValues(ids, buf.tobytes(), off, blob_len)
+    values.extension_heads(1)
+    mset(ids, *values.buffer())
     cache = StateCache(1)
-    token = cache.put(0, values, {"warm-up": {"r:x": "1"}}, {}, pin=True)
-    cache.get(["warm-up", "other"]).with_fetched(b"\0\0\0\0")
+    token = cache.put(0, values, {ids[0]: {"r:x": "1"}}, {}, pin=True)
+    cache.get([ids[0], "other"]).with_fetched(b"\0\0\0\0")
     cache.unpin(token)
-    cache.discard(["warm-up"])
+    cache.discard(ids)
 
 
 class FeatureStore:

@@ -111,6 +111,12 @@ class Generation:
         return self.table[self.table != 0]
 
 
+def warm_up() -> None:
+    """Compile the window's kernel (or load it from numba's cache) before the learner's first
+    step: compiled there, it would hold the interpreter for its whole compile time."""
+    DedupWindow(1, 1).admit(np.ones(1, np.int64), np.zeros(1, np.int64))
+
+
 class DedupWindow:
     """Example ids learned within (at least) the last ``window_ms`` of stream time."""
 
