@@ -23,22 +23,6 @@ def _signatures() -> dict[str, set[str]]:
             for d in gc.get_objects() if isinstance(d, CPUDispatcher)}
 
 
-class _Publisher:
-    wants_scores = True
-
-    async def dead_letters(self, payloads: list[bytes]) -> None:
-        pass
-
-    async def forward(self, topic: str, messages: list) -> None:
-        pass
-
-    async def alerts(self, alerts: list, payloads: list[bytes]) -> None:
-        pass
-
-    async def scores(self, payloads: list[bytes]) -> None:
-        pass
-
-
 async def _feed(url: str) -> dict[str, list[str]]:
     from churnwatch.assembly import build_pipeline
     from churnwatch.dev.simulate import SimConfig, generate
@@ -48,6 +32,7 @@ async def _feed(url: str) -> dict[str, list[str]]:
     from features.arena import INITIAL_SLOTS
     from streams.records import Record
     from streams.replay import records, replay
+    from tests.support.label_oracle import Collector
 
     events, _ = generate(SimConfig(subscribers=INITIAL_SLOTS // 2 + 100, days=75, seed=3))
     lines = [orjson.dumps(e) for e in events]
@@ -58,7 +43,7 @@ async def _feed(url: str) -> dict[str, list[str]]:
         before = _signatures()
         feed = [Record("churn.events", 0, i, line, 0) for i, line in enumerate(lines)]
         for k in range(0, len(feed), 5_000):
-            await pipeline.run(feed[k:k + 5_000], _Publisher())
+            await pipeline.run(feed[k:k + 5_000], Collector())
         await redis.flushdb()
         await replay(redis, records(lines), batch=2_000, rules=pipeline.rules)
     finally:
